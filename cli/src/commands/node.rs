@@ -1,0 +1,65 @@
+//! `troupe node`: a bare node, until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use troupe_runtime::{Node, NodeConfig};
+
+use super::{CookieArgs, Failure};
+
+/// Arguments of `troupe node`.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// The node's name, unique in the cluster.
+    #[arg(long)]
+    name: String,
+    /// Where to listen (port 0 picks a free port).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: SocketAddr,
+    /// The address peers use to reach this node (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<SocketAddr>,
+    /// A peer to know from the start, as NAME=HOST:PORT (repeatable).
+    #[arg(long = "peer", value_name = "NAME=HOST:PORT", value_parser = parse_peer)]
+    peers: Vec<(String, SocketAddr)>,
+    #[command(flatten)]
+    cookie: CookieArgs,
+}
+
+fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=HOST:PORT, got {s:?}"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+    Ok((name.to_string(), addr))
+}
+
+pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
+    let cookie = args.cookie.resolve()?;
+    let mut config = NodeConfig::new(args.name, args.listen, cookie);
+    config.advertise = args.advertise;
+    config.peers = args.peers;
+    let node = Node::start(config).await?;
+    // Scripts and tests wait for this line: print it once the listener is bound.
+    println!("node {} listening on {}", node.name(), node.advertise_addr());
+    wait_for_shutdown().await?;
+    tracing::info!(node = %node.name(), "shutting down");
+    tokio::time::timeout(Duration::from_secs(10), node.stop())
+        .await
+        .map_err(|_| Failure::from("the node did not stop within 10 s"))?;
+    Ok(())
+}
+
+async fn wait_for_shutdown() -> Result<(), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Linux process actors: cgroups, host resources, task logs (filled by the process-actors work).

@@ -1,0 +1,438 @@
+//! The wire codec: how a message crosses nodes, and why foreign bytes never panic.
+//!
+//! A remote message is a serde type encoded with MessagePack with *named* fields
+//! (`rmp_serde::to_vec_named`), so a field added later with `#[serde(default)]` stays
+//! compatible with peers that do not know it. `#[derive(RemoteMessage)]` wires a type to this
+//! module through `ractor::Message::{serialize, deserialize}`.
+//!
+//! Every frame carries the Rust type name of its message in the `variant` slot of ractor's
+//! `SerializedMessage`; a frame addressed to an actor of another type is counted as a wrong
+//! type and dropped before any decoding. Decoding is fallible all the way down: a truncated,
+//! garbled or hostile payload becomes a [`CodecError`], is logged, counted in
+//! [`DecodeStats`] and dropped. No actor and no node dies of it. (ractor's
+//! `BytesConvertable::from_bytes` may panic, which is why it is never used here.)
+//!
+//! Calls carry a [`Reply`] port inside the message. On the sending side the port is turned
+//! into ractor's byte-level reply channel while the message is encoded; on the receiving side
+//! it is rebuilt from that channel while the message is decoded. Both hand-overs go through a
+//! thread-local slot that lives only for the duration of one synchronous encode or decode.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ractor::RpcReplyPort;
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::oneshot;
+
+/// Why bytes could not be turned into a value, or a value into bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The payload is not valid MessagePack for the expected type.
+    #[error("malformed payload for {expected}: {cause}")]
+    Malformed {
+        /// The Rust type the payload was decoded as.
+        expected: &'static str,
+        /// The decoder's own account of the problem.
+        cause: String,
+    },
+    /// The frame was addressed to an actor whose message type differs.
+    #[error("frame of type {found:?} sent to an actor that accepts {expected}")]
+    WrongType {
+        /// The type the receiving actor accepts.
+        expected: &'static str,
+        /// The type named in the frame.
+        found: String,
+    },
+    /// A call's reply port could not be matched with the frame's reply channel.
+    #[error("reply port mismatch in {expected}: {cause}")]
+    ReplyPort {
+        /// The type being encoded or decoded.
+        expected: &'static str,
+        /// What went wrong.
+        cause: &'static str,
+    },
+    /// The value could not be encoded.
+    #[error("cannot encode {ty}: {cause}")]
+    Encode {
+        /// The type being encoded.
+        ty: &'static str,
+        /// The encoder's account.
+        cause: String,
+    },
+}
+
+static DECODED: AtomicU64 = AtomicU64::new(0);
+static MALFORMED: AtomicU64 = AtomicU64::new(0);
+static WRONG_TYPE: AtomicU64 = AtomicU64::new(0);
+static REPLY_PORT: AtomicU64 = AtomicU64::new(0);
+
+/// Counters of what the decoder saw on this node, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecodeStats {
+    /// Frames decoded into messages.
+    pub decoded: u64,
+    /// Frames dropped because their payload was malformed.
+    pub malformed: u64,
+    /// Frames dropped because they named another message type.
+    pub wrong_type: u64,
+    /// Frames dropped because a reply port was missing or doubled.
+    pub reply_port: u64,
+}
+
+impl DecodeStats {
+    /// All frames dropped, whatever the cause.
+    pub fn errors(&self) -> u64 {
+        self.malformed + self.wrong_type + self.reply_port
+    }
+}
+
+/// The decoder's counters since this process started.
+pub fn decode_stats() -> DecodeStats {
+    DecodeStats {
+        decoded: DECODED.load(Ordering::Relaxed),
+        malformed: MALFORMED.load(Ordering::Relaxed),
+        wrong_type: WRONG_TYPE.load(Ordering::Relaxed),
+        reply_port: REPLY_PORT.load(Ordering::Relaxed),
+    }
+}
+
+fn count(err: &CodecError) {
+    let counter = match err {
+        CodecError::Malformed { .. } => &MALFORMED,
+        CodecError::WrongType { .. } => &WRONG_TYPE,
+        CodecError::ReplyPort { .. } => &REPLY_PORT,
+        CodecError::Encode { .. } => return,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Encodes a value as MessagePack with named fields.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    rmp_serde::to_vec_named(value).map_err(|e| CodecError::Encode {
+        ty: std::any::type_name::<T>(),
+        cause: e.to_string(),
+    })
+}
+
+/// Decodes a value from MessagePack. Never panics, whatever the bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed {
+        expected: std::any::type_name::<T>(),
+        cause: e.to_string(),
+    })
+}
+
+thread_local! {
+    /// The byte-level reply channel produced while encoding a call.
+    static OUTGOING_REPLY: RefCell<Option<RpcReplyPort<Vec<u8>>>> = const { RefCell::new(None) };
+    /// The byte-level reply channel of the call being decoded.
+    static INCOMING_REPLY: RefCell<Option<RpcReplyPort<Vec<u8>>>> = const { RefCell::new(None) };
+}
+
+/// Encodes a message into ractor's frame: a cast, or a call when the message carries a
+/// [`Reply`]. Used by `#[derive(RemoteMessage)]`.
+pub fn encode_message<M: Serialize>(msg: &M) -> Result<SerializedMessage, BoxedDowncastErr> {
+    OUTGOING_REPLY.with(|slot| slot.borrow_mut().take());
+    let args = encode(msg).map_err(|e| {
+        tracing::warn!(cause = %e, "cannot encode message");
+        BoxedDowncastErr
+    })?;
+    let variant = std::any::type_name::<M>().to_string();
+    Ok(match OUTGOING_REPLY.with(|slot| slot.borrow_mut().take()) {
+        Some(reply) => SerializedMessage::Call {
+            variant,
+            args,
+            reply,
+            metadata: None,
+        },
+        None => SerializedMessage::Cast {
+            variant,
+            args,
+            metadata: None,
+        },
+    })
+}
+
+/// Decodes a frame into a message, counting and logging whatever is wrong with it. Used by
+/// `#[derive(RemoteMessage)]`; see [`decode_frame`] for the error itself.
+pub fn decode_message<M: DeserializeOwned>(frame: SerializedMessage) -> Result<M, BoxedDowncastErr> {
+    decode_frame(frame).map_err(|e| {
+        tracing::warn!(cause = %e, "dropped an undecodable frame");
+        BoxedDowncastErr
+    })
+}
+
+/// Decodes a frame into a message of type `M`, returning why it cannot.
+pub fn decode_frame<M: DeserializeOwned>(frame: SerializedMessage) -> Result<M, CodecError> {
+    let expected = std::any::type_name::<M>();
+    let (variant, args, reply) = match frame {
+        SerializedMessage::Cast { variant, args, .. } => (variant, args, None),
+        SerializedMessage::Call {
+            variant,
+            args,
+            reply,
+            ..
+        } => (variant, args, Some(reply)),
+        SerializedMessage::CallReply(..) => {
+            let err = CodecError::WrongType {
+                expected,
+                found: "call reply".into(),
+            };
+            count(&err);
+            return Err(err);
+        }
+    };
+    let result = if variant != expected {
+        Err(CodecError::WrongType {
+            expected,
+            found: variant,
+        })
+    } else {
+        let had_reply = reply.is_some();
+        INCOMING_REPLY.with(|slot| *slot.borrow_mut() = reply);
+        let decoded = decode::<M>(&args);
+        let unused = INCOMING_REPLY.with(|slot| slot.borrow_mut().take()).is_some();
+        match decoded {
+            Ok(_) if had_reply && unused => Err(CodecError::ReplyPort {
+                expected,
+                cause: "a call frame whose message has no reply port",
+            }),
+            other => other,
+        }
+    };
+    match &result {
+        Ok(_) => {
+            DECODED.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => count(e),
+    }
+    result
+}
+
+/// The reply port of a call: the receiver of a request answers through it exactly once.
+///
+/// A `Reply` travels inside the request message. When the request stays on this node it is a
+/// plain channel; when it crosses nodes it becomes ractor's byte-level reply channel and the
+/// answer is encoded with this module. A message may carry at most one `Reply`.
+pub struct Reply<T> {
+    port: Mutex<Option<Port<T>>>,
+}
+
+enum Port<T> {
+    /// The caller is on this node and has not handed the port to the wire.
+    Local {
+        answer: oneshot::Sender<T>,
+        handoff: oneshot::Sender<oneshot::Receiver<Vec<u8>>>,
+    },
+    /// The caller is on another node.
+    Wire(RpcReplyPort<Vec<u8>>),
+}
+
+impl<T> fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// What a caller waits on: the other half of a [`Reply`].
+#[derive(Debug)]
+pub struct ReplyReceiver<T> {
+    answer: oneshot::Receiver<T>,
+    handoff: oneshot::Receiver<oneshot::Receiver<Vec<u8>>>,
+}
+
+/// Why a call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// The receiver dropped the reply port without answering (it stopped, or chose not to).
+    #[error("the reply port was dropped without an answer")]
+    Dropped,
+    /// The answer arrived but could not be decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Reply<T> {
+    /// A new reply port and the receiver its answer arrives on.
+    pub fn channel() -> (Reply<T>, ReplyReceiver<T>) {
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let (handoff_tx, handoff_rx) = oneshot::channel();
+        let reply = Reply {
+            port: Mutex::new(Some(Port::Local {
+                answer: answer_tx,
+                handoff: handoff_tx,
+            })),
+        };
+        (
+            reply,
+            ReplyReceiver {
+                answer: answer_rx,
+                handoff: handoff_rx,
+            },
+        )
+    }
+
+    /// Answers the call. Returns `false` when the caller is gone (it timed out, stopped, or its
+    /// node is unreachable); the answer is then dropped.
+    pub fn send(self, value: T) -> bool {
+        let port = self.port.into_inner().unwrap_or_else(|p| p.into_inner());
+        match port {
+            Some(Port::Local { answer, .. }) => answer.send(value).is_ok(),
+            Some(Port::Wire(port)) => match encode(&value) {
+                Ok(bytes) => port.send(bytes).is_ok(),
+                Err(e) => {
+                    tracing::warn!(cause = %e, "cannot encode a reply");
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> ReplyReceiver<T> {
+    /// Waits for the answer. Wrap it in a timeout: a receiver that never answers and never
+    /// drops the port keeps this waiting.
+    pub async fn recv(self) -> Result<T, ReplyError> {
+        let ReplyReceiver { answer, mut handoff } = self;
+        match answer.await {
+            Ok(value) => Ok(value),
+            // The local sender is dropped either because the port was handed to the wire
+            // (the hand-off is sent first) or because nobody answered.
+            Err(_) => match handoff.try_recv() {
+                Ok(bytes) => {
+                    let bytes = bytes.await.map_err(|_| ReplyError::Dropped)?;
+                    let value = decode::<T>(&bytes);
+                    if let Err(e) = &value {
+                        count(e);
+                    }
+                    Ok(value?)
+                }
+                Err(_) => Err(ReplyError::Dropped),
+            },
+        }
+    }
+}
+
+impl<T> Serialize for Reply<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut guard = self.port.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.take() {
+            Some(Port::Local { answer, handoff }) => {
+                let (tx, rx) = oneshot::channel();
+                if OUTGOING_REPLY.with(|slot| slot.borrow().is_some()) {
+                    *guard = Some(Port::Local { answer, handoff });
+                    return Err(S::Error::custom("a message may carry only one reply port"));
+                }
+                // Hand the byte receiver over before the typed sender is dropped: the caller
+                // looks for the hand-off when it sees the typed channel close.
+                let _ = handoff.send(rx);
+                drop(answer);
+                OUTGOING_REPLY.with(|slot| *slot.borrow_mut() = Some(RpcReplyPort::from(tx)));
+                serializer.serialize_unit()
+            }
+            Some(port @ Port::Wire(_)) => {
+                *guard = Some(port);
+                Err(S::Error::custom(
+                    "a reply port received from another node cannot be forwarded",
+                ))
+            }
+            None => Err(S::Error::custom("this reply port was already used")),
+        }
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Reply<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        <()>::deserialize(deserializer)?;
+        match INCOMING_REPLY.with(|slot| slot.borrow_mut().take()) {
+            Some(port) => Ok(Reply {
+                port: Mutex::new(Some(Port::Wire(port))),
+            }),
+            None => Err(D::Error::custom(
+                "a reply port without a reply channel (a cast, or a second port)",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct V1 {
+        a: u32,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct V2 {
+        a: u32,
+        #[serde(default)]
+        b: Option<String>,
+    }
+
+    #[test]
+    fn adding_an_optional_field_stays_compatible_both_ways() {
+        let old = encode(&V1 { a: 7 }).unwrap();
+        assert_eq!(decode::<V2>(&old).unwrap(), V2 { a: 7, b: None });
+        let new = encode(&V2 {
+            a: 7,
+            b: Some("x".into()),
+        })
+        .unwrap();
+        assert_eq!(decode::<V1>(&new).unwrap(), V1 { a: 7 });
+    }
+
+    #[test]
+    fn wrong_type_is_refused_before_decoding() {
+        let frame = encode_message(&V1 { a: 1 }).unwrap();
+        let err = decode_frame::<V2>(frame).unwrap_err();
+        assert!(matches!(err, CodecError::WrongType { .. }), "{err}");
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Ask {
+        q: u32,
+        reply: Reply<u32>,
+    }
+
+    #[tokio::test]
+    async fn a_reply_port_survives_the_wire() {
+        let (reply, rx) = Reply::<u32>::channel();
+        let frame = encode_message(&Ask { q: 20, reply }).unwrap();
+        assert!(matches!(frame, SerializedMessage::Call { .. }));
+        // What the remote NodeSession does: split the reply channel off the frame.
+        let ask: Ask = decode_frame(frame).unwrap();
+        assert!(ask.reply.send(ask.q + 1));
+        assert_eq!(rx.recv().await.unwrap(), 21);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_reply_is_reported() {
+        let (reply, rx) = Reply::<u32>::channel();
+        drop(reply);
+        assert!(matches!(rx.recv().await, Err(ReplyError::Dropped)));
+    }
+
+    #[test]
+    fn a_call_frame_without_a_port_in_its_message_is_refused() {
+        let (tx, _rx) = oneshot::channel();
+        let frame = SerializedMessage::Call {
+            variant: std::any::type_name::<V1>().to_string(),
+            args: encode(&V1 { a: 1 }).unwrap(),
+            reply: RpcReplyPort::from(tx),
+            metadata: None,
+        };
+        assert!(matches!(
+            decode_frame::<V1>(frame),
+            Err(CodecError::ReplyPort { .. })
+        ));
+    }
+}

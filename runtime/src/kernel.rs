@@ -1,0 +1,775 @@
+//! The node kernel: the actor behind monitors and links, one per node at
+//! `node/<name>/kernel` (Erlang's net kernel plays this part).
+//!
+//! It watches local actors with ractor monitors and keeps four tables:
+//!
+//! * local monitors: a watcher on this node, a target on this node;
+//! * served monitors: a watcher on another node, a target on this node; when the target
+//!   stops, a `Down` goes to the watcher's kernel;
+//! * remote monitors: a watcher on this node, a target on another node; fired by the
+//!   target's kernel, or with `NodeDown` when that node disconnects;
+//! * link ends: a local actor linked to a peer here or on another node.
+//!
+//! Every entry is removed when it fires, which is what makes a `Down` arrive exactly once:
+//! whichever of "the target's kernel reported it" and "its node went down" comes first
+//! wins, and the other finds nothing.
+
+use std::collections::HashMap;
+
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, SupervisionEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::addr::{Addr, AddrError, Target};
+use crate::codec::{self, Reply};
+use crate::monitor::{Down, DownReason, DownSink, Exit, LINK_TIMEOUT, LinkError, Ref};
+use crate::node::{Node, NodeEvent};
+
+/// The path of a node's kernel.
+pub(crate) fn kernel_path(node: &str) -> String {
+    format!("node/{node}/kernel")
+}
+
+/// What kernels say to each other.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum KernelWire {
+    /// Watch the local actor at `path` for the kernel of `watcher`.
+    Monitor {
+        /// The monitor.
+        id: Ref,
+        /// The path to watch.
+        path: String,
+        /// The watcher's node.
+        watcher: String,
+    },
+    /// Forget a served monitor.
+    Demonitor {
+        /// The monitor.
+        id: Ref,
+    },
+    /// A served monitor fired.
+    Down {
+        /// The monitor.
+        id: Ref,
+        /// The path that was watched.
+        path: String,
+        /// The node it lived on.
+        node: String,
+        /// Why it is gone.
+        reason: DownReason,
+    },
+    /// Link the local actor at `path` with `peer_path` on `peer_node`; answers whether the
+    /// actor exists.
+    Link {
+        /// The link.
+        id: Ref,
+        /// The local end's path.
+        path: String,
+        /// The initiating end's node.
+        peer_node: String,
+        /// The initiating end's path.
+        peer_path: String,
+        /// `true` when linked, `false` when there is no actor at `path`.
+        reply: Reply<bool>,
+    },
+    /// The other end of a link stopped.
+    LinkExit {
+        /// The link.
+        id: Ref,
+        /// Whether the end that stopped is the link's initiator.
+        from_initiator: bool,
+        /// Its path.
+        path: String,
+        /// Its node.
+        node: String,
+        /// Why it stopped.
+        reason: DownReason,
+    },
+    /// Remove a link.
+    Unlink {
+        /// The link.
+        id: Ref,
+    },
+}
+
+/// A callback that receives exit signals for an actor that traps exits.
+pub(crate) type ExitSink = Box<dyn Fn(Exit) + Send>;
+
+/// Requests from this node.
+pub(crate) enum LocalReq {
+    /// Monitor a local actor for a local watcher.
+    Watch {
+        id: Ref,
+        cell: ActorCell,
+        path: String,
+        sink: DownSink,
+    },
+    /// Monitor an actor on another node for a local watcher.
+    WatchRemote {
+        id: Ref,
+        node: String,
+        path: String,
+        sink: DownSink,
+    },
+    /// Remove a monitor made here.
+    Unwatch { id: Ref },
+    /// Deliver exit signals to this actor as messages.
+    TrapExit { cell: ActorCell, sink: ExitSink },
+    /// Record one end of a link held on this node.
+    LinkEnd {
+        key: LinkKey,
+        cell: ActorCell,
+        path: String,
+        peer: PeerEnd,
+    },
+    /// Remove a link at both ends.
+    Unlink { id: Ref },
+    /// A peer node disconnected.
+    PeerDown { node: String },
+    /// Events were lost: check every remote entry against the connected peers.
+    Resync,
+}
+
+/// The kernel's message: from other kernels, or from this node.
+pub(crate) enum KernelMsg {
+    Wire(KernelWire),
+    Local(LocalReq),
+}
+
+impl ractor::Message for KernelMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            KernelMsg::Wire(wire) => codec::encode_message(&wire),
+            KernelMsg::Local(_) => Err(BoxedDowncastErr),
+        }
+    }
+
+    fn deserialize(bytes: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        codec::decode_message(bytes).map(KernelMsg::Wire)
+    }
+}
+
+/// One end of a link: which link, and which end of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct LinkKey {
+    pub(crate) id: Ref,
+    pub(crate) initiator: bool,
+}
+
+/// Where the other end of a link is.
+pub(crate) enum PeerEnd {
+    /// On this node, under the opposite key.
+    Here,
+    /// On another node.
+    Remote { node: String, path: String },
+}
+
+struct LinkEnd {
+    cell: ActorCell,
+    path: String,
+    peer: PeerEnd,
+}
+
+struct LocalWatch {
+    target: ActorId,
+    path: String,
+    sink: DownSink,
+}
+
+struct ServedWatch {
+    target: ActorId,
+    path: String,
+    watcher: String,
+}
+
+struct RemoteWatch {
+    node: String,
+    path: String,
+    sink: DownSink,
+}
+
+pub(crate) struct KernelState {
+    node: Node,
+    watched: HashMap<ActorId, ActorCell>,
+    local: HashMap<Ref, LocalWatch>,
+    served: HashMap<Ref, ServedWatch>,
+    remote: HashMap<Ref, RemoteWatch>,
+    links: HashMap<LinkKey, LinkEnd>,
+    traps: HashMap<ActorId, ExitSink>,
+}
+
+/// The kernel actor.
+pub(crate) struct Kernel;
+
+/// Everything [`establish_link`] needs.
+pub(crate) struct LinkPlan {
+    pub(crate) id: Ref,
+    pub(crate) local: ActorCell,
+    pub(crate) local_path: String,
+    pub(crate) peer_path: String,
+    pub(crate) peer: Target,
+}
+
+impl Kernel {
+    pub(crate) async fn start(node: &Node) -> Result<ActorRef<KernelMsg>, ractor::SpawnErr> {
+        let (kernel, _) = Actor::spawn(None, Kernel, node.clone()).await?;
+        let _ = crate::addr::register(&kernel_path(node.name()), &kernel);
+        let mut events = node.subscribe();
+        let forward = kernel.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let req = match events.recv().await {
+                    Ok(NodeEvent::Down { node, .. }) => LocalReq::PeerDown { node },
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => LocalReq::Resync,
+                    Err(RecvError::Closed) => break,
+                };
+                if forward.cast(KernelMsg::Local(req)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(kernel)
+    }
+}
+
+/// Sends a message to another node's kernel, if it is connected. A kernel never waits for
+/// a connection: when the peer is gone, its own side fires `NodeDown`.
+fn to_kernel(node: &str, wire: KernelWire) {
+    let addr = Addr::<KernelMsg>::on(node, kernel_path(node));
+    match addr.lookup() {
+        Ok(target) => {
+            if target.cell.send_message(KernelMsg::Wire(wire)).is_err() {
+                tracing::debug!(peer = %node, "kernel message to a stopping peer dropped");
+            }
+        }
+        Err(e) => tracing::debug!(peer = %node, cause = %e, "kernel message to an unreachable peer dropped"),
+    }
+}
+
+fn reason_of(event: &SupervisionEvent) -> Option<(ActorId, DownReason)> {
+    match event {
+        SupervisionEvent::ActorTerminated(cell, _, reason) => Some((
+            cell.get_id(),
+            DownReason::from_stop_reason(reason.as_deref()),
+        )),
+        SupervisionEvent::ActorFailed(cell, err) => {
+            Some((cell.get_id(), DownReason::Error(err.to_string())))
+        }
+        _ => None,
+    }
+}
+
+impl KernelState {
+    /// Starts watching a local actor; `false` when it has already stopped.
+    fn watch(&mut self, myself: &ActorRef<KernelMsg>, cell: &ActorCell) -> bool {
+        if cell.get_status() >= ActorStatus::Stopping {
+            return false;
+        }
+        self.watched.entry(cell.get_id()).or_insert_with(|| {
+            myself.get_cell().monitor(cell.clone());
+            cell.clone()
+        });
+        // It may have stopped before the monitor was in place; then no event will come.
+        cell.get_status() < ActorStatus::Stopped
+    }
+
+    fn here(&self) -> String {
+        self.node.name().to_string()
+    }
+
+    fn local_path(path: &str) -> Option<ActorCell> {
+        ractor::pg::get_scoped_local_members(&crate::node::SCOPE.to_string(), &path.to_string())
+            .into_iter()
+            .find(|c| c.get_status() < ActorStatus::Draining)
+    }
+
+    /// Delivers an exit signal to the local end of a link.
+    fn exit_signal(&self, end: &LinkEnd, exit: Exit) {
+        if let Some(sink) = self.traps.get(&end.cell.get_id()) {
+            sink(exit);
+        } else if !exit.reason.is_normal() {
+            tracing::debug!(actor = %end.path, peer = %exit.path, reason = %exit.reason, "linked actor stopped: stopping with it");
+            end.cell.stop(Some(exit.reason.to_stop_reason()));
+        }
+    }
+
+    /// A local actor stopped: fire everything that watched it.
+    fn actor_down(&mut self, id: ActorId, reason: DownReason) {
+        if let Some(cell) = self.watched.remove(&id) {
+            drop(cell);
+        }
+        self.traps.remove(&id);
+        let here = self.here();
+        let fired: Vec<Ref> = self
+            .local
+            .iter()
+            .filter(|(_, w)| w.target == id)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for r in fired {
+            if let Some(w) = self.local.remove(&r) {
+                (w.sink)(Down {
+                    monitor: r,
+                    path: w.path,
+                    node: here.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let served: Vec<Ref> = self
+            .served
+            .iter()
+            .filter(|(_, w)| w.target == id)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for r in served {
+            if let Some(w) = self.served.remove(&r) {
+                to_kernel(
+                    &w.watcher,
+                    KernelWire::Down {
+                        id: r,
+                        path: w.path,
+                        node: here.clone(),
+                        reason: reason.clone(),
+                    },
+                );
+            }
+        }
+        let ends: Vec<LinkKey> = self
+            .links
+            .iter()
+            .filter(|(_, e)| e.cell.get_id() == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ends {
+            let Some(end) = self.links.remove(&key) else {
+                continue;
+            };
+            match end.peer {
+                PeerEnd::Here => {
+                    let other = LinkKey {
+                        id: key.id.clone(),
+                        initiator: !key.initiator,
+                    };
+                    if let Some(peer) = self.links.remove(&other) {
+                        let exit = Exit {
+                            link: key.id.clone(),
+                            path: end.path.clone(),
+                            node: here.clone(),
+                            reason: reason.clone(),
+                        };
+                        self.exit_signal(&peer, exit);
+                    }
+                }
+                PeerEnd::Remote { node, .. } => to_kernel(
+                    &node,
+                    KernelWire::LinkExit {
+                        id: key.id.clone(),
+                        from_initiator: key.initiator,
+                        path: end.path.clone(),
+                        node: here.clone(),
+                        reason: reason.clone(),
+                    },
+                ),
+            }
+        }
+    }
+
+    /// A peer node is gone: fire every remote monitor and link end that pointed at it.
+    fn peer_down(&mut self, node: &str) {
+        let fired: Vec<Ref> = self
+            .remote
+            .iter()
+            .filter(|(_, w)| w.node == node)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for r in fired {
+            if let Some(w) = self.remote.remove(&r) {
+                (w.sink)(Down {
+                    monitor: r,
+                    path: w.path,
+                    node: w.node,
+                    reason: DownReason::NodeDown,
+                });
+            }
+        }
+        self.served.retain(|_, w| w.watcher != node);
+        let ends: Vec<LinkKey> = self
+            .links
+            .iter()
+            .filter(|(_, e)| matches!(&e.peer, PeerEnd::Remote { node: n, .. } if n == node))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ends {
+            if let Some(end) = self.links.remove(&key) {
+                let PeerEnd::Remote { node, path } = &end.peer else {
+                    continue;
+                };
+                let exit = Exit {
+                    link: key.id.clone(),
+                    path: path.clone(),
+                    node: node.clone(),
+                    reason: DownReason::NodeDown,
+                };
+                self.exit_signal(&end, exit);
+            }
+        }
+    }
+
+    fn handle_local(&mut self, myself: &ActorRef<KernelMsg>, req: LocalReq) {
+        match req {
+            LocalReq::Watch {
+                id,
+                cell,
+                path,
+                sink,
+            } => {
+                if self.watch(myself, &cell) {
+                    self.local.insert(
+                        id,
+                        LocalWatch {
+                            target: cell.get_id(),
+                            path,
+                            sink,
+                        },
+                    );
+                } else {
+                    sink(Down {
+                        monitor: id,
+                        path,
+                        node: self.here(),
+                        reason: DownReason::NoSuchActor,
+                    });
+                }
+            }
+            LocalReq::WatchRemote {
+                id,
+                node,
+                path,
+                sink,
+            } => {
+                if !self.node.is_connected(&node) {
+                    sink(Down {
+                        monitor: id,
+                        path,
+                        node,
+                        reason: DownReason::NodeDown,
+                    });
+                    return;
+                }
+                to_kernel(
+                    &node,
+                    KernelWire::Monitor {
+                        id: id.clone(),
+                        path: path.clone(),
+                        watcher: self.here(),
+                    },
+                );
+                self.remote.insert(id, RemoteWatch { node, path, sink });
+            }
+            LocalReq::Unwatch { id } => {
+                self.local.remove(&id);
+                if let Some(w) = self.remote.remove(&id) {
+                    to_kernel(&w.node, KernelWire::Demonitor { id });
+                }
+            }
+            LocalReq::TrapExit { cell, sink } => {
+                if self.watch(myself, &cell) {
+                    self.traps.insert(cell.get_id(), sink);
+                }
+            }
+            LocalReq::LinkEnd {
+                key,
+                cell,
+                path,
+                peer,
+            } => {
+                if let PeerEnd::Remote { node, path: peer_path } = &peer
+                    && !self.node.is_connected(node)
+                {
+                    let exit = Exit {
+                        link: key.id.clone(),
+                        path: peer_path.clone(),
+                        node: node.clone(),
+                        reason: DownReason::NodeDown,
+                    };
+                    self.exit_signal(&LinkEnd { cell, path, peer }, exit);
+                    return;
+                }
+                if self.watch(myself, &cell) {
+                    self.links.insert(key, LinkEnd { cell, path, peer });
+                }
+            }
+            LocalReq::Unlink { id } => {
+                for initiator in [true, false] {
+                    let key = LinkKey {
+                        id: id.clone(),
+                        initiator,
+                    };
+                    if let Some(LinkEnd {
+                        peer: PeerEnd::Remote { node, .. },
+                        ..
+                    }) = self.links.remove(&key)
+                    {
+                        to_kernel(&node, KernelWire::Unlink { id: id.clone() });
+                    }
+                }
+            }
+            LocalReq::PeerDown { node } => self.peer_down(&node),
+            LocalReq::Resync => {
+                let mut gone: Vec<String> = self
+                    .remote
+                    .values()
+                    .map(|w| w.node.clone())
+                    .chain(self.links.values().filter_map(|e| match &e.peer {
+                        PeerEnd::Remote { node, .. } => Some(node.clone()),
+                        PeerEnd::Here => None,
+                    }))
+                    .filter(|n| !self.node.is_connected(n))
+                    .collect();
+                gone.sort();
+                gone.dedup();
+                for node in gone {
+                    self.peer_down(&node);
+                }
+            }
+        }
+    }
+
+    fn handle_wire(&mut self, myself: &ActorRef<KernelMsg>, wire: KernelWire) {
+        match wire {
+            KernelWire::Monitor { id, path, watcher } => {
+                let target = Self::local_path(&path).filter(|cell| self.watch(myself, cell));
+                match target {
+                    Some(cell) => {
+                        self.served.insert(
+                            id,
+                            ServedWatch {
+                                target: cell.get_id(),
+                                path,
+                                watcher,
+                            },
+                        );
+                    }
+                    None => to_kernel(
+                        &watcher,
+                        KernelWire::Down {
+                            id,
+                            path,
+                            node: self.here(),
+                            reason: DownReason::NoSuchActor,
+                        },
+                    ),
+                }
+            }
+            KernelWire::Demonitor { id } => {
+                self.served.remove(&id);
+            }
+            KernelWire::Down {
+                id,
+                path,
+                node,
+                reason,
+            } => {
+                if let Some(w) = self.remote.remove(&id) {
+                    (w.sink)(Down {
+                        monitor: id,
+                        path,
+                        node,
+                        reason,
+                    });
+                }
+            }
+            KernelWire::Link {
+                id,
+                path,
+                peer_node,
+                peer_path,
+                reply,
+            } => {
+                let target = Self::local_path(&path).filter(|cell| self.watch(myself, cell));
+                let linked = target.is_some();
+                if let Some(cell) = target {
+                    self.links.insert(
+                        LinkKey {
+                            id,
+                            initiator: false,
+                        },
+                        LinkEnd {
+                            cell,
+                            path,
+                            peer: PeerEnd::Remote {
+                                node: peer_node,
+                                path: peer_path,
+                            },
+                        },
+                    );
+                }
+                reply.send(linked);
+            }
+            KernelWire::LinkExit {
+                id,
+                from_initiator,
+                path,
+                node,
+                reason,
+            } => {
+                let key = LinkKey {
+                    id: id.clone(),
+                    initiator: !from_initiator,
+                };
+                if let Some(end) = self.links.remove(&key) {
+                    let exit = Exit {
+                        link: id,
+                        path,
+                        node,
+                        reason,
+                    };
+                    self.exit_signal(&end, exit);
+                }
+            }
+            KernelWire::Unlink { id } => {
+                for initiator in [true, false] {
+                    self.links.remove(&LinkKey {
+                        id: id.clone(),
+                        initiator,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Actor for Kernel {
+    type Msg = KernelMsg;
+    type State = KernelState;
+    type Arguments = Node;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<KernelMsg>,
+        node: Node,
+    ) -> Result<KernelState, ActorProcessingErr> {
+        Ok(KernelState {
+            node,
+            watched: HashMap::new(),
+            local: HashMap::new(),
+            served: HashMap::new(),
+            remote: HashMap::new(),
+            links: HashMap::new(),
+            traps: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<KernelMsg>,
+        message: KernelMsg,
+        state: &mut KernelState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            KernelMsg::Local(req) => state.handle_local(&myself, req),
+            KernelMsg::Wire(wire) => state.handle_wire(&myself, wire),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<KernelMsg>,
+        event: SupervisionEvent,
+        state: &mut KernelState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((id, reason)) = reason_of(&event) {
+            state.actor_down(id, reason);
+        }
+        Ok(())
+    }
+}
+
+/// Links a local actor with a resolved peer: records the local end first, so that an exit
+/// racing the confirmation is not lost, then asks the peer's kernel for the other end.
+pub(crate) async fn establish_link(
+    node: &Node,
+    kernel: &ActorRef<KernelMsg>,
+    plan: LinkPlan,
+) -> Result<(), LinkError> {
+    let LinkPlan {
+        id,
+        local,
+        local_path,
+        peer_path,
+        peer,
+    } = plan;
+    let cast = |req| {
+        let _ = kernel.cast(KernelMsg::Local(req));
+    };
+    if peer.node == node.name() {
+        cast(LocalReq::LinkEnd {
+            key: LinkKey {
+                id: id.clone(),
+                initiator: true,
+            },
+            cell: local,
+            path: local_path,
+            peer: PeerEnd::Here,
+        });
+        cast(LocalReq::LinkEnd {
+            key: LinkKey {
+                id,
+                initiator: false,
+            },
+            cell: peer.cell,
+            path: peer_path,
+            peer: PeerEnd::Here,
+        });
+        return Ok(());
+    }
+    cast(LocalReq::LinkEnd {
+        key: LinkKey {
+            id: id.clone(),
+            initiator: true,
+        },
+        cell: local,
+        path: local_path.clone(),
+        peer: PeerEnd::Remote {
+            node: peer.node.clone(),
+            path: peer_path.clone(),
+        },
+    });
+    let remote = Addr::<KernelMsg>::on(peer.node.clone(), kernel_path(&peer.node));
+    let answer = remote
+        .call(
+            |reply| {
+                KernelMsg::Wire(KernelWire::Link {
+                    id: id.clone(),
+                    path: peer_path.clone(),
+                    peer_node: node.name().to_string(),
+                    peer_path: local_path,
+                    reply,
+                })
+            },
+            LINK_TIMEOUT,
+        )
+        .await;
+    match answer {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            cast(LocalReq::Unlink { id });
+            Err(LinkError::Addr(AddrError::NoSuchActor {
+                path: peer_path,
+                node: Some(peer.node),
+            }))
+        }
+        Err(e) => {
+            cast(LocalReq::Unlink { id });
+            Err(e.into())
+        }
+    }
+}

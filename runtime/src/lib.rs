@@ -1,0 +1,50 @@
+//! troupe-runtime: the Erlang-like core every troupe entity stands on.
+//!
+//! Layout:
+//! * [`node`]: one node per OS process; ractor_cluster's `NodeServer` in Isolated mode, the
+//!   peer table, on-demand connection, node up/down events.
+//! * [`addr`]: location-transparent, typed addresses ([`Addr`]) over paths registered in
+//!   ractor's process groups.
+//! * [`monitor`]: remote monitors (exactly one [`Down`]) and links with exit trapping.
+//! * [`codec`]: the wire form of messages (MessagePack with named fields), the [`Reply`]
+//!   port of calls, and decoding that never panics on foreign bytes.
+//! * [`cookie`]: the cluster cookie, from a flag, the environment or a cookie file.
+//! * [`ping`]: the ping server every node runs.
+//! * `kernel` (private): the per-node actor that carries monitors and links across nodes.
+//!
+//! Making a message type remote takes one derive:
+//!
+//! ```ignore
+//! #[derive(serde::Serialize, serde::Deserialize, troupe_runtime::RemoteMessage)]
+//! enum EchoMsg {
+//!     Echo { text: String, reply: troupe_runtime::Reply<String> },
+//! }
+//! ```
+//!
+//! The guarantees (ordering, delivery, what a `Down` promises, what a timeout means) are
+//! written down in `docs/runtime-semantics.md`.
+
+// Lets `#[derive(RemoteMessage)]` name this crate from inside it, too.
+extern crate self as troupe_runtime;
+
+pub mod addr;
+pub mod codec;
+pub mod cookie;
+mod kernel;
+pub mod monitor;
+pub mod node;
+pub mod ping;
+
+pub use addr::{Addr, AddrError, SendError, register, unregister};
+pub use codec::{DecodeStats, Reply, ReplyReceiver, decode_stats};
+pub use cookie::Cookie;
+pub use monitor::{
+    Down, DownReason, Exit, LinkError, Ref, demonitor, link, monitor, monitor_channel,
+    monitor_with, trap_exit, unlink,
+};
+pub use node::{ConnectError, Node, NodeConfig, NodeError, NodeEvent, Transport};
+pub use ping::{PingMsg, Pong, ping_path};
+pub use troupe_macros::RemoteMessage;
+
+/// Re-exported so that `#[derive(RemoteMessage)]` and users agree on one ractor.
+pub use ractor;

@@ -1,0 +1,582 @@
+//! Nodes: one OS process in the cluster, reachable by name.
+//!
+//! ```text
+//! Node (this module; one per OS process, as ractor's pg and registry are process-global)
+//! ├── ractor_cluster NodeServer      listener + one NodeSession per peer (Isolated mode)
+//! ├── kernel   node/<name>/kernel    monitors and links across nodes   (crate::kernel)
+//! └── ping     node/<name>/ping      answers `troupe ping`              (crate::ping)
+//! ```
+//!
+//! Nothing restarts these: they live as long as the node, and [`Node::stop`] stops them in
+//! reverse order. A node learns of its peers from configuration, from
+//! [`Node::add_peer`], and from every peer that connects to it; the first message sent to
+//! a known but unconnected node opens the connection ([`Node::ensure_connected`]).
+
+mod peers;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use tokio::sync::broadcast;
+
+use crate::cookie::Cookie;
+use crate::kernel::{Kernel, KernelMsg};
+use crate::ping::{PingMsg, PingServer};
+use peers::Peers;
+
+/// How long [`Node::connect`] waits for a handshake by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How nodes protect their connections.
+///
+/// Only plain TCP is offered today. TLS plugs in here: ractor_cluster takes a rustls acceptor
+/// (`IncomingEncryptionMode::Tls`) for the listener and a connector (`client_connect_enc`)
+/// for outgoing sessions, and [`Node::start`] and [`Node::connect`] are the two places that
+/// choose between them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Plain TCP, authenticated by the cookie's challenge–response handshake.
+    #[default]
+    Plain,
+}
+
+/// What a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's name, unique in the cluster: letters, digits, `-`, `_` and `.`.
+    pub name: String,
+    /// Where to listen. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The address peers should use to reach this node; defaults to `listen`.
+    pub advertise: Option<SocketAddr>,
+    /// The cluster cookie.
+    pub cookie: Cookie,
+    /// Plain TCP or (later) TLS.
+    pub transport: Transport,
+    /// Peers known from the start, by name and address.
+    pub peers: Vec<(String, SocketAddr)>,
+    /// How long a connection attempt may take, handshake included.
+    pub connect_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration with defaults for everything but name, address and cookie.
+    pub fn new(name: impl Into<String>, listen: SocketAddr, cookie: Cookie) -> NodeConfig {
+        NodeConfig {
+            name: name.into(),
+            listen,
+            advertise: None,
+            cookie,
+            transport: Transport::Plain,
+            peers: Vec::new(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The name is empty or has characters that cannot be part of a path.
+    #[error("invalid node name {name:?}: use letters, digits, '-', '_' and '.'")]
+    InvalidName {
+        /// The name given.
+        name: String,
+    },
+    /// Another node already runs in this OS process.
+    #[error("node {running} already runs in this process (one node per OS process)")]
+    AlreadyRunning {
+        /// The running node's name.
+        running: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {cause}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        cause: String,
+    },
+    /// One of the node's own actors failed to start.
+    #[error("cannot start the node's {what}: {cause}")]
+    Spawn {
+        /// Which actor.
+        what: &'static str,
+        /// Why.
+        cause: String,
+    },
+}
+
+/// Why a connection to a peer failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Nothing accepted the TCP connection.
+    #[error("cannot reach {addr}: {cause}")]
+    Unreachable {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The OS error.
+        cause: String,
+    },
+    /// The peer answered but refused our cookie, or we refused its.
+    #[error("{addr} refused the connection: the cookies differ (check --cookie, TROUPE_COOKIE or the cookie file)")]
+    CookieRefused {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The peer's name, when the handshake got far enough to tell it.
+        node: Option<String>,
+    },
+    /// The peer closed the connection before the handshake began: not a troupe node, or an
+    /// incompatible version.
+    #[error("{addr} closed the connection during the handshake: is it a troupe node of this version?")]
+    Handshake {
+        /// The address tried.
+        addr: SocketAddr,
+    },
+    /// The handshake did not finish in time.
+    #[error("no handshake with {addr} within {after:?}")]
+    Timeout {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The time waited.
+        after: Duration,
+    },
+    /// The node name is not in the peer table, so there is no address to connect to.
+    #[error("node {node} is unknown: no address to connect to")]
+    UnknownNode {
+        /// The name.
+        node: String,
+    },
+    /// This node has stopped.
+    #[error("this node has stopped")]
+    Stopped,
+}
+
+/// A change in the set of connected peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A peer connected and finished its handshake.
+    Up {
+        /// Its name.
+        node: String,
+        /// The socket address of the session.
+        addr: String,
+    },
+    /// The last session with a peer closed.
+    Down {
+        /// Its name.
+        node: String,
+        /// The socket address of the session.
+        addr: String,
+    },
+    /// A connection closed before its handshake finished (most often: the cookies differ).
+    HandshakeFailed {
+        /// The peer's name, when the handshake told it.
+        node: Option<String>,
+        /// The socket address of the session.
+        addr: String,
+    },
+}
+
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) listen: SocketAddr,
+    pub(crate) advertise: SocketAddr,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) started: std::time::Instant,
+    server: ActorRef<NodeServerMessage>,
+    pub(crate) peers: Mutex<Peers>,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    kernel: Mutex<Option<ActorRef<KernelMsg>>>,
+    ping: Mutex<Option<ActorRef<PingMsg>>>,
+}
+
+/// A handle to the running node of this OS process. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.shared.name)
+            .field("advertise", &self.shared.advertise)
+            .finish()
+    }
+}
+
+static CURRENT: RwLock<Option<Node>> = RwLock::new(None);
+
+/// The scope of troupe's process groups in ractor's `pg`.
+pub(crate) const SCOPE: &str = "troupe";
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Resolves port 0 to a concrete free port, so that the node can tell peers where it is.
+fn concrete_listen(listen: SocketAddr) -> Result<SocketAddr, NodeError> {
+    if listen.port() != 0 {
+        return Ok(listen);
+    }
+    let probe = TcpListener::bind(listen).map_err(|e| NodeError::Listen {
+        addr: listen,
+        cause: e.to_string(),
+    })?;
+    probe.local_addr().map_err(|e| NodeError::Listen {
+        addr: listen,
+        cause: e.to_string(),
+    })
+}
+
+impl Node {
+    /// Starts this process's node: binds the listener, starts the kernel and ping actors,
+    /// and registers them in the cluster's process groups.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        if !valid_name(&config.name) {
+            return Err(NodeError::InvalidName { name: config.name });
+        }
+        if let Some(running) = Node::current() {
+            return Err(NodeError::AlreadyRunning {
+                running: running.name().to_string(),
+            });
+        }
+        let listen = concrete_listen(config.listen)?;
+        let advertise = match config.advertise {
+            Some(a) if a.port() == 0 => SocketAddr::new(a.ip(), listen.port()),
+            Some(a) => a,
+            None if listen.ip().is_unspecified() => {
+                SocketAddr::new(IpAddr::from([127, 0, 0, 1]), listen.port())
+            }
+            None => listen,
+        };
+        let Transport::Plain = config.transport;
+        let server = NodeServer::new(
+            advertise.port(),
+            config.cookie.expose().to_string(),
+            config.name.clone(),
+            advertise.ip().to_string(),
+            None,
+            Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(listen.ip());
+        // The listener binds `listen.ip()` on the advertised port; they must agree.
+        if advertise.port() != listen.port() {
+            return Err(NodeError::Listen {
+                addr: listen,
+                cause: format!(
+                    "the advertised port {} differs from the listen port",
+                    advertise.port()
+                ),
+            });
+        }
+        let (server, _) = Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| NodeError::Listen {
+                addr: listen,
+                cause: e.to_string(),
+            })?;
+        let (events, _) = broadcast::channel(1024);
+        let mut peers = Peers::default();
+        for (name, addr) in &config.peers {
+            peers.add_known(name, *addr);
+        }
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            listen,
+            advertise,
+            connect_timeout: config.connect_timeout,
+            started: std::time::Instant::now(),
+            server: server.clone(),
+            peers: Mutex::new(peers),
+            events,
+            kernel: Mutex::new(None),
+            ping: Mutex::new(None),
+        });
+        let node = Node { shared };
+        let _ = server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "troupe-peers".into(),
+            subscription: Box::new(Subscription {
+                shared: Arc::downgrade(&node.shared),
+            }),
+        });
+        {
+            let mut current = CURRENT.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(running) = current.as_ref() {
+                server.stop(None);
+                return Err(NodeError::AlreadyRunning {
+                    running: running.name().to_string(),
+                });
+            }
+            *current = Some(node.clone());
+        }
+        let kernel = Kernel::start(&node).await.map_err(|e| {
+            node.clear_current();
+            server.stop(None);
+            NodeError::Spawn {
+                what: "kernel",
+                cause: e.to_string(),
+            }
+        })?;
+        *node.shared.kernel.lock().unwrap_or_else(|p| p.into_inner()) = Some(kernel);
+        let ping = PingServer::start(&node).await.map_err(|e| NodeError::Spawn {
+            what: "ping server",
+            cause: e.to_string(),
+        })?;
+        *node.shared.ping.lock().unwrap_or_else(|p| p.into_inner()) = Some(ping);
+        tracing::info!(node = %node.name(), listen = %listen, advertise = %advertise, "node started");
+        Ok(node)
+    }
+
+    /// The node running in this OS process, if any.
+    pub fn current() -> Option<Node> {
+        CURRENT.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn clear_current(&self) {
+        let mut current = CURRENT.write().unwrap_or_else(|p| p.into_inner());
+        if current
+            .as_ref()
+            .is_some_and(|n| Arc::ptr_eq(&n.shared, &self.shared))
+        {
+            *current = None;
+        }
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The address the node listens on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.shared.listen
+    }
+
+    /// The address peers reach this node on.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.shared.advertise
+    }
+
+    /// Time since the node started.
+    pub fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// Subscribes to peers coming up and going down.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Records where a peer can be reached, so that the first message to it connects.
+    pub fn add_peer(&self, name: &str, addr: SocketAddr) {
+        self.peers().add_known(name, addr);
+    }
+
+    /// Names of the peers connected now.
+    pub fn connected_peers(&self) -> Vec<String> {
+        self.peers().connected()
+    }
+
+    /// Whether a peer is connected now.
+    pub fn is_connected(&self, node: &str) -> bool {
+        node == self.name() || self.peers().is_connected(node)
+    }
+
+    pub(crate) fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
+        self.shared.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn kernel(&self) -> Option<ActorRef<KernelMsg>> {
+        self.shared
+            .kernel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Connects to the node listening at `addr` and returns its name once the handshake
+    /// finished and the process groups are in sync. Returns at once if already connected.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<String, ConnectError> {
+        if let Some(name) = self.peers().connected_at(addr) {
+            return Ok(name);
+        }
+        let timeout = self.shared.connect_timeout;
+        let mut events = self.subscribe();
+        let target = addr.to_string();
+        match tokio::time::timeout(
+            timeout,
+            ractor_cluster::client_connect(&self.shared.server, addr),
+        )
+        .await
+        {
+            Err(_) => return Err(ConnectError::Timeout { addr, after: timeout }),
+            Ok(Err(ractor_cluster::ClientConnectErr::Socket(e))) => {
+                return Err(ConnectError::Unreachable {
+                    addr,
+                    cause: e.to_string(),
+                });
+            }
+            Ok(Err(_)) => return Err(ConnectError::Stopped),
+            Ok(Ok(())) => {}
+        }
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(NodeEvent::Up { node, addr: a }) if a == target => return Ok(node),
+                    Ok(NodeEvent::HandshakeFailed { node, addr: a }) if a == target => {
+                        // Lost a simultaneous-connect election: the other session stands.
+                        if let Some(name) = self.peers().connected_at(addr) {
+                            return Ok(name);
+                        }
+                        return Err(match node {
+                            Some(node) => ConnectError::CookieRefused {
+                                addr,
+                                node: Some(node),
+                            },
+                            None => ConnectError::Handshake { addr },
+                        });
+                    }
+                    Ok(NodeEvent::Down { addr: a, .. }) if a == target => {
+                        return Err(ConnectError::Unreachable {
+                            addr,
+                            cause: "the connection closed".into(),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Some(name) = self.peers().connected_at(addr) {
+                            return Ok(name);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(ConnectError::Stopped),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Timeout { addr, after: timeout }),
+        }
+    }
+
+    /// Makes sure a session with the named node exists, connecting to its known address
+    /// if needed: this is what makes the first message to a node open the connection.
+    pub async fn ensure_connected(&self, node: &str) -> Result<(), ConnectError> {
+        if self.is_connected(node) {
+            return Ok(());
+        }
+        let addr = self
+            .peers()
+            .known_addr(node)
+            .ok_or_else(|| ConnectError::UnknownNode {
+                node: node.to_string(),
+            })?;
+        self.connect(addr).await.map(|_| ())
+    }
+
+    /// Connects to every known peer that is not connected, in parallel. Errors are logged;
+    /// returns how many connections succeeded.
+    pub async fn connect_known(&self) -> usize {
+        let targets = self.peers().unconnected();
+        let attempts = targets.into_iter().map(|(name, addr)| {
+            let node = self.clone();
+            tokio::spawn(async move {
+                let result = node.connect(addr).await;
+                if let Err(e) = &result {
+                    tracing::debug!(peer = %name, cause = %e, "cannot connect to a known peer");
+                }
+                result.is_ok()
+            })
+        });
+        let mut connected = 0;
+        for attempt in attempts.collect::<Vec<_>>() {
+            if matches!(attempt.await, Ok(true)) {
+                connected += 1;
+            }
+        }
+        connected
+    }
+
+    /// Stops the node: its ping and kernel actors, then every session and the listener.
+    pub async fn stop(&self) {
+        let ping = self.shared.ping.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(ping) = ping {
+            let _ = ping.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+        }
+        if let Some(kernel) = self.kernel() {
+            let _ = kernel.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+        }
+        *self.shared.kernel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let _ = self
+            .shared
+            .server
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        self.clear_current();
+        tracing::info!(node = %self.name(), "node stopped");
+    }
+}
+
+/// Feeds ractor_cluster's session callbacks into the peer table and the event stream.
+struct Subscription {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl Subscription {
+    fn with(&self, f: impl FnOnce(&mut Peers) -> Option<NodeEvent>) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let event = f(&mut shared.peers.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(event) = event {
+            match &event {
+                NodeEvent::Up { node, addr } => tracing::info!(peer = %node, %addr, "node up"),
+                NodeEvent::Down { node, addr } => tracing::warn!(peer = %node, %addr, "node down"),
+                NodeEvent::HandshakeFailed { node, addr } => tracing::warn!(
+                    peer = node.as_deref().unwrap_or("?"),
+                    %addr,
+                    "connection closed during the handshake: the cookies most likely differ"
+                ),
+            }
+            let _ = shared.events.send(event);
+        }
+    }
+}
+
+impl NodeEventSubscription for Subscription {
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        self.with(|p| {
+            p.opened(ses.node_id, ses.peer_addr.clone());
+            None
+        });
+    }
+
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let name = ses.peer_name.as_ref().map(|n| n.name.clone());
+        self.with(|p| p.closed(ses.node_id, name.as_deref()));
+    }
+
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        let name = ses.peer_name.as_ref().map(|n| n.name.clone());
+        self.with(|p| {
+            p.authenticated(ses.node_id, name.as_deref());
+            None
+        });
+    }
+
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        let name = ses.peer_name.as_ref().map(|n| n.name.clone());
+        let advertised = ses.peer_name.as_ref().map(|n| n.connection_string.clone());
+        self.with(|p| p.ready(ses.node_id, name.as_deref(), advertised.as_deref()));
+    }
+}
