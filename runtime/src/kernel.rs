@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, SupervisionEvent};
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use crate::addr::{Addr, AddrError, Target};
 use crate::codec::{self, Reply};
@@ -41,6 +42,9 @@ pub(crate) enum KernelWire {
         path: String,
         /// The watcher's node.
         watcher: String,
+        /// Answered once the monitor is in place (`true`) or the path found empty (`false`,
+        /// and a `Down` with `NoSuchActor` is on its way).
+        reply: Reply<bool>,
     },
     /// Forget a served monitor.
     Demonitor {
@@ -97,19 +101,22 @@ pub(crate) type ExitSink = Box<dyn Fn(Exit) + Send>;
 
 /// Requests from this node.
 pub(crate) enum LocalReq {
-    /// Monitor a local actor for a local watcher.
+    /// Monitor a local actor for a local watcher; `placed` is answered once it is.
     Watch {
         id: Ref,
         cell: ActorCell,
         path: String,
         sink: DownSink,
+        placed: oneshot::Sender<()>,
     },
-    /// Monitor an actor on another node for a local watcher.
+    /// Record a monitor of an actor on another node for a local watcher; `recorded` answers
+    /// whether the node is connected (when not, the `Down` has fired already).
     WatchRemote {
         id: Ref,
         node: String,
         path: String,
         sink: DownSink,
+        recorded: oneshot::Sender<bool>,
     },
     /// Remove a monitor made here.
     Unwatch { id: Ref },
@@ -429,7 +436,9 @@ impl KernelState {
                 cell,
                 path,
                 sink,
+                placed,
             } => {
+                let _ = placed.send(());
                 if self.watch(myself, &cell) {
                     self.local.insert(
                         id,
@@ -453,25 +462,20 @@ impl KernelState {
                 node,
                 path,
                 sink,
+                recorded,
             } => {
-                if !self.node.is_connected(&node) {
+                let connected = self.node.is_connected(&node);
+                if connected {
+                    self.remote.insert(id, RemoteWatch { node, path, sink });
+                } else {
                     sink(Down {
                         monitor: id,
                         path,
                         node,
                         reason: DownReason::NodeDown,
                     });
-                    return;
                 }
-                to_kernel(
-                    &node,
-                    KernelWire::Monitor {
-                        id: id.clone(),
-                        path: path.clone(),
-                        watcher: self.here(),
-                    },
-                );
-                self.remote.insert(id, RemoteWatch { node, path, sink });
+                let _ = recorded.send(connected);
             }
             LocalReq::Unwatch { id } => {
                 self.local.remove(&id);
@@ -544,8 +548,14 @@ impl KernelState {
 
     fn handle_wire(&mut self, myself: &ActorRef<KernelMsg>, wire: KernelWire) {
         match wire {
-            KernelWire::Monitor { id, path, watcher } => {
+            KernelWire::Monitor {
+                id,
+                path,
+                watcher,
+                reply,
+            } => {
                 let target = Self::local_path(&path).filter(|cell| self.watch(myself, cell));
+                reply.send(target.is_some());
                 match target {
                     Some(cell) => {
                         self.served.insert(
@@ -690,6 +700,47 @@ impl Actor for Kernel {
             state.actor_down(id, reason);
         }
         Ok(())
+    }
+}
+
+/// Places a monitor on an actor of another node and returns once the target's kernel has it
+/// in place, so that nothing the caller sends afterwards can stop the target unobserved.
+pub(crate) async fn place_remote_monitor(
+    node: &Node,
+    kernel: &ActorRef<KernelMsg>,
+    id: Ref,
+    target_node: String,
+    path: String,
+    sink: DownSink,
+) {
+    let (recorded, connected) = oneshot::channel();
+    let _ = kernel.cast(KernelMsg::Local(LocalReq::WatchRemote {
+        id: id.clone(),
+        node: target_node.clone(),
+        path: path.clone(),
+        sink,
+        recorded,
+    }));
+    if !matches!(connected.await, Ok(true)) {
+        return;
+    }
+    let remote = Addr::<KernelMsg>::on(target_node.clone(), kernel_path(&target_node));
+    let placed = remote
+        .call(
+            |reply| {
+                KernelMsg::Wire(KernelWire::Monitor {
+                    id,
+                    path,
+                    watcher: node.name().to_string(),
+                    reply,
+                })
+            },
+            LINK_TIMEOUT,
+        )
+        .await;
+    // On failure the node is gone or going: the recorded watch fires `NodeDown`.
+    if let Err(e) = placed {
+        tracing::debug!(peer = %target_node, cause = %e, "monitor placement unconfirmed");
     }
 }
 

@@ -142,7 +142,8 @@ pub enum LinkError {
 /// A callback that receives a monitor's `Down`, exactly once.
 pub(crate) type DownSink = Box<dyn FnOnce(Down) + Send>;
 
-/// Monitors the actor at `target`; `on_down` runs exactly once when it is gone.
+/// Monitors the actor at `target`; `on_down` runs exactly once when it is gone. Returns once
+/// the monitor is in place, so a message sent afterwards cannot stop the target unobserved.
 pub async fn monitor_with<M: Message>(
     target: &Addr<M>,
     on_down: impl FnOnce(Down) + Send + 'static,
@@ -162,20 +163,18 @@ pub async fn monitor_with<M: Message>(
     };
     match target.locate().await {
         Ok(t) if t.node == node.name() => {
+            let (placed, done) = tokio::sync::oneshot::channel();
             let _ = kernel.cast(kernel::KernelMsg::Local(LocalReq::Watch {
                 id: id.clone(),
                 cell: t.cell,
                 path,
                 sink,
+                placed,
             }));
+            let _ = done.await;
         }
         Ok(t) => {
-            let _ = kernel.cast(kernel::KernelMsg::Local(LocalReq::WatchRemote {
-                id: id.clone(),
-                node: t.node,
-                path,
-                sink,
-            }));
+            kernel::place_remote_monitor(&node, &kernel, id.clone(), t.node, path, sink).await;
         }
         Err(AddrError::NoSuchActor { .. }) => {
             let on = target.node().unwrap_or(node.name()).to_string();

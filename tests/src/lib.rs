@@ -1,1 +1,152 @@
-//! Shared fixtures for the integration tests.
+//! Shared fixtures for troupe's integration tests.
+//!
+//! * [`actors`]: the actors the helper node `troupe-testnode` serves, and their messages,
+//!   shared with the tests that talk to them.
+//! * [`ChildNode`]: a node in another OS process, killed (and reaped) when dropped, so that a
+//!   failing test leaves no process behind.
+//! * [`wait_until`]: waiting on a condition with a deadline instead of sleeping.
+
+pub mod actors;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use troupe_runtime::{Cookie, Node, NodeConfig};
+
+/// The cookie the tests use unless a test is about cookies.
+pub const TEST_COOKIE: &str = "troupe-test-cookie";
+
+/// A node running in a child OS process.
+#[derive(Debug)]
+pub struct ChildNode {
+    /// The node's name.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    /// Kept open: the helper node exits when its standard input closes, so it cannot
+    /// outlive a test process that was killed.
+    _stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ChildNode {
+    /// Starts the helper node binary `bin` (an integration test passes
+    /// `env!("CARGO_BIN_EXE_troupe-testnode")`) as node `name` with the given cookie and extra
+    /// arguments, and waits until it listens.
+    pub fn start_testnode(
+        bin: &str,
+        name: &str,
+        cookie: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<ChildNode> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["--name", name, "--listen", "127.0.0.1:0", "--cookie", cookie])
+            .args(extra);
+        ChildNode::spawn(name, cmd)
+    }
+
+    /// Spawns a command that prints `... listening on HOST:PORT` once it listens, and waits
+    /// for that line (10 s at most).
+    pub fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<ChildNode> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut node = ChildNode {
+            name: name.to_string(),
+            addr: "0.0.0.0:0".parse()?,
+            child: Some(child),
+            _stdin: stdin,
+            stdout: BufReader::new(stdout),
+        };
+        let line = node.read_line_containing("listening on", Duration::from_secs(10))?;
+        let addr = line
+            .rsplit(' ')
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no address in {line:?}"))?;
+        node.addr = addr.trim().parse()?;
+        Ok(node)
+    }
+
+    /// Reads standard output until a line contains `needle`, within `timeout`.
+    pub fn read_line_containing(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        // Reading blocks; the deadline is checked between lines and the child is killed by
+        // the caller's Drop if it never prints.
+        loop {
+            anyhow::ensure!(Instant::now() < deadline, "no line with {needle:?} within {timeout:?}");
+            let mut line = String::new();
+            let n = self.stdout.read_line(&mut line)?;
+            anyhow::ensure!(n > 0, "{} closed its output before printing {needle:?}", self.name);
+            if line.contains(needle) {
+                return Ok(line.trim_end().to_string());
+            }
+        }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal to the child.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
+    /// Waits for the child to exit, within `timeout`; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().ok_or_else(|| anyhow::anyhow!("already reaped"))?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "still running after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts this test process's own node, named `name`, on a free loopback port.
+pub async fn start_local_node(name: &str, cookie: &str) -> Node {
+    let config = NodeConfig::new(
+        name,
+        "127.0.0.1:0".parse().expect("valid address"),
+        Cookie::new(cookie).expect("valid cookie"),
+    );
+    Node::start(config).await.expect("the test node starts")
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,64 @@
+//! The helper node of the integration tests: a troupe node that serves `echo` and `control`
+//! (see `troupe_tests::actors`). It exits when its standard input closes, so it never
+//! outlives the test that started it.
+//!
+//! Usage: `troupe-testnode --name N --listen HOST:PORT --cookie C [--connect HOST:PORT]`.
+//! With `--connect`, it connects to that node after starting and prints
+//! `connect: ok NAME` or `connect: error KIND: TEXT`.
+
+use std::io::Read;
+use std::net::SocketAddr;
+
+use ractor::Actor;
+use troupe_runtime::{ConnectError, Cookie, Node, NodeConfig, ractor};
+use troupe_tests::actors::{Control, Echo};
+
+fn arg(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,ractor_cluster=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().collect();
+    let name = arg(&args, "--name").ok_or_else(|| anyhow::anyhow!("--name is required"))?;
+    let listen: SocketAddr = arg(&args, "--listen")
+        .unwrap_or_else(|| "127.0.0.1:0".into())
+        .parse()?;
+    let cookie = Cookie::new(arg(&args, "--cookie").unwrap_or_else(|| "troupe-test-cookie".into()))?;
+    let node = Node::start(NodeConfig::new(name.clone(), listen, cookie)).await?;
+    let (echo, _) = Actor::spawn(None, Echo, ()).await?;
+    troupe_runtime::register("echo", &echo)?;
+    let (control, _) = Actor::spawn(None, Control, ()).await?;
+    troupe_runtime::register("control", &control)?;
+    println!("testnode {name} listening on {}", node.advertise_addr());
+
+    // The parent holds our stdin; when it goes away, so do we.
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        std::process::exit(0);
+    });
+
+    if let Some(target) = arg(&args, "--connect") {
+        let target: SocketAddr = target.parse()?;
+        match node.connect(target).await {
+            Ok(peer) => println!("connect: ok {peer}"),
+            Err(e @ ConnectError::CookieRefused { .. }) => println!("connect: error cookie: {e}"),
+            Err(e) => println!("connect: error other: {e}"),
+        }
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    term.recv().await;
+    node.stop().await;
+    Ok(())
+}

@@ -1,0 +1,497 @@
+//! The runtime across real OS processes: calls by path, auto-connect, ordering, monitors,
+//! links, cookies and hostile bytes. The test process is one node; each helper node is a
+//! `troupe-testnode` child process. (One node per OS process: run under nextest, which gives
+//! every test its own process.)
+
+use std::io::Write;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use troupe_runtime::ractor;
+use troupe_runtime::{
+    Addr, AddrError, ConnectError, Down, DownReason, Exit, NodeEvent, monitor_with,
+};
+use troupe_tests::actors::{CALL_TIMEOUT, ControlMsg, EchoMsg, StopMode, VictimMsg};
+use troupe_tests::{ChildNode, TEST_COOKIE, start_local_node, wait_until};
+
+const TESTNODE: &str = env!("CARGO_BIN_EXE_troupe-testnode");
+
+fn testnode(name: &str) -> ChildNode {
+    ChildNode::start_testnode(TESTNODE, name, TEST_COOKIE, &[]).expect("helper node starts")
+}
+
+async fn echo(node: &str, text: &str) -> Result<String, AddrError> {
+    Addr::<EchoMsg>::on(node, "echo")
+        .call(
+            |reply| EchoMsg::Echo {
+                text: text.into(),
+                reply,
+            },
+            CALL_TIMEOUT,
+        )
+        .await
+}
+
+async fn spawn_victim(node: &str, path: &str, trap: bool) {
+    let ok = Addr::<ControlMsg>::on(node, "control")
+        .call(
+            |reply| ControlMsg::Spawn {
+                path: path.into(),
+                trap,
+                reply,
+            },
+            CALL_TIMEOUT,
+        )
+        .await
+        .expect("control answers");
+    assert!(ok, "victim {path} spawned on {node}");
+}
+
+async fn alive(node: &str, path: &str) -> bool {
+    Addr::<ControlMsg>::on(node, "control")
+        .call(
+            |reply| ControlMsg::Alive {
+                path: path.into(),
+                reply,
+            },
+            CALL_TIMEOUT,
+        )
+        .await
+        .expect("control answers")
+}
+
+/// Places a monitor whose every firing is counted, to prove there is exactly one.
+async fn counted_monitor(
+    addr: &Addr<VictimMsg>,
+) -> tokio::sync::mpsc::UnboundedReceiver<Down> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    monitor_with(addr, move |down| {
+        let _ = tx.send(down);
+    })
+    .await
+    .expect("monitor placed");
+    rx
+}
+
+/// Waits for the one Down, then checks that no second one follows.
+async fn exactly_one_down(mut rx: tokio::sync::mpsc::UnboundedReceiver<Down>) -> Down {
+    let down = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a Down within 5 s")
+        .expect("the monitor channel stays open until it fires");
+    // The sender is consumed by the firing; a second Down would need a second entry.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .map_or(true, |next| next.is_none()),
+        "a second Down arrived"
+    );
+    down
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_by_path_auto_connects_on_first_send() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    assert!(!node.is_connected("b"), "not connected before the first send");
+    assert_eq!(echo("b", "hello").await.unwrap(), "hello");
+    assert!(node.is_connected("b"), "the first call opened the connection");
+    // An unqualified path finds the member on the connected node too.
+    let anywhere = Addr::<EchoMsg>::new("echo")
+        .call(
+            |reply| EchoMsg::Echo {
+                text: "again".into(),
+                reply,
+            },
+            CALL_TIMEOUT,
+        )
+        .await;
+    assert_eq!(anywhere.unwrap(), "again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_casts_arrive_in_order() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    let echo = Addr::<EchoMsg>::on("b", "echo");
+    for n in 0..10_000u64 {
+        echo.send(EchoMsg::Seq { n }).await.expect("cast sent");
+    }
+    // A call after the casts travels the same ordered session, so it sees all of them.
+    let (received, out_of_order) = echo
+        .call(|reply| EchoMsg::SeqStats { reply }, CALL_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(received, 10_000);
+    assert_eq!(out_of_order, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_path_is_a_clear_error_not_a_hang() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    let started = std::time::Instant::now();
+    let err = Addr::<EchoMsg>::on("b", "nobody/here")
+        .call(
+            |reply| EchoMsg::Echo {
+                text: "x".into(),
+                reply,
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, AddrError::NoSuchActor { path, node: Some(n) } if path == "nobody/here" && n == "b"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "answered, not timed out");
+    let unqualified = Addr::<EchoMsg>::new("nobody/anywhere")
+        .send(EchoMsg::Seq { n: 0 })
+        .await
+        .unwrap_err();
+    assert!(matches!(unqualified.error, AddrError::NoSuchActor { .. }));
+    assert!(unqualified.message.is_some(), "the message is handed back");
+}
+
+async fn down_for_stop(mode: StopMode) -> Down {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    spawn_victim("b", "victim/v1", false).await;
+    let victim = Addr::<VictimMsg>::on("b", "victim/v1");
+    let rx = counted_monitor(&victim).await;
+    victim.send(VictimMsg::Die { mode }).await.unwrap();
+    let down = exactly_one_down(rx).await;
+    assert_eq!(down.path, "victim/v1");
+    assert_eq!(down.node, "b");
+    down
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_once_on_normal_stop() {
+    assert_eq!(down_for_stop(StopMode::Normal).await.reason, DownReason::Normal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_once_on_panic() {
+    let reason = down_for_stop(StopMode::Panic).await.reason;
+    assert!(
+        matches!(&reason, DownReason::Error(text) if text.contains("panics on request")),
+        "{reason:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_once_on_handler_error() {
+    let reason = down_for_stop(StopMode::Error).await.reason;
+    assert!(
+        matches!(&reason, DownReason::Error(text) if text.contains("fails on request")),
+        "{reason:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_once_on_kill() {
+    assert_eq!(down_for_stop(StopMode::Kill).await.reason, DownReason::Killed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_at_once_for_a_monitor_on_a_dead_path() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    // Remote and local: both answer NoSuchActor at once, as Erlang answers noproc.
+    let remote = counted_monitor(&Addr::on("b", "victim/never")).await;
+    assert_eq!(exactly_one_down(remote).await.reason, DownReason::NoSuchActor);
+    let local = counted_monitor(&Addr::on("a", "victim/never")).await;
+    assert_eq!(exactly_one_down(local).await.reason, DownReason::NoSuchActor);
+}
+
+async fn down_when_node_goes(signal: &str) {
+    let mut b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    spawn_victim("b", "victim/v1", false).await;
+    let rx = counted_monitor(&Addr::on("b", "victim/v1")).await;
+    b.signal(signal).unwrap();
+    let down = exactly_one_down(rx).await;
+    b.wait_exit(Duration::from_secs(10)).unwrap();
+    // A clean stop may report the actor's own exit before the session closes; a SIGKILL
+    // can only be seen as the node going away.
+    if signal == "KILL" {
+        assert_eq!(down.reason, DownReason::NodeDown);
+    } else {
+        assert!(
+            matches!(down.reason, DownReason::NodeDown | DownReason::Normal),
+            "{:?}",
+            down.reason
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_once_when_the_node_stops_cleanly() {
+    down_when_node_goes("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_once_when_the_node_is_sigkilled() {
+    down_when_node_goes("KILL").await;
+}
+
+/// A local actor that records the exits it traps, and can be told to fail.
+struct Local {
+    exits: tokio::sync::mpsc::UnboundedSender<Exit>,
+}
+
+impl Actor for Local {
+    type Msg = VictimMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<VictimMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<VictimMsg>,
+        message: VictimMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            VictimMsg::Die { .. } => Err("local actor fails on request".into()),
+            VictimMsg::Exit(exit) => {
+                let _ = self.exits.send(exit);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_propagates_failure_both_ways_across_nodes() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+
+    // Remote failure stops the local end.
+    spawn_victim("b", "victim/r1", false).await;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (local, handle) = Actor::spawn(None, Local { exits: tx }, ()).await.unwrap();
+    troupe_runtime::register("local/l1", &local).unwrap();
+    let local_down = counted_monitor(&Addr::on("a", "local/l1")).await;
+    troupe_runtime::link(&local, "local/l1", &Addr::<VictimMsg>::on("b", "victim/r1"))
+        .await
+        .unwrap();
+    Addr::<VictimMsg>::on("b", "victim/r1")
+        .send(VictimMsg::Die {
+            mode: StopMode::Panic,
+        })
+        .await
+        .unwrap();
+    let down = exactly_one_down(local_down).await;
+    assert!(
+        matches!(&down.reason, DownReason::Error(t) if t.contains("panics on request")),
+        "the local end stops with the remote end's reason: {:?}",
+        down.reason
+    );
+    handle.await.unwrap();
+
+    // Local failure stops the remote end.
+    spawn_victim("b", "victim/r2", false).await;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (local, _) = Actor::spawn(None, Local { exits: tx }, ()).await.unwrap();
+    troupe_runtime::register("local/l2", &local).unwrap();
+    let remote_down = counted_monitor(&Addr::on("b", "victim/r2")).await;
+    troupe_runtime::link(&local, "local/l2", &Addr::<VictimMsg>::on("b", "victim/r2"))
+        .await
+        .unwrap();
+    local
+        .cast(VictimMsg::Die {
+            mode: StopMode::Error,
+        })
+        .unwrap();
+    let down = exactly_one_down(remote_down).await;
+    assert!(
+        matches!(&down.reason, DownReason::Error(t) if t.contains("local actor fails")),
+        "{:?}",
+        down.reason
+    );
+    assert!(!alive("b", "victim/r2").await);
+
+    // A link to a path with no actor is refused.
+    let err = troupe_runtime::link(&local, "local/l2", &Addr::<VictimMsg>::on("b", "victim/none"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no actor"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_actor_that_traps_exits_gets_a_message_and_lives() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+
+    // Local trapper, remote peer dies.
+    spawn_victim("b", "victim/r1", false).await;
+    let (tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
+    let (local, _) = Actor::spawn(None, Local { exits: tx }, ()).await.unwrap();
+    troupe_runtime::register("local/trapper", &local).unwrap();
+    troupe_runtime::trap_exit(&local).unwrap();
+    troupe_runtime::link(&local, "local/trapper", &Addr::<VictimMsg>::on("b", "victim/r1"))
+        .await
+        .unwrap();
+    Addr::<VictimMsg>::on("b", "victim/r1")
+        .send(VictimMsg::Die {
+            mode: StopMode::Kill,
+        })
+        .await
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(5), exits.recv())
+        .await
+        .expect("an Exit within 5 s")
+        .unwrap();
+    assert_eq!(exit.path, "victim/r1");
+    assert_eq!(exit.node, "b");
+    assert_eq!(exit.reason, DownReason::Killed);
+    assert_eq!(local.get_status(), ractor::ActorStatus::Running);
+
+    // Remote trapper, local peer dies: the remote side records the Exit and lives.
+    spawn_victim("b", "victim/trapper", true).await;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (doomed, _) = Actor::spawn(None, Local { exits: tx }, ()).await.unwrap();
+    troupe_runtime::register("local/doomed", &doomed).unwrap();
+    troupe_runtime::link(&doomed, "local/doomed", &Addr::<VictimMsg>::on("b", "victim/trapper"))
+        .await
+        .unwrap();
+    doomed
+        .cast(VictimMsg::Die {
+            mode: StopMode::Error,
+        })
+        .unwrap();
+    let control = Addr::<ControlMsg>::on("b", "control");
+    let mut seen = Vec::new();
+    for _ in 0..250 {
+        seen = control
+            .call(
+                |reply| ControlMsg::Exits {
+                    path: "victim/trapper".into(),
+                    reply,
+                },
+                CALL_TIMEOUT,
+            )
+            .await
+            .unwrap();
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, "local/doomed");
+    assert!(matches!(&seen[0].reason, DownReason::Error(t) if t.contains("local actor fails")));
+    assert!(alive("b", "victim/trapper").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cookie_is_refused_both_ways_with_the_named_error() {
+    let node = start_local_node("a", TEST_COOKIE).await;
+    let mut events = node.subscribe();
+
+    // We connect to a node with another cookie.
+    let b = ChildNode::start_testnode(TESTNODE, "b", "another-cookie", &[]).unwrap();
+    let err = node.connect(b.addr).await.unwrap_err();
+    assert!(matches!(err, ConnectError::CookieRefused { .. }), "{err}");
+    assert!(err.to_string().contains("cookies differ"), "{err}");
+    node.add_peer("b", b.addr);
+    let call = echo("b", "x").await.unwrap_err();
+    assert!(matches!(call, AddrError::CookieRefused { .. }), "{call}");
+
+    // A node with another cookie connects to us.
+    let addr = node.advertise_addr().to_string();
+    let mut c =
+        ChildNode::start_testnode(TESTNODE, "c", "another-cookie", &["--connect", &addr]).unwrap();
+    let line = c
+        .read_line_containing("connect:", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("error cookie"), "{line}");
+    assert!(line.contains("cookies differ"), "{line}");
+    let refused = wait_until(Duration::from_secs(5), || {
+        matches!(events.try_recv(), Ok(NodeEvent::HandshakeFailed { node: Some(ref n), .. }) if n == "c")
+    })
+    .await;
+    assert!(refused, "this side saw c's handshake fail");
+    assert!(node.connected_peers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bytes_on_the_port_hurt_no_one() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    assert_eq!(echo("b", "before").await.unwrap(), "before");
+
+    // Raw sockets: random bytes, a truncated frame, a 4 GiB length prefix, a frame whose
+    // protobuf is garbage. Each is a separate unauthenticated connection.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let mut payloads: Vec<Vec<u8>> = vec![
+        random(4096),
+        [&20u64.to_be_bytes()[..], &[1, 2, 3]].concat(),
+        (4u64 << 30).to_be_bytes().to_vec(),
+        [&(4u64 << 30).to_be_bytes()[..], &random(1024)[..]].concat(),
+        u64::MAX.to_be_bytes().to_vec(),
+        [&16u64.to_be_bytes()[..], &random(16)[..]].concat(),
+    ];
+    for i in 0..20 {
+        payloads.push(random(1 + i * 37 % 512));
+    }
+    for payload in &payloads {
+        if let Ok(mut s) = std::net::TcpStream::connect(b.addr) {
+            let _ = s.write_all(payload);
+            let _ = s.flush();
+        }
+    }
+
+    // Through an authenticated session: a frame of the wrong type, and garbage bytes of the
+    // right type, delivered straight to the echo actor's mailbox on b.
+    let echo_cell = Addr::<EchoMsg>::on("b", "echo").resolve().await.unwrap().get_cell();
+    echo_cell
+        .send_serialized(ractor::message::SerializedMessage::Cast {
+            variant: "some::other::Type".into(),
+            args: random(64),
+            metadata: None,
+        })
+        .unwrap();
+    echo_cell
+        .send_serialized(ractor::message::SerializedMessage::Cast {
+            variant: std::any::type_name::<EchoMsg>().into(),
+            args: random(64),
+            metadata: None,
+        })
+        .unwrap();
+
+    // b still serves, and counted both bad frames.
+    assert_eq!(echo("b", "after").await.unwrap(), "after");
+    let stats = Addr::<ControlMsg>::on("b", "control")
+        .call(|reply| ControlMsg::DecodeStats { reply }, CALL_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(stats.wrong_type >= 1, "{stats:?}");
+    assert!(stats.malformed >= 1, "{stats:?}");
+    assert!(node.is_connected("b"));
+}
