@@ -9,7 +9,10 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = commands::Cli::parse();
     commands::init_tracing(cli.command.default_log_filter());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("troupe: cannot start the async runtime: {e}");

@@ -92,7 +92,9 @@ pub enum AddrError {
 }
 
 fn on_node(node: &Option<String>) -> String {
-    node.as_ref().map(|n| format!(" on node {n}")).unwrap_or_default()
+    node.as_ref()
+        .map(|n| format!(" on node {n}"))
+        .unwrap_or_default()
 }
 
 /// A failed send: the error, and the message when it could be handed back.
@@ -239,15 +241,20 @@ impl<M: Message> Addr<M> {
             return Ok(target.clone());
         }
         let node = Node::current();
-        let here = node.as_ref().map(|n| n.name().to_string()).unwrap_or_default();
-        let members =
-            ractor::pg::get_scoped_members(&SCOPE.to_string(), &self.path.to_string());
+        let here = node
+            .as_ref()
+            .map(|n| n.name().to_string())
+            .unwrap_or_default();
+        let members = ractor::pg::get_scoped_members(&SCOPE.to_string(), &self.path.to_string());
         let mut found: Option<Target> = None;
         for cell in members.into_iter().filter(alive) {
             let owner = match cell.get_id() {
                 ractor::ActorId::Local(_) => here.clone(),
                 ractor::ActorId::Remote { node_id, .. } => {
-                    match node.as_ref().and_then(|n| n.peers().name_of_session(node_id)) {
+                    match node
+                        .as_ref()
+                        .and_then(|n| n.peers().name_of_session(node_id))
+                    {
                         Some(name) => name,
                         None => continue,
                     }
@@ -404,13 +411,11 @@ impl<M: Message> Addr<M> {
                 cause,
             }),
             Ok(Err(ReplyError::Dropped)) => match Node::current() {
-                Some(node) if !node.is_connected(&target.node) => {
-                    Err(AddrError::NodeUnreachable {
-                        path: path(),
-                        node: target.node,
-                        cause: "the connection closed during the call".into(),
-                    })
-                }
+                Some(node) if !node.is_connected(&target.node) => Err(AddrError::NodeUnreachable {
+                    path: path(),
+                    node: target.node,
+                    cause: "the connection closed during the call".into(),
+                }),
                 _ => Err(AddrError::NoReply { path: path() }),
             },
         }

@@ -159,7 +159,9 @@ pub fn encode_message<M: Serialize>(msg: &M) -> Result<SerializedMessage, BoxedD
 
 /// Decodes a frame into a message, counting and logging whatever is wrong with it. Used by
 /// `#[derive(RemoteMessage)]`; see [`decode_frame`] for the error itself.
-pub fn decode_message<M: DeserializeOwned>(frame: SerializedMessage) -> Result<M, BoxedDowncastErr> {
+pub fn decode_message<M: DeserializeOwned>(
+    frame: SerializedMessage,
+) -> Result<M, BoxedDowncastErr> {
     decode_frame(frame).map_err(|e| {
         tracing::warn!(cause = %e, "dropped an undecodable frame");
         BoxedDowncastErr
@@ -195,7 +197,9 @@ pub fn decode_frame<M: DeserializeOwned>(frame: SerializedMessage) -> Result<M, 
         let had_reply = reply.is_some();
         INCOMING_REPLY.with(|slot| *slot.borrow_mut() = reply);
         let decoded = decode::<M>(&args);
-        let unused = INCOMING_REPLY.with(|slot| slot.borrow_mut().take()).is_some();
+        let unused = INCOMING_REPLY
+            .with(|slot| slot.borrow_mut().take())
+            .is_some();
         match decoded {
             Ok(_) if had_reply && unused => Err(CodecError::ReplyPort {
                 expected,
@@ -298,7 +302,10 @@ impl<T: DeserializeOwned> ReplyReceiver<T> {
     /// Waits for the answer. Wrap it in a timeout: a receiver that never answers and never
     /// drops the port keeps this waiting.
     pub async fn recv(self) -> Result<T, ReplyError> {
-        let ReplyReceiver { answer, mut handoff } = self;
+        let ReplyReceiver {
+            answer,
+            mut handoff,
+        } = self;
         match answer.await {
             Ok(value) => Ok(value),
             // The local sender is dropped either because the port was handed to the wire
@@ -434,5 +441,150 @@ mod tests {
             decode_frame::<V1>(frame),
             Err(CodecError::ReplyPort { .. })
         ));
+    }
+}
+
+/// Feeds the decoder random and mutated frames: it must answer each with a value or an
+/// error, never a panic, and never accept a frame of another type.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    enum Msg {
+        Cast {
+            a: u64,
+            text: String,
+            items: Vec<(u32, Option<String>)>,
+        },
+        Ask {
+            q: Vec<u8>,
+            reply: Reply<Vec<String>>,
+        },
+        Unit,
+    }
+
+    /// A small deterministic generator (xorshift64*), so that a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    fn valid(rng: &mut Rng) -> Vec<u8> {
+        let msg = match rng.below(3) {
+            0 => Msg::Cast {
+                a: rng.next(),
+                text: "x".repeat(rng.below(40)),
+                items: (0..rng.below(6))
+                    .map(|i| (i as u32, (i % 2 == 0).then(|| "y".into())))
+                    .collect(),
+            },
+            1 => Msg::Unit,
+            _ => Msg::Cast {
+                a: 0,
+                text: String::new(),
+                items: vec![],
+            },
+        };
+        encode(&msg).expect("encodes")
+    }
+
+    fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
+        for _ in 0..=rng.below(4) {
+            match rng.below(6) {
+                0 if !bytes.is_empty() => {
+                    let i = rng.below(bytes.len());
+                    bytes[i] ^= 1 << rng.below(8);
+                }
+                1 if !bytes.is_empty() => {
+                    let cut = rng.below(bytes.len());
+                    bytes.truncate(cut);
+                }
+                2 => {
+                    let i = rng.below(bytes.len() + 1);
+                    let n = rng.below(8) + 1;
+                    let extra = rng.bytes(n);
+                    bytes.splice(i..i, extra);
+                }
+                3 if !bytes.is_empty() => {
+                    // Absurd lengths: array, map, str and bin headers claiming 4 GiB.
+                    let i = rng.below(bytes.len());
+                    let header = [[0xdd], [0xdf], [0xdb], [0xc6]][rng.below(4)];
+                    bytes.splice(i..i, header.iter().copied().chain([0xff, 0xff, 0xff, 0xff]));
+                }
+                4 if !bytes.is_empty() => {
+                    let i = rng.below(bytes.len());
+                    bytes[i] = rng.next() as u8;
+                }
+                _ => {
+                    let n = rng.below(16);
+                    bytes.extend(rng.bytes(n));
+                }
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_hundred_thousand_hostile_frames_never_panic() {
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let expected = std::any::type_name::<Msg>();
+        let mut decoded = 0;
+        for round in 0..100_000 {
+            let args = match round % 3 {
+                0 => {
+                    let n = rng.below(256);
+                    rng.bytes(n)
+                }
+                _ => {
+                    let v = valid(&mut rng);
+                    mutate(&mut rng, v)
+                }
+            };
+            let variant = if round % 50 == 0 {
+                "other::Type".to_string()
+            } else {
+                expected.to_string()
+            };
+            let frame = if round % 7 == 0 {
+                let (tx, _rx) = oneshot::channel();
+                SerializedMessage::Call {
+                    variant: variant.clone(),
+                    args,
+                    reply: RpcReplyPort::from(tx),
+                    metadata: None,
+                }
+            } else {
+                SerializedMessage::Cast {
+                    variant: variant.clone(),
+                    args,
+                    metadata: None,
+                }
+            };
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decode_frame::<Msg>(frame)
+            }));
+            let result = result.unwrap_or_else(|_| panic!("the decoder panicked on round {round}"));
+            if variant != expected {
+                assert!(matches!(result, Err(CodecError::WrongType { .. })));
+            }
+            if result.is_ok() {
+                decoded += 1;
+            }
+        }
+        // Mutations leave some frames valid: the decoder is exercised on both sides.
+        assert!(decoded > 0);
     }
 }

@@ -43,10 +43,7 @@ impl Cookie {
     pub fn new(value: impl Into<String>) -> Result<Cookie, CookieError> {
         let value = value.into();
         let value = value.trim().to_string();
-        if value.is_empty()
-            || value.len() > 255
-            || !value.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(CookieError::Invalid);
         }
         Ok(Cookie(value))

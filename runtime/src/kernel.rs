@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, SupervisionEvent,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -255,7 +257,9 @@ fn to_kernel(node: &str, wire: KernelWire) {
                 tracing::debug!(peer = %node, "kernel message to a stopping peer dropped");
             }
         }
-        Err(e) => tracing::debug!(peer = %node, cause = %e, "kernel message to an unreachable peer dropped"),
+        Err(e) => {
+            tracing::debug!(peer = %node, cause = %e, "kernel message to an unreachable peer dropped")
+        }
     }
 }
 
@@ -494,7 +498,10 @@ impl KernelState {
                 path,
                 peer,
             } => {
-                if let PeerEnd::Remote { node, path: peer_path } = &peer
+                if let PeerEnd::Remote {
+                    node,
+                    path: peer_path,
+                } = &peer
                     && !self.node.is_connected(node)
                 {
                     let exit = Exit {

@@ -274,7 +274,9 @@ pub async fn link<A: Message, B: Message>(
 /// Removes a link at both ends.
 pub fn unlink(link: &Ref) {
     if let Some(kernel) = Node::current().and_then(|n| n.kernel()) {
-        let _ = kernel.cast(kernel::KernelMsg::Local(LocalReq::Unlink { id: link.clone() }));
+        let _ = kernel.cast(kernel::KernelMsg::Local(LocalReq::Unlink {
+            id: link.clone(),
+        }));
     }
 }
 

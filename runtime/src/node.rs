@@ -124,7 +124,9 @@ pub enum ConnectError {
         cause: String,
     },
     /// The peer answered but refused our cookie, or we refused its.
-    #[error("{addr} refused the connection: the cookies differ (check --cookie, TROUPE_COOKIE or the cookie file)")]
+    #[error(
+        "{addr} refused the connection: the cookies differ (check --cookie, TROUPE_COOKIE or the cookie file)"
+    )]
     CookieRefused {
         /// The address tried.
         addr: SocketAddr,
@@ -133,7 +135,9 @@ pub enum ConnectError {
     },
     /// The peer closed the connection before the handshake began: not a troupe node, or an
     /// incompatible version.
-    #[error("{addr} closed the connection during the handshake: is it a troupe node of this version?")]
+    #[error(
+        "{addr} closed the connection during the handshake: is it a troupe node of this version?"
+    )]
     Handshake {
         /// The address tried.
         addr: SocketAddr,
@@ -329,10 +333,12 @@ impl Node {
             }
         })?;
         *node.shared.kernel.lock().unwrap_or_else(|p| p.into_inner()) = Some(kernel);
-        let ping = PingServer::start(&node).await.map_err(|e| NodeError::Spawn {
-            what: "ping server",
-            cause: e.to_string(),
-        })?;
+        let ping = PingServer::start(&node)
+            .await
+            .map_err(|e| NodeError::Spawn {
+                what: "ping server",
+                cause: e.to_string(),
+            })?;
         *node.shared.ping.lock().unwrap_or_else(|p| p.into_inner()) = Some(ping);
         tracing::info!(node = %node.name(), listen = %listen, advertise = %advertise, "node started");
         Ok(node)
@@ -420,7 +426,12 @@ impl Node {
         )
         .await
         {
-            Err(_) => return Err(ConnectError::Timeout { addr, after: timeout }),
+            Err(_) => {
+                return Err(ConnectError::Timeout {
+                    addr,
+                    after: timeout,
+                });
+            }
             Ok(Err(ractor_cluster::ClientConnectErr::Socket(e))) => {
                 return Err(ConnectError::Unreachable {
                     addr,
@@ -465,7 +476,10 @@ impl Node {
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(result) => result,
-            Err(_) => Err(ConnectError::Timeout { addr, after: timeout }),
+            Err(_) => Err(ConnectError::Timeout {
+                addr,
+                after: timeout,
+            }),
         }
     }
 
@@ -509,12 +523,19 @@ impl Node {
 
     /// Stops the node: its ping and kernel actors, then every session and the listener.
     pub async fn stop(&self) {
-        let ping = self.shared.ping.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let ping = self
+            .shared
+            .ping
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(ping) = ping {
             let _ = ping.stop_and_wait(None, Some(Duration::from_secs(5))).await;
         }
         if let Some(kernel) = self.kernel() {
-            let _ = kernel.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+            let _ = kernel
+                .stop_and_wait(None, Some(Duration::from_secs(5)))
+                .await;
         }
         *self.shared.kernel.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let _ = self

@@ -52,7 +52,11 @@ impl Actor for Echo {
     type State = EchoState;
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<EchoMsg>, _: ()) -> Result<EchoState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<EchoMsg>,
+        _: (),
+    ) -> Result<EchoState, ActorProcessingErr> {
         Ok(EchoState::default())
     }
 
@@ -143,7 +147,9 @@ impl Actor for Victim {
             VictimMsg::Die { mode } => match mode {
                 StopMode::Normal => myself.stop(None),
                 StopMode::Panic => panic!("victim {} panics on request", self.path),
-                StopMode::Error => return Err(format!("victim {} fails on request", self.path).into()),
+                StopMode::Error => {
+                    return Err(format!("victim {} fails on request", self.path).into());
+                }
                 StopMode::Kill => myself.kill(),
             },
             VictimMsg::Exit(exit) => {
@@ -208,7 +214,11 @@ impl Actor for Control {
     type State = ExitLog;
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<ControlMsg>, _: ()) -> Result<ExitLog, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<ControlMsg>,
+        _: (),
+    ) -> Result<ExitLog, ActorProcessingErr> {
         Ok(ExitLog::default())
     }
 

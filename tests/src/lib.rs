@@ -43,8 +43,15 @@ impl ChildNode {
         extra: &[&str],
     ) -> anyhow::Result<ChildNode> {
         let mut cmd = Command::new(bin);
-        cmd.args(["--name", name, "--listen", "127.0.0.1:0", "--cookie", cookie])
-            .args(extra);
+        cmd.args([
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--cookie",
+            cookie,
+        ])
+        .args(extra);
         ChildNode::spawn(name, cmd)
     }
 
@@ -74,15 +81,26 @@ impl ChildNode {
     }
 
     /// Reads standard output until a line contains `needle`, within `timeout`.
-    pub fn read_line_containing(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+    pub fn read_line_containing(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         // Reading blocks; the deadline is checked between lines and the child is killed by
         // the caller's Drop if it never prints.
         loop {
-            anyhow::ensure!(Instant::now() < deadline, "no line with {needle:?} within {timeout:?}");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no line with {needle:?} within {timeout:?}"
+            );
             let mut line = String::new();
             let n = self.stdout.read_line(&mut line)?;
-            anyhow::ensure!(n > 0, "{} closed its output before printing {needle:?}", self.name);
+            anyhow::ensure!(
+                n > 0,
+                "{} closed its output before printing {needle:?}",
+                self.name
+            );
             if line.contains(needle) {
                 return Ok(line.trim_end().to_string());
             }
@@ -106,7 +124,10 @@ impl ChildNode {
     /// Waits for the child to exit, within `timeout`; returns its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut().ok_or_else(|| anyhow::anyhow!("already reaped"))?;
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("already reaped"))?;
         loop {
             if let Some(status) = child.try_wait()? {
                 self.child = None;

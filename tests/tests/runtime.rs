@@ -61,9 +61,7 @@ async fn alive(node: &str, path: &str) -> bool {
 }
 
 /// Places a monitor whose every firing is counted, to prove there is exactly one.
-async fn counted_monitor(
-    addr: &Addr<VictimMsg>,
-) -> tokio::sync::mpsc::UnboundedReceiver<Down> {
+async fn counted_monitor(addr: &Addr<VictimMsg>) -> tokio::sync::mpsc::UnboundedReceiver<Down> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     monitor_with(addr, move |down| {
         let _ = tx.send(down);
@@ -94,9 +92,15 @@ async fn call_by_path_auto_connects_on_first_send() {
     let b = testnode("b");
     let node = start_local_node("a", TEST_COOKIE).await;
     node.add_peer("b", b.addr);
-    assert!(!node.is_connected("b"), "not connected before the first send");
+    assert!(
+        !node.is_connected("b"),
+        "not connected before the first send"
+    );
     assert_eq!(echo("b", "hello").await.unwrap(), "hello");
-    assert!(node.is_connected("b"), "the first call opened the connection");
+    assert!(
+        node.is_connected("b"),
+        "the first call opened the connection"
+    );
     // An unqualified path finds the member on the connected node too.
     let anywhere = Addr::<EchoMsg>::new("echo")
         .call(
@@ -148,7 +152,10 @@ async fn unknown_path_is_a_clear_error_not_a_hang() {
         matches!(&err, AddrError::NoSuchActor { path, node: Some(n) } if path == "nobody/here" && n == "b"),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(10), "answered, not timed out");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered, not timed out"
+    );
     let unqualified = Addr::<EchoMsg>::new("nobody/anywhere")
         .send(EchoMsg::Seq { n: 0 })
         .await
@@ -173,7 +180,10 @@ async fn down_for_stop(mode: StopMode) -> Down {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_once_on_normal_stop() {
-    assert_eq!(down_for_stop(StopMode::Normal).await.reason, DownReason::Normal);
+    assert_eq!(
+        down_for_stop(StopMode::Normal).await.reason,
+        DownReason::Normal
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +206,10 @@ async fn down_once_on_handler_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_once_on_kill() {
-    assert_eq!(down_for_stop(StopMode::Kill).await.reason, DownReason::Killed);
+    assert_eq!(
+        down_for_stop(StopMode::Kill).await.reason,
+        DownReason::Killed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,9 +219,15 @@ async fn down_at_once_for_a_monitor_on_a_dead_path() {
     node.add_peer("b", b.addr);
     // Remote and local: both answer NoSuchActor at once, as Erlang answers noproc.
     let remote = counted_monitor(&Addr::on("b", "victim/never")).await;
-    assert_eq!(exactly_one_down(remote).await.reason, DownReason::NoSuchActor);
+    assert_eq!(
+        exactly_one_down(remote).await.reason,
+        DownReason::NoSuchActor
+    );
     let local = counted_monitor(&Addr::on("a", "victim/never")).await;
-    assert_eq!(exactly_one_down(local).await.reason, DownReason::NoSuchActor);
+    assert_eq!(
+        exactly_one_down(local).await.reason,
+        DownReason::NoSuchActor
+    );
 }
 
 async fn down_when_node_goes(signal: &str) {
@@ -325,9 +344,13 @@ async fn a_link_propagates_failure_both_ways_across_nodes() {
     assert!(!alive("b", "victim/r2").await);
 
     // A link to a path with no actor is refused.
-    let err = troupe_runtime::link(&local, "local/l2", &Addr::<VictimMsg>::on("b", "victim/none"))
-        .await
-        .unwrap_err();
+    let err = troupe_runtime::link(
+        &local,
+        "local/l2",
+        &Addr::<VictimMsg>::on("b", "victim/none"),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("no actor"), "{err}");
 }
 
@@ -343,9 +366,13 @@ async fn a_linked_actor_that_traps_exits_gets_a_message_and_lives() {
     let (local, _) = Actor::spawn(None, Local { exits: tx }, ()).await.unwrap();
     troupe_runtime::register("local/trapper", &local).unwrap();
     troupe_runtime::trap_exit(&local).unwrap();
-    troupe_runtime::link(&local, "local/trapper", &Addr::<VictimMsg>::on("b", "victim/r1"))
-        .await
-        .unwrap();
+    troupe_runtime::link(
+        &local,
+        "local/trapper",
+        &Addr::<VictimMsg>::on("b", "victim/r1"),
+    )
+    .await
+    .unwrap();
     Addr::<VictimMsg>::on("b", "victim/r1")
         .send(VictimMsg::Die {
             mode: StopMode::Kill,
@@ -366,9 +393,13 @@ async fn a_linked_actor_that_traps_exits_gets_a_message_and_lives() {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let (doomed, _) = Actor::spawn(None, Local { exits: tx }, ()).await.unwrap();
     troupe_runtime::register("local/doomed", &doomed).unwrap();
-    troupe_runtime::link(&doomed, "local/doomed", &Addr::<VictimMsg>::on("b", "victim/trapper"))
-        .await
-        .unwrap();
+    troupe_runtime::link(
+        &doomed,
+        "local/doomed",
+        &Addr::<VictimMsg>::on("b", "victim/trapper"),
+    )
+    .await
+    .unwrap();
     doomed
         .cast(VictimMsg::Die {
             mode: StopMode::Error,
@@ -469,7 +500,11 @@ async fn hostile_bytes_on_the_port_hurt_no_one() {
 
     // Through an authenticated session: a frame of the wrong type, and garbage bytes of the
     // right type, delivered straight to the echo actor's mailbox on b.
-    let echo_cell = Addr::<EchoMsg>::on("b", "echo").resolve().await.unwrap().get_cell();
+    let echo_cell = Addr::<EchoMsg>::on("b", "echo")
+        .resolve()
+        .await
+        .unwrap()
+        .get_cell();
     echo_cell
         .send_serialized(ractor::message::SerializedMessage::Cast {
             variant: "some::other::Type".into(),

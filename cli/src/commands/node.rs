@@ -44,7 +44,11 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
     config.peers = args.peers;
     let node = Node::start(config).await?;
     // Scripts and tests wait for this line: print it once the listener is bound.
-    println!("node {} listening on {}", node.name(), node.advertise_addr());
+    println!(
+        "node {} listening on {}",
+        node.name(),
+        node.advertise_addr()
+    );
     wait_for_shutdown().await?;
     tracing::info!(node = %node.name(), "shutting down");
     tokio::time::timeout(Duration::from_secs(10), node.stop())

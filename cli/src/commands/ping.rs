@@ -46,7 +46,11 @@ pub(crate) async fn run(args: PingArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn ping(node: &Node, addr: SocketAddr, timeout: Duration) -> Result<(String, Duration), Failure> {
+async fn ping(
+    node: &Node,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(String, Duration), Failure> {
     let peer = node.connect(addr).await.map_err(|e| match e {
         ConnectError::CookieRefused { .. } => Failure::new(exit::COOKIE_REFUSED, e.to_string()),
         ConnectError::Timeout { .. } => Failure::new(exit::TIMEOUT, e.to_string()),

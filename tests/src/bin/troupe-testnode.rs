@@ -33,7 +33,8 @@ async fn main() -> anyhow::Result<()> {
     let listen: SocketAddr = arg(&args, "--listen")
         .unwrap_or_else(|| "127.0.0.1:0".into())
         .parse()?;
-    let cookie = Cookie::new(arg(&args, "--cookie").unwrap_or_else(|| "troupe-test-cookie".into()))?;
+    let cookie =
+        Cookie::new(arg(&args, "--cookie").unwrap_or_else(|| "troupe-test-cookie".into()))?;
     let node = Node::start(NodeConfig::new(name.clone(), listen, cookie)).await?;
     let (echo, _) = Actor::spawn(None, Echo, ()).await?;
     troupe_runtime::register("echo", &echo)?;
