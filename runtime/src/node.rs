@@ -196,6 +196,10 @@ pub(crate) struct Shared {
     server: ActorRef<NodeServerMessage>,
     pub(crate) peers: Mutex<Peers>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
+    /// Connections closed before their handshake finished: wrong cookies, and anything that
+    /// is not a troupe node sending bytes to the port (garbage, truncated or oversized
+    /// frames, which ractor_cluster refuses by closing the session).
+    handshake_failures: std::sync::atomic::AtomicU64,
     kernel: Mutex<Option<ActorRef<KernelMsg>>>,
     ping: Mutex<Option<ActorRef<PingMsg>>>,
 }
@@ -304,6 +308,7 @@ impl Node {
             server: server.clone(),
             peers: Mutex::new(peers),
             events,
+            handshake_failures: std::sync::atomic::AtomicU64::new(0),
             kernel: Mutex::new(None),
             ping: Mutex::new(None),
         });
@@ -377,6 +382,14 @@ impl Node {
     /// Time since the node started.
     pub fn uptime(&self) -> Duration {
         self.shared.started.elapsed()
+    }
+
+    /// How many connections closed before their handshake finished since the node started:
+    /// refused cookies, and bytes from anything that is not a troupe node.
+    pub fn handshake_failures(&self) -> u64 {
+        self.shared
+            .handshake_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Subscribes to peers coming up and going down.
@@ -563,11 +576,22 @@ impl Subscription {
             match &event {
                 NodeEvent::Up { node, addr } => tracing::info!(peer = %node, %addr, "node up"),
                 NodeEvent::Down { node, addr } => tracing::warn!(peer = %node, %addr, "node down"),
-                NodeEvent::HandshakeFailed { node, addr } => tracing::warn!(
-                    peer = node.as_deref().unwrap_or("?"),
-                    %addr,
-                    "connection closed during the handshake: the cookies most likely differ"
-                ),
+                NodeEvent::HandshakeFailed { node, addr } => {
+                    shared
+                        .handshake_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match node {
+                        Some(peer) => tracing::warn!(
+                            %peer,
+                            %addr,
+                            "refused a connection in its handshake: the cookies differ"
+                        ),
+                        None => tracing::warn!(
+                            %addr,
+                            "dropped a connection that sent no valid handshake"
+                        ),
+                    }
+                }
             }
             let _ = shared.events.send(event);
         }

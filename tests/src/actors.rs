@@ -203,6 +203,11 @@ pub enum ControlMsg {
         /// The answer.
         reply: Reply<DecodeStats>,
     },
+    /// How many connections this node dropped in their handshake.
+    HandshakeFailures {
+        /// The answer.
+        reply: Reply<u64>,
+    },
 }
 
 /// The control actor.
@@ -279,6 +284,9 @@ impl Actor for Control {
             }
             ControlMsg::DecodeStats { reply } => {
                 reply.send(troupe_runtime::decode_stats());
+            }
+            ControlMsg::HandshakeFailures { reply } => {
+                reply.send(troupe_runtime::Node::current().map_or(0, |n| n.handshake_failures()));
             }
         }
         Ok(())

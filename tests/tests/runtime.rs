@@ -529,4 +529,60 @@ async fn hostile_bytes_on_the_port_hurt_no_one() {
     assert!(stats.wrong_type >= 1, "{stats:?}");
     assert!(stats.malformed >= 1, "{stats:?}");
     assert!(node.is_connected("b"));
+    // Every raw connection was dropped in its handshake, and counted.
+    let control = Addr::<ControlMsg>::on("b", "control");
+    let mut dropped = 0;
+    for _ in 0..250 {
+        dropped = control
+            .call(
+                |reply| ControlMsg::HandshakeFailures { reply },
+                CALL_TIMEOUT,
+            )
+            .await
+            .unwrap();
+        if dropped >= payloads.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(dropped, payloads.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_re_resolves_after_its_target_restarts() {
+    let _node = start_local_node("a", TEST_COOKIE).await;
+    let echo = Addr::<EchoMsg>::new("svc/echo");
+    let (first, handle) = Actor::spawn(None, troupe_tests::actors::Echo, ())
+        .await
+        .unwrap();
+    troupe_runtime::register("svc/echo", &first).unwrap();
+    let ask = |text: &'static str| {
+        let echo = echo.clone();
+        async move {
+            echo.call(
+                |reply| EchoMsg::Echo {
+                    text: text.into(),
+                    reply,
+                },
+                CALL_TIMEOUT,
+            )
+            .await
+        }
+    };
+    assert_eq!(ask("one").await.unwrap(), "one");
+    first.stop(None);
+    handle.await.unwrap();
+    assert!(matches!(
+        ask("gone").await,
+        Err(AddrError::NoSuchActor { .. })
+    ));
+    let (second, _) = Actor::spawn(None, troupe_tests::actors::Echo, ())
+        .await
+        .unwrap();
+    troupe_runtime::register("svc/echo", &second).unwrap();
+    assert_eq!(
+        ask("two").await.unwrap(),
+        "two",
+        "the same handle reaches the new actor"
+    );
 }

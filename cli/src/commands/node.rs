@@ -38,6 +38,9 @@ fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
 }
 
 pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
+    // Install the handlers before announcing the node: a SIGTERM right after the
+    // "listening" line must stop the node cleanly, not kill the process.
+    let shutdown = shutdown_signals()?;
     let cookie = args.cookie.resolve()?;
     let mut config = NodeConfig::new(args.name, args.listen, cookie);
     config.advertise = args.advertise;
@@ -49,7 +52,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
         node.name(),
         node.advertise_addr()
     );
-    wait_for_shutdown().await?;
+    shutdown.await;
     tracing::info!(node = %node.name(), "shutting down");
     tokio::time::timeout(Duration::from_secs(10), node.stop())
         .await
@@ -57,13 +60,15 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn wait_for_shutdown() -> Result<(), Failure> {
+/// Installs the SIGTERM and SIGINT handlers now; the returned future resolves on either.
+fn shutdown_signals() -> Result<impl std::future::Future<Output = ()>, Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

@@ -33,6 +33,8 @@ async fn main() -> anyhow::Result<()> {
     let listen: SocketAddr = arg(&args, "--listen")
         .unwrap_or_else(|| "127.0.0.1:0".into())
         .parse()?;
+    // Before the "listening" line, so that an early SIGTERM stops the node cleanly.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let cookie =
         Cookie::new(arg(&args, "--cookie").unwrap_or_else(|| "troupe-test-cookie".into()))?;
     let node = Node::start(NodeConfig::new(name.clone(), listen, cookie)).await?;
@@ -58,7 +60,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     term.recv().await;
     node.stop().await;
     Ok(())
