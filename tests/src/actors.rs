@@ -119,13 +119,45 @@ impl From<Exit> for VictimMsg {
 /// Exits received by trapping victims, by path.
 pub type ExitLog = Arc<Mutex<HashMap<String, Vec<Exit>>>>;
 
-/// An actor that exists to be stopped.
-#[derive(Debug)]
+/// Where a trapping victim hands the exits it receives.
+pub type ExitSink = Arc<dyn Fn(Exit) + Send + Sync>;
+
+/// An actor that exists to be stopped, linked and monitored.
 pub struct Victim {
     /// Its path.
     pub path: String,
-    /// Where it records the exits it traps.
-    pub exits: ExitLog,
+    /// Where it hands the exits it traps.
+    pub exits: ExitSink,
+}
+
+impl std::fmt::Debug for Victim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Victim({})", self.path)
+    }
+}
+
+impl Victim {
+    /// A victim at `path` whose trapped exits go to `exits`.
+    pub fn reporting_to(path: &str, exits: tokio::sync::mpsc::UnboundedSender<Exit>) -> Victim {
+        Victim {
+            path: path.to_string(),
+            exits: Arc::new(move |exit| {
+                let _ = exits.send(exit);
+            }),
+        }
+    }
+
+    /// A victim at `path` whose trapped exits are kept in `log` under its path.
+    pub fn logging_to(path: &str, log: ExitLog) -> Victim {
+        let key = path.to_string();
+        Victim {
+            path: path.to_string(),
+            exits: Arc::new(move |exit| {
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                log.entry(key.clone()).or_default().push(exit);
+            }),
+        }
+    }
 }
 
 impl Actor for Victim {
@@ -152,10 +184,7 @@ impl Actor for Victim {
                 }
                 StopMode::Kill => myself.kill(),
             },
-            VictimMsg::Exit(exit) => {
-                let mut log = self.exits.lock().unwrap_or_else(|p| p.into_inner());
-                log.entry(self.path.clone()).or_default().push(exit);
-            }
+            VictimMsg::Exit(exit) => (self.exits)(exit),
         }
         Ok(())
     }
@@ -235,10 +264,7 @@ impl Actor for Control {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ControlMsg::Spawn { path, trap, reply } => {
-                let victim = Victim {
-                    path: path.clone(),
-                    exits: exits.clone(),
-                };
+                let victim = Victim::logging_to(&path, exits.clone());
                 let ok = match Actor::spawn(None, victim, ()).await {
                     Ok((actor, _)) => {
                         if trap {

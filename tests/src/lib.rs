@@ -42,7 +42,17 @@ impl ChildNode {
         cookie: &str,
         extra: &[&str],
     ) -> anyhow::Result<ChildNode> {
-        let mut cmd = Command::new(bin);
+        ChildNode::start_named(Command::new(bin), name, cookie, extra)
+    }
+
+    /// Appends `--name NAME --listen 127.0.0.1:0 --cookie COOKIE` and `extra` to a node
+    /// command (`troupe node`, or the helper node), spawns it, and waits until it listens.
+    pub fn start_named(
+        mut cmd: Command,
+        name: &str,
+        cookie: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<ChildNode> {
         cmd.args([
             "--name",
             name,

@@ -6,12 +6,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::Actor;
 use troupe_runtime::ractor;
-use troupe_runtime::{
-    Addr, AddrError, ConnectError, Down, DownReason, Exit, NodeEvent, monitor_with,
-};
-use troupe_tests::actors::{CALL_TIMEOUT, ControlMsg, EchoMsg, StopMode, VictimMsg};
+use troupe_runtime::{Addr, AddrError, ConnectError, Down, DownReason, NodeEvent, monitor_with};
+use troupe_tests::actors::{CALL_TIMEOUT, ControlMsg, EchoMsg, StopMode, Victim, VictimMsg};
 use troupe_tests::{ChildNode, TEST_COOKIE, start_local_node, wait_until};
 
 const TESTNODE: &str = env!("CARGO_BIN_EXE_troupe-testnode");
@@ -262,36 +260,6 @@ async fn down_once_when_the_node_is_sigkilled() {
     down_when_node_goes("KILL").await;
 }
 
-/// A local actor that records the exits it traps, and can be told to fail.
-struct Local {
-    exits: tokio::sync::mpsc::UnboundedSender<Exit>,
-}
-
-impl Actor for Local {
-    type Msg = VictimMsg;
-    type State = ();
-    type Arguments = ();
-
-    async fn pre_start(&self, _: ActorRef<VictimMsg>, _: ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<VictimMsg>,
-        message: VictimMsg,
-        _: &mut (),
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            VictimMsg::Die { .. } => Err("local actor fails on request".into()),
-            VictimMsg::Exit(exit) => {
-                let _ = self.exits.send(exit);
-                Ok(())
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_propagates_failure_both_ways_across_nodes() {
     let b = testnode("b");
@@ -301,7 +269,9 @@ async fn a_link_propagates_failure_both_ways_across_nodes() {
     // Remote failure stops the local end.
     spawn_victim("b", "victim/r1", false).await;
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let (local, handle) = Actor::spawn(None, Local { exits: tx }, ()).await.unwrap();
+    let (local, handle) = Actor::spawn(None, Victim::reporting_to("local/l1", tx), ())
+        .await
+        .unwrap();
     troupe_runtime::register("local/l1", &local).unwrap();
     let local_down = counted_monitor(&Addr::on("a", "local/l1")).await;
     troupe_runtime::link(&local, "local/l1", &Addr::<VictimMsg>::on("b", "victim/r1"))
@@ -324,7 +294,9 @@ async fn a_link_propagates_failure_both_ways_across_nodes() {
     // Local failure stops the remote end.
     spawn_victim("b", "victim/r2", false).await;
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let (local, _) = Actor::spawn(None, Local { exits: tx }, ()).await.unwrap();
+    let (local, _) = Actor::spawn(None, Victim::reporting_to("local/l2", tx), ())
+        .await
+        .unwrap();
     troupe_runtime::register("local/l2", &local).unwrap();
     let remote_down = counted_monitor(&Addr::on("b", "victim/r2")).await;
     troupe_runtime::link(&local, "local/l2", &Addr::<VictimMsg>::on("b", "victim/r2"))
@@ -337,7 +309,7 @@ async fn a_link_propagates_failure_both_ways_across_nodes() {
         .unwrap();
     let down = exactly_one_down(remote_down).await;
     assert!(
-        matches!(&down.reason, DownReason::Error(t) if t.contains("local actor fails")),
+        matches!(&down.reason, DownReason::Error(t) if t.contains("local/l2 fails on request")),
         "{:?}",
         down.reason
     );
@@ -363,7 +335,9 @@ async fn a_linked_actor_that_traps_exits_gets_a_message_and_lives() {
     // Local trapper, remote peer dies.
     spawn_victim("b", "victim/r1", false).await;
     let (tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
-    let (local, _) = Actor::spawn(None, Local { exits: tx }, ()).await.unwrap();
+    let (local, _) = Actor::spawn(None, Victim::reporting_to("local/trapper", tx), ())
+        .await
+        .unwrap();
     troupe_runtime::register("local/trapper", &local).unwrap();
     troupe_runtime::trap_exit(&local).unwrap();
     troupe_runtime::link(
@@ -391,7 +365,9 @@ async fn a_linked_actor_that_traps_exits_gets_a_message_and_lives() {
     // Remote trapper, local peer dies: the remote side records the Exit and lives.
     spawn_victim("b", "victim/trapper", true).await;
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let (doomed, _) = Actor::spawn(None, Local { exits: tx }, ()).await.unwrap();
+    let (doomed, _) = Actor::spawn(None, Victim::reporting_to("local/doomed", tx), ())
+        .await
+        .unwrap();
     troupe_runtime::register("local/doomed", &doomed).unwrap();
     troupe_runtime::link(
         &doomed,
@@ -425,7 +401,9 @@ async fn a_linked_actor_that_traps_exits_gets_a_message_and_lives() {
     }
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].path, "local/doomed");
-    assert!(matches!(&seen[0].reason, DownReason::Error(t) if t.contains("local actor fails")));
+    assert!(
+        matches!(&seen[0].reason, DownReason::Error(t) if t.contains("local/doomed fails on request"))
+    );
     assert!(alive("b", "victim/trapper").await);
 }
 
