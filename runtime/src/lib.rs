@@ -10,6 +10,7 @@
 //!   port of calls, and decoding that never panics on foreign bytes.
 //! * [`cookie`]: the cluster cookie, from a flag, the environment or a cookie file.
 //! * [`ping`]: the ping server every node runs.
+//! * [`supervisor`]: OTP supervisors; the decisions in a pure core, carried out by an actor.
 //! * `kernel` (private): the per-node actor that carries monitors and links across nodes.
 //!
 //! Making a message type remote takes one derive:
@@ -34,6 +35,7 @@ mod kernel;
 pub mod monitor;
 pub mod node;
 pub mod ping;
+pub mod supervisor;
 
 pub use addr::{Addr, AddrError, SendError, register, unregister};
 pub use codec::{DecodeStats, Reply, ReplyReceiver, decode_stats};
@@ -44,6 +46,9 @@ pub use monitor::{
 };
 pub use node::{ConnectError, Node, NodeConfig, NodeError, NodeEvent, Transport};
 pub use ping::{PingMsg, Pong, ping_path};
+pub use supervisor::{
+    Child, ChildSpec, StartCtx, StartOutcome, SupFlags, SupervisorRef, SupervisorSpec,
+};
 pub use troupe_macros::RemoteMessage;
 
 /// Re-exported so that `#[derive(RemoteMessage)]` and users agree on one ractor.

@@ -1,0 +1,817 @@
+//! OTP supervisors.
+//!
+//! A supervisor starts its children in order, watches them, restarts them by its
+//! [`Strategy`] and stops them in reverse order:
+//!
+//! ```text
+//!   supervisor  (strategy; at most `intensity` restarts in `period`, else it stops itself)
+//!    ├── child 1   started first, stopped last
+//!    ├── child 2
+//!    └── child 3   started last, stopped first
+//! ```
+//!
+//! The decisions (what to restart, when to give up, what to stop) are made by the pure
+//! [`core`](self::core) module; this actor carries them out. Children are linked to the
+//! supervisor through ractor's supervision links, so an exit can never go unseen, and a child
+//! started by [`StartCtx::spawn`] is linked before anyone can observe it.
+//!
+//! A child is described by a plain-data [`ChildSpec`] (the same type a spec file holds) and a
+//! [`ChildFactory`] that starts it. A child can itself be a supervisor ([`Child::supervisor`]).
+
+mod core;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort,
+    SpawnErr, SupervisionEvent,
+};
+use tracing::{debug, info, warn};
+
+use self::core::{Core, Decision, Instance, Started};
+pub use self::core::{ChildCounts, ChildError, ChildState};
+pub use self::spec::{
+    Args, AutoShutdown, ChildSpec, ChildType, Restart, Shutdown, SpecError, StartSpec, Strategy,
+    SupFlags,
+};
+use crate::monitor::DownReason;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a child's start produced.
+#[derive(Debug)]
+pub enum StartOutcome {
+    /// It runs; the cell should be linked to the supervisor ([`StartCtx::spawn`] does that).
+    Started(ActorCell),
+    /// It chose not to run (OTP's `ignore`); the spec is kept unless the child is temporary.
+    Ignore,
+    /// It could not start, and why.
+    Failed(String),
+}
+
+/// What a factory gets to start one child.
+#[derive(Debug, Clone)]
+pub struct StartCtx {
+    supervisor: ActorCell,
+    spec: ChildSpec,
+}
+
+impl StartCtx {
+    /// The child's id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// The start arguments from the spec (for a dynamic child: those it was started with).
+    pub fn args(&self) -> &spec::Args {
+        &self.spec.start.args
+    }
+
+    /// The child's spec.
+    pub fn spec(&self) -> &ChildSpec {
+        &self.spec
+    }
+
+    /// The supervisor, to link the child to.
+    pub fn supervisor(&self) -> &ActorCell {
+        &self.supervisor
+    }
+
+    /// Spawns `actor` linked to the supervisor. A failing `pre_start` is a failed start.
+    pub async fn spawn<A: Actor>(&self, actor: A, args: A::Arguments) -> StartOutcome {
+        match Actor::spawn_linked(None, actor, args, self.supervisor.clone()).await {
+            Ok((actor, _)) => StartOutcome::Started(actor.get_cell()),
+            Err(err) => StartOutcome::Failed(spawn_error_text(err)),
+        }
+    }
+}
+
+fn spawn_error_text(err: SpawnErr) -> String {
+    match err {
+        SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Starts one child. Any `Fn(StartCtx) -> impl Future<Output = StartOutcome>` is one.
+pub trait ChildFactory: Send + Sync + 'static {
+    /// Starts the child described by `ctx`.
+    fn start(&self, ctx: StartCtx) -> BoxFuture<StartOutcome>;
+}
+
+impl<F, Fut> ChildFactory for F
+where
+    F: Fn(StartCtx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = StartOutcome> + Send + 'static,
+{
+    fn start(&self, ctx: StartCtx) -> BoxFuture<StartOutcome> {
+        Box::pin(self(ctx))
+    }
+}
+
+/// A child: its spec and the factory that starts it.
+#[derive(Clone)]
+pub struct Child {
+    /// The plain-data spec.
+    pub spec: ChildSpec,
+    /// What starts it.
+    pub factory: Arc<dyn ChildFactory>,
+}
+
+impl std::fmt::Debug for Child {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Child").field("spec", &self.spec).finish()
+    }
+}
+
+impl Child {
+    /// A child started by `factory`.
+    pub fn new(spec: ChildSpec, factory: impl ChildFactory) -> Child {
+        Child {
+            spec,
+            factory: Arc::new(factory),
+        }
+    }
+
+    /// A child that is itself a supervisor of `tree`. Its type is set to supervisor.
+    pub fn supervisor(mut spec: ChildSpec, tree: SupervisorSpec) -> Child {
+        spec.child_type = ChildType::Supervisor;
+        if spec.start.kind.is_empty() {
+            spec.start.kind = "supervisor".into();
+        }
+        Child::new(spec, move |ctx: StartCtx| {
+            let tree = tree.clone();
+            async move {
+                match Actor::spawn_linked(None, Supervisor, tree, ctx.supervisor.clone()).await {
+                    Ok((actor, _)) => StartOutcome::Started(actor.get_cell()),
+                    Err(err) => StartOutcome::Failed(spawn_error_text(err)),
+                }
+            }
+        })
+    }
+}
+
+/// A supervisor's flags and children.
+#[derive(Debug, Clone, Default)]
+pub struct SupervisorSpec {
+    /// The flags.
+    pub flags: SupFlags,
+    /// The children, in start order (for a dynamic supervisor: the one template).
+    pub children: Vec<Child>,
+}
+
+impl SupervisorSpec {
+    /// A spec with these flags and no children yet.
+    pub fn new(flags: SupFlags) -> Self {
+        SupervisorSpec {
+            flags,
+            children: Vec::new(),
+        }
+    }
+
+    /// Adds a child at the end of the start order.
+    pub fn child(mut self, child: Child) -> Self {
+        self.children.push(child);
+        self
+    }
+}
+
+/// Why a supervisor did not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// Its flags or specs are invalid.
+    #[error("invalid supervisor spec: {0}")]
+    Spec(#[from] SpecError),
+    /// A child failed to start; the children started before it were stopped again.
+    #[error("shutdown: failed to start child {id}: {reason}")]
+    ChildFailed {
+        /// The child.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The actor could not be spawned.
+    #[error("could not spawn the supervisor: {0}")]
+    Spawn(String),
+}
+
+/// One child as `which_children` reports it.
+#[derive(Debug, Clone)]
+pub struct ChildInfo {
+    /// Its id.
+    pub id: String,
+    /// The running actor, if any.
+    pub actor: Option<ActorCell>,
+    /// Its state.
+    pub state: ChildState,
+    /// Worker or supervisor.
+    pub child_type: ChildType,
+    /// How often it was restarted.
+    pub restarts: u32,
+    /// Why it last stopped.
+    pub last_exit: Option<String>,
+}
+
+/// Messages of the supervisor actor; use [`SupervisorRef`].
+pub(crate) enum SupervisorMsg {
+    /// Adds and starts a static child.
+    StartChild(Child, RpcReplyPort<Result<Option<ActorCell>, ChildError>>),
+    /// Starts a child of a dynamic supervisor from its template.
+    StartDynamic(spec::Args, RpcReplyPort<Result<Option<ActorCell>, ChildError>>),
+    /// Stops a child and keeps its spec (forgets it for temporary and dynamic children).
+    TerminateChild(String, RpcReplyPort<Result<(), ChildError>>),
+    /// Stops the dynamic child running (or restarting) as this actor.
+    TerminateActor(ActorCell, RpcReplyPort<Result<(), ChildError>>),
+    /// Starts a stopped child again.
+    RestartChild(String, RpcReplyPort<Result<Option<ActorCell>, ChildError>>),
+    /// Forgets a stopped child's spec.
+    DeleteChild(String, RpcReplyPort<Result<(), ChildError>>),
+    /// Lists the children.
+    WhichChildren(RpcReplyPort<Vec<ChildInfo>>),
+    /// Counts the children.
+    CountChildren(RpcReplyPort<ChildCounts>),
+    /// A child's spec.
+    GetChildSpec(String, RpcReplyPort<Result<ChildSpec, ChildError>>),
+    /// The flags.
+    GetFlags(RpcReplyPort<SupFlags>),
+    /// A failed restart is due to be tried again.
+    TryAgain(String),
+}
+
+impl ractor::Message for SupervisorMsg {}
+
+/// The supervisor actor.
+pub(crate) struct Supervisor;
+
+/// The supervisor's state: the pure core and the actors it maps to.
+pub(crate) struct SupervisorState {
+    core: Core,
+    factories: HashMap<String, Arc<dyn ChildFactory>>,
+    template: Option<Arc<dyn ChildFactory>>,
+    cells: HashMap<Instance, ActorCell>,
+    by_actor: HashMap<ActorId, Instance>,
+    /// The last actor each child ran as, to find a restarting dynamic child by its old actor.
+    last_actor: HashMap<String, ActorId>,
+    started_at: tokio::time::Instant,
+}
+
+impl SupervisorState {
+    fn now(&self) -> Duration {
+        self.started_at.elapsed()
+    }
+
+    fn factory(&self, id: &str) -> Option<Arc<dyn ChildFactory>> {
+        self.factories.get(id).or(self.template.as_ref()).cloned()
+    }
+
+    fn instance_of(&self, id: &str) -> Option<Instance> {
+        self.core
+            .entry(id)
+            .filter(|e| e.state == ChildState::Running)
+            .and_then(|e| e.instance)
+    }
+
+    /// The dynamic child that runs as `actor`, or whose restart is pending after it ran as
+    /// `actor`.
+    fn dynamic_child_of(&self, actor: &ActorCell) -> Option<String> {
+        if !self.core.is_dynamic() {
+            return None;
+        }
+        let id = actor.get_id();
+        if let Some(child) = self.by_actor.get(&id).and_then(|i| self.core.id_of(*i)) {
+            return Some(child.to_string());
+        }
+        self.last_actor
+            .iter()
+            .find(|(child, last)| {
+                **last == id
+                    && self.core.entry(child).map(|e| e.state) == Some(ChildState::Restarting)
+            })
+            .map(|(child, _)| child.clone())
+    }
+
+    /// Forgets the actor of a running child and hands back its cell, so the exit the stop
+    /// causes is not taken for a failure.
+    fn detach(&mut self, id: &str) -> Option<ActorCell> {
+        let instance = self.instance_of(id)?;
+        let cell = self.cells.remove(&instance)?;
+        self.by_actor.remove(&cell.get_id());
+        Some(cell)
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorSpec;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        spec: SupervisorSpec,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let specs: Vec<ChildSpec> = spec.children.iter().map(|c| c.spec.clone()).collect();
+        let core = Core::new(spec.flags.clone(), &specs).map_err(StartError::from)?;
+        let mut state = SupervisorState {
+            template: core
+                .is_dynamic()
+                .then(|| spec.children[0].factory.clone()),
+            core,
+            factories: HashMap::new(),
+            cells: HashMap::new(),
+            by_actor: HashMap::new(),
+            last_actor: HashMap::new(),
+            started_at: tokio::time::Instant::now(),
+        };
+        if state.core.is_dynamic() {
+            return Ok(state);
+        }
+        for child in spec.children {
+            let outcome = start_one(&myself, &mut state, &child.spec, &child.factory).await;
+            if let Started::Failed(reason) = &outcome {
+                warn!(child = %child.spec.id, %reason, "supervisor start failed: child did not start");
+                stop_all(&mut state).await;
+                return Err(StartError::ChildFailed {
+                    id: child.spec.id.clone(),
+                    reason: reason.clone(),
+                }
+                .into());
+            }
+            state.factories.insert(child.spec.id.clone(), child.factory);
+            state.core.add(child.spec, &outcome);
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        stop_all(state).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::StartChild(child, reply) => {
+                let result = match state.core.check_new(&child.spec) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let outcome =
+                            start_one(&myself, state, &child.spec, &child.factory).await;
+                        let id = child.spec.id.clone();
+                        let cell = running_cell(state, &outcome);
+                        if !matches!(outcome, Started::Failed(_)) {
+                            state.factories.insert(id.clone(), child.factory);
+                        }
+                        state.core.add(child.spec, &outcome);
+                        match outcome {
+                            Started::Failed(reason) => Err(ChildError::StartFailed { id, reason }),
+                            _ => Ok(cell),
+                        }
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::StartDynamic(args, reply) => {
+                let result = match (state.core.dynamic_spec(args), state.template.clone()) {
+                    (Ok(spec), Some(factory)) => {
+                        let outcome = start_one(&myself, state, &spec, &factory).await;
+                        let cell = running_cell(state, &outcome);
+                        let id = spec.id.clone();
+                        state.core.add(spec, &outcome);
+                        match outcome {
+                            Started::Failed(reason) => Err(ChildError::StartFailed { id, reason }),
+                            _ => Ok(cell),
+                        }
+                    }
+                    (Err(e), _) => Err(e),
+                    (Ok(_), None) => Err(ChildError::NotSimpleOneForOne),
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::TerminateChild(id, reply) => {
+                let result = if state.core.is_dynamic() {
+                    Err(ChildError::SimpleOneForOne)
+                } else {
+                    terminate(state, &id).await
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::TerminateActor(actor, reply) => {
+                let result = match state.dynamic_child_of(&actor) {
+                    Some(id) => terminate(state, &id).await,
+                    // As OTP: a dead actor that is no child is no error; a live one is.
+                    None if actor.get_status() >= ActorStatus::Stopping => Ok(()),
+                    None => Err(ChildError::NotFound {
+                        id: actor.get_id().to_string(),
+                    }),
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::RestartChild(id, reply) => {
+                let result = match state.core.check_restart(&id) {
+                    Err(e) => Err(e),
+                    Ok(spec) => match state.factory(&id) {
+                        None => Err(ChildError::NotFound { id }),
+                        Some(factory) => {
+                            let outcome = start_one(&myself, state, &spec, &factory).await;
+                            let cell = running_cell(state, &outcome);
+                            state.core.explicit_restart(&id, &outcome);
+                            match outcome {
+                                Started::Failed(reason) => {
+                                    Err(ChildError::StartFailed { id, reason })
+                                }
+                                _ => Ok(cell),
+                            }
+                        }
+                    },
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::DeleteChild(id, reply) => {
+                let result = state.core.delete(&id);
+                if result.is_ok() {
+                    state.factories.remove(&id);
+                }
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::WhichChildren(reply) => {
+                let infos = state
+                    .core
+                    .children()
+                    .map(|e| ChildInfo {
+                        id: e.spec.id.clone(),
+                        actor: e
+                            .instance
+                            .filter(|_| e.state == ChildState::Running)
+                            .and_then(|i| state.cells.get(&i).cloned()),
+                        state: e.state,
+                        child_type: e.spec.child_type,
+                        restarts: e.restarts,
+                        last_exit: e.last_exit.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(infos);
+            }
+            SupervisorMsg::CountChildren(reply) => {
+                let _ = reply.send(state.core.counts());
+            }
+            SupervisorMsg::GetChildSpec(id, reply) => {
+                let result = state
+                    .core
+                    .entry(&id)
+                    .map(|e| e.spec.clone())
+                    .ok_or(ChildError::NotFound { id });
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::GetFlags(reply) => {
+                let _ = reply.send(state.core.flags().clone());
+            }
+            SupervisorMsg::TryAgain(id) => {
+                let now = state.now();
+                let decision = state.core.try_again(&id, now);
+                execute(&myself, state, decision).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor, reason, detail) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                let detail = reason.clone().unwrap_or_else(|| "normal".into());
+                (
+                    cell.get_id(),
+                    DownReason::from_stop_reason(reason.as_deref()),
+                    detail,
+                )
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let text = err.to_string();
+                (cell.get_id(), DownReason::Error(text.clone()), text)
+            }
+            _ => return Ok(()),
+        };
+        let Some(instance) = state.by_actor.remove(&actor) else {
+            return Ok(());
+        };
+        state.cells.remove(&instance);
+        let now = state.now();
+        let id = state.core.id_of(instance).unwrap_or("?").to_string();
+        debug!(child = %id, reason = %detail, "child exited");
+        let decision = state.core.child_exited(instance, &reason, &detail, now);
+        execute(&myself, state, decision).await;
+        Ok(())
+    }
+}
+
+fn running_cell(state: &SupervisorState, outcome: &Started) -> Option<ActorCell> {
+    match outcome {
+        Started::Running(i) => state.cells.get(i).cloned(),
+        _ => None,
+    }
+}
+
+/// Runs a factory and records the actor it started.
+async fn start_one(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    spec: &ChildSpec,
+    factory: &Arc<dyn ChildFactory>,
+) -> Started {
+    let ctx = StartCtx {
+        supervisor: myself.get_cell(),
+        spec: spec.clone(),
+    };
+    // On its own task, so that a panicking factory is a failed start, not a dead supervisor.
+    let outcome = match tokio::spawn(factory.start(ctx)).await {
+        Ok(outcome) => outcome,
+        Err(err) => StartOutcome::Failed(format!("the start panicked: {err}")),
+    };
+    match outcome {
+        StartOutcome::Started(cell) => {
+            if cell.try_get_supervisor().map(|s| s.get_id()) != Some(myself.get_id()) {
+                cell.link(myself.get_cell());
+            }
+            if cell.get_status() >= ActorStatus::Stopping {
+                return Started::Failed("the child stopped while it was being started".into());
+            }
+            let instance = state.core.next_instance();
+            state.by_actor.insert(cell.get_id(), instance);
+            state.last_actor.insert(spec.id.clone(), cell.get_id());
+            if state.last_actor.len() > 2 * state.core.len() + 64 {
+                let core = &state.core;
+                state.last_actor.retain(|child, _| core.entry(child).is_some());
+            }
+            state.cells.insert(instance, cell);
+            Started::Running(instance)
+        }
+        StartOutcome::Ignore => Started::Ignored,
+        StartOutcome::Failed(reason) => Started::Failed(reason),
+    }
+}
+
+/// Carries out a decision of the core, and whatever follows from it.
+async fn execute(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    mut decision: Decision,
+) {
+    loop {
+        match decision {
+            Decision::Nothing => return,
+            Decision::TryAgain { id } => {
+                // Through the mailbox, so that requests queued meanwhile (a shutdown, say)
+                // are served between tries, as in OTP.
+                let _ = myself.send_message(SupervisorMsg::TryAgain(id));
+                return;
+            }
+            Decision::Shutdown { reason } => {
+                info!(%reason, "supervisor stopping");
+                stop_all(state).await;
+                myself.stop(Some(reason));
+                return;
+            }
+            Decision::Restart { stop, start } => {
+                for id in &stop {
+                    stop_child(state, id).await;
+                    state.core.stopped_by_supervisor(id);
+                }
+                decision = Decision::Nothing;
+                for id in &start {
+                    let Some(spec) = state.core.restart_spec(id) else {
+                        continue;
+                    };
+                    if state.instance_of(id).is_some() {
+                        continue;
+                    }
+                    let Some(factory) = state.factory(id) else {
+                        continue;
+                    };
+                    let outcome = start_one(myself, state, &spec, &factory).await;
+                    let next = state.core.restarted(id, &outcome);
+                    if next != Decision::Nothing {
+                        decision = next;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stops a static or dynamic child on request.
+async fn terminate(state: &mut SupervisorState, id: &str) -> Result<(), ChildError> {
+    state.core.check_terminate(id)?;
+    stop_child(state, id).await;
+    state.core.stopped_by_supervisor(id);
+    Ok(())
+}
+
+/// Stops one running child by its shutdown spec.
+async fn stop_child(state: &mut SupervisorState, id: &str) {
+    let Some(shutdown) = state.core.entry(id).map(|e| e.spec.effective_shutdown()) else {
+        return;
+    };
+    if let Some(cell) = state.detach(id) {
+        stop_cell(cell, shutdown).await;
+    }
+}
+
+/// Stops every running child: in reverse start order, or all at once for a dynamic
+/// supervisor (whose children are alike and independent, as in OTP).
+async fn stop_all(state: &mut SupervisorState) {
+    let order = state.core.shutdown_order();
+    if state.core.is_dynamic() {
+        let mut stops = tokio::task::JoinSet::new();
+        for id in &order {
+            let shutdown = state.core.entry(id).map(|e| e.spec.effective_shutdown());
+            if let (Some(cell), Some(shutdown)) = (state.detach(id), shutdown) {
+                stops.spawn(stop_cell(cell, shutdown));
+            }
+        }
+        while stops.join_next().await.is_some() {}
+        for id in &order {
+            state.core.stopped_by_supervisor(id);
+        }
+    } else {
+        for id in &order {
+            stop_child(state, id).await;
+            state.core.stopped_by_supervisor(id);
+        }
+    }
+}
+
+/// Stops an actor: kill, or ask with reason `shutdown` and kill when it is late.
+async fn stop_cell(cell: ActorCell, shutdown: Shutdown) {
+    match shutdown {
+        Shutdown::BrutalKill => {
+            let _ = cell.kill_and_wait(None).await;
+        }
+        Shutdown::Timeout(limit) => {
+            if let Err(ractor::RactorErr::Timeout) = cell
+                .stop_and_wait(Some("shutdown".into()), Some(limit))
+                .await
+            {
+                warn!(actor = %cell.get_id(), ?limit, "child did not stop in time; killing it");
+                let _ = cell.kill_and_wait(None).await;
+            }
+        }
+        Shutdown::Infinity => {
+            let _ = cell.stop_and_wait(Some("shutdown".into()), None).await;
+        }
+    }
+}
+
+/// A handle to a running supervisor.
+#[derive(Debug, Clone)]
+pub struct SupervisorRef {
+    actor: ActorRef<SupervisorMsg>,
+}
+
+/// How long a request to a supervisor may take: long, since a request waits behind restarts
+/// and a child's stop may be `infinity`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl SupervisorRef {
+    /// Starts a supervisor that no one supervises. Returns once every child has started;
+    /// if one fails, those before it are stopped again and the error names it.
+    pub async fn start(spec: SupervisorSpec) -> Result<SupervisorRef, StartError> {
+        Self::spawn(None, spec).await
+    }
+
+    /// Starts a supervisor linked to `parent`, which sees its exit.
+    pub async fn start_linked(
+        spec: SupervisorSpec,
+        parent: ActorCell,
+    ) -> Result<SupervisorRef, StartError> {
+        Self::spawn(Some(parent), spec).await
+    }
+
+    async fn spawn(
+        parent: Option<ActorCell>,
+        spec: SupervisorSpec,
+    ) -> Result<SupervisorRef, StartError> {
+        let spawned = match parent {
+            Some(parent) => Actor::spawn_linked(None, Supervisor, spec, parent).await,
+            None => Actor::spawn(None, Supervisor, spec).await,
+        };
+        match spawned {
+            Ok((actor, _)) => Ok(SupervisorRef { actor }),
+            Err(SpawnErr::StartupFailed(err)) => Err(match err.downcast::<StartError>() {
+                Ok(start) => *start,
+                Err(other) => StartError::Spawn(other.to_string()),
+            }),
+            Err(other) => Err(StartError::Spawn(other.to_string())),
+        }
+    }
+
+    /// The supervisor's actor.
+    pub fn cell(&self) -> ActorCell {
+        self.actor.get_cell()
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<T>) -> SupervisorMsg,
+    ) -> Result<T, ChildError> {
+        match self.actor.call(build, Some(REQUEST_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(value)) => Ok(value),
+            _ => Err(ChildError::SupervisorGone),
+        }
+    }
+
+    /// Adds a child and starts it (OTP's `start_child/2` with a spec). Returns its actor, or
+    /// `None` when its start chose to ignore.
+    pub async fn start_child(&self, child: Child) -> Result<Option<ActorCell>, ChildError> {
+        self.ask(|r| SupervisorMsg::StartChild(child, r)).await?
+    }
+
+    /// Starts a child of a dynamic supervisor from its template, with these arguments.
+    pub async fn start_dynamic(&self, args: spec::Args) -> Result<Option<ActorCell>, ChildError> {
+        self.ask(|r| SupervisorMsg::StartDynamic(args, r)).await?
+    }
+
+    /// Stops a child by its id. A static child's spec is kept; a temporary or dynamic
+    /// child's is forgotten.
+    pub async fn terminate_child(&self, id: &str) -> Result<(), ChildError> {
+        let id = id.to_string();
+        self.ask(|r| SupervisorMsg::TerminateChild(id, r)).await?
+    }
+
+    /// Stops the dynamic child running as `actor` (OTP's `terminate_child` with a pid). A
+    /// child whose restart is pending is found by the actor it last ran as.
+    pub async fn terminate_actor(&self, actor: ActorCell) -> Result<(), ChildError> {
+        self.ask(|r| SupervisorMsg::TerminateActor(actor, r)).await?
+    }
+
+    /// Starts a stopped static child again.
+    pub async fn restart_child(&self, id: &str) -> Result<Option<ActorCell>, ChildError> {
+        let id = id.to_string();
+        self.ask(|r| SupervisorMsg::RestartChild(id, r)).await?
+    }
+
+    /// Forgets a stopped static child.
+    pub async fn delete_child(&self, id: &str) -> Result<(), ChildError> {
+        let id = id.to_string();
+        self.ask(|r| SupervisorMsg::DeleteChild(id, r)).await?
+    }
+
+    /// The children in start order.
+    pub async fn which_children(&self) -> Result<Vec<ChildInfo>, ChildError> {
+        self.ask(SupervisorMsg::WhichChildren).await
+    }
+
+    /// OTP's `count_children`.
+    pub async fn count_children(&self) -> Result<ChildCounts, ChildError> {
+        self.ask(SupervisorMsg::CountChildren).await
+    }
+
+    /// A child's spec.
+    pub async fn get_childspec(&self, id: &str) -> Result<ChildSpec, ChildError> {
+        let id = id.to_string();
+        self.ask(|r| SupervisorMsg::GetChildSpec(id, r)).await?
+    }
+
+    /// The supervisor's flags.
+    pub async fn flags(&self) -> Result<SupFlags, ChildError> {
+        self.ask(SupervisorMsg::GetFlags).await
+    }
+
+    /// Stops the supervisor: its children in reverse order, then itself, with reason
+    /// `shutdown`. Waits until it is gone.
+    pub async fn stop(&self) {
+        let _ = self
+            .actor
+            .stop_and_wait(Some("shutdown".into()), None)
+            .await;
+    }
+
+    /// Waits until the supervisor has stopped, for at most `limit`.
+    pub async fn wait(&self, limit: Duration) -> bool {
+        self.actor.wait(Some(limit)).await.is_ok()
+    }
+
+    /// Whether it still runs.
+    pub fn is_running(&self) -> bool {
+        self.actor.get_status() < ActorStatus::Stopping
+    }
+}

@@ -1,0 +1,432 @@
+//! The data half of a supervision tree: flags and child specs as plain serde types, so the
+//! same tree can be built in Rust or read from a file.
+//!
+//! The names and defaults are OTP's: a supervisor restarts at most `intensity` children
+//! within `period` (1 in 5 s); a worker gets 5 s to stop, a supervisor as long as it needs.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// How a supervisor restarts its children when one of them fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Only the child that stopped is restarted.
+    #[default]
+    OneForOne,
+    /// Every other child is stopped (in reverse start order) and then all are started again.
+    OneForAll,
+    /// The children started after the failed one are stopped (in reverse order), then the
+    /// failed one and those after it are started again.
+    RestForOne,
+    /// A dynamic supervisor: every child is started at run time from one template spec,
+    /// and each is restarted on its own.
+    SimpleOneForOne,
+}
+
+/// When a supervisor stops itself because its significant children have stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoShutdown {
+    /// Never; the `significant` flag of children is not allowed.
+    #[default]
+    Never,
+    /// As soon as any significant child stops on its own and is not restarted.
+    AnySignificant,
+    /// Once every significant child has stopped on its own and is not restarted.
+    AllSignificant,
+}
+
+/// A supervisor's flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SupFlags {
+    /// The restart strategy.
+    pub strategy: Strategy,
+    /// The most restarts allowed within `period`; one more makes the supervisor give up.
+    pub intensity: u32,
+    /// The window the restarts are counted in.
+    #[serde(rename = "period_ms", with = "millis")]
+    pub period: Duration,
+    /// Whether significant children stopping stops the supervisor.
+    pub auto_shutdown: AutoShutdown,
+}
+
+impl Default for SupFlags {
+    fn default() -> Self {
+        SupFlags {
+            strategy: Strategy::OneForOne,
+            intensity: 1,
+            period: Duration::from_secs(5),
+            auto_shutdown: AutoShutdown::Never,
+        }
+    }
+}
+
+impl SupFlags {
+    /// Default flags with the given strategy.
+    pub fn new(strategy: Strategy) -> Self {
+        SupFlags {
+            strategy,
+            ..SupFlags::default()
+        }
+    }
+
+    /// Sets the restart intensity: at most `intensity` restarts within `period`.
+    pub fn intensity(mut self, intensity: u32, period: Duration) -> Self {
+        self.intensity = intensity;
+        self.period = period;
+        self
+    }
+
+    /// Sets the auto-shutdown mode.
+    pub fn auto_shutdown(mut self, mode: AutoShutdown) -> Self {
+        self.auto_shutdown = mode;
+        self
+    }
+}
+
+/// When a child is restarted after it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Restart {
+    /// Always.
+    #[default]
+    Permanent,
+    /// Only when it stopped abnormally (not `normal` and not `shutdown`).
+    Transient,
+    /// Never; its spec is forgotten when it stops.
+    Temporary,
+}
+
+/// How a child is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shutdown {
+    /// Killed at once, without running its stop hook.
+    BrutalKill,
+    /// Asked to stop with reason `shutdown`, and killed if it has not stopped in time.
+    #[serde(rename = "timeout_ms", with = "millis")]
+    Timeout(Duration),
+    /// Asked to stop with reason `shutdown`, and waited for as long as it takes.
+    Infinity,
+}
+
+/// Whether a child is a worker or a supervisor; it decides the default shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildType {
+    /// An ordinary actor or process.
+    #[default]
+    Worker,
+    /// A supervisor.
+    Supervisor,
+}
+
+/// How long a worker gets to stop by default.
+pub const DEFAULT_WORKER_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// Serialized start arguments of a child (MessagePack).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Args(#[serde(with = "serde_bytes_compat")] pub Vec<u8>);
+
+impl Args {
+    /// No arguments.
+    pub fn none() -> Args {
+        Args::default()
+    }
+
+    /// Encodes a value as arguments.
+    pub fn encode<T: Serialize>(value: &T) -> Result<Args, crate::codec::CodecError> {
+        crate::codec::encode(value).map(Args)
+    }
+
+    /// Decodes the arguments as a value.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, crate::codec::CodecError> {
+        crate::codec::decode(&self.0)
+    }
+
+    /// Whether there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The plain-data description of one child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildSpec {
+    /// Its name among its siblings.
+    pub id: String,
+    /// What is started: the kind's name (a spawnable kind, or a label for an in-code
+    /// factory) and its arguments.
+    #[serde(default)]
+    pub start: StartSpec,
+    /// When it is restarted.
+    #[serde(default)]
+    pub restart: Restart,
+    /// How it is stopped; `None` takes the default of its type.
+    #[serde(default)]
+    pub shutdown: Option<Shutdown>,
+    /// Worker or supervisor.
+    #[serde(default, rename = "type")]
+    pub child_type: ChildType,
+    /// Whether its stopping counts towards the supervisor's auto-shutdown.
+    #[serde(default)]
+    pub significant: bool,
+}
+
+/// What a child spec starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartSpec {
+    /// The kind of actor.
+    pub kind: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Args,
+}
+
+impl ChildSpec {
+    /// A permanent worker spec with default shutdown.
+    pub fn worker(id: impl Into<String>) -> ChildSpec {
+        ChildSpec {
+            id: id.into(),
+            start: StartSpec::default(),
+            restart: Restart::Permanent,
+            shutdown: None,
+            child_type: ChildType::Worker,
+            significant: false,
+        }
+    }
+
+    /// A permanent supervisor spec (shutdown infinity).
+    pub fn supervisor(id: impl Into<String>) -> ChildSpec {
+        ChildSpec {
+            child_type: ChildType::Supervisor,
+            ..ChildSpec::worker(id)
+        }
+    }
+
+    /// Sets the restart type.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Sets the shutdown.
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Marks it significant.
+    pub fn significant(mut self, significant: bool) -> Self {
+        self.significant = significant;
+        self
+    }
+
+    /// Sets what it starts.
+    pub fn start(mut self, kind: impl Into<String>, args: Args) -> Self {
+        self.start = StartSpec {
+            kind: kind.into(),
+            args,
+        };
+        self
+    }
+
+    /// The shutdown in force: the explicit one, or the default of its type.
+    pub fn effective_shutdown(&self) -> Shutdown {
+        self.shutdown.unwrap_or(match self.child_type {
+            ChildType::Worker => Shutdown::Timeout(DEFAULT_WORKER_SHUTDOWN),
+            ChildType::Supervisor => Shutdown::Infinity,
+        })
+    }
+}
+
+/// Why a spec or a set of flags is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A child id is empty.
+    #[error("a child spec has an empty id")]
+    EmptyId,
+    /// Two children share an id.
+    #[error("two children have the id {id}")]
+    DuplicateId {
+        /// The id.
+        id: String,
+    },
+    /// A permanent child cannot be significant.
+    #[error("child {id} is permanent and cannot be significant")]
+    SignificantPermanent {
+        /// The child.
+        id: String,
+    },
+    /// A zero timeout would kill every child at once; say `brutal_kill` instead.
+    #[error("child {id} has a zero shutdown timeout; use brutal_kill")]
+    ZeroShutdown {
+        /// The child.
+        id: String,
+    },
+    /// Significance means nothing without auto-shutdown; OTP refuses the combination.
+    #[error("child {id} is significant but the supervisor's auto_shutdown is never")]
+    SignificantWithoutAutoShutdown {
+        /// The child.
+        id: String,
+    },
+    /// A dynamic supervisor's children are alike, so none can be significant.
+    #[error("a simple_one_for_one supervisor cannot auto-shutdown")]
+    AutoShutdownOnDynamic,
+    /// A zero period makes intensity meaningless.
+    #[error("the restart period must be longer than zero")]
+    ZeroPeriod,
+    /// A dynamic supervisor needs exactly one template spec.
+    #[error("a simple_one_for_one supervisor needs exactly one child spec, got {count}")]
+    SimpleOneForOneTemplate {
+        /// How many specs were given.
+        count: usize,
+    },
+}
+
+impl ChildSpec {
+    /// Checks the spec on its own.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.id.is_empty() {
+            return Err(SpecError::EmptyId);
+        }
+        if self.significant && self.restart == Restart::Permanent {
+            return Err(SpecError::SignificantPermanent {
+                id: self.id.clone(),
+            });
+        }
+        if self.shutdown == Some(Shutdown::Timeout(Duration::ZERO)) {
+            return Err(SpecError::ZeroShutdown {
+                id: self.id.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl SupFlags {
+    /// Checks the flags against the children they will govern.
+    pub fn validate(&self, children: &[ChildSpec]) -> Result<(), SpecError> {
+        if self.period.is_zero() {
+            return Err(SpecError::ZeroPeriod);
+        }
+        if self.strategy == Strategy::SimpleOneForOne && children.len() != 1 {
+            return Err(SpecError::SimpleOneForOneTemplate {
+                count: children.len(),
+            });
+        }
+        if self.strategy == Strategy::SimpleOneForOne && self.auto_shutdown != AutoShutdown::Never
+        {
+            return Err(SpecError::AutoShutdownOnDynamic);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for child in children {
+            child.validate()?;
+            self.validate_child(child)?;
+            if !seen.insert(child.id.as_str()) {
+                return Err(SpecError::DuplicateId {
+                    id: child.id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SupFlags {
+    /// Checks one child against the flags.
+    pub fn validate_child(&self, child: &ChildSpec) -> Result<(), SpecError> {
+        if child.significant && self.auto_shutdown == AutoShutdown::Never {
+            return Err(SpecError::SignificantWithoutAutoShutdown {
+                id: child.id.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Durations as whole milliseconds, which read well in TOML and JSON.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Bytes as a MessagePack bin (not an array of integers).
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_otps() {
+        let flags = SupFlags::default();
+        assert_eq!(flags.strategy, Strategy::OneForOne);
+        assert_eq!((flags.intensity, flags.period), (1, Duration::from_secs(5)));
+        assert_eq!(
+            ChildSpec::worker("w").effective_shutdown(),
+            Shutdown::Timeout(Duration::from_secs(5))
+        );
+        assert_eq!(
+            ChildSpec::supervisor("s").effective_shutdown(),
+            Shutdown::Infinity
+        );
+    }
+
+    #[test]
+    fn specs_round_trip_through_the_codec() {
+        let spec = ChildSpec::worker("w")
+            .restart(Restart::Transient)
+            .shutdown(Shutdown::Timeout(Duration::from_millis(250)))
+            .start("echo", Args::encode(&("hi", 3u8)).unwrap());
+        let back: ChildSpec = crate::codec::decode(&crate::codec::encode(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+        assert_eq!(back.start.args.decode::<(String, u8)>().unwrap(), ("hi".into(), 3));
+    }
+}
