@@ -28,13 +28,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort,
-    SpawnErr, SupervisionEvent,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SpawnErr,
+    SupervisionEvent,
 };
 use tracing::{debug, info, warn};
 
-use self::core::{Core, Decision, Instance, Started};
 pub use self::core::{ChildCounts, ChildError, ChildState};
+use self::core::{Core, Decision, Instance, Started};
 pub use self::spec::{
     Args, AutoShutdown, ChildSpec, ChildType, Restart, Shutdown, SpecError, StartSpec, Strategy,
     SupFlags,
@@ -223,7 +223,10 @@ pub(crate) enum SupervisorMsg {
     /// Adds and starts a static child.
     StartChild(Child, RpcReplyPort<Result<Option<ActorCell>, ChildError>>),
     /// Starts a child of a dynamic supervisor from its template.
-    StartDynamic(spec::Args, RpcReplyPort<Result<Option<ActorCell>, ChildError>>),
+    StartDynamic(
+        spec::Args,
+        RpcReplyPort<Result<Option<ActorCell>, ChildError>>,
+    ),
     /// Stops a child and keeps its spec (forgets it for temporary and dynamic children).
     TerminateChild(String, RpcReplyPort<Result<(), ChildError>>),
     /// Stops the dynamic child running (or restarting) as this actor.
@@ -319,9 +322,7 @@ impl Actor for Supervisor {
         let specs: Vec<ChildSpec> = spec.children.iter().map(|c| c.spec.clone()).collect();
         let core = Core::new(spec.flags.clone(), &specs).map_err(StartError::from)?;
         let mut state = SupervisorState {
-            template: core
-                .is_dynamic()
-                .then(|| spec.children[0].factory.clone()),
+            template: core.is_dynamic().then(|| spec.children[0].factory.clone()),
             core,
             factories: HashMap::new(),
             cells: HashMap::new(),
@@ -369,8 +370,7 @@ impl Actor for Supervisor {
                 let result = match state.core.check_new(&child.spec) {
                     Err(e) => Err(e),
                     Ok(()) => {
-                        let outcome =
-                            start_one(&myself, state, &child.spec, &child.factory).await;
+                        let outcome = start_one(&myself, state, &child.spec, &child.factory).await;
                         let id = child.spec.id.clone();
                         let cell = running_cell(state, &outcome);
                         if !matches!(outcome, Started::Failed(_)) {
@@ -559,7 +559,9 @@ async fn start_one(
             state.last_actor.insert(spec.id.clone(), cell.get_id());
             if state.last_actor.len() > 2 * state.core.len() + 64 {
                 let core = &state.core;
-                state.last_actor.retain(|child, _| core.entry(child).is_some());
+                state
+                    .last_actor
+                    .retain(|child, _| core.entry(child).is_some());
             }
             state.cells.insert(instance, cell);
             Started::Running(instance)
@@ -724,6 +726,13 @@ impl SupervisorRef {
         }
     }
 
+    /// The supervisor running as `cell`, if it is one (a child started by
+    /// [`Child::supervisor`], say).
+    pub fn from_cell(cell: ActorCell) -> Option<SupervisorRef> {
+        (cell.is_message_type_of::<SupervisorMsg>() == Some(true))
+            .then(|| SupervisorRef { actor: cell.into() })
+    }
+
     /// The supervisor's actor.
     pub fn cell(&self) -> ActorCell {
         self.actor.get_cell()
@@ -760,7 +769,8 @@ impl SupervisorRef {
     /// Stops the dynamic child running as `actor` (OTP's `terminate_child` with a pid). A
     /// child whose restart is pending is found by the actor it last ran as.
     pub async fn terminate_actor(&self, actor: ActorCell) -> Result<(), ChildError> {
-        self.ask(|r| SupervisorMsg::TerminateActor(actor, r)).await?
+        self.ask(|r| SupervisorMsg::TerminateActor(actor, r))
+            .await?
     }
 
     /// Starts a stopped static child again.

@@ -287,8 +287,14 @@ impl Core {
     }
 
     /// The spec of the next dynamic child, with its generated id.
-    pub(crate) fn dynamic_spec(&mut self, args: super::spec::Args) -> Result<ChildSpec, ChildError> {
-        let template = self.template.as_ref().ok_or(ChildError::NotSimpleOneForOne)?;
+    pub(crate) fn dynamic_spec(
+        &mut self,
+        args: super::spec::Args,
+    ) -> Result<ChildSpec, ChildError> {
+        let template = self
+            .template
+            .as_ref()
+            .ok_or(ChildError::NotSimpleOneForOne)?;
         let mut spec = template.clone();
         spec.id = format!("{}-{}", template.id, self.next_dynamic);
         spec.start.args = args;
@@ -484,7 +490,10 @@ impl Core {
         };
         if stop {
             Decision::Shutdown {
-                reason: format!("shutdown: auto_shutdown after significant child {}", spec.id),
+                reason: format!(
+                    "shutdown: auto_shutdown after significant child {}",
+                    spec.id
+                ),
             }
         } else {
             Decision::Nothing

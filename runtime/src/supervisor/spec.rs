@@ -160,8 +160,7 @@ pub struct ChildSpec {
     /// Its name among its siblings.
     pub id: String,
     /// What is started: the kind's name (a spawnable kind, or a label for an in-code
-    /// factory) and its arguments.
-    #[serde(default)]
+    /// factory) and its arguments. Required in a spec file, as OTP requires `start`.
     pub start: StartSpec,
     /// When it is restarted.
     #[serde(default)]
@@ -262,12 +261,6 @@ pub enum SpecError {
         /// The child.
         id: String,
     },
-    /// A zero timeout would kill every child at once; say `brutal_kill` instead.
-    #[error("child {id} has a zero shutdown timeout; use brutal_kill")]
-    ZeroShutdown {
-        /// The child.
-        id: String,
-    },
     /// Significance means nothing without auto-shutdown; OTP refuses the combination.
     #[error("child {id} is significant but the supervisor's auto_shutdown is never")]
     SignificantWithoutAutoShutdown {
@@ -299,11 +292,6 @@ impl ChildSpec {
                 id: self.id.clone(),
             });
         }
-        if self.shutdown == Some(Shutdown::Timeout(Duration::ZERO)) {
-            return Err(SpecError::ZeroShutdown {
-                id: self.id.clone(),
-            });
-        }
         Ok(())
     }
 }
@@ -319,8 +307,7 @@ impl SupFlags {
                 count: children.len(),
             });
         }
-        if self.strategy == Strategy::SimpleOneForOne && self.auto_shutdown != AutoShutdown::Never
-        {
+        if self.strategy == Strategy::SimpleOneForOne && self.auto_shutdown != AutoShutdown::Never {
             return Err(SpecError::AutoShutdownOnDynamic);
         }
         let mut seen = std::collections::HashSet::new();
@@ -427,6 +414,9 @@ mod tests {
             .start("echo", Args::encode(&("hi", 3u8)).unwrap());
         let back: ChildSpec = crate::codec::decode(&crate::codec::encode(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
-        assert_eq!(back.start.args.decode::<(String, u8)>().unwrap(), ("hi".into(), 3));
+        assert_eq!(
+            back.start.args.decode::<(String, u8)>().unwrap(),
+            ("hi".into(), 3)
+        );
     }
 }

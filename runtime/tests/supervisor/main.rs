@@ -1,0 +1,5 @@
+//! Supervisor tests: OTP's own supervisor suite, ported case by case.
+
+mod fixtures;
+mod otp_suite;
+mod otp_suite_strategies;
