@@ -9,7 +9,10 @@
 //! * [`codec`]: the wire form of messages (MessagePack with named fields), the [`Reply`]
 //!   port of calls, and decoding that never panics on foreign bytes.
 //! * [`cookie`]: the cluster cookie, from a flag, the environment or a cookie file.
+//! * [`detector`]: the phi-accrual failure detector, pure; nodes judge their peers' heartbeats
+//!   with it, and the master its agents'.
 //! * [`ping`]: the ping server every node runs.
+//! * [`heartbeat`]: heartbeats between connected nodes; a silent peer is declared down.
 //! * [`supervisor`]: OTP supervisors; the decisions in a pure core, carried out by an actor.
 //! * `kernel` (private): the per-node actor that carries monitors and links across nodes.
 //!
@@ -31,6 +34,8 @@ extern crate self as troupe_runtime;
 pub mod addr;
 pub mod codec;
 pub mod cookie;
+pub mod detector;
+pub mod heartbeat;
 mod kernel;
 pub mod monitor;
 pub mod node;
@@ -40,6 +45,7 @@ pub mod supervisor;
 pub use addr::{Addr, AddrError, SendError, register, unregister};
 pub use codec::{DecodeStats, Reply, ReplyReceiver, decode_stats};
 pub use cookie::Cookie;
+pub use heartbeat::HeartbeatConfig;
 pub use monitor::{
     Down, DownReason, Exit, LinkError, Ref, demonitor, link, monitor, monitor_channel,
     monitor_with, trap_exit, unlink,

@@ -24,6 +24,7 @@ use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::broadcast;
 
 use crate::cookie::Cookie;
+use crate::heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMsg};
 use crate::kernel::{Kernel, KernelMsg};
 use crate::ping::{PingMsg, PingServer};
 use peers::Peers;
@@ -62,6 +63,9 @@ pub struct NodeConfig {
     pub peers: Vec<(String, SocketAddr)>,
     /// How long a connection attempt may take, handshake included.
     pub connect_timeout: Duration,
+    /// How peers are watched for silence; `None` turns heartbeats off (a closed connection
+    /// is still noticed at once).
+    pub heartbeat: Option<HeartbeatConfig>,
 }
 
 impl NodeConfig {
@@ -75,6 +79,7 @@ impl NodeConfig {
             transport: Transport::Plain,
             peers: Vec::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            heartbeat: Some(HeartbeatConfig::default()),
         }
     }
 }
@@ -202,6 +207,7 @@ pub(crate) struct Shared {
     handshake_failures: std::sync::atomic::AtomicU64,
     kernel: Mutex<Option<ActorRef<KernelMsg>>>,
     ping: Mutex<Option<ActorRef<PingMsg>>>,
+    heartbeat: Mutex<Option<ActorRef<HeartbeatMsg>>>,
 }
 
 /// A handle to the running node of this OS process. Cheap to clone.
@@ -311,6 +317,7 @@ impl Node {
             handshake_failures: std::sync::atomic::AtomicU64::new(0),
             kernel: Mutex::new(None),
             ping: Mutex::new(None),
+            heartbeat: Mutex::new(None),
         });
         let node = Node { shared };
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
@@ -345,6 +352,20 @@ impl Node {
                 cause: e.to_string(),
             })?;
         *node.shared.ping.lock().unwrap_or_else(|p| p.into_inner()) = Some(ping);
+        if let Some(config) = config.heartbeat.clone() {
+            let heartbeat =
+                Heartbeat::start(&node, config)
+                    .await
+                    .map_err(|e| NodeError::Spawn {
+                        what: "heartbeat",
+                        cause: e.to_string(),
+                    })?;
+            *node
+                .shared
+                .heartbeat
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(heartbeat);
+        }
         tracing::info!(node = %node.name(), listen = %listen, advertise = %advertise, "node started");
         Ok(node)
     }
@@ -534,8 +555,41 @@ impl Node {
         connected
     }
 
+    /// Closes every session with `peer`, as if its connection had dropped: monitors on its
+    /// actors fire `NodeDown`. The failure detector does this to a silent peer. A later
+    /// message to the peer connects again.
+    pub async fn disconnect(&self, peer: &str) {
+        let sessions =
+            match ractor::call_t!(self.shared.server, NodeServerMessage::GetSessions, 5_000) {
+                Ok(sessions) => sessions,
+                Err(e) => {
+                    tracing::warn!(%peer, cause = %e, "could not list sessions to disconnect");
+                    return;
+                }
+            };
+        for session in sessions.values() {
+            let name = session.peer_name.as_ref().map(|n| n.name.as_str());
+            if name.map(peers::node_name) == Some(peer) {
+                session
+                    .actor
+                    .stop(Some(format!("disconnected from {peer}")));
+            }
+        }
+    }
+
     /// Stops the node: its ping and kernel actors, then every session and the listener.
     pub async fn stop(&self) {
+        let heartbeat = self
+            .shared
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(heartbeat) = heartbeat {
+            let _ = heartbeat
+                .stop_and_wait(None, Some(Duration::from_secs(5)))
+                .await;
+        }
         let ping = self
             .shared
             .ping

@@ -4,9 +4,12 @@
 //!   shared with the tests that talk to them.
 //! * [`ChildNode`]: a node in another OS process, killed (and reaped) when dropped, so that a
 //!   failing test leaves no process behind.
+//! * [`remote`]: calls to those actors, and monitors that count their firings.
+//! * [`CpuHog`]: processes that keep every core busy, for tests of a loaded machine.
 //! * [`wait_until`]: waiting on a condition with a deadline instead of sleeping.
 
 pub mod actors;
+pub mod remote;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -179,5 +182,38 @@ pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) 
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Busy-loop processes, one per core, killed when dropped.
+#[derive(Debug)]
+pub struct CpuHog {
+    children: Vec<Child>,
+}
+
+impl CpuHog {
+    /// Starts `n` processes that spin until dropped.
+    pub fn start(n: usize) -> anyhow::Result<CpuHog> {
+        let mut hog = CpuHog {
+            children: Vec::new(),
+        };
+        for _ in 0..n {
+            hog.children.push(
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .stdin(Stdio::null())
+                    .spawn()?,
+            );
+        }
+        Ok(hog)
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

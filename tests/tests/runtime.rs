@@ -8,81 +8,15 @@ use std::time::Duration;
 
 use ractor::Actor;
 use troupe_runtime::ractor;
-use troupe_runtime::{Addr, AddrError, ConnectError, Down, DownReason, NodeEvent, monitor_with};
+use troupe_runtime::{Addr, AddrError, ConnectError, Down, DownReason, NodeEvent};
 use troupe_tests::actors::{CALL_TIMEOUT, ControlMsg, EchoMsg, StopMode, Victim, VictimMsg};
+use troupe_tests::remote::{alive, counted_monitor, echo, exactly_one_down, spawn_victim};
 use troupe_tests::{ChildNode, TEST_COOKIE, start_local_node, wait_until};
 
 const TESTNODE: &str = env!("CARGO_BIN_EXE_troupe-testnode");
 
 fn testnode(name: &str) -> ChildNode {
     ChildNode::start_testnode(TESTNODE, name, TEST_COOKIE, &[]).expect("helper node starts")
-}
-
-async fn echo(node: &str, text: &str) -> Result<String, AddrError> {
-    Addr::<EchoMsg>::on(node, "echo")
-        .call(
-            |reply| EchoMsg::Echo {
-                text: text.into(),
-                reply,
-            },
-            CALL_TIMEOUT,
-        )
-        .await
-}
-
-async fn spawn_victim(node: &str, path: &str, trap: bool) {
-    let ok = Addr::<ControlMsg>::on(node, "control")
-        .call(
-            |reply| ControlMsg::Spawn {
-                path: path.into(),
-                trap,
-                reply,
-            },
-            CALL_TIMEOUT,
-        )
-        .await
-        .expect("control answers");
-    assert!(ok, "victim {path} spawned on {node}");
-}
-
-async fn alive(node: &str, path: &str) -> bool {
-    Addr::<ControlMsg>::on(node, "control")
-        .call(
-            |reply| ControlMsg::Alive {
-                path: path.into(),
-                reply,
-            },
-            CALL_TIMEOUT,
-        )
-        .await
-        .expect("control answers")
-}
-
-/// Places a monitor whose every firing is counted, to prove there is exactly one.
-async fn counted_monitor(addr: &Addr<VictimMsg>) -> tokio::sync::mpsc::UnboundedReceiver<Down> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    monitor_with(addr, move |down| {
-        let _ = tx.send(down);
-    })
-    .await
-    .expect("monitor placed");
-    rx
-}
-
-/// Waits for the one Down, then checks that no second one follows.
-async fn exactly_one_down(mut rx: tokio::sync::mpsc::UnboundedReceiver<Down>) -> Down {
-    let down = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("a Down within 5 s")
-        .expect("the monitor channel stays open until it fires");
-    // The sender is consumed by the firing; a second Down would need a second entry.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), rx.recv())
-            .await
-            .map_or(true, |next| next.is_none()),
-        "a second Down arrived"
-    );
-    down
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use troupe_runtime::{Node, NodeConfig};
+use troupe_runtime::{HeartbeatConfig, Node, NodeConfig};
 
 use super::{CookieArgs, Failure};
 
@@ -25,6 +25,38 @@ pub(crate) struct NodeArgs {
     peers: Vec<(String, SocketAddr)>,
     #[command(flatten)]
     cookie: CookieArgs,
+    #[command(flatten)]
+    detector: DetectorArgs,
+}
+
+/// How a node watches its peers for silence (shared by every command that runs a node).
+#[derive(Debug, Args)]
+pub(crate) struct DetectorArgs {
+    /// Milliseconds between heartbeats to each connected peer; 0 turns heartbeats off.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    heartbeat_ms: u64,
+    /// The phi-accrual threshold above which a silent peer is declared down. Higher is
+    /// slower to suspect and less likely to be wrong.
+    #[arg(long, value_name = "PHI", default_value_t = 8.0)]
+    phi_threshold: f64,
+}
+
+impl DetectorArgs {
+    /// The heartbeat configuration these flags ask for.
+    pub(crate) fn config(&self) -> Result<Option<HeartbeatConfig>, Failure> {
+        if self.heartbeat_ms == 0 {
+            return Ok(None);
+        }
+        if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
+            return Err(Failure::from(format!(
+                "--phi-threshold must be a positive number, got {}",
+                self.phi_threshold
+            )));
+        }
+        let mut config = HeartbeatConfig::every(Duration::from_millis(self.heartbeat_ms));
+        config.detector.threshold = self.phi_threshold;
+        Ok(Some(config))
+    }
 }
 
 fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
@@ -45,6 +77,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
     let mut config = NodeConfig::new(args.name, args.listen, cookie);
     config.advertise = args.advertise;
     config.peers = args.peers;
+    config.heartbeat = args.detector.config()?;
     let node = Node::start(config).await?;
     // Scripts and tests wait for this line: print it once the listener is bound.
     println!(
