@@ -13,6 +13,7 @@
 //!   with it, and the master its agents'.
 //! * [`ping`]: the ping server every node runs.
 //! * [`heartbeat`]: heartbeats between connected nodes; a silent peer is declared down.
+//! * [`spawn`]: spawnable kinds of actors, and starting one on any node.
 //! * [`supervisor`]: OTP supervisors; the decisions in a pure core, carried out by an actor.
 //! * `kernel` (private): the per-node actor that carries monitors and links across nodes.
 //!
@@ -40,6 +41,7 @@ mod kernel;
 pub mod monitor;
 pub mod node;
 pub mod ping;
+pub mod spawn;
 pub mod supervisor;
 
 pub use addr::{Addr, AddrError, SendError, register, unregister};

@@ -27,6 +27,7 @@ use crate::cookie::Cookie;
 use crate::heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMsg};
 use crate::kernel::{Kernel, KernelMsg};
 use crate::ping::{PingMsg, PingServer};
+use crate::spawn::{Spawner, SpawnerMsg};
 use peers::Peers;
 
 /// How long [`Node::connect`] waits for a handshake by default.
@@ -208,6 +209,7 @@ pub(crate) struct Shared {
     kernel: Mutex<Option<ActorRef<KernelMsg>>>,
     ping: Mutex<Option<ActorRef<PingMsg>>>,
     heartbeat: Mutex<Option<ActorRef<HeartbeatMsg>>>,
+    spawner: Mutex<Option<ActorRef<SpawnerMsg>>>,
 }
 
 /// A handle to the running node of this OS process. Cheap to clone.
@@ -318,6 +320,7 @@ impl Node {
             kernel: Mutex::new(None),
             ping: Mutex::new(None),
             heartbeat: Mutex::new(None),
+            spawner: Mutex::new(None),
         });
         let node = Node { shared };
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
@@ -352,6 +355,15 @@ impl Node {
                 cause: e.to_string(),
             })?;
         *node.shared.ping.lock().unwrap_or_else(|p| p.into_inner()) = Some(ping);
+        let spawner = Spawner::start(&node).await.map_err(|e| NodeError::Spawn {
+            what: "spawner",
+            cause: e.to_string(),
+        })?;
+        *node
+            .shared
+            .spawner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(spawner);
         if let Some(config) = config.heartbeat.clone() {
             let heartbeat =
                 Heartbeat::start(&node, config)
@@ -587,6 +599,17 @@ impl Node {
             .take();
         if let Some(heartbeat) = heartbeat {
             let _ = heartbeat
+                .stop_and_wait(None, Some(Duration::from_secs(5)))
+                .await;
+        }
+        let spawner = self
+            .shared
+            .spawner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(spawner) = spawner {
+            let _ = spawner
                 .stop_and_wait(None, Some(Duration::from_secs(5)))
                 .await;
         }

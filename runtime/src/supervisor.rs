@@ -51,6 +51,14 @@ pub enum StartOutcome {
     Started(ActorCell),
     /// It chose not to run (OTP's `ignore`); the spec is kept unless the child is temporary.
     Ignore,
+    /// It runs on another node, registered under `path` there (see [`Child::remote`]). The
+    /// supervisor watches it with a remote monitor and stops it through that node's spawner.
+    Remote {
+        /// The node.
+        node: String,
+        /// Its path.
+        path: String,
+    },
     /// It could not start, and why.
     Failed(String),
 }
@@ -157,6 +165,73 @@ impl Child {
     }
 }
 
+/// How long a remote child's start keeps trying its nodes before it fails.
+pub const REMOTE_START_PATIENCE: Duration = Duration::from_secs(10);
+
+impl Child {
+    /// A child that runs on one of `nodes`, started there by the node's spawner from the
+    /// spawnable kind named in `spec.start` (see [`crate::spawn`]).
+    ///
+    /// Placement: a restart goes back to the node the child last ran on while that node is
+    /// connected (a crash of the actor alone), and otherwise to the next node of the list
+    /// that can be reached, in order, wrapping around. When none can, the start keeps trying
+    /// for [`REMOTE_START_PATIENCE`], so a child whose only node restarts comes back on it;
+    /// after that the start fails and the usual restart rules apply.
+    pub fn remote(spec: ChildSpec, nodes: Vec<String>) -> Child {
+        let last: Arc<std::sync::Mutex<Option<usize>>> = Arc::default();
+        Child::new(spec, move |ctx: StartCtx| {
+            let nodes = nodes.clone();
+            let last = last.clone();
+            async move {
+                if nodes.is_empty() {
+                    return StartOutcome::Failed("a remote child needs at least one node".into());
+                }
+                let deadline = tokio::time::Instant::now() + REMOTE_START_PATIENCE;
+                let mut errors = Vec::new();
+                loop {
+                    let previous = *last.lock().unwrap_or_else(|p| p.into_inner());
+                    for i in placement_order(&nodes, previous) {
+                        let node = &nodes[i];
+                        let kind = &ctx.spec.start.kind;
+                        match crate::spawn::spawn_on::<()>(node, kind, ctx.args().clone()).await {
+                            Ok(addr) => {
+                                *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(i);
+                                return StartOutcome::Remote {
+                                    node: node.clone(),
+                                    path: addr.path().to_string(),
+                                };
+                            }
+                            Err(e) => errors.push(e.to_string()),
+                        }
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        errors.dedup();
+                        return StartOutcome::Failed(format!(
+                            "no node of {nodes:?} could start it: {}",
+                            errors.join("; ")
+                        ));
+                    }
+                    errors.clear();
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        })
+    }
+}
+
+/// The order to try a remote child's nodes in: the last one first while it is connected,
+/// then the ones after it, wrapping around.
+fn placement_order(nodes: &[String], last: Option<usize>) -> Vec<usize> {
+    let n = nodes.len();
+    let connected =
+        |i: usize| crate::node::Node::current().is_some_and(|node| node.is_connected(&nodes[i]));
+    match last {
+        Some(l) if l < n && connected(l) => (0..n).map(|k| (l + k) % n).collect(),
+        Some(l) if l < n => (1..=n).map(|k| (l + k) % n).collect(),
+        _ => (0..n).collect(),
+    }
+}
+
 /// A supervisor's flags and children.
 #[derive(Debug, Clone, Default)]
 pub struct SupervisorSpec {
@@ -206,8 +281,10 @@ pub enum StartError {
 pub struct ChildInfo {
     /// Its id.
     pub id: String,
-    /// The running actor, if any.
+    /// The running actor, if any and if it is on this node.
     pub actor: Option<ActorCell>,
+    /// Where a child on another node runs: its node and path.
+    pub remote: Option<(String, String)>,
     /// Its state.
     pub state: ChildState,
     /// Worker or supervisor.
@@ -245,6 +322,8 @@ pub(crate) enum SupervisorMsg {
     GetFlags(RpcReplyPort<SupFlags>),
     /// A failed restart is due to be tried again.
     TryAgain(String),
+    /// A child on another node is gone (from its remote monitor).
+    RemoteDown(Instance, crate::monitor::Down),
 }
 
 impl ractor::Message for SupervisorMsg {}
@@ -252,12 +331,21 @@ impl ractor::Message for SupervisorMsg {}
 /// The supervisor actor.
 pub(crate) struct Supervisor;
 
+/// A child on another node.
+pub(crate) struct RemoteChild {
+    node: String,
+    path: String,
+    monitor: crate::monitor::Ref,
+}
+
 /// The supervisor's state: the pure core and the actors it maps to.
 pub(crate) struct SupervisorState {
     core: Core,
     factories: HashMap<String, Arc<dyn ChildFactory>>,
     template: Option<Arc<dyn ChildFactory>>,
     cells: HashMap<Instance, ActorCell>,
+    /// Children on other nodes: node, path and the monitor on them.
+    remotes: HashMap<Instance, RemoteChild>,
     by_actor: HashMap<ActorId, Instance>,
     /// The last actor each child ran as, to find a restarting dynamic child by its old actor.
     last_actor: HashMap<String, ActorId>,
@@ -299,13 +387,17 @@ impl SupervisorState {
             .map(|(child, _)| child.clone())
     }
 
-    /// Forgets the actor of a running child and hands back its cell, so the exit the stop
-    /// causes is not taken for a failure.
-    fn detach(&mut self, id: &str) -> Option<ActorCell> {
+    /// Forgets the actor of a running child and hands it back, so the exit the stop causes
+    /// is not taken for a failure.
+    fn detach(&mut self, id: &str) -> Option<Running> {
         let instance = self.instance_of(id)?;
+        if let Some(remote) = self.remotes.remove(&instance) {
+            crate::monitor::demonitor(&remote.monitor);
+            return Some(Running::Remote(remote));
+        }
         let cell = self.cells.remove(&instance)?;
         self.by_actor.remove(&cell.get_id());
-        Some(cell)
+        Some(Running::Local(cell))
     }
 }
 
@@ -326,6 +418,7 @@ impl Actor for Supervisor {
             core,
             factories: HashMap::new(),
             cells: HashMap::new(),
+            remotes: HashMap::new(),
             by_actor: HashMap::new(),
             last_actor: HashMap::new(),
             started_at: tokio::time::Instant::now(),
@@ -458,6 +551,11 @@ impl Actor for Supervisor {
                             .instance
                             .filter(|_| e.state == ChildState::Running)
                             .and_then(|i| state.cells.get(&i).cloned()),
+                        remote: e
+                            .instance
+                            .filter(|_| e.state == ChildState::Running)
+                            .and_then(|i| state.remotes.get(&i))
+                            .map(|r| (r.node.clone(), r.path.clone())),
                         state: e.state,
                         child_type: e.spec.child_type,
                         restarts: e.restarts,
@@ -479,6 +577,17 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::GetFlags(reply) => {
                 let _ = reply.send(state.core.flags().clone());
+            }
+            SupervisorMsg::RemoteDown(instance, down) => {
+                if state.remotes.remove(&instance).is_some() {
+                    let now = state.now();
+                    let detail = format!("{} on {}: {}", down.path, down.node, down.reason);
+                    debug!(child = %state.core.id_of(instance).unwrap_or("?"), reason = %detail, "remote child exited");
+                    let decision = state
+                        .core
+                        .child_exited(instance, &down.reason, &detail, now);
+                    execute(&myself, state, decision).await;
+                }
             }
             SupervisorMsg::TryAgain(id) => {
                 let now = state.now();
@@ -566,6 +675,29 @@ async fn start_one(
             state.cells.insert(instance, cell);
             Started::Running(instance)
         }
+        StartOutcome::Remote { node, path } => {
+            let instance = state.core.next_instance();
+            let me = myself.clone();
+            let addr = crate::addr::Addr::<()>::on(node.clone(), path.clone());
+            let placed = crate::monitor::monitor_with(&addr, move |down| {
+                let _ = me.send_message(SupervisorMsg::RemoteDown(instance, down));
+            })
+            .await;
+            match placed {
+                Ok(monitor) => {
+                    state.remotes.insert(
+                        instance,
+                        RemoteChild {
+                            node,
+                            path,
+                            monitor,
+                        },
+                    );
+                    Started::Running(instance)
+                }
+                Err(e) => Started::Failed(format!("cannot monitor {path} on {node}: {e}")),
+            }
+        }
         StartOutcome::Ignore => Started::Ignored,
         StartOutcome::Failed(reason) => Started::Failed(reason),
     }
@@ -633,8 +765,8 @@ async fn stop_child(state: &mut SupervisorState, id: &str) {
     let Some(shutdown) = state.core.entry(id).map(|e| e.spec.effective_shutdown()) else {
         return;
     };
-    if let Some(cell) = state.detach(id) {
-        stop_cell(cell, shutdown).await;
+    if let Some(running) = state.detach(id) {
+        running.stop(shutdown).await;
     }
 }
 
@@ -646,8 +778,8 @@ async fn stop_all(state: &mut SupervisorState) {
         let mut stops = tokio::task::JoinSet::new();
         for id in &order {
             let shutdown = state.core.entry(id).map(|e| e.spec.effective_shutdown());
-            if let (Some(cell), Some(shutdown)) = (state.detach(id), shutdown) {
-                stops.spawn(stop_cell(cell, shutdown));
+            if let (Some(running), Some(shutdown)) = (state.detach(id), shutdown) {
+                stops.spawn(running.stop(shutdown));
             }
         }
         while stops.join_next().await.is_some() {}
@@ -663,7 +795,7 @@ async fn stop_all(state: &mut SupervisorState) {
 }
 
 /// Stops an actor: kill, or ask with reason `shutdown` and kill when it is late.
-async fn stop_cell(cell: ActorCell, shutdown: Shutdown) {
+pub(crate) async fn stop_cell(cell: ActorCell, shutdown: Shutdown) {
     match shutdown {
         Shutdown::BrutalKill => {
             let _ = cell.kill_and_wait(None).await;
@@ -679,6 +811,26 @@ async fn stop_cell(cell: ActorCell, shutdown: Shutdown) {
         }
         Shutdown::Infinity => {
             let _ = cell.stop_and_wait(Some("shutdown".into()), None).await;
+        }
+    }
+}
+
+/// A running child, detached for stopping.
+enum Running {
+    Local(ActorCell),
+    Remote(RemoteChild),
+}
+
+impl Running {
+    async fn stop(self, shutdown: Shutdown) {
+        match self {
+            Running::Local(cell) => stop_cell(cell, shutdown).await,
+            Running::Remote(remote) => {
+                if let Err(e) = crate::spawn::stop_on(&remote.node, &remote.path, shutdown).await {
+                    // Its node is unreachable; its spawner stops it when it sees us go.
+                    warn!(node = %remote.node, path = %remote.path, cause = %e, "could not stop a remote child");
+                }
+            }
         }
     }
 }

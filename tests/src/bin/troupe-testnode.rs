@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use ractor::Actor;
 use troupe_runtime::{ConnectError, Cookie, Node, NodeConfig, ractor};
-use troupe_tests::actors::{Control, Echo};
+use troupe_tests::actors::{Control, Echo, Victim};
 
 fn arg(args: &[String], flag: &str) -> Option<String> {
     args.iter()
@@ -42,6 +42,13 @@ async fn main() -> anyhow::Result<()> {
     troupe_runtime::register("echo", &echo)?;
     let (control, _) = Actor::spawn(None, Control, ()).await?;
     troupe_runtime::register("control", &control)?;
+    // Victims can be spawned here by kind, as supervisors on other nodes do.
+    troupe_runtime::spawn::register_kind("victim", |_args| async {
+        Actor::spawn(None, Victim::logging_to("spawned", Default::default()), ())
+            .await
+            .map(|(actor, _)| actor.get_cell())
+            .map_err(|e| e.to_string())
+    });
     println!("testnode {name} listening on {}", node.advertise_addr());
 
     // The parent holds our stdin; when it goes away, so do we.

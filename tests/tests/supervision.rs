@@ -1,0 +1,157 @@
+//! Supervision across OS processes: remote spawn, supervisor children on other nodes that
+//! move to the next node when theirs dies, and no orphans when an owner goes away.
+
+use std::time::Duration;
+
+use troupe_runtime::spawn::{SpawnError, spawn_on};
+use troupe_runtime::supervisor::{Args, ChildState, Restart, Strategy};
+use troupe_runtime::{Addr, Child, ChildSpec, SupFlags, SupervisorRef, SupervisorSpec};
+use troupe_tests::actors::{StopMode, VictimMsg};
+use troupe_tests::remote::alive;
+use troupe_tests::{ChildNode, TEST_COOKIE, start_local_node};
+
+const TESTNODE: &str = env!("CARGO_BIN_EXE_troupe-testnode");
+
+fn testnode(name: &str) -> ChildNode {
+    ChildNode::start_testnode(TESTNODE, name, TEST_COOKIE, &[]).expect("helper node starts")
+}
+
+/// Where the supervisor's only child runs now, once it runs.
+async fn placement(sup: &SupervisorRef) -> Option<(String, String)> {
+    sup.which_children().await.unwrap()[0].remote.clone()
+}
+
+async fn wait_for_placement(sup: &SupervisorRef, node: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some((on, path)) = placement(sup).await {
+            if on == node {
+                return path;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never placed on {node}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn victim_spec(restart: Restart) -> ChildSpec {
+    ChildSpec::worker("v")
+        .restart(restart)
+        .start("victim", Args::none())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_on_starts_a_kind_on_another_node() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    let addr = spawn_on::<VictimMsg>("b", "victim", Args::none())
+        .await
+        .unwrap();
+    assert!(alive("b", addr.path()).await);
+    let unknown = spawn_on::<VictimMsg>("b", "no-such-kind", Args::none()).await;
+    assert!(
+        matches!(unknown, Err(SpawnError::UnknownKind { .. })),
+        "{unknown:?}"
+    );
+    // An actor spawned for this node does not outlive this node's connection.
+    node.disconnect("b").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while alive("b", addr.path()).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the orphan lives on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_child_moves_to_the_next_node_when_its_node_is_killed() {
+    let b = testnode("b");
+    let c = testnode("c");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    node.add_peer("c", c.addr);
+    let spec = SupervisorSpec::new(
+        SupFlags::new(Strategy::OneForOne).intensity(3, Duration::from_secs(10)),
+    )
+    .child(Child::remote(
+        victim_spec(Restart::Permanent),
+        vec!["b".into(), "c".into()],
+    ));
+    let sup = SupervisorRef::start(spec).await.unwrap();
+    let path = wait_for_placement(&sup, "b").await;
+    assert!(alive("b", &path).await);
+    // A crash of the actor alone restarts it where it was.
+    Addr::<VictimMsg>::on("b", path.clone())
+        .send(VictimMsg::Die {
+            mode: StopMode::Panic,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let path = loop {
+        if let Some((on, now)) = placement(&sup).await {
+            if now != path {
+                assert_eq!(on, "b", "a crash alone keeps the child on its node");
+                break now;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never restarted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(alive("b", &path).await);
+    // Its node dies: the child comes back on the next node of its list.
+    b.signal("KILL").unwrap();
+    let moved = wait_for_placement(&sup, "c").await;
+    assert!(alive("c", &moved).await);
+    let info = &sup.which_children().await.unwrap()[0];
+    assert_eq!(info.restarts, 2);
+    assert!(
+        info.last_exit
+            .as_deref()
+            .unwrap_or("")
+            .contains("node down"),
+        "{info:?}"
+    );
+    // Stopping the supervisor stops the remote child.
+    sup.stop().await;
+    assert!(!alive("c", &moved).await);
+    drop(b);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_remote_child_that_exits_normally_is_not_restarted() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    let spec = SupervisorSpec::new(SupFlags::new(Strategy::OneForOne)).child(Child::remote(
+        victim_spec(Restart::Transient),
+        vec!["b".into()],
+    ));
+    let sup = SupervisorRef::start(spec).await.unwrap();
+    let path = wait_for_placement(&sup, "b").await;
+    Addr::<VictimMsg>::on("b", path.clone())
+        .send(VictimMsg::Die {
+            mode: StopMode::Normal,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sup.which_children().await.unwrap()[0].state != ChildState::Stopped {
+        assert!(tokio::time::Instant::now() < deadline, "never stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = &sup.which_children().await.unwrap()[0];
+    assert_eq!((info.state, info.restarts), (ChildState::Stopped, 0));
+    assert_eq!(sup.count_children().await.unwrap().active, 0);
+    sup.stop().await;
+    node.stop().await;
+}
