@@ -138,6 +138,15 @@ pub fn register<M: Message>(path: &str, actor: &ActorRef<M>) -> Result<(), AddrE
     Ok(())
 }
 
+/// [`register`] for an untyped actor cell (a supervisor's child, say).
+pub fn register_cell(path: &str, actor: &ActorCell) -> Result<(), AddrError> {
+    if !valid_path(path) {
+        return Err(AddrError::InvalidPath { path: path.into() });
+    }
+    ractor::pg::join_scoped(SCOPE.to_string(), path.to_string(), vec![actor.clone()]);
+    Ok(())
+}
+
 /// Removes `actor` from `path`.
 pub fn unregister<M: Message>(path: &str, actor: &ActorRef<M>) {
     ractor::pg::leave_scoped(SCOPE.to_string(), path.to_string(), vec![actor.get_cell()]);

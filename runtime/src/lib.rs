@@ -13,6 +13,7 @@
 //!   with it, and the master its agents'.
 //! * [`ping`]: the ping server every node runs.
 //! * [`heartbeat`]: heartbeats between connected nodes; a silent peer is declared down.
+//! * [`inspector`]: the per-node inspector and its snapshot of the actor tree.
 //! * [`spawn`]: spawnable kinds of actors, and starting one on any node.
 //! * [`supervisor`]: OTP supervisors; the decisions in a pure core, carried out by an actor.
 //! * `kernel` (private): the per-node actor that carries monitors and links across nodes.
@@ -37,6 +38,7 @@ pub mod codec;
 pub mod cookie;
 pub mod detector;
 pub mod heartbeat;
+pub mod inspector;
 mod kernel;
 pub mod monitor;
 pub mod node;
@@ -44,7 +46,7 @@ pub mod ping;
 pub mod spawn;
 pub mod supervisor;
 
-pub use addr::{Addr, AddrError, SendError, register, unregister};
+pub use addr::{Addr, AddrError, SendError, register, register_cell, unregister};
 pub use codec::{DecodeStats, Reply, ReplyReceiver, decode_stats};
 pub use cookie::Cookie;
 pub use heartbeat::HeartbeatConfig;

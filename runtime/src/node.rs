@@ -25,6 +25,7 @@ use tokio::sync::broadcast;
 
 use crate::cookie::Cookie;
 use crate::heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMsg};
+use crate::inspector::{Inspector, InspectorMsg};
 use crate::kernel::{Kernel, KernelMsg};
 use crate::ping::{PingMsg, PingServer};
 use crate::spawn::{Spawner, SpawnerMsg};
@@ -193,6 +194,33 @@ pub enum NodeEvent {
     },
 }
 
+/// Where the node keeps one of its own actors.
+pub(crate) struct Slot<M: ractor::Message>(Mutex<Option<ActorRef<M>>>);
+
+impl<M: ractor::Message> Slot<M> {
+    fn empty() -> Self {
+        Slot(Mutex::new(None))
+    }
+
+    fn fill(&self, actor: ActorRef<M>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(actor);
+    }
+
+    pub(crate) fn get(&self) -> Option<ActorRef<M>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stops the actor, if there is one, waiting up to 5 s.
+    async fn stop(&self) {
+        let actor = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(actor) = actor {
+            let _ = actor
+                .stop_and_wait(None, Some(Duration::from_secs(5)))
+                .await;
+        }
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) listen: SocketAddr,
@@ -206,10 +234,11 @@ pub(crate) struct Shared {
     /// is not a troupe node sending bytes to the port (garbage, truncated or oversized
     /// frames, which ractor_cluster refuses by closing the session).
     handshake_failures: std::sync::atomic::AtomicU64,
-    kernel: Mutex<Option<ActorRef<KernelMsg>>>,
-    ping: Mutex<Option<ActorRef<PingMsg>>>,
-    heartbeat: Mutex<Option<ActorRef<HeartbeatMsg>>>,
-    spawner: Mutex<Option<ActorRef<SpawnerMsg>>>,
+    kernel: Slot<KernelMsg>,
+    ping: Slot<PingMsg>,
+    heartbeat: Slot<HeartbeatMsg>,
+    spawner: Slot<SpawnerMsg>,
+    inspector: Slot<InspectorMsg>,
 }
 
 /// A handle to the running node of this OS process. Cheap to clone.
@@ -317,10 +346,11 @@ impl Node {
             peers: Mutex::new(peers),
             events,
             handshake_failures: std::sync::atomic::AtomicU64::new(0),
-            kernel: Mutex::new(None),
-            ping: Mutex::new(None),
-            heartbeat: Mutex::new(None),
-            spawner: Mutex::new(None),
+            kernel: Slot::empty(),
+            ping: Slot::empty(),
+            heartbeat: Slot::empty(),
+            spawner: Slot::empty(),
+            inspector: Slot::empty(),
         });
         let node = Node { shared };
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
@@ -339,47 +369,45 @@ impl Node {
             }
             *current = Some(node.clone());
         }
-        let kernel = Kernel::start(&node).await.map_err(|e| {
-            node.clear_current();
-            server.stop(None);
-            NodeError::Spawn {
-                what: "kernel",
-                cause: e.to_string(),
-            }
-        })?;
-        *node.shared.kernel.lock().unwrap_or_else(|p| p.into_inner()) = Some(kernel);
-        let ping = PingServer::start(&node)
-            .await
-            .map_err(|e| NodeError::Spawn {
-                what: "ping server",
-                cause: e.to_string(),
-            })?;
-        *node.shared.ping.lock().unwrap_or_else(|p| p.into_inner()) = Some(ping);
-        let spawner = Spawner::start(&node).await.map_err(|e| NodeError::Spawn {
-            what: "spawner",
-            cause: e.to_string(),
-        })?;
-        *node
-            .shared
-            .spawner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(spawner);
-        if let Some(config) = config.heartbeat.clone() {
-            let heartbeat =
-                Heartbeat::start(&node, config)
-                    .await
-                    .map_err(|e| NodeError::Spawn {
-                        what: "heartbeat",
-                        cause: e.to_string(),
-                    })?;
-            *node
-                .shared
-                .heartbeat
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(heartbeat);
+        if let Err(e) = node.start_own_actors(&config).await {
+            node.stop().await;
+            return Err(e);
         }
         tracing::info!(node = %node.name(), listen = %listen, advertise = %advertise, "node started");
         Ok(node)
+    }
+
+    /// Starts the node's own actors: kernel, ping, spawner, inspector and heartbeat.
+    async fn start_own_actors(&self, config: &NodeConfig) -> Result<(), NodeError> {
+        fn failed(what: &'static str) -> impl FnOnce(ractor::SpawnErr) -> NodeError {
+            move |e| NodeError::Spawn {
+                what,
+                cause: e.to_string(),
+            }
+        }
+        let shared = &self.shared;
+        shared
+            .kernel
+            .fill(Kernel::start(self).await.map_err(failed("kernel"))?);
+        shared.ping.fill(
+            PingServer::start(self)
+                .await
+                .map_err(failed("ping server"))?,
+        );
+        shared
+            .spawner
+            .fill(Spawner::start(self).await.map_err(failed("spawner"))?);
+        shared
+            .inspector
+            .fill(Inspector::start(self).await.map_err(failed("inspector"))?);
+        if let Some(heartbeat) = config.heartbeat.clone() {
+            shared.heartbeat.fill(
+                Heartbeat::start(self, heartbeat)
+                    .await
+                    .map_err(failed("heartbeat"))?,
+            );
+        }
+        Ok(())
     }
 
     /// The node running in this OS process, if any.
@@ -450,11 +478,7 @@ impl Node {
     }
 
     pub(crate) fn kernel(&self) -> Option<ActorRef<KernelMsg>> {
-        self.shared
-            .kernel
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.kernel.get()
     }
 
     /// Connects to the node listening at `addr` and returns its name once the handshake
@@ -568,8 +592,8 @@ impl Node {
     }
 
     /// Closes every session with `peer`, as if its connection had dropped: monitors on its
-    /// actors fire `NodeDown`. The failure detector does this to a silent peer. A later
-    /// message to the peer connects again.
+    /// actors fire `NodeDown`. The failure detector does this to a silent peer. Returns once
+    /// the peer counts as disconnected (or after 5 s); a later message connects again.
     pub async fn disconnect(&self, peer: &str) {
         let sessions =
             match ractor::call_t!(self.shared.server, NodeServerMessage::GetSessions, 5_000) {
@@ -582,52 +606,30 @@ impl Node {
         for session in sessions.values() {
             let name = session.peer_name.as_ref().map(|n| n.name.as_str());
             if name.map(peers::node_name) == Some(peer) {
-                session
+                let _ = session
                     .actor
-                    .stop(Some(format!("disconnected from {peer}")));
+                    .stop_and_wait(
+                        Some(format!("disconnected from {peer}")),
+                        Some(Duration::from_secs(5)),
+                    )
+                    .await;
             }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.is_connected(peer) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
-    /// Stops the node: its ping and kernel actors, then every session and the listener.
+    /// Stops the node: its own actors (the kernel last), then every session and the
+    /// listener.
     pub async fn stop(&self) {
-        let heartbeat = self
-            .shared
-            .heartbeat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(heartbeat) = heartbeat {
-            let _ = heartbeat
-                .stop_and_wait(None, Some(Duration::from_secs(5)))
-                .await;
-        }
-        let spawner = self
-            .shared
-            .spawner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(spawner) = spawner {
-            let _ = spawner
-                .stop_and_wait(None, Some(Duration::from_secs(5)))
-                .await;
-        }
-        let ping = self
-            .shared
-            .ping
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(ping) = ping {
-            let _ = ping.stop_and_wait(None, Some(Duration::from_secs(5))).await;
-        }
-        if let Some(kernel) = self.kernel() {
-            let _ = kernel
-                .stop_and_wait(None, Some(Duration::from_secs(5)))
-                .await;
-        }
-        *self.shared.kernel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let shared = &self.shared;
+        shared.heartbeat.stop().await;
+        shared.inspector.stop().await;
+        shared.spawner.stop().await;
+        shared.ping.stop().await;
+        shared.kernel.stop().await;
         let _ = self
             .shared
             .server

@@ -281,6 +281,8 @@ pub enum StartError {
 pub struct ChildInfo {
     /// Its id.
     pub id: String,
+    /// The kind it starts (`start.kind` of its spec).
+    pub kind: String,
     /// The running actor, if any and if it is on this node.
     pub actor: Option<ActorCell>,
     /// Where a child on another node runs: its node and path.
@@ -324,6 +326,42 @@ pub(crate) enum SupervisorMsg {
     TryAgain(String),
     /// A child on another node is gone (from its remote monitor).
     RemoteDown(Instance, crate::monitor::Down),
+    /// What the inspector shows.
+    Report(RpcReplyPort<SupervisorReport>),
+}
+
+/// A supervisor as the inspector shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct SupervisorReport {
+    pub(crate) flags: SupFlags,
+    pub(crate) children: Vec<ChildInfo>,
+    pub(crate) uptime: Duration,
+    pub(crate) handled: u64,
+}
+
+/// The supervisors running in this process, for the inspector.
+static LIVE: std::sync::Mutex<Option<HashMap<ActorId, ActorRef<SupervisorMsg>>>> =
+    std::sync::Mutex::new(None);
+
+fn live() -> std::sync::MutexGuard<'static, Option<HashMap<ActorId, ActorRef<SupervisorMsg>>>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The supervisors running in this process.
+pub(crate) fn live_supervisors() -> Vec<ActorRef<SupervisorMsg>> {
+    let mut live = live();
+    let map = live.get_or_insert_with(HashMap::new);
+    map.retain(|_, s| s.get_status() < ActorStatus::Stopped);
+    map.values().cloned().collect()
+}
+
+/// Asks a supervisor for its report, if it answers within `limit`.
+pub(crate) async fn report(cell: &ActorCell, limit: Duration) -> Option<SupervisorReport> {
+    let sup = SupervisorRef::from_cell(cell.clone())?;
+    match sup.actor.call(SupervisorMsg::Report, Some(limit)).await {
+        Ok(ractor::rpc::CallResult::Success(report)) => Some(report),
+        _ => None,
+    }
 }
 
 impl ractor::Message for SupervisorMsg {}
@@ -350,6 +388,8 @@ pub(crate) struct SupervisorState {
     /// The last actor each child ran as, to find a restarting dynamic child by its old actor.
     last_actor: HashMap<String, ActorId>,
     started_at: tokio::time::Instant,
+    /// Messages and exits handled, for the inspector.
+    handled: u64,
 }
 
 impl SupervisorState {
@@ -422,7 +462,11 @@ impl Actor for Supervisor {
             by_actor: HashMap::new(),
             last_actor: HashMap::new(),
             started_at: tokio::time::Instant::now(),
+            handled: 0,
         };
+        live()
+            .get_or_insert_with(HashMap::new)
+            .insert(myself.get_id(), myself.clone());
         if state.core.is_dynamic() {
             return Ok(state);
         }
@@ -431,6 +475,9 @@ impl Actor for Supervisor {
             if let Started::Failed(reason) = &outcome {
                 warn!(child = %child.spec.id, %reason, "supervisor start failed: child did not start");
                 stop_all(&mut state).await;
+                if let Some(map) = live().as_mut() {
+                    map.remove(&myself.get_id());
+                }
                 return Err(StartError::ChildFailed {
                     id: child.spec.id.clone(),
                     reason: reason.clone(),
@@ -445,10 +492,13 @@ impl Actor for Supervisor {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<SupervisorMsg>,
+        myself: ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         stop_all(state).await;
+        if let Some(map) = live().as_mut() {
+            map.remove(&myself.get_id());
+        }
         Ok(())
     }
 
@@ -458,6 +508,7 @@ impl Actor for Supervisor {
         msg: SupervisorMsg,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        state.handled += 1;
         match msg {
             SupervisorMsg::StartChild(child, reply) => {
                 let result = match state.core.check_new(&child.spec) {
@@ -541,28 +592,16 @@ impl Actor for Supervisor {
                 }
                 let _ = reply.send(result);
             }
+            SupervisorMsg::Report(reply) => {
+                let _ = reply.send(SupervisorReport {
+                    flags: state.core.flags().clone(),
+                    children: which_children(state),
+                    uptime: state.started_at.elapsed(),
+                    handled: state.handled,
+                });
+            }
             SupervisorMsg::WhichChildren(reply) => {
-                let infos = state
-                    .core
-                    .children()
-                    .map(|e| ChildInfo {
-                        id: e.spec.id.clone(),
-                        actor: e
-                            .instance
-                            .filter(|_| e.state == ChildState::Running)
-                            .and_then(|i| state.cells.get(&i).cloned()),
-                        remote: e
-                            .instance
-                            .filter(|_| e.state == ChildState::Running)
-                            .and_then(|i| state.remotes.get(&i))
-                            .map(|r| (r.node.clone(), r.path.clone())),
-                        state: e.state,
-                        child_type: e.spec.child_type,
-                        restarts: e.restarts,
-                        last_exit: e.last_exit.clone(),
-                    })
-                    .collect();
-                let _ = reply.send(infos);
+                let _ = reply.send(which_children(state));
             }
             SupervisorMsg::CountChildren(reply) => {
                 let _ = reply.send(state.core.counts());
@@ -604,6 +643,7 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        state.handled += 1;
         let (actor, reason, detail) = match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 let detail = reason.clone().unwrap_or_else(|| "normal".into());
@@ -630,6 +670,29 @@ impl Actor for Supervisor {
         execute(&myself, state, decision).await;
         Ok(())
     }
+}
+
+/// The children in start order, as `which_children` reports them.
+fn which_children(state: &SupervisorState) -> Vec<ChildInfo> {
+    state
+        .core
+        .children()
+        .map(|e| {
+            let running = e.instance.filter(|_| e.state == ChildState::Running);
+            ChildInfo {
+                id: e.spec.id.clone(),
+                kind: e.spec.start.kind.clone(),
+                actor: running.and_then(|i| state.cells.get(&i).cloned()),
+                remote: running
+                    .and_then(|i| state.remotes.get(&i))
+                    .map(|r| (r.node.clone(), r.path.clone())),
+                state: e.state,
+                child_type: e.spec.child_type,
+                restarts: e.restarts,
+                last_exit: e.last_exit.clone(),
+            }
+        })
+        .collect()
 }
 
 fn running_cell(state: &SupervisorState, outcome: &Started) -> Option<ActorCell> {

@@ -38,6 +38,12 @@ pub async fn spawn_victim(node: &str, path: &str, trap: bool) {
 
 /// Whether an actor lives at `path` on `node`.
 pub async fn alive(node: &str, path: &str) -> bool {
+    try_alive(node, path).await.expect("control answers")
+}
+
+/// [`alive`], or the error when `node` cannot be asked (a reconnection racing the close of
+/// the previous session, say).
+pub async fn try_alive(node: &str, path: &str) -> Result<bool, AddrError> {
     Addr::<ControlMsg>::on(node, "control")
         .call(
             |reply| ControlMsg::Alive {
@@ -47,7 +53,6 @@ pub async fn alive(node: &str, path: &str) -> bool {
             CALL_TIMEOUT,
         )
         .await
-        .expect("control answers")
 }
 
 /// Places a monitor whose every firing is counted, to prove there is exactly one.

@@ -7,7 +7,7 @@ use troupe_runtime::spawn::{SpawnError, spawn_on};
 use troupe_runtime::supervisor::{Args, ChildState, Restart, Strategy};
 use troupe_runtime::{Addr, Child, ChildSpec, SupFlags, SupervisorRef, SupervisorSpec};
 use troupe_tests::actors::{StopMode, VictimMsg};
-use troupe_tests::remote::alive;
+use troupe_tests::remote::{alive, try_alive};
 use troupe_tests::{ChildNode, TEST_COOKIE, start_local_node};
 
 const TESTNODE: &str = env!("CARGO_BIN_EXE_troupe-testnode");
@@ -60,7 +60,7 @@ async fn spawn_on_starts_a_kind_on_another_node() {
     // An actor spawned for this node does not outlive this node's connection.
     node.disconnect("b").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while alive("b", addr.path()).await {
+    while try_alive("b", addr.path()).await.unwrap_or(true) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the orphan lives on"
@@ -153,5 +153,80 @@ async fn a_transient_remote_child_that_exits_normally_is_not_restarted() {
     assert_eq!((info.state, info.restarts), (ChildState::Stopped, 0));
     assert_eq!(sup.count_children().await.unwrap().active, 0);
     sup.stop().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_of_a_remote_node_shows_a_supervisor_its_children_and_restarts() {
+    use troupe_runtime::inspector::{ActorKind, inspect};
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    let sup_addr = spawn_on::<VictimMsg>("b", "demo-supervisor", Args::none())
+        .await
+        .unwrap();
+    Addr::<VictimMsg>::on("b", "demo/w1")
+        .send(VictimMsg::Die {
+            mode: StopMode::Panic,
+        })
+        .await
+        .unwrap();
+    // Wait until the restarted w1 is registered again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let snapshot = loop {
+        let snapshot = inspect("b", Duration::from_secs(10)).await.unwrap();
+        let restarted = snapshot.all().iter().any(|a| {
+            a.child
+                .as_ref()
+                .is_some_and(|c| c.id == "w1" && c.restarts == 1)
+        });
+        if restarted {
+            break snapshot;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no restart seen: {snapshot:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(snapshot.node, "b");
+    let all = snapshot.all();
+    let sup = all
+        .iter()
+        .find(|a| a.paths.contains(&sup_addr.path().to_string()))
+        .expect("the supervisor is in the tree");
+    assert_eq!(sup.kind, ActorKind::Supervisor);
+    let flags = &sup.supervisor.as_ref().expect("its report").flags;
+    assert_eq!(flags.strategy, Strategy::OneForOne);
+    let children: Vec<&str> = sup
+        .children
+        .iter()
+        .filter_map(|c| c.child.as_ref().map(|c| c.id.as_str()))
+        .collect();
+    assert_eq!(children, ["w1", "w2"]);
+    let w1 = sup
+        .children
+        .iter()
+        .find(|c| c.paths.contains(&"demo/w1".to_string()))
+        .unwrap();
+    let info = w1.child.as_ref().unwrap();
+    assert_eq!(info.restarts, 1);
+    assert!(
+        info.last_exit.as_deref().unwrap_or("").contains("panic"),
+        "{info:?}"
+    );
+    assert!(sup.messages_handled.unwrap_or(0) >= 1);
+    // The node's own actors are there too, marked as such.
+    assert!(
+        all.iter()
+            .any(|a| a.kind == ActorKind::System
+                && a.paths.contains(&"node/b/inspector".to_string()))
+    );
+    // The snapshot is a wire type: it survives the codec both ways.
+    let bytes = troupe_runtime::codec::encode(&snapshot).unwrap();
+    assert_eq!(
+        troupe_runtime::codec::decode::<troupe_runtime::inspector::NodeSnapshot>(&bytes).unwrap(),
+        snapshot
+    );
     node.stop().await;
 }

@@ -8,9 +8,14 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use ractor::Actor;
-use troupe_runtime::{ConnectError, Cookie, Node, NodeConfig, ractor};
+use troupe_runtime::supervisor::{Args, Strategy};
+use troupe_runtime::{
+    Child, ChildSpec, ConnectError, Cookie, Node, NodeConfig, StartCtx, StartOutcome, SupFlags,
+    SupervisorRef, SupervisorSpec, ractor,
+};
 use troupe_tests::actors::{Control, Echo, Victim};
 
 fn arg(args: &[String], flag: &str) -> Option<String> {
@@ -47,6 +52,33 @@ async fn main() -> anyhow::Result<()> {
         Actor::spawn(None, Victim::logging_to("spawned", Default::default()), ())
             .await
             .map(|(actor, _)| actor.get_cell())
+            .map_err(|e| e.to_string())
+    });
+    // A small supervision tree, for the inspector's tests: two victims under one_for_one,
+    // reachable at demo/w1 and demo/w2.
+    troupe_runtime::spawn::register_kind("demo-supervisor", |_args| async {
+        let victim = |id: &'static str| {
+            Child::new(
+                ChildSpec::worker(id).start("victim", Args::none()),
+                move |ctx: StartCtx| async move {
+                    let path = format!("demo/{id}");
+                    let outcome = ctx
+                        .spawn(Victim::logging_to(&path, Default::default()), ())
+                        .await;
+                    if let StartOutcome::Started(cell) = &outcome {
+                        let _ = troupe_runtime::register_cell(&path, cell);
+                    }
+                    outcome
+                },
+            )
+        };
+        let flags = SupFlags::new(Strategy::OneForOne).intensity(5, Duration::from_secs(10));
+        let spec = SupervisorSpec::new(flags)
+            .child(victim("w1"))
+            .child(victim("w2"));
+        SupervisorRef::start(spec)
+            .await
+            .map(|sup| sup.cell())
             .map_err(|e| e.to_string())
     });
     println!("testnode {name} listening on {}", node.advertise_addr());

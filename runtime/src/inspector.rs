@@ -1,0 +1,379 @@
+//! The inspector every node runs at `node/<name>/inspector`: a snapshot of the node's actor
+//! tree, for `troupe tree`, the REPL and anyone who asks.
+//!
+//! ractor keeps no list of all actors, so the inspector starts from every actor it can name
+//! (those registered under a path, running supervisors, actors with a registered name) and
+//! walks ractor's supervision links up to the roots and down to every child. Supervisors add
+//! what only they know: strategy, child ids, restart counts and the last exit of each child.
+//!
+//! What ractor cannot tell (how many messages an arbitrary actor handled, how deep its
+//! mailbox is) is left empty rather than guessed; troupe's own actors fill it in where they
+//! count.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
+
+use crate::addr::{Addr, AddrError};
+use crate::codec::Reply;
+use crate::node::{Node, SCOPE};
+use crate::supervisor::{self, ChildState, ChildType, SupFlags, SupervisorReport};
+
+/// The path of a node's inspector.
+pub fn inspector_path(node: &str) -> String {
+    format!("node/{node}/inspector")
+}
+
+/// One node's actor tree at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSnapshot {
+    /// The node.
+    pub node: String,
+    /// The troupe version it runs.
+    pub version: String,
+    /// Milliseconds since the node started.
+    pub uptime_ms: u64,
+    /// The peers it is connected to.
+    pub peers: Vec<String>,
+    /// The roots of its actor tree (actors no one supervises), each with its subtree.
+    pub actors: Vec<ActorSnapshot>,
+}
+
+/// What an actor is, as far as the inspector can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    /// A troupe supervisor.
+    Supervisor,
+    /// Part of the node itself (kernel, ping, heartbeat, spawner, inspector).
+    System,
+    /// Any other actor.
+    Worker,
+}
+
+/// One actor in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorSnapshot {
+    /// Its ractor id.
+    pub id: String,
+    /// Its registered name, if any.
+    pub name: Option<String>,
+    /// The paths it is registered under.
+    pub paths: Vec<String>,
+    /// What it is.
+    pub kind: ActorKind,
+    /// Its id under its supervisor, and the kind its spec starts.
+    pub child: Option<ChildSnapshot>,
+    /// ractor's status: starting, running, stopping...
+    pub status: String,
+    /// For a supervisor: its flags and children.
+    pub supervisor: Option<SupervisorSnapshot>,
+    /// Messages handled, where the actor counts them.
+    pub messages_handled: Option<u64>,
+    /// Messages waiting, where that can be measured (not for ractor actors today).
+    pub mailbox_depth: Option<u64>,
+    /// Milliseconds since it started, where known.
+    pub uptime_ms: Option<u64>,
+    /// Why the snapshot is incomplete for this actor (a supervisor busy restarting, say).
+    pub note: Option<String>,
+    /// The actors it supervises.
+    pub children: Vec<ActorSnapshot>,
+}
+
+/// An actor's place under its supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildSnapshot {
+    /// Its id among its siblings.
+    pub id: String,
+    /// The kind its spec starts.
+    pub kind: String,
+    /// How often it was restarted.
+    pub restarts: u32,
+    /// Why it last stopped.
+    pub last_exit: Option<String>,
+}
+
+/// A supervisor's own view, in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupervisorSnapshot {
+    /// Its flags: strategy, intensity, period, auto-shutdown.
+    pub flags: SupFlags,
+    /// Every child it holds, running or not, in start order.
+    pub children: Vec<ChildEntrySnapshot>,
+}
+
+/// One child spec a supervisor holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildEntrySnapshot {
+    /// Its id.
+    pub id: String,
+    /// The kind it starts.
+    pub kind: String,
+    /// Running, restarting or stopped.
+    pub state: ChildState,
+    /// Worker or supervisor.
+    pub child_type: ChildType,
+    /// The running actor's id, when on this node.
+    pub actor: Option<String>,
+    /// Where it runs when on another node: node and path.
+    pub remote: Option<(String, String)>,
+    /// How often it was restarted.
+    pub restarts: u32,
+    /// Why it last stopped.
+    pub last_exit: Option<String>,
+}
+
+/// What the inspector accepts.
+#[derive(Debug, Serialize, Deserialize, troupe_macros::RemoteMessage)]
+pub enum InspectorMsg {
+    /// Answers with the node's snapshot.
+    Snapshot {
+        /// The answer.
+        reply: Reply<NodeSnapshot>,
+    },
+}
+
+/// How long the inspector waits for one supervisor's report.
+const REPORT_TIMEOUT: Duration = Duration::from_millis(500);
+/// The most actors one snapshot lists, so that a snapshot stays a reasonable message.
+const MAX_ACTORS: usize = 100_000;
+
+pub(crate) struct Inspector;
+
+impl Inspector {
+    pub(crate) async fn start(node: &Node) -> Result<ActorRef<InspectorMsg>, ractor::SpawnErr> {
+        let (actor, _) = Actor::spawn(None, Inspector, node.clone()).await?;
+        let _ = crate::addr::register(&inspector_path(node.name()), &actor);
+        Ok(actor)
+    }
+}
+
+impl Actor for Inspector {
+    type Msg = InspectorMsg;
+    type State = Node;
+    type Arguments = Node;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<InspectorMsg>,
+        node: Node,
+    ) -> Result<Node, ActorProcessingErr> {
+        Ok(node)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<InspectorMsg>,
+        message: InspectorMsg,
+        node: &mut Node,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            InspectorMsg::Snapshot { reply } => {
+                let node = node.clone();
+                // Supervisors may take a moment to answer; do not hold up the next request.
+                tokio::spawn(async move {
+                    reply.send(snapshot(&node).await);
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks `node`'s inspector for its snapshot.
+pub async fn inspect(node: &str, timeout: Duration) -> Result<NodeSnapshot, AddrError> {
+    Addr::<InspectorMsg>::on(node, inspector_path(node))
+        .call(|reply| InspectorMsg::Snapshot { reply }, timeout)
+        .await
+}
+
+/// Takes this node's snapshot.
+pub async fn snapshot(node: &Node) -> NodeSnapshot {
+    let scope = SCOPE.to_string();
+    let mut paths: HashMap<ActorId, Vec<String>> = HashMap::new();
+    let mut known: HashMap<ActorId, ActorCell> = HashMap::new();
+    for group in ractor::pg::which_scoped_groups(&scope) {
+        for cell in ractor::pg::get_scoped_local_members(&scope, &group) {
+            paths.entry(cell.get_id()).or_default().push(group.clone());
+            known.insert(cell.get_id(), cell);
+        }
+    }
+    for sup in supervisor::live_supervisors() {
+        known.insert(sup.get_id(), sup.get_cell());
+    }
+    for name in ractor::registry::registered() {
+        if let Some(cell) = ractor::registry::where_is(name) {
+            known.insert(cell.get_id(), cell);
+        }
+    }
+    // The roots: walk each known actor up its supervision links.
+    let mut roots: Vec<ActorCell> = Vec::new();
+    let mut seen_roots = HashSet::new();
+    for cell in known.values() {
+        let mut top = cell.clone();
+        let mut hops = 0;
+        while let Some(parent) = top.try_get_supervisor() {
+            top = parent;
+            hops += 1;
+            if hops > 1_000 {
+                break;
+            }
+        }
+        if seen_roots.insert(top.get_id()) {
+            roots.push(top);
+        }
+    }
+    roots.sort_by_key(|c| c.get_id().pid());
+    let system: HashSet<String> = ["kernel", "ping", "heartbeat", "spawner", "inspector"]
+        .iter()
+        .map(|what| format!("node/{}/{what}", node.name()))
+        .collect();
+    let mut walker = Walker {
+        paths,
+        system,
+        budget: MAX_ACTORS,
+    };
+    let mut actors = Vec::new();
+    for root in roots {
+        if let Some(snapshot) = walker.walk(root, None).await {
+            actors.push(snapshot);
+        }
+    }
+    NodeSnapshot {
+        node: node.name().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_ms: node.uptime().as_millis() as u64,
+        peers: node.connected_peers(),
+        actors,
+    }
+}
+
+struct Walker {
+    paths: HashMap<ActorId, Vec<String>>,
+    system: HashSet<String>,
+    budget: usize,
+}
+
+impl Walker {
+    /// The snapshot of `cell` and its subtree; `child` is what its supervisor says of it.
+    async fn walk(
+        &mut self,
+        cell: ActorCell,
+        child: Option<ChildSnapshot>,
+    ) -> Option<ActorSnapshot> {
+        if self.budget == 0 {
+            return None;
+        }
+        self.budget -= 1;
+        let id = cell.get_id();
+        let mut paths = self.paths.get(&id).cloned().unwrap_or_default();
+        paths.sort();
+        let is_supervisor = supervisor::SupervisorRef::from_cell(cell.clone()).is_some();
+        let report = if is_supervisor {
+            supervisor::report(&cell, REPORT_TIMEOUT).await
+        } else {
+            None
+        };
+        let kind = if is_supervisor {
+            ActorKind::Supervisor
+        } else if paths.iter().any(|p| self.system.contains(p)) {
+            ActorKind::System
+        } else {
+            ActorKind::Worker
+        };
+        // What the supervisor knows of each of its children, by actor.
+        let mut by_actor: HashMap<ActorId, ChildSnapshot> = HashMap::new();
+        if let Some(report) = &report {
+            for c in &report.children {
+                if let Some(actor) = &c.actor {
+                    by_actor.insert(
+                        actor.get_id(),
+                        ChildSnapshot {
+                            id: c.id.clone(),
+                            kind: c.kind.clone(),
+                            restarts: c.restarts,
+                            last_exit: c.last_exit.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        // A supervisor's children in its start order; anything else by age.
+        let order: HashMap<ActorId, usize> = report
+            .iter()
+            .flat_map(|r| r.children.iter())
+            .filter_map(|c| c.actor.as_ref().map(|a| a.get_id()))
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
+        let mut children_cells = cell.get_children();
+        children_cells.sort_by_key(|c| {
+            (
+                order.get(&c.get_id()).copied().unwrap_or(usize::MAX),
+                c.get_id().pid(),
+            )
+        });
+        let mut children = Vec::new();
+        for c in children_cells {
+            let info = by_actor.remove(&c.get_id());
+            if let Some(snapshot) = Box::pin(self.walk(c, info)).await {
+                children.push(snapshot);
+            }
+        }
+        let note = (is_supervisor && report.is_none())
+            .then(|| "the supervisor did not answer in time (busy restarting?)".to_string());
+        Some(ActorSnapshot {
+            id: id.to_string(),
+            name: cell.get_name(),
+            paths,
+            kind,
+            child,
+            status: format!("{:?}", cell.get_status()).to_lowercase(),
+            supervisor: report.as_ref().map(supervisor_snapshot),
+            messages_handled: report.as_ref().map(|r| r.handled),
+            mailbox_depth: None,
+            uptime_ms: report.as_ref().map(|r| r.uptime.as_millis() as u64),
+            note,
+            children,
+        })
+    }
+}
+
+fn supervisor_snapshot(report: &SupervisorReport) -> SupervisorSnapshot {
+    SupervisorSnapshot {
+        flags: report.flags.clone(),
+        children: report
+            .children
+            .iter()
+            .map(|c| ChildEntrySnapshot {
+                id: c.id.clone(),
+                kind: c.kind.clone(),
+                state: c.state,
+                child_type: c.child_type,
+                actor: c.actor.as_ref().map(|a| a.get_id().to_string()),
+                remote: c.remote.clone(),
+                restarts: c.restarts,
+                last_exit: c.last_exit.clone(),
+            })
+            .collect(),
+    }
+}
+
+impl NodeSnapshot {
+    /// Every actor in the snapshot, depth first.
+    pub fn all(&self) -> Vec<&ActorSnapshot> {
+        fn visit<'a>(a: &'a ActorSnapshot, out: &mut Vec<&'a ActorSnapshot>) {
+            out.push(a);
+            for c in &a.children {
+                visit(c, out);
+            }
+        }
+        let mut out = Vec::new();
+        for a in &self.actors {
+            visit(a, &mut out);
+        }
+        out
+    }
+}
