@@ -1,1 +1,19 @@
-//! Linux process actors: cgroups, host resources, task logs (filled by the process-actors work).
+//! troupe-os: Linux processes as troupe tasks. It knows nothing of the cluster.
+//!
+//! Layout:
+//! * [`spec`]: what to run ([`ProcessSpec`]) and how a run ends ([`ExitReason`]).
+//! * [`process`]: a task's process from its owner's side: start, watch (pidfd), signal,
+//!   graceful stop, stats, re-adoption after the owner restarts.
+//! * [`shim`]: the small parent process between an owner and its task, which records the
+//!   task's exit so that it is never lost; the `troupe-shim` binary runs it.
+//! * [`cgroup`]: a task's cgroup (`troupe/<agent>/<task>`), limits, stats, kill and removal.
+//! * [`procfs`]: what `/proc` says of a process.
+
+pub mod cgroup;
+pub mod process;
+pub mod procfs;
+pub mod shim;
+pub mod spec;
+
+pub use process::{Checkpoint, Process, ProcessStats, StartError, TaskContext};
+pub use spec::{ExitReason, LogPolicy, ProcessSpec, Resources};

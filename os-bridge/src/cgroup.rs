@@ -1,0 +1,310 @@
+//! A task's cgroup: `troupe/<agent-id>/<task-id>`, on v1 controllers (cpu, cpuacct, memory,
+//! pids, freezer) or the v2 unified tree, through cgroups-rs.
+//!
+//! The subtree per agent lets several agents share a host (and the tests run several). The
+//! task joins the cgroup before exec by writing to the `cgroup.procs` files listed by
+//! [`TaskCgroup::procs_files`], so nothing it runs ever escapes accounting. Stats are read
+//! from the controller files directly, the same on v1 and v2.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cgroups_rs::{Cgroup, MaxValue};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Resources;
+
+/// The v1 controllers a task's cgroup uses. cpuset is left out on purpose: a v1 cpuset
+/// cgroup refuses tasks until its cpus and mems are set.
+const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "freezer"];
+
+/// The CFS period used with a cpu quota.
+const CFS_PERIOD_US: u64 = 100_000;
+
+/// Why a cgroup could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Not root: cgroups cannot be created.
+    #[error("cgroups need root (running as uid {uid}); isolation falls back to process groups")]
+    NotRoot {
+        /// The effective uid.
+        uid: u32,
+    },
+    /// cgroups-rs or the kernel refused.
+    #[error("cgroup {path}: {cause}")]
+    Failed {
+        /// The cgroup.
+        path: String,
+        /// Why.
+        cause: String,
+    },
+}
+
+/// Resource use of a task, from its cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupStats {
+    /// CPU time used, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory used now, in bytes.
+    pub memory_bytes: u64,
+    /// The most memory used, in bytes (0 where the kernel does not tell).
+    pub memory_peak_bytes: u64,
+    /// Processes the kernel killed for exceeding the memory limit.
+    pub oom_kills: u64,
+    /// Processes in the cgroup now.
+    pub processes: u64,
+}
+
+/// One task's cgroup.
+pub struct TaskCgroup {
+    cgroup: Cgroup,
+    path: String,
+}
+
+impl std::fmt::Debug for TaskCgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCgroup")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// The cgroup path of a task.
+pub fn task_path(agent: &str, task: &str) -> String {
+    format!("troupe/{agent}/{task}")
+}
+
+fn failed(path: &str) -> impl Fn(cgroups_rs::error::Error) -> CgroupError + '_ {
+    move |e| CgroupError::Failed {
+        path: path.to_string(),
+        cause: e.to_string(),
+    }
+}
+
+impl TaskCgroup {
+    /// Creates the cgroup of `task` under `agent` with these limits.
+    pub fn create(
+        agent: &str,
+        task: &str,
+        resources: &Resources,
+    ) -> Result<TaskCgroup, CgroupError> {
+        let uid = rustix::process::geteuid().as_raw();
+        if uid != 0 {
+            return Err(CgroupError::NotRoot { uid });
+        }
+        let path = task_path(agent, task);
+        let hier = cgroups_rs::hierarchies::auto();
+        let v2 = hier.v2();
+        let controllers = (!v2).then(|| V1_CONTROLLERS.iter().map(|c| c.to_string()).collect());
+        let cgroup = Cgroup::new_with_specified_controllers(hier, &path, controllers)
+            .map_err(failed(&path))?;
+        let task_cgroup = TaskCgroup { cgroup, path };
+        if let Err(e) = task_cgroup.apply(resources) {
+            let _ = task_cgroup.cgroup.delete();
+            return Err(e);
+        }
+        Ok(task_cgroup)
+    }
+
+    /// Opens the existing cgroup of `task` under `agent` (for a new owner re-adopting it).
+    pub fn open(agent: &str, task: &str) -> Option<TaskCgroup> {
+        let path = task_path(agent, task);
+        let hier = cgroups_rs::hierarchies::auto();
+        let v2 = hier.v2();
+        let cgroup = if v2 {
+            Cgroup::load(hier, &path)
+        } else {
+            let controllers = V1_CONTROLLERS.iter().map(|c| c.to_string()).collect();
+            Cgroup::load_with_specified_controllers(hier, &path, controllers)
+        };
+        cgroup.exists().then_some(TaskCgroup { cgroup, path })
+    }
+
+    fn apply(&self, r: &Resources) -> Result<(), CgroupError> {
+        let mut res = cgroups_rs::Resources::default();
+        res.cpu.shares = r.cpu_shares;
+        if let Some(cpus) = r.cpus {
+            res.cpu.quota = Some((cpus * CFS_PERIOD_US as f64).round().max(1000.0) as i64);
+            res.cpu.period = Some(CFS_PERIOD_US);
+        }
+        res.memory.memory_hard_limit = r.memory_bytes.map(|b| b.min(i64::MAX as u64) as i64);
+        res.pid.maximum_number_of_processes = r
+            .pids
+            .map(|n| MaxValue::Value(n.min(i64::MAX as u64) as i64));
+        self.cgroup.apply(&res).map_err(failed(&self.path))?;
+        if let Some(limit) = r.memory_bytes {
+            // The limit is for memory, not memory plus swap: a task over it is killed, not
+            // swapped out. (Each file exists only where swap accounting does.)
+            if let Some(dir) = self.controller_dir("memory") {
+                if self.cgroup.v2() {
+                    let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+                } else {
+                    let _ =
+                        std::fs::write(dir.join("memory.memsw.limit_in_bytes"), limit.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Its path under each hierarchy's root: `troupe/<agent>/<task>`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The directories of the cgroup, one per distinct hierarchy.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut seen = BTreeSet::new();
+        self.cgroup
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .filter(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
+            .collect()
+    }
+
+    /// The `cgroup.procs` files a process writes `0` to, to join the cgroup.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs()
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    fn controller_dir(&self, name: &str) -> Option<PathBuf> {
+        let dirs = self.dirs();
+        if self.cgroup.v2() {
+            return dirs.into_iter().next();
+        }
+        dirs.into_iter().find(|d| {
+            d.ancestors().any(|a| {
+                a.file_name()
+                    .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == name))
+            })
+        })
+    }
+
+    /// The pids in the cgroup now.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids = BTreeSet::new();
+        for file in self.procs_files() {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        pids.into_iter().collect()
+    }
+
+    /// Whether no process is left in it.
+    pub fn is_empty(&self) -> bool {
+        self.pids().is_empty()
+    }
+
+    /// Resource use now.
+    pub fn stats(&self) -> CgroupStats {
+        let read = |dir: Option<PathBuf>, file: &str| -> Option<String> {
+            std::fs::read_to_string(dir?.join(file)).ok()
+        };
+        let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+        let keyed = |text: Option<String>, key: &str| -> Option<u64> {
+            text?.lines().find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == key).then(|| v.trim().parse().ok()).flatten()
+            })
+        };
+        let processes = self.pids().len() as u64;
+        if self.cgroup.v2() {
+            let dir = self.controller_dir("");
+            CgroupStats {
+                cpu_ns: keyed(read(dir.clone(), "cpu.stat"), "usage_usec").unwrap_or(0) * 1000,
+                memory_bytes: number(read(dir.clone(), "memory.current")).unwrap_or(0),
+                memory_peak_bytes: number(read(dir.clone(), "memory.peak")).unwrap_or(0),
+                oom_kills: keyed(read(dir, "memory.events"), "oom_kill").unwrap_or(0),
+                processes,
+            }
+        } else {
+            let memory = self.controller_dir("memory");
+            CgroupStats {
+                cpu_ns: number(read(self.controller_dir("cpuacct"), "cpuacct.usage")).unwrap_or(0),
+                memory_bytes: number(read(memory.clone(), "memory.usage_in_bytes")).unwrap_or(0),
+                memory_peak_bytes: number(read(memory.clone(), "memory.max_usage_in_bytes"))
+                    .unwrap_or(0),
+                oom_kills: keyed(read(memory, "memory.oom_control"), "oom_kill").unwrap_or(0),
+                processes,
+            }
+        }
+    }
+
+    /// Kills every process in the cgroup and waits (up to `limit`) until it is empty. On v1
+    /// the freezer holds the processes still while they are killed, so that none can fork
+    /// a new one in between. Returns whether it is empty.
+    pub async fn kill_all(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let v2_kill = self.cgroup.v2() && self.cgroup.kill().is_ok();
+        loop {
+            if self.is_empty() {
+                return true;
+            }
+            if !v2_kill {
+                self.kill_round();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return self.is_empty();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// SIGKILL to every process in the cgroup, the freezer holding them still on v1.
+    fn kill_round(&self) {
+        let freezer = (!self.cgroup.v2())
+            .then(|| self.controller_dir("freezer"))
+            .flatten();
+        if let Some(f) = &freezer {
+            let _ = std::fs::write(f.join("freezer.state"), "FROZEN");
+        }
+        for pid in self.pids() {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        if let Some(f) = &freezer {
+            // A killed process dies only once thawed.
+            let _ = std::fs::write(f.join("freezer.state"), "THAWED");
+        }
+    }
+
+    /// Removes the cgroup, killing what is left in it first. Returns whether it is gone.
+    pub async fn remove(&self, limit: Duration) -> bool {
+        self.kill_all(limit).await;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let _ = self.cgroup.delete();
+            if !self.dirs().iter().any(|d| d.exists()) {
+                remove_empty_parents(&self.dirs());
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The directories that make up this cgroup (for tests and diagnostics).
+    pub fn directories(&self) -> Vec<PathBuf> {
+        self.dirs()
+    }
+}
+
+/// Removes `troupe/<agent>` when the last task of the agent is gone (a non-empty directory
+/// refuses, which is the point). `troupe` itself stays: another agent may be creating a
+/// task under it at this moment.
+fn remove_empty_parents(dirs: &[PathBuf]) {
+    for dir in dirs {
+        if let Some(agent_dir) = dir.parent() {
+            let _ = std::fs::remove_dir(agent_dir);
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! One task's process, from its owner's side: start it (through the shim), watch it through
+//! a pidfd, signal it, stop it gracefully, read its stats, and find it again after the owner
+//! restarted.
+//!
+//! A task is its cgroup: when its main process ends, whatever it left behind in the cgroup
+//! (daemonised grandchildren included) is killed, and the cgroup removed. Without root
+//! there is no cgroup; the process group stands in for it, with one warning per owner.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use rustix::process::{Pid, PidfdFlags, Signal};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::cgroup::{CgroupError, CgroupStats, TaskCgroup};
+use crate::procfs;
+use crate::shim::{self, Exit, Failed, LaunchPlan, Started};
+use crate::spec::{ExitReason, ProcessSpec, SpecError, signal_number};
+
+/// Where a task lives on this host.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// The owner's id (an agent's), which scopes cgroups: `troupe/<agent>/<task>`.
+    pub agent: String,
+    /// The task's id.
+    pub task: String,
+    /// The directory sandboxes are made in; the task's is `<root>/<task>`.
+    pub sandbox_root: PathBuf,
+    /// The `troupe-shim` binary.
+    pub shim: PathBuf,
+}
+
+impl TaskContext {
+    /// A context with the shim found by [`default_shim`].
+    pub fn new(agent: &str, task: &str, sandbox_root: impl Into<PathBuf>) -> TaskContext {
+        TaskContext {
+            agent: agent.into(),
+            task: task.into(),
+            sandbox_root: sandbox_root.into(),
+            shim: default_shim(),
+        }
+    }
+
+    /// The task's sandbox directory.
+    pub fn sandbox(&self) -> PathBuf {
+        self.sandbox_root.join(&self.task)
+    }
+
+    /// Where the task's own records (start, exit, checkpoint) are kept.
+    pub fn status_dir(&self) -> PathBuf {
+        self.sandbox().join(".troupe")
+    }
+}
+
+/// The shim: `$TROUPE_SHIM`, else `troupe-shim` beside the running executable, else on
+/// `PATH`.
+pub fn default_shim() -> PathBuf {
+    if let Some(path) = std::env::var_os("TROUPE_SHIM") {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            // Test binaries live one level below the binaries (`target/debug/deps`).
+            let dir = exe.parent()?;
+            [dir.join("troupe-shim"), dir.parent()?.join("troupe-shim")]
+                .into_iter()
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from("troupe-shim"))
+}
+
+/// Why a process could not be started (it did not run).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The task ran into an OS error before exec: missing binary, not executable, bad
+    /// directory. This is the `FailedToStart` exit reason.
+    #[error("failed to start: {0}")]
+    FailedToStart(String),
+    /// The sandbox, the cgroup or the shim could not be set up.
+    #[error("cannot set up the task: {0}")]
+    Setup(String),
+}
+
+impl StartError {
+    /// The exit reason a monitor of the task reports.
+    pub fn exit_reason(&self) -> ExitReason {
+        ExitReason::FailedToStart(match self {
+            StartError::FailedToStart(e) => e.clone(),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// What a new owner needs to find a task again, kept in the sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The owner's id.
+    pub agent: String,
+    /// The task's id.
+    pub task: String,
+    /// The task's pid.
+    pub pid: i32,
+    /// Its start time (ticks since boot), to refuse a reused pid.
+    pub start_time: u64,
+    /// The shim's pid.
+    pub shim_pid: i32,
+    /// Its cgroup path, if it has one.
+    pub cgroup: Option<String>,
+    /// What it runs.
+    pub spec: ProcessSpec,
+    /// Its sandbox.
+    pub sandbox: PathBuf,
+    /// Its log files (standard output, standard error).
+    pub logs: [PathBuf; 2],
+}
+
+/// Resource use of a task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStats {
+    /// The main process's pid.
+    pub pid: i32,
+    /// From its cgroup, or from `/proc` of the main process without one.
+    pub usage: CgroupStats,
+    /// Whether the numbers come from a cgroup (all its processes) or the main process only.
+    pub from_cgroup: bool,
+}
+
+const CHECKPOINT: &str = "checkpoint.json";
+const LAUNCH: &str = "launch.json";
+
+struct Inner {
+    ctx: TaskContext,
+    spec: ProcessSpec,
+    pid: i32,
+    start_time: u64,
+    cgroup: Option<TaskCgroup>,
+    stop_requested: AtomicBool,
+    exit: watch::Receiver<Option<ExitReason>>,
+}
+
+/// A running (or finished) task process. Cheap to clone.
+#[derive(Clone)]
+pub struct Process {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("task", &self.inner.ctx.task)
+            .field("pid", &self.inner.pid)
+            .finish()
+    }
+}
+
+static NO_CGROUP_WARNING: Once = Once::new();
+
+impl Process {
+    /// Starts `spec` as task `ctx.task`: makes its sandbox and cgroup, starts the shim, and
+    /// returns once the task runs (or could not).
+    pub async fn spawn(spec: ProcessSpec, ctx: TaskContext) -> Result<Process, StartError> {
+        spec.validate()?;
+        let sandbox = ctx.sandbox();
+        let status_dir = ctx.status_dir();
+        let setup = |what: &str, e: std::io::Error| StartError::Setup(format!("{what}: {e}"));
+        std::fs::create_dir_all(&status_dir).map_err(|e| setup("sandbox", e))?;
+        for stale in [shim::STARTED, shim::FAILED, shim::EXIT, CHECKPOINT] {
+            let _ = std::fs::remove_file(status_dir.join(stale));
+        }
+        let cgroup = match TaskCgroup::create(&ctx.agent, &ctx.task, &spec.resources) {
+            Ok(cg) => Some(cg),
+            Err(e @ CgroupError::NotRoot { .. }) => {
+                NO_CGROUP_WARNING.call_once(|| warn!(cause = %e, "tasks run without cgroups"));
+                None
+            }
+            Err(e) => return Err(StartError::Setup(e.to_string())),
+        };
+        let cwd = match &spec.cwd {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => sandbox.join(dir),
+            None => sandbox.clone(),
+        };
+        let (stdout, stderr) = log_paths(&sandbox);
+        let plan = LaunchPlan {
+            argv: spec.argv.clone(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cwd,
+            uid: spec.uid,
+            gid: spec.gid,
+            rlimits: spec.rlimits.clone(),
+            cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+            status_dir: status_dir.clone(),
+        };
+        async fn cleanup(cgroup: &Option<TaskCgroup>) {
+            if let Some(cg) = cgroup {
+                cg.remove(Duration::from_secs(5)).await;
+            }
+        }
+        if let Err(e) = shim::write_status(&status_dir, LAUNCH, &plan) {
+            cleanup(&cgroup).await;
+            return Err(setup("launch plan", e));
+        }
+        let mut child = match tokio::process::Command::new(&ctx.shim)
+            .arg(status_dir.join(LAUNCH))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                cleanup(&cgroup).await;
+                return Err(setup(&format!("shim {}", ctx.shim.display()), e));
+            }
+        };
+        // Wait for the shim's word: the task runs, or why it does not.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let started: Started = loop {
+            if let Some(started) = shim::read_status::<Started>(&status_dir, shim::STARTED) {
+                break started;
+            }
+            if let Some(failed) = shim::read_status::<Failed>(&status_dir, shim::FAILED) {
+                let _ = child.wait().await;
+                cleanup(&cgroup).await;
+                return Err(StartError::FailedToStart(failed.error));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                if shim::read_status::<Started>(&status_dir, shim::STARTED).is_none() {
+                    cleanup(&cgroup).await;
+                    return Err(StartError::Setup(format!(
+                        "the shim exited ({status}) before the task started"
+                    )));
+                }
+                continue;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill().await;
+                cleanup(&cgroup).await;
+                return Err(StartError::Setup(
+                    "the shim did not report within 30 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        // Reap the shim when it ends, while this owner lives.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let checkpoint = Checkpoint {
+            agent: ctx.agent.clone(),
+            task: ctx.task.clone(),
+            pid: started.pid,
+            start_time: started.start_time,
+            shim_pid: started.shim_pid,
+            cgroup: cgroup.as_ref().map(|c| c.path().to_string()),
+            spec: spec.clone(),
+            sandbox: sandbox.clone(),
+            logs: [stdout, stderr],
+        };
+        if let Err(e) = shim::write_status(&status_dir, CHECKPOINT, &checkpoint) {
+            warn!(task = %ctx.task, cause = %e, "cannot write the checkpoint; a new owner will not find this task");
+        }
+        debug!(task = %ctx.task, pid = started.pid, "task started");
+        Ok(Process::watch(
+            ctx,
+            spec,
+            started.pid,
+            started.start_time,
+            cgroup,
+        ))
+    }
+
+    /// Finds task `ctx.task` again from its checkpoint, after its owner restarted. A task
+    /// that ended meanwhile reports its real exit; a pid that now belongs to another process
+    /// is refused, and the task reported gone.
+    pub async fn adopt(ctx: TaskContext) -> Result<Process, AdoptError> {
+        let status_dir = ctx.status_dir();
+        let checkpoint: Checkpoint =
+            shim::read_status(&status_dir, CHECKPOINT).ok_or_else(|| AdoptError::NoCheckpoint {
+                task: ctx.task.clone(),
+            })?;
+        Process::adopt_checkpoint(ctx, checkpoint).await
+    }
+
+    /// [`Process::adopt`] from a checkpoint already read.
+    pub async fn adopt_checkpoint(
+        ctx: TaskContext,
+        checkpoint: Checkpoint,
+    ) -> Result<Process, AdoptError> {
+        let cgroup = checkpoint
+            .cgroup
+            .as_ref()
+            .and_then(|_| TaskCgroup::open(&checkpoint.agent, &checkpoint.task));
+        let ended = shim::read_status::<Exit>(&ctx.status_dir(), shim::EXIT).is_some();
+        let same = procfs::start_time(checkpoint.pid) == Some(checkpoint.start_time);
+        if !ended && !same {
+            if let Some(cg) = &cgroup {
+                cg.remove(Duration::from_secs(5)).await;
+            }
+            return Err(AdoptError::Gone {
+                task: ctx.task.clone(),
+                pid: checkpoint.pid,
+                reason: ExitReason::Gone(format!(
+                    "pid {} no longer runs this task (its start time differs), and no exit was recorded",
+                    checkpoint.pid
+                )),
+            });
+        }
+        Ok(Process::watch(
+            ctx,
+            checkpoint.spec,
+            checkpoint.pid,
+            checkpoint.start_time,
+            cgroup,
+        ))
+    }
+
+    /// Starts the watcher: the exit is known once the pidfd says the process ended and the
+    /// shim recorded how.
+    fn watch(
+        ctx: TaskContext,
+        spec: ProcessSpec,
+        pid: i32,
+        start_time: u64,
+        cgroup: Option<TaskCgroup>,
+    ) -> Process {
+        let (tx, rx) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            ctx,
+            spec,
+            pid,
+            start_time,
+            cgroup,
+            stop_requested: AtomicBool::new(false),
+            exit: rx,
+        });
+        let pidfd = open_pidfd(pid, start_time);
+        let watched = inner.clone();
+        tokio::spawn(async move {
+            if let Some(fd) = pidfd {
+                wait_readable(fd).await;
+            }
+            let reason = watched.conclude().await;
+            let _ = tx.send(Some(reason));
+        });
+        Process { inner }
+    }
+
+    /// The task's id.
+    pub fn task(&self) -> &str {
+        &self.inner.ctx.task
+    }
+
+    /// The main process's pid.
+    pub fn pid(&self) -> i32 {
+        self.inner.pid
+    }
+
+    /// The spec it runs.
+    pub fn spec(&self) -> &ProcessSpec {
+        &self.inner.spec
+    }
+
+    /// The task's sandbox.
+    pub fn sandbox(&self) -> PathBuf {
+        self.inner.ctx.sandbox()
+    }
+
+    /// Its standard output and standard error files.
+    pub fn log_paths(&self) -> (PathBuf, PathBuf) {
+        log_paths(&self.inner.ctx.sandbox())
+    }
+
+    /// Its cgroup path, if it has one.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        self.inner
+            .cgroup
+            .as_ref()
+            .map(TaskCgroup::directories)
+            .unwrap_or_default()
+    }
+
+    /// How it ended, if it has.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.inner.exit.borrow().clone()
+    }
+
+    /// Waits until it has ended, and says how.
+    pub async fn wait(&self) -> ExitReason {
+        let mut rx = self.inner.exit.clone();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return ExitReason::Gone("its watcher stopped".into());
+            }
+        }
+    }
+
+    /// Sends signal `sig` to the main process (through its pidfd: never to a stranger that
+    /// reused the pid).
+    pub fn signal(&self, sig: i32) -> std::io::Result<()> {
+        let signal = Signal::from_named_raw(sig)
+            .ok_or_else(|| std::io::Error::other(format!("unknown signal {sig}")))?;
+        let fd = open_pidfd(self.inner.pid, self.inner.start_time)
+            .ok_or_else(|| std::io::Error::other("the process has ended"))?;
+        rustix::process::pidfd_send_signal(fd.as_fd(), signal).map_err(std::io::Error::from)
+    }
+
+    /// Stops the task: its stop signal to its whole process group, then, after the grace
+    /// period, SIGKILL to everything left in its cgroup (or group). Returns once the task
+    /// has ended and its cgroup is empty and removed.
+    pub async fn stop(&self) -> ExitReason {
+        if let Some(reason) = self.exit_reason() {
+            return reason;
+        }
+        self.inner.stop_requested.store(true, Ordering::SeqCst);
+        let sig = signal_number(&self.inner.spec.stop_signal).unwrap_or(15);
+        self.inner.signal_group(sig);
+        match tokio::time::timeout(self.inner.spec.grace, self.wait()).await {
+            Ok(reason) => reason,
+            Err(_) => {
+                debug!(task = %self.task(), "grace period over; killing what is left");
+                self.inner.kill_everything().await;
+                self.wait().await
+            }
+        }
+    }
+
+    /// Resource use now.
+    pub fn stats(&self) -> ProcessStats {
+        match &self.inner.cgroup {
+            Some(cg) => ProcessStats {
+                pid: self.inner.pid,
+                usage: cg.stats(),
+                from_cgroup: true,
+            },
+            None => ProcessStats {
+                pid: self.inner.pid,
+                usage: procfs_stats(self.inner.pid),
+                from_cgroup: false,
+            },
+        }
+    }
+}
+
+/// Why a task could not be adopted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// There is no checkpoint for it.
+    #[error("no checkpoint for task {task}")]
+    NoCheckpoint {
+        /// The task.
+        task: String,
+    },
+    /// Its process is gone without a recorded exit, or its pid belongs to another process.
+    #[error("task {task} (pid {pid}) is gone: {reason}")]
+    Gone {
+        /// The task.
+        task: String,
+        /// Its former pid.
+        pid: i32,
+        /// How to report it.
+        reason: ExitReason,
+    },
+}
+
+impl Inner {
+    fn signal_group(&self, sig: i32) {
+        if let (Some(pid), Some(signal)) = (Pid::from_raw(self.pid), Signal::from_named_raw(sig)) {
+            // The task leads its own session and process group; its pid names the group.
+            // Only while it is still the task: a reused pid is no one's to signal.
+            if procfs::start_time(self.pid) == Some(self.start_time) {
+                let _ = rustix::process::kill_process_group(pid, signal);
+            }
+        }
+    }
+
+    async fn kill_everything(&self) {
+        self.signal_group(9);
+        if let Some(cg) = &self.cgroup {
+            if !cg.kill_all(Duration::from_secs(10)).await {
+                warn!(task = %self.ctx.task, "processes are left in the cgroup after SIGKILL");
+            }
+        }
+    }
+
+    /// Works out how the task ended, then kills what it left behind and removes its cgroup.
+    async fn conclude(&self) -> ExitReason {
+        let status_dir = self.ctx.status_dir();
+        // The shim records the exit right after reaping the task.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let exit = loop {
+            if let Some(exit) = shim::read_status::<Exit>(&status_dir, shim::EXIT) {
+                break Some(exit);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let oom_kills = self.cgroup.as_ref().map_or(0, |c| c.stats().oom_kills);
+        let reason = match exit {
+            None => ExitReason::Gone(
+                "the task ended but its exit was not recorded (its shim died)".into(),
+            ),
+            Some(_) if self.stop_requested.load(Ordering::SeqCst) => ExitReason::Killed,
+            Some(Exit {
+                signal: Some(9), ..
+            }) if oom_kills > 0 => ExitReason::OomKilled,
+            Some(Exit {
+                signal: Some(sig), ..
+            }) => ExitReason::Signaled(sig),
+            Some(Exit {
+                code: Some(code), ..
+            }) => ExitReason::Exited(code),
+            Some(_) => ExitReason::Gone("the recorded exit has neither code nor signal".into()),
+        };
+        // A task is its cgroup: nothing it started outlives it.
+        if let Some(cg) = &self.cgroup {
+            if !cg.remove(Duration::from_secs(10)).await {
+                warn!(task = %self.ctx.task, cgroup = %cg.path(), "cannot remove the cgroup");
+            }
+        } else {
+            self.signal_group(9);
+        }
+        debug!(task = %self.ctx.task, %reason, "task ended");
+        reason
+    }
+}
+
+/// Waits until a pidfd is readable: its process has ended.
+#[allow(unsafe_code)]
+async fn wait_readable(fd: OwnedFd) {
+    // SAFETY: `OwnedFd` is a valid open descriptor that stays open, and names the same
+    // pidfd, for as long as the `AsyncFd` owns it; `as_raw_fd` returns that descriptor.
+    match unsafe { AsyncFd::register(fd) } {
+        Ok(fd) => {
+            let _ = fd.readable().await;
+        }
+        Err(e) => warn!(cause = %e, "cannot watch a pidfd"),
+    }
+}
+
+/// A pidfd for `pid`, if it still names the process that started at `start_time`.
+fn open_pidfd(pid: i32, start_time: u64) -> Option<OwnedFd> {
+    let fd = rustix::process::pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
+    // Checked after opening: if the start time still matches, the fd names our process.
+    (procfs::start_time(pid) == Some(start_time)).then_some(fd)
+}
+
+/// The log files of a sandbox.
+pub fn log_paths(sandbox: &Path) -> (PathBuf, PathBuf) {
+    (sandbox.join("stdout.log"), sandbox.join("stderr.log"))
+}
+
+/// What `/proc` tells of one process, for a task without a cgroup.
+fn procfs_stats(pid: i32) -> CgroupStats {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |k| k * 1024)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks: u64 = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .map(|rest| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    CgroupStats {
+        cpu_ns: ticks * 1_000_000_000 / hz,
+        memory_bytes: kb("VmRSS:"),
+        memory_peak_bytes: kb("VmHWM:"),
+        oom_kills: 0,
+        processes: u64::from(procfs::is_running(pid)),
+    }
+}

@@ -1,0 +1,258 @@
+//! The shim: a small process between an owner and its task.
+//!
+//! ```text
+//!   owner (agent, supervisor...)      may die and come back
+//!     └── troupe-shim  (own session)  parent of the task: reaps it, records its exit
+//!           └── task   (own session, in its cgroup before exec)
+//! ```
+//!
+//! The task's exit status goes only to its parent. With the owner as parent, a task that
+//! outlives its owner would end unobserved. So the owner starts the shim, the shim starts
+//! the task and waits for it, and writes what happened to files in the sandbox: the owner
+//! (or a new owner after a restart) reads them. The shim is single-threaded, so the work
+//! between fork and exec (new session, joining the cgroup, rlimits) is safe there.
+//!
+//! Files, each written whole and renamed into place:
+//! * `started.json`: the task's pid and start time, or `failed.json`: why it never ran;
+//! * `exit.json`: its exit code or signal.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::procfs;
+use crate::spec::Rlimit;
+
+/// What the owner hands the shim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchPlan {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+    /// The working directory.
+    pub cwd: PathBuf,
+    /// User id to run as.
+    pub uid: Option<u32>,
+    /// Group id to run as.
+    pub gid: Option<u32>,
+    /// Limits to set before exec.
+    pub rlimits: Vec<Rlimit>,
+    /// The `cgroup.procs` files to write the task's pid into before exec (one per
+    /// hierarchy on a v1 host, one on v2).
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Where standard output goes (appended).
+    pub stdout: PathBuf,
+    /// Where standard error goes (appended).
+    pub stderr: PathBuf,
+    /// The directory of `started.json`, `failed.json` and `exit.json`.
+    pub status_dir: PathBuf,
+}
+
+/// The task runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// Its pid.
+    pub pid: i32,
+    /// Its start time in clock ticks since boot (`/proc/<pid>/stat`), which tells it from a
+    /// later process that reuses the pid.
+    pub start_time: u64,
+    /// The shim's pid.
+    pub shim_pid: i32,
+}
+
+/// The task never ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    /// The OS error, as text.
+    pub error: String,
+}
+
+/// How the task ended, as its parent saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// Its exit code, when it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+}
+
+/// The file names in the status directory.
+pub const STARTED: &str = "started.json";
+/// See [`STARTED`].
+pub const FAILED: &str = "failed.json";
+/// See [`STARTED`].
+pub const EXIT: &str = "exit.json";
+
+/// Writes `value` as JSON to `dir/name`, whole or not at all.
+pub fn write_status<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// Reads `dir/name`, if it is there and whole.
+pub fn read_status<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Option<T> {
+    let bytes = std::fs::read(dir.join(name)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Finds `program` the way a shell would, in `PATH` of the task's environment.
+fn resolve_program(program: &str, env: &[(String, String)]) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or("/usr/local/bin:/usr/bin:/bin", |(_, v)| v.as_str());
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            format!("{program}: not found in PATH {path} (No such file or directory (os error 2))")
+        })
+}
+
+fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
+    use rustix::process::Resource;
+    Some(match name {
+        "nofile" => Resource::Nofile,
+        "nproc" => Resource::Nproc,
+        "core" => Resource::Core,
+        "as" => Resource::As,
+        "cpu" => Resource::Cpu,
+        "fsize" => Resource::Fsize,
+        "stack" => Resource::Stack,
+        "memlock" => Resource::Memlock,
+        _ => return None,
+    })
+}
+
+/// Runs the shim: starts the task, records its start, waits, records its exit. Returns
+/// the shim's exit code (0 once the outcome is recorded).
+pub fn run(plan: &LaunchPlan) -> i32 {
+    let fail = |error: String| -> i32 {
+        match write_status(&plan.status_dir, FAILED, &Failed { error }) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        }
+    };
+    let Some(program) = plan.argv.first() else {
+        return fail("no program to run".into());
+    };
+    let program = match resolve_program(program, &plan.env) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let mut procs = Vec::new();
+    for path in &plan.cgroup_procs {
+        match OpenOptions::new().write(true).open(path) {
+            Ok(f) => procs.push(f),
+            Err(e) => return fail(format!("cannot open {}: {e}", path.display())),
+        }
+    }
+    let open_log = |path: &Path| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+    };
+    let (stdout, stderr) = match (open_log(&plan.stdout), open_log(&plan.stderr)) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    let mut limits = Vec::new();
+    for r in &plan.rlimits {
+        match rlimit_resource(&r.resource) {
+            Some(resource) => limits.push((
+                resource,
+                rustix::process::Rlimit {
+                    current: r.soft,
+                    maximum: r.hard,
+                },
+            )),
+            None => return fail(format!("unknown rlimit resource {:?}", r.resource)),
+        }
+    }
+    let mut cmd = Command::new(&program);
+    cmd.arg0(&plan.argv[0])
+        .args(&plan.argv[1..])
+        .env_clear()
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&plan.cwd)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    if let Some(gid) = plan.gid {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = plan.uid {
+        cmd.uid(uid);
+    }
+    prepare_child(&mut cmd, procs, limits);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => return fail(e.to_string()),
+    };
+    let pid = child.id() as i32;
+    let started = Started {
+        pid,
+        start_time: procfs::start_time(pid).unwrap_or(0),
+        shim_pid: std::process::id() as i32,
+    };
+    // Without its start recorded nobody could find the task: better not to run it.
+    if write_status(&plan.status_dir, STARTED, &started).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return 1;
+    }
+    let status = loop {
+        match child.wait() {
+            Ok(status) => break status,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return 1,
+        }
+    };
+    let exit = Exit {
+        code: status.code(),
+        signal: status.signal(),
+    };
+    match write_status(&plan.status_dir, EXIT, &exit) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// Arranges what the task does between fork and exec: a session of its own, its cgroups,
+/// its limits.
+#[allow(unsafe_code)]
+fn prepare_child(
+    cmd: &mut Command,
+    procs: Vec<File>,
+    limits: Vec<(rustix::process::Resource, rustix::process::Rlimit)>,
+) {
+    // SAFETY: the closure runs in the forked child of this single-threaded shim, before
+    // exec. It only makes raw system calls (setsid, write, setrlimit) on values prepared
+    // before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::setsid()?;
+            for file in &procs {
+                rustix::io::write(file, b"0")?;
+            }
+            for (resource, limit) in &limits {
+                rustix::process::setrlimit(*resource, *limit)?;
+            }
+            Ok(())
+        });
+    }
+}

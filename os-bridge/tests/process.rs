@@ -1,0 +1,412 @@
+//! Real processes in real cgroups (as root): exit reasons, limits, graceful stop, cleanup and
+//! re-adoption. Several cases port Nomad's executor tests (`executor_test.go`,
+//! `executor_linux_test.go`); their names are given beside each.
+//!
+//! Without root these tests skip with a reason, and fail when `TROUPE_REQUIRE_ROOT=1`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use troupe_os::process::{AdoptError, TaskContext};
+use troupe_os::{ExitReason, Process, ProcessSpec, Resources, StartError};
+
+/// A sandbox root removed when the test ends, and an agent id of its own.
+struct Fixture {
+    root: PathBuf,
+    agent: String,
+}
+
+impl Fixture {
+    /// `None` (after saying why) when not root and root is not required.
+    fn new() -> Option<Fixture> {
+        if rustix::process::geteuid().as_raw() != 0 {
+            assert!(
+                std::env::var("TROUPE_REQUIRE_ROOT").as_deref() != Ok("1"),
+                "TROUPE_REQUIRE_ROOT=1 but not running as root"
+            );
+            eprintln!("skipped: cgroup tests need root");
+            return None;
+        }
+        static N: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let root = std::env::temp_dir().join(format!("troupe-os-{id}"));
+        std::fs::create_dir_all(&root).unwrap();
+        Some(Fixture {
+            root,
+            agent: format!("test-{id}"),
+        })
+    }
+
+    fn ctx(&self, task: &str) -> TaskContext {
+        TaskContext {
+            agent: self.agent.clone(),
+            task: task.into(),
+            sandbox_root: self.root.clone(),
+            shim: PathBuf::from(env!("CARGO_BIN_EXE_troupe-shim")),
+        }
+    }
+
+    async fn spawn(&self, task: &str, spec: ProcessSpec) -> Process {
+        Process::spawn(spec, self.ctx(task))
+            .await
+            .expect("the task starts")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Whatever a failed test left: kill it, remove its cgroups and sandbox.
+        for hierarchy in ["memory", "pids", "cpu,cpuacct", "freezer", "unified", ""] {
+            let dir = Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
+                .join("troupe")
+                .join(&self.agent);
+            if let Ok(tasks) = std::fs::read_dir(&dir) {
+                for task in tasks.flatten() {
+                    if let Ok(procs) = std::fs::read_to_string(task.path().join("cgroup.procs")) {
+                        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                                let _ = rustix::process::kill_process(
+                                    pid,
+                                    rustix::process::Signal::KILL,
+                                );
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = std::fs::remove_dir(task.path());
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn sh(script: &str) -> ProcessSpec {
+    ProcessSpec::new(["/bin/sh", "-c", script])
+}
+
+async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f).await.expect("in time")
+}
+
+/// Waits until `cond` holds, polling.
+async fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+fn alive(pid: i32) -> bool {
+    troupe_os::procfs::is_running(pid)
+}
+
+/// Nomad: TestExecutor_Start_Wait_Failure_Code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_zero_exit_code_is_reported() {
+    let Some(fx) = Fixture::new() else { return };
+    let p = fx.spawn("exit7", sh("exit 7")).await;
+    assert_eq!(
+        within(Duration::from_secs(10), p.wait()).await,
+        ExitReason::Exited(7)
+    );
+    assert!(
+        p.cgroup_dirs().iter().all(|d| !d.exists()),
+        "the cgroup is removed"
+    );
+}
+
+/// Nomad: TestExecutor_Start_Wait (and output capture).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_exit_is_reported_with_its_output() {
+    let Some(fx) = Fixture::new() else { return };
+    let p = fx
+        .spawn("hello", sh("echo hello; echo oops >&2").env("A", "1"))
+        .await;
+    assert_eq!(
+        within(Duration::from_secs(10), p.wait()).await,
+        ExitReason::Exited(0)
+    );
+    let (out, err) = p.log_paths();
+    assert_eq!(std::fs::read_to_string(out).unwrap(), "hello\n");
+    assert_eq!(std::fs::read_to_string(err).unwrap(), "oops\n");
+}
+
+/// The environment is the spec's, and nothing of the owner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_is_exactly_the_specs() {
+    let Some(fx) = Fixture::new() else { return };
+    let p = fx
+        .spawn(
+            "env",
+            ProcessSpec::new(["/usr/bin/env"]).env("ONLY", "this"),
+        )
+        .await;
+    assert_eq!(
+        within(Duration::from_secs(10), p.wait()).await,
+        ExitReason::Exited(0)
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.log_paths().0).unwrap(),
+        "ONLY=this\n"
+    );
+}
+
+/// Nomad: TestExecutor_WaitExitSignal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_by_signal_is_reported() {
+    let Some(fx) = Fixture::new() else { return };
+    let p = fx.spawn("sig", ProcessSpec::new(["sleep", "100"])).await;
+    p.signal(10).unwrap();
+    assert_eq!(
+        within(Duration::from_secs(10), p.wait()).await,
+        ExitReason::Signaled(10)
+    );
+}
+
+/// Nomad: TestExecutor_Start_Invalid and TestExecutor_Start_NonExecutableBinaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_cannot_start_says_why() {
+    let Some(fx) = Fixture::new() else { return };
+    let missing = Process::spawn(ProcessSpec::new(["/no/such/binary"]), fx.ctx("missing")).await;
+    assert!(
+        matches!(&missing, Err(StartError::FailedToStart(e)) if e.contains("No such file")),
+        "{missing:?}"
+    );
+    let not_in_path = Process::spawn(ProcessSpec::new(["no-such-program"]), fx.ctx("nopath")).await;
+    assert!(matches!(not_in_path, Err(StartError::FailedToStart(_))));
+    let script = fx.root.join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    let not_exec = Process::spawn(
+        ProcessSpec::new([script.to_str().unwrap()]),
+        fx.ctx("noexec"),
+    )
+    .await;
+    assert!(
+        matches!(&not_exec, Err(StartError::FailedToStart(e)) if e.contains("Permission denied")),
+        "{not_exec:?}"
+    );
+    let mut bad_cwd = ProcessSpec::new(["true"]);
+    bad_cwd.cwd = Some("/no/such/dir".into());
+    let bad = Process::spawn(bad_cwd, fx.ctx("badcwd")).await;
+    assert!(matches!(bad, Err(StartError::FailedToStart(_))), "{bad:?}");
+    assert_eq!(
+        missing.unwrap_err().exit_reason(),
+        ExitReason::FailedToStart("No such file or directory (os error 2)".into())
+    );
+}
+
+/// Nomad: TestExecutor_OOMKilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_hog_over_its_limit_is_oom_killed() {
+    let Some(fx) = Fixture::new() else { return };
+    let limits = Resources {
+        memory_bytes: Some(64 * 1024 * 1024),
+        ..Resources::default()
+    };
+    // `tail` keeps the one endless line of /dev/zero in memory.
+    let p = fx
+        .spawn(
+            "hog",
+            ProcessSpec::new(["tail", "/dev/zero"]).resources(limits),
+        )
+        .await;
+    assert_eq!(
+        within(Duration::from_secs(30), p.wait()).await,
+        ExitReason::OomKilled
+    );
+}
+
+/// Nomad: TestExecutor_IsolationAndConstraints (pids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_is_held_at_its_pids_limit() {
+    let Some(fx) = Fixture::new() else { return };
+    let limits = Resources {
+        pids: Some(20),
+        ..Resources::default()
+    };
+    let bomb =
+        sh("for i in $(seq 200); do sleep 30 & done; wait").grace(Duration::from_millis(200));
+    let p = fx.spawn("bomb", bomb.resources(limits)).await;
+    let mut most = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        most = most.max(p.stats().usage.processes);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(most > 1 && most <= 20, "processes: {most}");
+    // The host is fine: this process can still start others.
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The shell may give up by itself once fork fails ("Cannot fork"), or be stopped here.
+    let reason = within(Duration::from_secs(20), p.stop()).await;
+    assert!(
+        matches!(reason, ExitReason::Killed | ExitReason::Exited(_)),
+        "{reason:?}"
+    );
+    assert!(p.cgroup_dirs().iter().all(|d| !d.exists()));
+}
+
+/// Nomad: TestExecutor_IsolationAndConstraints (cpu).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_hog_is_held_at_its_quota() {
+    let Some(fx) = Fixture::new() else { return };
+    let limits = Resources {
+        cpus: Some(0.2),
+        ..Resources::default()
+    };
+    let p = fx
+        .spawn("spin", sh("while :; do :; done").resources(limits))
+        .await;
+    let before = p.stats().usage.cpu_ns;
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = (p.stats().usage.cpu_ns - before) as f64 / t.elapsed().as_nanos() as f64;
+    assert!(used < 0.5, "used {:.0}% of a cpu", used * 100.0);
+    assert!(used > 0.02, "the hog did not run: {used}");
+    assert_eq!(
+        within(Duration::from_secs(20), p.stop()).await,
+        ExitReason::Killed
+    );
+}
+
+/// Starts `script` (which touches `ready` once its traps are set), stops it, and returns
+/// the process and how long the stop took.
+async fn stop_once_ready(
+    fx: &Fixture,
+    task: &str,
+    script: &str,
+    grace: Duration,
+) -> (Process, Duration) {
+    let p = fx.spawn(task, sh(script).grace(grace)).await;
+    let ready = p.sandbox().join("ready");
+    assert!(until(Duration::from_secs(10), || ready.exists()).await);
+    let t = Instant::now();
+    let reason = within(Duration::from_secs(20), p.stop()).await;
+    assert_eq!(reason, ExitReason::Killed);
+    (p, t.elapsed())
+}
+
+/// Nomad: TestExecutor_SignalCatching / kill with grace: the stop signal comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_lets_a_trapping_process_finish() {
+    let Some(fx) = Fixture::new() else { return };
+    let script = "trap 'echo bye > done; exit 0' TERM; touch ready; while :; do sleep 0.05; done";
+    let (p, took) = stop_once_ready(&fx, "trap", script, Duration::from_secs(10)).await;
+    assert!(
+        took < Duration::from_secs(5),
+        "it did not need the grace period"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.sandbox().join("done")).unwrap(),
+        "bye\n"
+    );
+}
+
+/// Nomad: TestExecutor_Start_Kill_Immediately_WithGrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_ignores_the_stop_signal_is_killed_after_the_grace_period() {
+    let Some(fx) = Fixture::new() else { return };
+    let script = "trap '' TERM; touch ready; while :; do sleep 0.05; done";
+    let (p, took) = stop_once_ready(&fx, "deaf", script, Duration::from_millis(500)).await;
+    assert!(
+        took >= Duration::from_millis(500),
+        "killed before its grace period"
+    );
+    assert!(!alive(p.pid()));
+}
+
+/// Nomad: TestExecutor_Start_Wait_Children, TestExecutor_ClientCleanup,
+/// TestExecutor_EscapeContainer: nothing the task started survives its stop, not even a
+/// grandchild that left the process group and the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_forked_setsid_grandchild_is_gone_after_a_stop() {
+    let Some(fx) = Fixture::new() else { return };
+    let script = "setsid sh -c 'sleep 1000 & echo $! > grandchild; wait' & sleep 1000";
+    let p = fx
+        .spawn("daemon", sh(script).grace(Duration::from_millis(300)))
+        .await;
+    let pidfile = p.sandbox().join("grandchild");
+    assert!(until(Duration::from_secs(10), || pidfile.exists()).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let grandchild: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(grandchild));
+    let dirs = p.cgroup_dirs();
+    assert!(!dirs.is_empty() && dirs.iter().all(|d| d.exists()));
+    assert_eq!(
+        within(Duration::from_secs(20), p.stop()).await,
+        ExitReason::Killed
+    );
+    assert!(
+        until(Duration::from_secs(5), || !alive(grandchild)).await,
+        "the grandchild survived"
+    );
+    assert!(
+        dirs.iter().all(|d| !d.exists()),
+        "the cgroup directory is gone"
+    );
+}
+
+/// A task whose main process exits leaves nothing behind either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_task_leaves_behind_when_it_exits_is_killed() {
+    let Some(fx) = Fixture::new() else { return };
+    let p = fx
+        .spawn("leaver", sh("setsid sleep 1000 & echo $! > orphan; exit 0"))
+        .await;
+    assert_eq!(
+        within(Duration::from_secs(10), p.wait()).await,
+        ExitReason::Exited(0)
+    );
+    let orphan: i32 = std::fs::read_to_string(p.sandbox().join("orphan"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(until(Duration::from_secs(5), || !alive(orphan)).await);
+}
+
+/// A checkpoint whose pid is right but whose start time is not names another process: the
+/// new owner refuses it and reports the task gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faked_checkpoint_with_a_reused_pid_is_refused() {
+    let Some(fx) = Fixture::new() else { return };
+    let p = fx.spawn("victim", ProcessSpec::new(["sleep", "100"])).await;
+    let path = fx.ctx("victim").status_dir().join("checkpoint.json");
+    let mut checkpoint: troupe_os::Checkpoint =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    checkpoint.start_time += 1;
+    let adopted = Process::adopt_checkpoint(fx.ctx("victim"), checkpoint).await;
+    assert!(
+        matches!(
+            &adopted,
+            Err(AdoptError::Gone {
+                reason: ExitReason::Gone(_),
+                ..
+            })
+        ),
+        "{adopted:?}"
+    );
+    // The task counts as gone: whatever is left in its cgroup is killed with it.
+    within(Duration::from_secs(20), p.wait()).await;
+    assert!(!alive(p.pid()));
+}
