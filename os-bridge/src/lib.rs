@@ -6,10 +6,12 @@
 //!   graceful stop, stats, re-adoption after the owner restarts.
 //! * [`shim`]: the small parent process between an owner and its task, which records the
 //!   task's exit so that it is never lost; the `troupe-shim` binary runs it.
+//! * [`logs`]: task logs in sandbox files, rotated by size, with live tails from an offset.
 //! * [`cgroup`]: a task's cgroup (`troupe/<agent>/<task>`), limits, stats, kill and removal.
 //! * [`procfs`]: what `/proc` says of a process.
 
 pub mod cgroup;
+pub mod logs;
 pub mod process;
 pub mod procfs;
 pub mod shim;

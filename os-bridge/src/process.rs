@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::cgroup::{CgroupError, CgroupStats, TaskCgroup};
+use crate::logs::LogStream;
 use crate::procfs;
 use crate::shim::{self, Exit, Failed, LaunchPlan, Started};
 use crate::spec::{ExitReason, ProcessSpec, SpecError, signal_number};
@@ -146,6 +147,7 @@ struct Inner {
     cgroup: Option<TaskCgroup>,
     stop_requested: AtomicBool,
     exit: watch::Receiver<Option<ExitReason>>,
+    logs: [LogStream; 2],
 }
 
 /// A running (or finished) task process. Cheap to clone.
@@ -341,6 +343,17 @@ impl Process {
         cgroup: Option<TaskCgroup>,
     ) -> Process {
         let (tx, rx) = watch::channel(None);
+        let (stdout, stderr) = log_paths(&ctx.sandbox());
+        let ended = |rx: &watch::Receiver<Option<ExitReason>>| {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(Option::is_some).await;
+            }
+        };
+        let logs = [
+            LogStream::start(stdout, spec.logs.clone(), ended(&rx)),
+            LogStream::start(stderr, spec.logs.clone(), ended(&rx)),
+        ];
         let inner = Arc::new(Inner {
             ctx,
             spec,
@@ -349,6 +362,7 @@ impl Process {
             cgroup,
             stop_requested: AtomicBool::new(false),
             exit: rx,
+            logs,
         });
         let pidfd = open_pidfd(pid, start_time);
         let watched = inner.clone();
@@ -387,7 +401,17 @@ impl Process {
         log_paths(&self.inner.ctx.sandbox())
     }
 
-    /// Its cgroup path, if it has one.
+    /// Its standard output's keeper: rotation, live tail, last lines.
+    pub fn stdout(&self) -> &LogStream {
+        &self.inner.logs[0]
+    }
+
+    /// Its standard error's keeper.
+    pub fn stderr(&self) -> &LogStream {
+        &self.inner.logs[1]
+    }
+
+    /// The directories of its cgroup (none without one).
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         self.inner
             .cgroup

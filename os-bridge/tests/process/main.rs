@@ -4,6 +4,8 @@
 //!
 //! Without root these tests skip with a reason, and fail when `TROUPE_REQUIRE_ROOT=1`.
 
+mod logs;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
