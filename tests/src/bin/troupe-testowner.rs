@@ -1,0 +1,45 @@
+//! A process owner for the tests of re-adoption: it starts (or adopts) one task and waits
+//! for it, printing what happens, so that a test can SIGKILL it mid-way.
+//!
+//! Usage: `troupe-testowner ROOT AGENT TASK [--adopt | -- ARGV...]`. Prints `started PID`
+//! (or `adopted PID`, or `gone REASON`), then `exit REASON` when the task ends.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use troupe_os::process::TaskContext;
+use troupe_os::{Process, ProcessSpec};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    anyhow::ensure!(
+        args.len() >= 4,
+        "usage: troupe-testowner ROOT AGENT TASK [--adopt | -- ARGV...]"
+    );
+    let mut ctx = TaskContext::new(&args[1], &args[2], PathBuf::from(&args[0]));
+    if let Ok(shim) = std::env::var("TROUPE_SHIM") {
+        ctx.shim = shim.into();
+    }
+    let process = if args[3] == "--adopt" {
+        match Process::adopt(ctx).await {
+            Ok(p) => {
+                println!("adopted {}", p.pid());
+                p
+            }
+            Err(e) => {
+                println!("gone {e}");
+                return Ok(());
+            }
+        }
+    } else {
+        let spec = ProcessSpec::new(args[4..].iter().cloned());
+        let p = Process::spawn(spec, ctx).await?;
+        println!("started {}", p.pid());
+        p
+    };
+    std::io::stdout().flush()?;
+    let reason = process.wait().await;
+    println!("exit {reason}");
+    Ok(())
+}

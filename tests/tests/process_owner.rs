@@ -1,0 +1,120 @@
+//! A task outlives its owner: the owner (a separate process) is SIGKILLed, the task keeps
+//! running and logging, and a new owner adopts it and reports its real exit code. As root;
+//! skipped with a reason otherwise, and failing when `TROUPE_REQUIRE_ROOT=1`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use troupe_os::process::TaskContext;
+use troupe_os::{ExitReason, Process};
+
+const OWNER: &str = env!("CARGO_BIN_EXE_troupe-testowner");
+
+fn root_or_skip() -> bool {
+    if rustix::process::geteuid().as_raw() == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("TROUPE_REQUIRE_ROOT").as_deref() != Ok("1"),
+        "TROUPE_REQUIRE_ROOT=1 but not running as root"
+    );
+    eprintln!("skipped: this test needs root (cgroups)");
+    false
+}
+
+/// The sandbox root and agent of this test; removed (with any leftover task) on drop.
+struct Place {
+    root: PathBuf,
+    agent: String,
+    pid: Option<i32>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+        for h in ["memory", "pids", "cpu,cpuacct", "freezer"] {
+            let agent = PathBuf::from("/sys/fs/cgroup")
+                .join(h)
+                .join("troupe")
+                .join(&self.agent);
+            if let Ok(tasks) = std::fs::read_dir(&agent) {
+                for t in tasks.flatten() {
+                    let _ = std::fs::remove_dir(t.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&agent);
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn log_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_outlives_its_killed_owner_and_is_adopted_with_its_real_exit() {
+    if !root_or_skip() {
+        return;
+    }
+    let id = std::process::id();
+    let mut place = Place {
+        root: std::env::temp_dir().join(format!("troupe-owner-{id}")),
+        agent: format!("owner-{id}"),
+        pid: None,
+    };
+    std::fs::create_dir_all(&place.root).unwrap();
+    let script = "i=0; while [ ! -e stop ]; do i=$((i+1)); echo tick $i; sleep 0.02; done; exit 3";
+    let mut owner = Command::new(OWNER)
+        .args([
+            place.root.to_str().unwrap(),
+            &place.agent,
+            "t1",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(owner.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: i32 = line
+        .trim()
+        .strip_prefix("started ")
+        .expect("started PID")
+        .parse()
+        .unwrap();
+    place.pid = Some(pid);
+
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    // With no owner, the task runs on and keeps writing its log.
+    let log = place.root.join("t1").join("stdout.log");
+    let before = log_len(&log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log_len(&log) <= before + 100 {
+        assert!(Instant::now() < deadline, "the log stopped growing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(troupe_os::procfs::is_running(pid));
+
+    // A new owner adopts it, and hears how it really ended.
+    let mut ctx = TaskContext::new(&place.agent, "t1", place.root.clone());
+    ctx.shim = PathBuf::from(env!("CARGO_BIN_EXE_troupe-testowner")).with_file_name("troupe-shim");
+    let adopted = Process::adopt(ctx).await.expect("adopted");
+    assert_eq!(adopted.pid(), pid);
+    std::fs::write(place.root.join("t1").join("stop"), "").unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(20), adopted.wait())
+        .await
+        .unwrap();
+    assert_eq!(reason, ExitReason::Exited(3));
+    assert!(adopted.cgroup_dirs().iter().all(|d| !d.exists()));
+}
