@@ -2,6 +2,8 @@
 //!
 //! Layout:
 //! * [`spec`]: what to run ([`ProcessSpec`]) and how a run ends ([`ExitReason`]).
+//! * [`actor`]: the process actor (addressable, monitorable, supervisable) and the
+//!   supervisor child that runs a binary.
 //! * [`process`]: a task's process from its owner's side: start, watch (pidfd), signal,
 //!   graceful stop, stats, re-adoption after the owner restarts.
 //! * [`shim`]: the small parent process between an owner and its task, which records the
@@ -10,6 +12,7 @@
 //! * [`cgroup`]: a task's cgroup (`troupe/<agent>/<task>`), limits, stats, kill and removal.
 //! * [`procfs`]: what `/proc` says of a process.
 
+pub mod actor;
 pub mod cgroup;
 pub mod logs;
 pub mod process;
@@ -17,5 +20,6 @@ pub mod procfs;
 pub mod shim;
 pub mod spec;
 
+pub use actor::{ProcessActor, ProcessMsg, process_child};
 pub use process::{Checkpoint, Process, ProcessStats, StartError, TaskContext};
 pub use spec::{ExitReason, LogPolicy, ProcessSpec, Resources};

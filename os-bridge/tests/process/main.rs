@@ -4,6 +4,7 @@
 //!
 //! Without root these tests skip with a reason, and fail when `TROUPE_REQUIRE_ROOT=1`.
 
+mod actor;
 mod logs;
 
 use std::path::{Path, PathBuf};

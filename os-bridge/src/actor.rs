@@ -1,0 +1,281 @@
+//! The process actor: one actor per task process, so that a Linux process is addressed,
+//! monitored, linked and supervised like any actor, from any node.
+//!
+//! * It registers under `task/<task-id>` (or a path of the caller's choosing).
+//! * It lives exactly as long as its process: when the process ends, the actor stops with
+//!   the exit as its reason, so a monitor's `Down` says how the process ended (`normal` for
+//!   exit code 0, `shutdown` when stopped by its owner, otherwise e.g. `exited with code 3`
+//!   or `killed for exceeding its memory limit (OOM)`).
+//! * When the actor is stopped (by a supervisor, a link, a request), it stops its process
+//!   gracefully first. If the actor is killed outright, the process keeps running and can be
+//!   re-adopted from its checkpoint.
+//! * It answers `Signal`, `Stop`, `Stats`, `Tail` (last lines), `Subscribe` (a live tail
+//!   sent to any actor's path, local or remote) and `Info`.
+
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+use troupe_runtime::supervisor::{ChildSpec, Shutdown, StartCtx, StartOutcome};
+use troupe_runtime::{Addr, Child, Reply};
+
+use crate::logs::LogChunk;
+use crate::process::{Process, ProcessStats, StartError, TaskContext};
+use crate::spec::{ExitReason, ProcessSpec, signal_number};
+
+/// Which output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// What a process actor tells about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// The task's id.
+    pub task: String,
+    /// The main process's pid.
+    pub pid: i32,
+    /// What it runs.
+    pub argv: Vec<String>,
+    /// Its sandbox directory.
+    pub sandbox: String,
+    /// Its cgroup directories (none without root).
+    pub cgroup: Vec<String>,
+}
+
+/// What a process actor accepts.
+#[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
+pub enum ProcessMsg {
+    /// Sends a signal (by name, `TERM`, or number, `15`) to the main process.
+    Signal {
+        /// The signal.
+        signal: String,
+        /// `Ok`, or why not.
+        reply: Reply<Result<(), String>>,
+    },
+    /// Stops the process gracefully (stop signal, grace period, then SIGKILL to what is
+    /// left); answers with how it ended, and then the actor stops.
+    Stop {
+        /// How it ended.
+        reply: Reply<ExitReason>,
+    },
+    /// Resource use now.
+    Stats {
+        /// The answer.
+        reply: Reply<ProcessStats>,
+    },
+    /// The last `lines` lines of a stream.
+    Tail {
+        /// Which stream.
+        stream: Stream,
+        /// How many lines.
+        lines: usize,
+        /// The lines.
+        reply: Reply<Vec<String>>,
+    },
+    /// Sends the stream from offset `from` on, then live, to the actor at `to` (a
+    /// [`LogMsg`] receiver on any node), until the process ends.
+    Subscribe {
+        /// Which stream.
+        stream: Stream,
+        /// The first offset wanted.
+        from: u64,
+        /// The subscriber's path.
+        to: String,
+    },
+    /// Who it is.
+    Info {
+        /// The answer.
+        reply: Reply<ProcessInfo>,
+    },
+}
+
+/// What a log subscriber receives.
+#[derive(Debug, Clone, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
+pub enum LogMsg {
+    /// A piece of the log.
+    Chunk {
+        /// The task.
+        task: String,
+        /// Which stream.
+        stream: Stream,
+        /// The bytes and their offset.
+        chunk: LogChunk,
+    },
+    /// The stream ended (the process did).
+    End {
+        /// The task.
+        task: String,
+        /// Which stream.
+        stream: Stream,
+    },
+}
+
+/// What a process actor starts from.
+#[derive(Debug, Clone)]
+pub struct ProcessArgs {
+    /// What to run.
+    pub spec: ProcessSpec,
+    /// Where.
+    pub ctx: TaskContext,
+    /// The path to register under; `task/<task-id>` when `None`.
+    pub path: Option<String>,
+}
+
+/// The process actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessActor;
+
+/// Its state: the process.
+pub struct ProcessState {
+    process: Process,
+}
+
+impl Actor for ProcessActor {
+    type Msg = ProcessMsg;
+    type State = ProcessState;
+    type Arguments = ProcessArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ProcessMsg>,
+        args: ProcessArgs,
+    ) -> Result<ProcessState, ActorProcessingErr> {
+        let path = args
+            .path
+            .clone()
+            .unwrap_or_else(|| format!("task/{}", args.ctx.task));
+        let process = Process::spawn(args.spec, args.ctx)
+            .await
+            .map_err(|e: StartError| e.exit_reason().to_string())?;
+        troupe_runtime::register(&path, &myself)?;
+        // The actor lives exactly as long as its process.
+        let watcher = process.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let reason = watcher.wait().await;
+            debug!(task = %watcher.task(), %reason, "process ended");
+            me.stop(Some(reason.to_stop_reason()));
+        });
+        Ok(ProcessState { process })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ProcessMsg>,
+        state: &mut ProcessState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.process.exit_reason().is_none() {
+            let reason = state.process.stop().await;
+            debug!(task = %state.process.task(), %reason, "process stopped with its actor");
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ProcessMsg>,
+        message: ProcessMsg,
+        state: &mut ProcessState,
+    ) -> Result<(), ActorProcessingErr> {
+        let process = &state.process;
+        match message {
+            ProcessMsg::Signal { signal, reply } => {
+                let result = match signal_number(&signal) {
+                    Some(n) => process.signal(n).map_err(|e| e.to_string()),
+                    None => Err(format!("unknown signal {signal:?}")),
+                };
+                reply.send(result);
+            }
+            ProcessMsg::Stop { reply } => {
+                let reason = process.stop().await;
+                reply.send(reason.clone());
+                myself.stop(Some(reason.to_stop_reason()));
+            }
+            ProcessMsg::Stats { reply } => {
+                reply.send(process.stats());
+            }
+            ProcessMsg::Tail {
+                stream,
+                lines,
+                reply,
+            } => {
+                let log = match stream {
+                    Stream::Stdout => process.stdout(),
+                    Stream::Stderr => process.stderr(),
+                };
+                reply.send(log.last_lines(lines.min(100_000)));
+            }
+            ProcessMsg::Subscribe { stream, from, to } => {
+                let log = match stream {
+                    Stream::Stdout => process.stdout(),
+                    Stream::Stderr => process.stderr(),
+                };
+                let mut chunks = log.subscribe(from);
+                let task = process.task().to_string();
+                tokio::spawn(async move {
+                    let sink = Addr::<LogMsg>::new(to.clone());
+                    while let Some(chunk) = chunks.recv().await {
+                        let msg = LogMsg::Chunk {
+                            task: task.clone(),
+                            stream,
+                            chunk,
+                        };
+                        if let Err(e) = sink.send(msg).await {
+                            warn!(subscriber = %to, cause = %e.error, "log subscriber gone");
+                            return;
+                        }
+                    }
+                    let _ = sink.send(LogMsg::End { task, stream }).await;
+                });
+            }
+            ProcessMsg::Info { reply } => {
+                reply.send(ProcessInfo {
+                    task: process.task().to_string(),
+                    pid: process.pid(),
+                    argv: process.spec().argv.clone(),
+                    sandbox: process.sandbox().display().to_string(),
+                    cgroup: process
+                        .cgroup_dirs()
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A supervisor child that runs `spec` as task `ctx.task` (each restart reuses the task's
+/// sandbox, so its logs go on). Its shutdown gives the process its grace period and 5 s
+/// more, so that a supervisor never kills the actor while its process is still stopping.
+pub fn process_child(child: ChildSpec, spec: ProcessSpec, ctx: TaskContext) -> Child {
+    let mut child = child;
+    if child.start.kind.is_empty() {
+        child.start.kind = "process".into();
+    }
+    if child.shutdown.is_none() {
+        child.shutdown = Some(Shutdown::Timeout(spec.grace + Duration::from_secs(5)));
+    }
+    Child::new(child, move |start: StartCtx| {
+        let args = ProcessArgs {
+            spec: spec.clone(),
+            ctx: ctx.clone(),
+            path: None,
+        };
+        async move {
+            let outcome = start.spawn(ProcessActor, args).await;
+            if let StartOutcome::Failed(reason) = &outcome {
+                warn!(child = %start.id(), %reason, "process child failed to start");
+            }
+            outcome
+        }
+    })
+}

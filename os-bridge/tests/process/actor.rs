@@ -1,0 +1,175 @@
+//! The process actor: addressable, monitorable with the exit as the Down reason, and a
+//! supervisor child whose crashing binary is restarted within the intensity and given up
+//! on beyond it.
+
+use std::time::Duration;
+
+use troupe_os::actor::{ProcessArgs, Stream};
+use troupe_os::{ExitReason, ProcessActor, ProcessMsg, process_child};
+use troupe_runtime::supervisor::{ChildSpec, Strategy};
+use troupe_runtime::{
+    Addr, Cookie, DownReason, Node, NodeConfig, SupFlags, SupervisorRef, SupervisorSpec, ractor,
+};
+
+use super::{Fixture, sh, within};
+
+async fn node() -> Node {
+    let mut config = NodeConfig::new(
+        "procs",
+        "127.0.0.1:0".parse().unwrap(),
+        Cookie::new("process-actor-tests").unwrap(),
+    );
+    config.heartbeat = None;
+    Node::start(config).await.unwrap()
+}
+
+const CALL: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_actor_answers_and_its_down_carries_the_exit() {
+    let Some(fx) = Fixture::new() else { return };
+    let node = node().await;
+    let script = "echo one; echo two; while [ ! -e stop ]; do sleep 0.02; done; exit 3";
+    let args = ProcessArgs {
+        spec: sh(script),
+        ctx: fx.ctx("p1"),
+        path: None,
+    };
+    let (actor, _) = ractor::Actor::spawn(None, ProcessActor, args)
+        .await
+        .unwrap();
+    let addr = Addr::<ProcessMsg>::new("task/p1");
+    let (_, down) = troupe_runtime::monitor_channel(&addr).await.unwrap();
+    let info = addr
+        .call(|reply| ProcessMsg::Info { reply }, CALL)
+        .await
+        .unwrap();
+    assert_eq!(info.task, "p1");
+    assert!(info.pid > 0 && !info.cgroup.is_empty());
+    let deadline = std::time::Instant::now() + CALL;
+    loop {
+        let lines = addr
+            .call(
+                |reply| ProcessMsg::Tail {
+                    stream: Stream::Stdout,
+                    lines: 5,
+                    reply,
+                },
+                CALL,
+            )
+            .await
+            .unwrap();
+        if lines == ["one", "two"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{lines:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = addr
+        .call(|reply| ProcessMsg::Stats { reply }, CALL)
+        .await
+        .unwrap();
+    assert!(stats.from_cgroup && stats.usage.processes >= 1);
+    let bad = addr
+        .call(
+            |reply| ProcessMsg::Signal {
+                signal: "NOPE".into(),
+                reply,
+            },
+            CALL,
+        )
+        .await
+        .unwrap();
+    assert!(bad.is_err());
+    std::fs::write(fx.root.join("p1").join("stop"), "").unwrap();
+    let down = within(CALL, down).await.unwrap();
+    assert_eq!(
+        down.reason,
+        DownReason::Error(ExitReason::Exited(3).to_string())
+    );
+    within(CALL, actor.get_cell().wait(None)).await.unwrap();
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_actor_stops_its_process_gracefully() {
+    let Some(fx) = Fixture::new() else { return };
+    let node = node().await;
+    let args = ProcessArgs {
+        spec: troupe_os::ProcessSpec::new(["sleep", "1000"]),
+        ctx: fx.ctx("p2"),
+        path: Some("apps/sleeper".into()),
+    };
+    ractor::Actor::spawn(None, ProcessActor, args)
+        .await
+        .unwrap();
+    let addr = Addr::<ProcessMsg>::new("apps/sleeper");
+    let pid = addr
+        .call(|reply| ProcessMsg::Info { reply }, CALL)
+        .await
+        .unwrap()
+        .pid;
+    let (_, down) = troupe_runtime::monitor_channel(&addr).await.unwrap();
+    let reason = addr
+        .call(|reply| ProcessMsg::Stop { reply }, CALL)
+        .await
+        .unwrap();
+    assert_eq!(reason, ExitReason::Killed);
+    assert_eq!(
+        within(CALL, down).await.unwrap().reason,
+        DownReason::Shutdown
+    );
+    assert!(!troupe_os::procfs::is_running(pid));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_restarts_a_crashing_binary_and_gives_up_beyond_its_intensity() {
+    let Some(fx) = Fixture::new() else { return };
+    let _node = node().await;
+    // Crashes on its first two runs, then stays up: within an intensity of 3.
+    let flaky = "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; \
+                 [ $n -ge 3 ] && exec sleep 1000; exit 1";
+    let flags = SupFlags::new(Strategy::OneForOne).intensity(3, Duration::from_secs(30));
+    let sup = SupervisorRef::start(SupervisorSpec::new(flags.clone()).child(process_child(
+        ChildSpec::worker("flaky"),
+        sh(flaky).grace(Duration::from_millis(200)),
+        fx.ctx("flaky"),
+    )))
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + CALL;
+    while std::fs::read_to_string(fx.root.join("flaky").join("n"))
+        .unwrap_or_default()
+        .trim()
+        != "3"
+    {
+        assert!(std::time::Instant::now() < deadline, "never came up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let info = &sup.which_children().await.unwrap()[0];
+    assert_eq!(info.restarts, 2);
+    assert!(info.actor.is_some());
+    assert!(
+        info.last_exit
+            .as_deref()
+            .unwrap_or("")
+            .contains("exited with code 1")
+    );
+    sup.stop().await;
+
+    // Always crashing: three restarts, then the supervisor gives up.
+    let sup = SupervisorRef::start(SupervisorSpec::new(flags).child(process_child(
+        ChildSpec::worker("crasher"),
+        sh("echo run >> runs; exit 1"),
+        fx.ctx("crasher"),
+    )))
+    .await
+    .unwrap();
+    assert!(
+        sup.wait(Duration::from_secs(20)).await,
+        "the supervisor never gave up"
+    );
+    let runs = std::fs::read_to_string(fx.root.join("crasher").join("runs")).unwrap();
+    assert_eq!(runs.lines().count(), 4, "the first run and three restarts");
+}
