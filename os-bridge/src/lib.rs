@@ -10,10 +10,13 @@
 //!   task's exit so that it is never lost; the `troupe-shim` binary runs it.
 //! * [`logs`]: task logs in sandbox files, rotated by size, with live tails from an offset.
 //! * [`cgroup`]: a task's cgroup (`troupe/<agent>/<task>`), limits, stats, kill and removal.
+//! * [`host`]: what this host offers (cpus, memory, disk, name, labels), within its own
+//!   cgroup's limits.
 //! * [`procfs`]: what `/proc` says of a process.
 
 pub mod actor;
 pub mod cgroup;
+pub mod host;
 pub mod logs;
 pub mod process;
 pub mod procfs;

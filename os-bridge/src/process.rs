@@ -189,7 +189,18 @@ impl Process {
         };
         let cwd = match &spec.cwd {
             Some(dir) if dir.is_absolute() => dir.clone(),
-            Some(dir) => sandbox.join(dir),
+            Some(dir) => {
+                // A directory inside the sandbox is the task's own: make it.
+                let inside = sandbox.join(dir);
+                if !inside.starts_with(&sandbox) || dir.components().any(|c| c.as_os_str() == "..") {
+                    return Err(StartError::Setup(format!(
+                        "the working directory {} leaves the sandbox",
+                        dir.display()
+                    )));
+                }
+                std::fs::create_dir_all(&inside).map_err(|e| setup("working directory", e))?;
+                inside
+            }
             None => sandbox.clone(),
         };
         let (stdout, stderr) = log_paths(&sandbox);

@@ -118,3 +118,44 @@ async fn a_task_outlives_its_killed_owner_and_is_adopted_with_its_real_exit() {
     assert_eq!(reason, ExitReason::Exited(3));
     assert!(adopted.cgroup_dirs().iter().all(|d| !d.exists()));
 }
+
+/// Without root there are no cgroups: the task still runs, in its own process group, and
+/// the owner says so once instead of failing silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_root_a_task_runs_without_cgroups_and_the_owner_says_so() {
+    if !root_or_skip() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let id = std::process::id();
+    let place = Place {
+        root: std::env::temp_dir().join(format!("troupe-nonroot-{id}")),
+        agent: format!("nonroot-{id}"),
+        pid: None,
+    };
+    std::fs::create_dir_all(&place.root).unwrap();
+    std::fs::set_permissions(&place.root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The build directory may be closed to other users (under /root, say): run copies.
+    let bin = place.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let owner = bin.join("troupe-testowner");
+    let shim = bin.join("troupe-shim");
+    std::fs::copy(OWNER, &owner).unwrap();
+    std::fs::copy(PathBuf::from(OWNER).with_file_name("troupe-shim"), &shim).unwrap();
+    let out = Command::new(&owner)
+        .env("TROUPE_SHIM", &shim)
+        .args([place.root.to_str().unwrap(), &place.agent, "t1", "--", "/bin/sh", "-c", "echo ran; id -u"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("exit exited with code 0"), "{stdout}");
+    assert_eq!(stderr.matches("tasks run without cgroups").count(), 1, "{stderr}");
+    let log = std::fs::read_to_string(place.root.join("t1").join("stdout.log")).unwrap();
+    assert_eq!(log, "ran\n65534\n");
+}

@@ -369,7 +369,40 @@ async fn a_double_forked_setsid_grandchild_is_gone_after_a_stop() {
     );
 }
 
-/// A task whose main process exits leaves nothing behind either.
+/// Nomad: TestExecutor_Start_Kill_Immediately_NoGrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_without_grace_kills_at_once() {
+    let Some(fx) = Fixture::new() else { return };
+    let deaf = sh("trap '' TERM; exec sleep 1000").grace(Duration::ZERO);
+    let p = fx.spawn("nograce", deaf).await;
+    assert_eq!(within(Duration::from_secs(10), p.stop()).await, ExitReason::Killed);
+    assert!(!alive(p.pid()));
+}
+
+/// Nomad: TestExecutor_UserEnv and TestExecutor_WorkDir, with the user set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_as_its_user_in_its_working_directory() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut spec = sh("id -u; id -g; pwd").env("PATH", "/usr/bin:/bin");
+    spec.uid = Some(65534);
+    spec.gid = Some(65534);
+    spec.cwd = Some("work/dir".into());
+    let p = fx.spawn("nobody", spec).await;
+    assert_eq!(within(Duration::from_secs(10), p.wait()).await, ExitReason::Exited(0));
+    let out = std::fs::read_to_string(p.log_paths().0).unwrap();
+    let expected = format!("65534\n65534\n{}\n", p.sandbox().join("work/dir").display());
+    assert_eq!(out, expected);
+    let mut escape = ProcessSpec::new(["true"]);
+    escape.cwd = Some("../..".into());
+    assert!(matches!(
+        Process::spawn(escape, fx.ctx("escape")).await,
+        Err(StartError::Setup(_))
+    ));
+}
+
+/// A task whose main process exits leaves nothing behind either (Nomad:
+/// TestExecutor_Start_Wait_Children, where a grandchild keeps the output open: the wait
+/// still ends with the main process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_task_leaves_behind_when_it_exits_is_killed() {
     let Some(fx) = Fixture::new() else { return };
@@ -412,4 +445,20 @@ async fn a_faked_checkpoint_with_a_reused_pid_is_refused() {
     // The task counts as gone: whatever is left in its cgroup is killed with it.
     within(Duration::from_secs(20), p.wait()).await;
     assert!(!alive(p.pid()));
+}
+
+/// The limits a process sees from its cgroup, as an agent reads its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limits_of_a_cgroup_are_read_back() {
+    let Some(fx) = Fixture::new() else { return };
+    let limits = Resources {
+        cpus: Some(0.5),
+        memory_bytes: Some(256 * 1024 * 1024),
+        ..Resources::default()
+    };
+    let p = fx.spawn("limited", ProcessSpec::new(["sleep", "1000"]).resources(limits)).await;
+    let seen = troupe_os::host::limits_of(p.pid());
+    assert_eq!(seen.cpus, Some(0.5));
+    assert_eq!(seen.memory_bytes, Some(256 * 1024 * 1024));
+    within(Duration::from_secs(20), p.stop()).await;
 }
