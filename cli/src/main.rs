@@ -7,6 +7,9 @@ mod exit;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // `troupe --troupe-shim LAUNCH.json` is the parent of a task (see troupe_os::shim), so
+    // that a troupe install needs no second binary.
+    troupe_os::shim::main_if_shim();
     let cli = commands::Cli::parse();
     commands::init_tracing(cli.command.default_log_filter());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -119,8 +119,10 @@ pub fn limits_of(pid: i32) -> CgroupLimits {
             for dir in up_from(&root, path) {
                 match controller {
                     "cpu" => {
-                        let quota = read(&dir, "cpu.cfs_quota_us").and_then(|t| t.trim().parse::<i64>().ok());
-                        let period = read(&dir, "cpu.cfs_period_us").and_then(|t| t.trim().parse::<i64>().ok());
+                        let quota = read(&dir, "cpu.cfs_quota_us")
+                            .and_then(|t| t.trim().parse::<i64>().ok());
+                        let period = read(&dir, "cpu.cfs_period_us")
+                            .and_then(|t| t.trim().parse::<i64>().ok());
                         if let (Some(q), Some(p)) = (quota, period) {
                             if q > 0 && p > 0 {
                                 let cpus = q as f64 / p as f64;
@@ -134,7 +136,8 @@ pub fn limits_of(pid: i32) -> CgroupLimits {
                             .and_then(|t| t.trim().parse::<u64>().ok())
                             .filter(|m| *m < (1 << 62))
                         {
-                            limits.memory_bytes = Some(limits.memory_bytes.map_or(mem, |m| m.min(mem)));
+                            limits.memory_bytes =
+                                Some(limits.memory_bytes.map_or(mem, |m| m.min(mem)));
                         }
                     }
                     _ => {}

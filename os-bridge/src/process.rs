@@ -33,19 +33,31 @@ pub struct TaskContext {
     pub task: String,
     /// The directory sandboxes are made in; the task's is `<root>/<task>`.
     pub sandbox_root: PathBuf,
-    /// The `troupe-shim` binary.
+    /// The shim program: the `troupe-shim` binary, or a program that runs the shim when
+    /// given [`shim::SHIM_FLAG`] (see [`shim::main_if_shim`]).
     pub shim: PathBuf,
+    /// Arguments that come before the launch file on the shim's command line.
+    pub shim_args: Vec<String>,
 }
 
 impl TaskContext {
     /// A context with the shim found by [`default_shim`].
     pub fn new(agent: &str, task: &str, sandbox_root: impl Into<PathBuf>) -> TaskContext {
+        let (shim, shim_args) = default_shim();
         TaskContext {
             agent: agent.into(),
             task: task.into(),
             sandbox_root: sandbox_root.into(),
-            shim: default_shim(),
+            shim,
+            shim_args,
         }
+    }
+
+    /// This context with the `troupe-shim` binary at `path` as its shim.
+    pub fn with_shim(mut self, path: impl Into<PathBuf>) -> TaskContext {
+        self.shim = path.into();
+        self.shim_args.clear();
+        self
     }
 
     /// The task's sandbox directory.
@@ -59,22 +71,26 @@ impl TaskContext {
     }
 }
 
-/// The shim: `$TROUPE_SHIM`, else `troupe-shim` beside the running executable, else on
-/// `PATH`.
-pub fn default_shim() -> PathBuf {
+/// The shim command: `$TROUPE_SHIM`, else a `troupe-shim` binary beside the running
+/// executable, else the running executable itself with [`shim::SHIM_FLAG`] (which works when
+/// its `main` starts with [`shim::main_if_shim`], as `troupe`'s does).
+pub fn default_shim() -> (PathBuf, Vec<String>) {
     if let Some(path) = std::env::var_os("TROUPE_SHIM") {
-        return PathBuf::from(path);
+        return (PathBuf::from(path), Vec::new());
     }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            // Test binaries live one level below the binaries (`target/debug/deps`).
-            let dir = exe.parent()?;
-            [dir.join("troupe-shim"), dir.parent()?.join("troupe-shim")]
-                .into_iter()
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| PathBuf::from("troupe-shim"))
+    let exe = std::env::current_exe().ok();
+    let beside = exe.as_ref().and_then(|exe| {
+        // Test binaries live one level below the binaries (`target/debug/deps`).
+        let dir = exe.parent()?;
+        [dir.join("troupe-shim"), dir.parent()?.join("troupe-shim")]
+            .into_iter()
+            .find(|p| p.is_file())
+    });
+    match (beside, exe) {
+        (Some(shim), _) => (shim, Vec::new()),
+        (None, Some(exe)) => (exe, vec![shim::SHIM_FLAG.to_string()]),
+        (None, None) => (PathBuf::from("troupe-shim"), Vec::new()),
+    }
 }
 
 /// Why a process could not be started (it did not run).
@@ -192,7 +208,8 @@ impl Process {
             Some(dir) => {
                 // A directory inside the sandbox is the task's own: make it.
                 let inside = sandbox.join(dir);
-                if !inside.starts_with(&sandbox) || dir.components().any(|c| c.as_os_str() == "..") {
+                if !inside.starts_with(&sandbox) || dir.components().any(|c| c.as_os_str() == "..")
+                {
                     return Err(StartError::Setup(format!(
                         "the working directory {} leaves the sandbox",
                         dir.display()
@@ -230,6 +247,7 @@ impl Process {
             return Err(setup("launch plan", e));
         }
         let mut child = match tokio::process::Command::new(&ctx.shim)
+            .args(&ctx.shim_args)
             .arg(status_dir.join(LAUNCH))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

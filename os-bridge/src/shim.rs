@@ -81,6 +81,44 @@ pub struct Exit {
     pub signal: Option<i32>,
 }
 
+/// The argument that makes a program that calls [`main_if_shim`] act as the shim.
+pub const SHIM_FLAG: &str = "--troupe-shim";
+
+/// Acts as the shim and exits, if this process was started as one (`PROGRAM --troupe-shim
+/// LAUNCH.json`); returns otherwise. A program that owns tasks calls this first thing in
+/// `main`, and then needs no separate shim binary.
+pub fn main_if_shim() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(std::ffi::OsStr::new(SHIM_FLAG)) {
+        return;
+    }
+    shim_main(args.next());
+}
+
+/// The shim's `main`: a session of its own, the launch plan from `path`, the task run.
+pub fn shim_main(path: Option<std::ffi::OsString>) -> ! {
+    // A session of its own: the owner's terminal, process group and death are not ours.
+    let _ = rustix::process::setsid();
+    let Some(path) = path else {
+        eprintln!("usage: troupe-shim LAUNCH.json");
+        std::process::exit(2);
+    };
+    let plan: LaunchPlan = match std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!(
+                "troupe-shim: cannot read {}: {e}",
+                Path::new(&path).display()
+            );
+            std::process::exit(2);
+        }
+    };
+    std::process::exit(run(&plan));
+}
+
 /// The file names in the status directory.
 pub const STARTED: &str = "started.json";
 /// See [`STARTED`].

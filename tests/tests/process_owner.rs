@@ -107,8 +107,8 @@ async fn a_task_outlives_its_killed_owner_and_is_adopted_with_its_real_exit() {
     assert!(troupe_os::procfs::is_running(pid));
 
     // A new owner adopts it, and hears how it really ended.
-    let mut ctx = TaskContext::new(&place.agent, "t1", place.root.clone());
-    ctx.shim = PathBuf::from(env!("CARGO_BIN_EXE_troupe-testowner")).with_file_name("troupe-shim");
+    let ctx = TaskContext::new(&place.agent, "t1", place.root.clone())
+        .with_shim(PathBuf::from(OWNER).with_file_name("troupe-shim"));
     let adopted = Process::adopt(ctx).await.expect("adopted");
     assert_eq!(adopted.pid(), pid);
     std::fs::write(place.root.join("t1").join("stop"), "").unwrap();
@@ -146,7 +146,15 @@ async fn without_root_a_task_runs_without_cgroups_and_the_owner_says_so() {
     std::fs::copy(PathBuf::from(OWNER).with_file_name("troupe-shim"), &shim).unwrap();
     let out = Command::new(&owner)
         .env("TROUPE_SHIM", &shim)
-        .args([place.root.to_str().unwrap(), &place.agent, "t1", "--", "/bin/sh", "-c", "echo ran; id -u"])
+        .args([
+            place.root.to_str().unwrap(),
+            &place.agent,
+            "t1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo ran; id -u",
+        ])
         .uid(65534)
         .gid(65534)
         .output()
@@ -155,7 +163,11 @@ async fn without_root_a_task_runs_without_cgroups_and_the_owner_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("exit exited with code 0"), "{stdout}");
-    assert_eq!(stderr.matches("tasks run without cgroups").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("tasks run without cgroups").count(),
+        1,
+        "{stderr}"
+    );
     let log = std::fs::read_to_string(place.root.join("t1").join("stdout.log")).unwrap();
     assert_eq!(log, "ran\n65534\n");
 }

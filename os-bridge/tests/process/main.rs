@@ -51,6 +51,7 @@ impl Fixture {
             task: task.into(),
             sandbox_root: self.root.clone(),
             shim: PathBuf::from(env!("CARGO_BIN_EXE_troupe-shim")),
+            shim_args: Vec::new(),
         }
     }
 
@@ -375,7 +376,10 @@ async fn a_stop_without_grace_kills_at_once() {
     let Some(fx) = Fixture::new() else { return };
     let deaf = sh("trap '' TERM; exec sleep 1000").grace(Duration::ZERO);
     let p = fx.spawn("nograce", deaf).await;
-    assert_eq!(within(Duration::from_secs(10), p.stop()).await, ExitReason::Killed);
+    assert_eq!(
+        within(Duration::from_secs(10), p.stop()).await,
+        ExitReason::Killed
+    );
     assert!(!alive(p.pid()));
 }
 
@@ -388,7 +392,10 @@ async fn a_task_runs_as_its_user_in_its_working_directory() {
     spec.gid = Some(65534);
     spec.cwd = Some("work/dir".into());
     let p = fx.spawn("nobody", spec).await;
-    assert_eq!(within(Duration::from_secs(10), p.wait()).await, ExitReason::Exited(0));
+    assert_eq!(
+        within(Duration::from_secs(10), p.wait()).await,
+        ExitReason::Exited(0)
+    );
     let out = std::fs::read_to_string(p.log_paths().0).unwrap();
     let expected = format!("65534\n65534\n{}\n", p.sandbox().join("work/dir").display());
     assert_eq!(out, expected);
@@ -456,7 +463,12 @@ async fn the_limits_of_a_cgroup_are_read_back() {
         memory_bytes: Some(256 * 1024 * 1024),
         ..Resources::default()
     };
-    let p = fx.spawn("limited", ProcessSpec::new(["sleep", "1000"]).resources(limits)).await;
+    let p = fx
+        .spawn(
+            "limited",
+            ProcessSpec::new(["sleep", "1000"]).resources(limits),
+        )
+        .await;
     let seen = troupe_os::host::limits_of(p.pid());
     assert_eq!(seen.cpus, Some(0.5));
     assert_eq!(seen.memory_bytes, Some(256 * 1024 * 1024));

@@ -23,10 +23,8 @@ async fn main() -> anyhow::Result<()> {
         args.len() >= 4,
         "usage: troupe-testowner ROOT AGENT TASK [--adopt | -- ARGV...]"
     );
-    let mut ctx = TaskContext::new(&args[1], &args[2], PathBuf::from(&args[0]));
-    if let Ok(shim) = std::env::var("TROUPE_SHIM") {
-        ctx.shim = shim.into();
-    }
+    // The shim: $TROUPE_SHIM, or troupe-shim beside this binary.
+    let ctx = TaskContext::new(&args[1], &args[2], PathBuf::from(&args[0]));
     let process = if args[3] == "--adopt" {
         match Process::adopt(ctx).await {
             Ok(p) => {
