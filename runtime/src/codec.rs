@@ -428,6 +428,41 @@ mod tests {
         assert!(matches!(rx.recv().await, Err(ReplyError::Dropped)));
     }
 
+    #[derive(Serialize, Deserialize)]
+    enum Asks {
+        Try {
+            what: String,
+            reply: Reply<Result<(), String>>,
+        },
+        Count {
+            reply: Reply<u64>,
+        },
+    }
+
+    #[tokio::test]
+    async fn a_result_reply_leaves_the_next_call_unharmed() {
+        for _ in 0..2 {
+            let (reply, rx) = Reply::channel();
+            let frame = encode_message(&Asks::Try {
+                what: "x".into(),
+                reply,
+            })
+            .unwrap();
+            let Asks::Try { reply, .. } = decode_frame(frame).unwrap() else {
+                panic!()
+            };
+            assert!(reply.send(Err("no".into())));
+            assert_eq!(rx.recv().await.unwrap(), Err("no".to_string()));
+            let (reply, rx) = Reply::channel();
+            let frame = encode_message(&Asks::Count { reply }).unwrap();
+            let Asks::Count { reply } = decode_frame(frame).unwrap() else {
+                panic!()
+            };
+            assert!(reply.send(7));
+            assert_eq!(rx.recv().await.unwrap(), 7);
+        }
+    }
+
     #[test]
     fn a_call_frame_without_a_port_in_its_message_is_refused() {
         let (tx, _rx) = oneshot::channel();

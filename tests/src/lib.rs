@@ -6,6 +6,7 @@
 //!   failing test leaves no process behind.
 //! * [`remote`]: calls to those actors, and monitors that count their firings.
 //! * [`CpuHog`]: processes that keep every core busy, for tests of a loaded machine.
+//! * [`TaskLitter`]: removes what tasks of a test left (processes, cgroups, sandboxes).
 //! * [`wait_until`]: waiting on a condition with a deadline instead of sleeping.
 
 pub mod actors;
@@ -215,5 +216,77 @@ impl Drop for CpuHog {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// What the tasks of one test may leave behind, removed when dropped, even if the test
+/// failed half-way: their processes (found by their checkpoints and cgroups), their cgroups
+/// (`troupe/<agent>`) and their sandbox root.
+#[derive(Debug)]
+pub struct TaskLitter {
+    /// The sandbox root.
+    pub root: std::path::PathBuf,
+    /// The agent id the tasks' cgroups are under.
+    pub agent: String,
+}
+
+impl TaskLitter {
+    /// A fresh sandbox root under the temp directory, and an agent id.
+    pub fn new(root: std::path::PathBuf, agent: &str) -> TaskLitter {
+        let _ = std::fs::create_dir_all(&root);
+        TaskLitter {
+            root,
+            agent: agent.to_string(),
+        }
+    }
+}
+
+impl Drop for TaskLitter {
+    fn drop(&mut self) {
+        use rustix::process::{Pid, Signal, kill_process, kill_process_group};
+        let kill = |pid: i32, group: bool| {
+            if let Some(pid) = Pid::from_raw(pid) {
+                let _ = if group {
+                    kill_process_group(pid, Signal::KILL)
+                } else {
+                    kill_process(pid, Signal::KILL)
+                };
+            }
+        };
+        if let Ok(tasks) = std::fs::read_dir(&self.root) {
+            for task in tasks.flatten() {
+                let checkpoint = task.path().join(".troupe").join("checkpoint.json");
+                if let Ok(c) = std::fs::read(&checkpoint)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        serde_json::from_slice::<troupe_os::Checkpoint>(&b)
+                            .map_err(|e| e.to_string())
+                    })
+                {
+                    if troupe_os::procfs::start_time(c.pid) == Some(c.start_time) {
+                        kill(c.pid, true);
+                    }
+                }
+            }
+        }
+        for hierarchy in ["memory", "pids", "cpu,cpuacct", "freezer", "unified", ""] {
+            let dir = std::path::Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
+                .join("troupe")
+                .join(&self.agent);
+            if let Ok(tasks) = std::fs::read_dir(&dir) {
+                for task in tasks.flatten().filter(|t| t.path().is_dir()) {
+                    if let Ok(procs) = std::fs::read_to_string(task.path().join("cgroup.procs")) {
+                        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                            kill(pid, false);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = std::fs::remove_dir(task.path());
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use troupe_os::process::TaskContext;
 use troupe_os::{ExitReason, Process};
+use troupe_tests::TaskLitter;
 
 const OWNER: &str = env!("CARGO_BIN_EXE_troupe-testowner");
 
@@ -24,31 +25,31 @@ fn root_or_skip() -> bool {
     false
 }
 
-/// The sandbox root and agent of this test; removed (with any leftover task) on drop.
+/// The sandbox root and agent of this test, and the task's owner process: all gone on drop.
 struct Place {
-    root: PathBuf,
-    agent: String,
-    pid: Option<i32>,
+    litter: TaskLitter,
+    owner: Option<std::process::Child>,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        if let Some(pid) = self.pid.and_then(rustix::process::Pid::from_raw) {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        if let Some(owner) = &mut self.owner {
+            let _ = owner.kill();
+            let _ = owner.wait();
         }
-        for h in ["memory", "pids", "cpu,cpuacct", "freezer"] {
-            let agent = PathBuf::from("/sys/fs/cgroup")
-                .join(h)
-                .join("troupe")
-                .join(&self.agent);
-            if let Ok(tasks) = std::fs::read_dir(&agent) {
-                for t in tasks.flatten() {
-                    let _ = std::fs::remove_dir(t.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&agent);
+    }
+}
+
+impl Place {
+    fn new(name: &str) -> Place {
+        let id = std::process::id();
+        Place {
+            litter: TaskLitter::new(
+                std::env::temp_dir().join(format!("troupe-{name}-{id}")),
+                &format!("{name}-{id}"),
+            ),
+            owner: None,
         }
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -61,27 +62,24 @@ async fn a_task_outlives_its_killed_owner_and_is_adopted_with_its_real_exit() {
     if !root_or_skip() {
         return;
     }
-    let id = std::process::id();
-    let mut place = Place {
-        root: std::env::temp_dir().join(format!("troupe-owner-{id}")),
-        agent: format!("owner-{id}"),
-        pid: None,
-    };
-    std::fs::create_dir_all(&place.root).unwrap();
+    let mut place = Place::new("owner");
+    let (root, agent) = (place.litter.root.clone(), place.litter.agent.clone());
     let script = "i=0; while [ ! -e stop ]; do i=$((i+1)); echo tick $i; sleep 0.02; done; exit 3";
-    let mut owner = Command::new(OWNER)
-        .args([
-            place.root.to_str().unwrap(),
-            &place.agent,
-            "t1",
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let owner = place.owner.insert(
+        Command::new(OWNER)
+            .args([
+                root.to_str().unwrap(),
+                &agent,
+                "t1",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     BufReader::new(owner.stdout.take().unwrap())
         .read_line(&mut line)
@@ -92,12 +90,11 @@ async fn a_task_outlives_its_killed_owner_and_is_adopted_with_its_real_exit() {
         .expect("started PID")
         .parse()
         .unwrap();
-    place.pid = Some(pid);
 
     owner.kill().unwrap();
     owner.wait().unwrap();
     // With no owner, the task runs on and keeps writing its log.
-    let log = place.root.join("t1").join("stdout.log");
+    let log = root.join("t1").join("stdout.log");
     let before = log_len(&log);
     let deadline = Instant::now() + Duration::from_secs(10);
     while log_len(&log) <= before + 100 {
@@ -107,11 +104,11 @@ async fn a_task_outlives_its_killed_owner_and_is_adopted_with_its_real_exit() {
     assert!(troupe_os::procfs::is_running(pid));
 
     // A new owner adopts it, and hears how it really ended.
-    let ctx = TaskContext::new(&place.agent, "t1", place.root.clone())
+    let ctx = TaskContext::new(&agent, "t1", root.clone())
         .with_shim(PathBuf::from(OWNER).with_file_name("troupe-shim"));
     let adopted = Process::adopt(ctx).await.expect("adopted");
     assert_eq!(adopted.pid(), pid);
-    std::fs::write(place.root.join("t1").join("stop"), "").unwrap();
+    std::fs::write(root.join("t1").join("stop"), "").unwrap();
     let reason = tokio::time::timeout(Duration::from_secs(20), adopted.wait())
         .await
         .unwrap();
@@ -128,16 +125,11 @@ async fn without_root_a_task_runs_without_cgroups_and_the_owner_says_so() {
     }
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let id = std::process::id();
-    let place = Place {
-        root: std::env::temp_dir().join(format!("troupe-nonroot-{id}")),
-        agent: format!("nonroot-{id}"),
-        pid: None,
-    };
-    std::fs::create_dir_all(&place.root).unwrap();
-    std::fs::set_permissions(&place.root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let place = Place::new("nonroot");
+    let (root, agent) = (place.litter.root.clone(), place.litter.agent.clone());
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
     // The build directory may be closed to other users (under /root, say): run copies.
-    let bin = place.root.join("bin");
+    let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let owner = bin.join("troupe-testowner");
@@ -147,8 +139,8 @@ async fn without_root_a_task_runs_without_cgroups_and_the_owner_says_so() {
     let out = Command::new(&owner)
         .env("TROUPE_SHIM", &shim)
         .args([
-            place.root.to_str().unwrap(),
-            &place.agent,
+            root.to_str().unwrap(),
+            &agent,
             "t1",
             "--",
             "/bin/sh",
@@ -168,6 +160,6 @@ async fn without_root_a_task_runs_without_cgroups_and_the_owner_says_so() {
         1,
         "{stderr}"
     );
-    let log = std::fs::read_to_string(place.root.join("t1").join("stdout.log")).unwrap();
+    let log = std::fs::read_to_string(root.join("t1").join("stdout.log")).unwrap();
     assert_eq!(log, "ran\n65534\n");
 }

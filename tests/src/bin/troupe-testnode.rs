@@ -81,6 +81,25 @@ async fn main() -> anyhow::Result<()> {
             .map(|sup| sup.cell())
             .map_err(|e| e.to_string())
     });
+    // Process actors, for the tests of processes anywhere in the cluster. Arguments: the
+    // spec, the task id and the sandbox root.
+    let agent = format!("testnode-{name}");
+    troupe_runtime::spawn::register_kind("process", move |args| {
+        let agent = agent.clone();
+        async move {
+            let (spec, task, root): (troupe_os::ProcessSpec, String, String) =
+                args.decode().map_err(|e| e.to_string())?;
+            let args = troupe_os::actor::ProcessArgs {
+                spec,
+                ctx: troupe_os::process::TaskContext::new(&agent, &task, root),
+                path: None,
+            };
+            Actor::spawn(None, troupe_os::ProcessActor, args)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+                .map_err(|e| e.to_string())
+        }
+    });
     println!("testnode {name} listening on {}", node.advertise_addr());
 
     // The parent holds our stdin; when it goes away, so do we.
