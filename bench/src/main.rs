@@ -1,0 +1,127 @@
+//! `troupe-bench [NAME...] [--quick] [--json FILE]`: every headline figure beside its
+//! baseline, measured in the same run, reported as a ratio (see `docs/benchmarks.md`).
+
+mod measures;
+mod report;
+
+use clap::Parser;
+
+use report::{Report, Skipped};
+
+/// The measures there are, by name.
+const MEASURES: &[&str] = &["throughput", "remote", "restart"];
+
+/// The measures that wait for the cluster (master, agents, frameworks).
+const LATER: &[(&str, &str)] = &[
+    (
+        "launch",
+        "task launch latency, submit to Running: needs the cluster core",
+    ),
+    (
+        "tasks-per-minute",
+        "sustained tasks per minute on troupe dev: needs the cluster core",
+    ),
+    (
+        "agent-failure",
+        "agent crash / silent agent noticed by a framework: needs the cluster core",
+    ),
+    (
+        "scale",
+        "simulated agents and placements: needs the cluster core",
+    ),
+];
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "troupe-bench",
+    about = "troupe's figures beside their baselines"
+)]
+struct Cli {
+    /// Which measures to run (default: all): throughput, remote, restart.
+    names: Vec<String>,
+    /// Fewer repetitions: done in under two minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+    /// Internal: serve as the other node of the remote measure.
+    #[arg(long, hide = true, value_name = "NAME")]
+    serve: Option<String>,
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    let kernel = rustix_kernel();
+    format!("{cpus} cpus ({model}), Linux {kernel}")
+}
+
+fn rustix_kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn main() -> anyhow::Result<()> {
+    // The restart measure's tasks are parented by this binary acting as the shim.
+    troupe_os::shim::main_if_shim();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Some(name) = cli.serve {
+        return runtime.block_on(measures::remote::serve(&name));
+    }
+    for name in &cli.names {
+        anyhow::ensure!(
+            MEASURES.contains(&name.as_str()) || LATER.iter().any(|(n, _)| n == name),
+            "unknown measure {name:?}; known: {}",
+            MEASURES.join(", ")
+        );
+    }
+    let wanted = |name: &str| cli.names.is_empty() || cli.names.iter().any(|n| n == name);
+    let mut report = Report {
+        machine: machine(),
+        quick: cli.quick,
+        ..Report::default()
+    };
+    runtime.block_on(async {
+        if wanted("throughput") {
+            report
+                .figures
+                .push(measures::throughput::run(cli.quick).await?);
+        }
+        if wanted("remote") {
+            report.figures.push(measures::remote::run(cli.quick).await?);
+            report.skipped.push(measures::remote::erlang());
+        }
+        if wanted("restart") {
+            report
+                .figures
+                .push(measures::restart::run(cli.quick).await?);
+        }
+        anyhow::Ok(())
+    })?;
+    for (name, why) in LATER {
+        if wanted(name) {
+            report.skipped.push(Skipped {
+                name: (*name).into(),
+                why: (*why).into(),
+            });
+        }
+    }
+    print!("{}", report.table());
+    if let Some(path) = cli.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}

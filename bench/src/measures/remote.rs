@@ -1,0 +1,204 @@
+//! Remote call round trip between two OS processes on loopback: troupe's `Addr::call` (our
+//! codec, our reply port, path resolution) vs a raw ractor_cluster RPC (its own derive and
+//! byte encoding) to an actor in the same other process, over the same session. Same
+//! payload, same number of calls, interleaved in batches; the median is compared.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use troupe_runtime::{Addr, Cookie, Node, NodeConfig, Reply};
+
+use super::percentiles;
+use crate::report::{Figure, Goal, Skipped};
+
+const COOKIE: &str = "troupe-bench";
+const PAYLOAD: &str = "a payload of sixty-four bytes, the same for both sides of it....";
+
+/// troupe's echo.
+#[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
+pub(crate) enum TroupeEcho {
+    /// Answers with the text.
+    Echo {
+        /// The text.
+        text: String,
+        /// The answer.
+        reply: Reply<String>,
+    },
+}
+
+/// ractor_cluster's echo.
+#[derive(ractor_cluster::RactorClusterMessage)]
+pub(crate) enum RawEcho {
+    /// Answers with the text.
+    #[rpc]
+    Echo(String, RpcReplyPort<String>),
+}
+
+struct TroupeEchoActor;
+
+impl Actor for TroupeEchoActor {
+    type Msg = TroupeEcho;
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<TroupeEcho>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle(
+        &self,
+        _: ActorRef<TroupeEcho>,
+        msg: TroupeEcho,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let TroupeEcho::Echo { text, reply } = msg;
+        reply.send(text);
+        Ok(())
+    }
+}
+
+struct RawEchoActor;
+
+impl Actor for RawEchoActor {
+    type Msg = RawEcho;
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<RawEcho>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle(
+        &self,
+        _: ActorRef<RawEcho>,
+        msg: RawEcho,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let RawEcho::Echo(text, reply) = msg;
+        let _ = reply.send(text);
+        Ok(())
+    }
+}
+
+/// The other process: `troupe-bench --serve NAME`. Serves both echoes until its standard
+/// input closes.
+pub(crate) async fn serve(name: &str) -> anyhow::Result<()> {
+    let mut config = NodeConfig::new(name, "127.0.0.1:0".parse()?, Cookie::new(COOKIE)?);
+    config.heartbeat = None;
+    let node = Node::start(config).await?;
+    let (troupe, _) = Actor::spawn(None, TroupeEchoActor, ()).await?;
+    troupe_runtime::register("bench/echo", &troupe)?;
+    let (raw, _) = Actor::spawn(None, RawEchoActor, ()).await?;
+    ractor::pg::join("bench/raw".to_string(), vec![raw.get_cell()]);
+    println!("serving {}", node.advertise_addr());
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
+    })
+    .await?;
+    node.stop().await;
+    Ok(())
+}
+
+/// The other process, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) async fn run(quick: bool) -> anyhow::Result<Figure> {
+    let mut child = Server(
+        Command::new(std::env::current_exe()?)
+            .args(["--serve", "bench-b"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().expect("piped")).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("serving ")
+        .ok_or_else(|| anyhow::anyhow!("no address in {line:?}"))?
+        .parse()?;
+    let mut config = NodeConfig::new("bench-a", "127.0.0.1:0".parse()?, Cookie::new(COOKIE)?);
+    config.heartbeat = None;
+    let node = Node::start(config).await?;
+    node.connect(addr).await?;
+    let troupe = Addr::<TroupeEcho>::on("bench-b", "bench/echo");
+    let raw: ActorRef<RawEcho> = loop {
+        if let Some(cell) = ractor::pg::get_members(&"bench/raw".to_string())
+            .into_iter()
+            .next()
+        {
+            break cell.into();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let n = if quick { 2_000 } else { 20_000 };
+    let (mut t_lat, mut r_lat) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let timeout = Duration::from_secs(5);
+    for round in 0..(n / 100 + 2) {
+        let warmup = round < 2;
+        for _ in 0..100 {
+            let t = Instant::now();
+            let echo = troupe
+                .call(
+                    |reply| TroupeEcho::Echo {
+                        text: PAYLOAD.into(),
+                        reply,
+                    },
+                    timeout,
+                )
+                .await?;
+            anyhow::ensure!(echo == PAYLOAD, "troupe echo garbled");
+            if !warmup {
+                t_lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let t = Instant::now();
+            let echo = ractor::call_t!(raw, RawEcho::Echo, 5_000, PAYLOAD.to_string())
+                .map_err(|e| anyhow::anyhow!("raw call: {e}"))?;
+            anyhow::ensure!(echo == PAYLOAD, "raw echo garbled");
+            if !warmup {
+                r_lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    node.stop().await;
+    drop(child);
+    let (t50, t99) = percentiles(t_lat);
+    let (r50, r99) = percentiles(r_lat);
+    Ok(Figure::new(
+        "remote round trip p50",
+        t50,
+        r50,
+        "us",
+        Goal::RatioAtMost(1.1),
+        format!(
+            "{n} calls each with a 64-byte payload between two processes on loopback, \
+             alternating in batches of 100; baseline: raw ractor_cluster RPC; p99 {t99:.0} vs {r99:.0} us"
+        ),
+    ))
+}
+
+/// The Erlang comparison, when `erl` is installed.
+pub(crate) fn erlang() -> Skipped {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("erl").is_file()))
+        .unwrap_or(false);
+    Skipped {
+        name: "remote round trip vs Erlang".into(),
+        why: if found {
+            "erl is installed, but the Erlang side of this measure is not written yet".into()
+        } else {
+            "erl is not installed (Debian package erlang-base)".into()
+        },
+    }
+}
