@@ -1,1 +1,10 @@
-//! Cluster entities: master, agent, framework API, allocator and the wire protocol (filled by the cluster-core work).
+//! troupe-actors: the cluster's entities, built from actors: master, agents, frameworks.
+//!
+//! Layout (growing with the cluster-core work):
+//! * [`protocol`]: the wire types: ids, resources, tasks, their states and legal
+//!   transitions.
+//! * [`allocator`]: the pure allocation engine: Dominant Resource Fairness between roles
+//!   and frameworks (the sorter first).
+
+pub mod allocator;
+pub mod protocol;

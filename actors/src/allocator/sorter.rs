@@ -1,0 +1,239 @@
+//! The DRF sorter: who should be offered resources next.
+//!
+//! Clients are paths in a tree (`eng`, `eng/ml`): roles, and inside a role its frameworks.
+//! A client's dominant share is the largest fraction it holds of any resource kind of the
+//! cluster's total, divided by its weight. An inner node's allocation is the sum of its
+//! subtree's, so siblings are compared as wholes. [`Sorter::sort`] orders siblings by
+//! share, then by how many allocations they received, then by name, and returns the active
+//! clients depth first. A path that is both a client and a parent (role `a` with a child
+//! role `a/b`) is sorted as a virtual child `.` of itself, as in Mesos.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::protocol::{AgentId, Kind, Resources};
+
+/// The name of the virtual child that stands for an inner node's own client.
+const SELF: &str = ".";
+
+#[derive(Debug, Clone, Default)]
+struct Node {
+    /// Whether this node is itself a client.
+    client: bool,
+    /// Whether the client takes part in sorting.
+    active: bool,
+    /// Its own allocation (without its children's).
+    own: Resources,
+    /// How many allocations it received itself.
+    own_count: u64,
+    children: BTreeMap<String, Node>,
+}
+
+impl Node {
+    fn total(&self) -> (Resources, u64) {
+        self.children
+            .values()
+            .map(Node::total)
+            .fold((self.own, self.own_count), |(r, c), (cr, cc)| {
+                (r.plus(cr), c + cc)
+            })
+    }
+}
+
+/// The DRF sorter over a tree of clients.
+#[derive(Debug, Clone, Default)]
+pub struct Sorter {
+    root: Node,
+    weights: HashMap<String, f64>,
+    agents: BTreeMap<AgentId, Resources>,
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+impl Sorter {
+    /// An empty sorter.
+    pub fn new() -> Sorter {
+        Sorter::default()
+    }
+
+    fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
+        let mut node = &mut self.root;
+        for seg in segments(path) {
+            node = node.children.get_mut(seg)?;
+        }
+        Some(node)
+    }
+
+    fn node(&self, path: &str) -> Option<&Node> {
+        let mut node = &self.root;
+        for seg in segments(path) {
+            node = node.children.get(seg)?;
+        }
+        Some(node)
+    }
+
+    /// Adds a client (inactive until [`Sorter::activate`]), creating the inner nodes of its
+    /// path.
+    pub fn add(&mut self, path: &str) {
+        let mut node = &mut self.root;
+        for seg in segments(path) {
+            node = node.children.entry(seg.to_string()).or_default();
+        }
+        node.client = true;
+    }
+
+    /// Removes a client, and the inner nodes left without clients.
+    pub fn remove(&mut self, path: &str) {
+        if let Some(node) = self.node_mut(path) {
+            node.client = false;
+            node.active = false;
+            node.own = Resources::ZERO;
+            node.own_count = 0;
+        }
+        fn prune(node: &mut Node) -> bool {
+            node.children.retain(|_, c| !prune(c));
+            !node.client && node.children.is_empty()
+        }
+        prune(&mut self.root);
+    }
+
+    /// Whether `path` is a client.
+    pub fn contains(&self, path: &str) -> bool {
+        self.node(path).is_some_and(|n| n.client)
+    }
+
+    /// Lets a client take part in sorting.
+    pub fn activate(&mut self, path: &str) {
+        if let Some(node) = self.node_mut(path).filter(|n| n.client) {
+            node.active = true;
+        }
+    }
+
+    /// Keeps a client out of sorting (its allocation still counts for its parents).
+    pub fn deactivate(&mut self, path: &str) {
+        if let Some(node) = self.node_mut(path) {
+            node.active = false;
+        }
+    }
+
+    /// Sets the weight of a path (a role); shares under it are divided by it. Default 1.
+    pub fn update_weight(&mut self, path: &str, weight: f64) {
+        if weight.is_finite() && weight > 0.0 {
+            self.weights
+                .insert(segments(path).collect::<Vec<_>>().join("/"), weight);
+        }
+    }
+
+    /// Adds an agent's resources to the cluster total (or replaces them).
+    pub fn add_agent(&mut self, agent: AgentId, total: Resources) {
+        self.agents.insert(agent, total);
+    }
+
+    /// Takes an agent's resources out of the total.
+    pub fn remove_agent(&mut self, agent: &AgentId) {
+        self.agents.remove(agent);
+    }
+
+    /// The cluster total.
+    pub fn total(&self) -> Resources {
+        self.agents
+            .values()
+            .fold(Resources::ZERO, |t, r| t.plus(*r))
+    }
+
+    /// Records resources given to a client.
+    pub fn allocated(&mut self, path: &str, resources: Resources) {
+        if let Some(node) = self.node_mut(path) {
+            node.own = node.own.plus(resources);
+            node.own_count += 1;
+        }
+    }
+
+    /// Records resources a client gave back.
+    pub fn unallocated(&mut self, path: &str, resources: Resources) {
+        if let Some(node) = self.node_mut(path) {
+            node.own = node.own.minus(resources);
+        }
+    }
+
+    /// What a client (with its subtree) holds.
+    pub fn allocation(&self, path: &str) -> Resources {
+        self.node(path).map_or(Resources::ZERO, |n| n.total().0)
+    }
+
+    fn weight(&self, path: &str) -> f64 {
+        self.weights.get(path).copied().unwrap_or(1.0)
+    }
+
+    /// The dominant share of an allocation, against the cluster total. Kinds the cluster
+    /// has none of do not count.
+    pub fn dominant_share(&self, allocation: &Resources) -> f64 {
+        let total = self.total();
+        Kind::ALL
+            .iter()
+            .filter(|k| total.get(**k) > 0.0)
+            .map(|k| allocation.get(*k) / total.get(*k))
+            .fold(0.0, f64::max)
+    }
+
+    /// A client's (or inner node's) weighted dominant share.
+    pub fn share(&self, path: &str) -> f64 {
+        self.dominant_share(&self.allocation(path)) / self.weight(path)
+    }
+
+    /// The active clients, in the order they should be offered resources.
+    pub fn sort(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.sort_node(&self.root, "", &mut out);
+        out
+    }
+
+    fn sort_node(&self, node: &Node, path: &str, out: &mut Vec<String>) {
+        // (share, count, name, path, is the node's own client)
+        let mut entries: Vec<(f64, u64, String, String, bool)> = Vec::new();
+        if node.client && !path.is_empty() && !node.children.is_empty() {
+            let share = self.dominant_share(&node.own) / self.weight(path);
+            entries.push((share, node.own_count, SELF.into(), path.to_string(), true));
+        }
+        for (name, child) in &node.children {
+            let child_path = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            let (alloc, count) = child.total();
+            let share = self.dominant_share(&alloc) / self.weight(&child_path);
+            entries.push((share, count, name.clone(), child_path, false));
+        }
+        entries.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(a.1.cmp(&b.1))
+                .then_with(|| a.2.cmp(&b.2))
+        });
+        for (_, _, _, child_path, own) in entries {
+            if own {
+                if node.active {
+                    out.push(child_path);
+                }
+                continue;
+            }
+            let Some(child) = node
+                .children
+                .get(child_path.rsplit('/').next().unwrap_or(""))
+            else {
+                continue;
+            };
+            if child.children.is_empty() {
+                if child.client && child.active {
+                    out.push(child_path);
+                }
+            } else {
+                self.sort_node(child, &child_path, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

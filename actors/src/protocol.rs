@@ -1,0 +1,475 @@
+//! The cluster's wire types: ids, resources, tasks and their states.
+//!
+//! A task's life is a small state machine ([`TaskLifecycle`]): the master, the agent and the
+//! framework driver all apply status updates through it, so an illegal transition (a
+//! finished task reported running, two different terminal states) is refused in one place.
+//!
+//! ```text
+//!  Staging ──► Starting ──► Running ──► Killing ──► Killed
+//!     │            │           │           │
+//!     │            └───────────┴───────────┴──► Finished | Failed | Killed | Gone
+//!     ├──► Error | Dropped            (refused before it reached an agent)
+//!     └──► ... Unreachable ◄──► Running (its agent came back) ... ──► terminal
+//! ```
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(pub String);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_string())
+            }
+        }
+    };
+}
+
+id!(
+    /// A task's id, unique within its framework.
+    TaskId
+);
+id!(
+    /// An agent's id.
+    AgentId
+);
+id!(
+    /// A framework's id.
+    FrameworkId
+);
+
+/// Resources: cpus, memory and disk. Quantities are never negative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Cpus, fractional.
+    pub cpus: f64,
+    /// Memory in MiB.
+    pub mem_mib: f64,
+    /// Disk in MiB.
+    pub disk_mib: f64,
+}
+
+/// The resource kinds, for shares and explanations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Cpus.
+    Cpus,
+    /// Memory.
+    Mem,
+    /// Disk.
+    Disk,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 3] = [Kind::Cpus, Kind::Mem, Kind::Disk];
+}
+
+/// Quantities below this are taken as zero (float dust from additions).
+const EPSILON: f64 = 1e-9;
+
+impl Resources {
+    /// Nothing.
+    pub const ZERO: Resources = Resources {
+        cpus: 0.0,
+        mem_mib: 0.0,
+        disk_mib: 0.0,
+    };
+
+    /// Cpus and memory, no disk.
+    pub fn new(cpus: f64, mem_mib: f64) -> Resources {
+        Resources {
+            cpus,
+            mem_mib,
+            disk_mib: 0.0,
+        }
+    }
+
+    /// One kind's quantity.
+    pub fn get(&self, kind: Kind) -> f64 {
+        match kind {
+            Kind::Cpus => self.cpus,
+            Kind::Mem => self.mem_mib,
+            Kind::Disk => self.disk_mib,
+        }
+    }
+
+    fn map2(self, other: Resources, f: impl Fn(f64, f64) -> f64) -> Resources {
+        Resources {
+            cpus: f(self.cpus, other.cpus),
+            mem_mib: f(self.mem_mib, other.mem_mib),
+            disk_mib: f(self.disk_mib, other.disk_mib),
+        }
+    }
+
+    /// The sum.
+    pub fn plus(self, other: Resources) -> Resources {
+        self.map2(other, |a, b| a + b)
+    }
+
+    /// The difference, never below zero.
+    pub fn minus(self, other: Resources) -> Resources {
+        self.map2(other, |a, b| {
+            let d = a - b;
+            if d < EPSILON { 0.0 } else { d }
+        })
+    }
+
+    /// The smaller of each kind.
+    pub fn min(self, other: Resources) -> Resources {
+        self.map2(other, f64::min)
+    }
+
+    /// Whether every kind of `other` fits in `self`.
+    pub fn contains(&self, other: &Resources) -> bool {
+        Kind::ALL
+            .iter()
+            .all(|k| other.get(*k) <= self.get(*k) + EPSILON)
+    }
+
+    /// Whether there is nothing.
+    pub fn is_empty(&self) -> bool {
+        Kind::ALL.iter().all(|k| self.get(*k) <= EPSILON)
+    }
+
+    /// Whether a quantity is negative or not a number.
+    pub fn is_valid(&self) -> bool {
+        Kind::ALL
+            .iter()
+            .all(|k| self.get(*k).is_finite() && self.get(*k) >= 0.0)
+    }
+}
+
+impl fmt::Display for Resources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cpus:{}; mem:{}MiB", self.cpus, self.mem_mib)?;
+        if self.disk_mib > 0.0 {
+            write!(f, "; disk:{}MiB", self.disk_mib)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Accepted by the master, on its way to an agent.
+    Staging,
+    /// The agent is starting it.
+    Starting,
+    /// Its process runs.
+    Running,
+    /// A kill was asked for; it is stopping.
+    Killing,
+    /// It exited with code 0.
+    Finished,
+    /// It exited otherwise, or could not start on the agent.
+    Failed,
+    /// It was killed on request.
+    Killed,
+    /// Its launch was invalid (bad command, resources exceeding the offer...).
+    Error,
+    /// Its launch could not be carried out (unknown offer, agent gone before launch...).
+    Dropped,
+    /// Its agent cannot be reached; it may still run.
+    Unreachable,
+    /// Its agent is gone for good, and so is the task.
+    Gone,
+    /// Nobody knows it (the answer to reconciling an unknown task).
+    Unknown,
+}
+
+impl TaskState {
+    /// Whether no further state can follow.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Error
+                | TaskState::Dropped
+                | TaskState::Gone
+        )
+    }
+
+    /// Whether `next` may follow `self`.
+    pub fn may_become(self, next: TaskState) -> bool {
+        use TaskState::*;
+        if self.is_terminal() {
+            return false;
+        }
+        match (self, next) {
+            (_, Staging) => false,
+            (Staging, _) => true,
+            (_, Error | Dropped) => false,
+            (Starting, Starting) => false,
+            (Starting, _) => true,
+            (Running, Starting) => false,
+            (Running, _) => true,
+            (Killing, Starting | Running) => false,
+            (Killing, _) => true,
+            // A partitioned task may come back running (or still starting) with its agent.
+            (Unreachable, _) => true,
+            (Unknown, _) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json_name(*self);
+        f.write_str(text)
+    }
+}
+
+fn serde_json_name(state: TaskState) -> &'static str {
+    match state {
+        TaskState::Staging => "staging",
+        TaskState::Starting => "starting",
+        TaskState::Running => "running",
+        TaskState::Killing => "killing",
+        TaskState::Finished => "finished",
+        TaskState::Failed => "failed",
+        TaskState::Killed => "killed",
+        TaskState::Error => "error",
+        TaskState::Dropped => "dropped",
+        TaskState::Unreachable => "unreachable",
+        TaskState::Gone => "gone",
+        TaskState::Unknown => "unknown",
+    }
+}
+
+/// Who said so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The master (validation, agent loss).
+    Master,
+    /// The agent.
+    Agent,
+    /// The process itself (its exit).
+    Executor,
+}
+
+/// One status update of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The task.
+    pub task: TaskId,
+    /// Its new state.
+    pub state: TaskState,
+    /// Why, in words.
+    pub reason: String,
+    /// Who says so.
+    pub source: Source,
+    /// When, in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The agent it runs on, if any.
+    #[serde(default)]
+    pub agent: Option<AgentId>,
+    /// Its exit code, once it exited on its own.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+}
+
+/// Why a status update was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// The task already ended, in another way.
+    #[error("task {task} already ended as {was}; {offered} refused")]
+    AlreadyEnded {
+        /// The task.
+        task: TaskId,
+        /// Its terminal state.
+        was: TaskState,
+        /// The state offered.
+        offered: TaskState,
+    },
+    /// The state cannot follow the current one.
+    #[error("task {task}: {from} cannot become {to}")]
+    Illegal {
+        /// The task.
+        task: TaskId,
+        /// Its state.
+        from: TaskState,
+        /// The state offered.
+        to: TaskState,
+    },
+}
+
+/// What applying an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The state changed.
+    Changed,
+    /// The same state again (a retried update): nothing changed.
+    Duplicate,
+}
+
+/// A task's life: its current status and how it got there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskLifecycle {
+    /// The latest status.
+    pub current: TaskStatus,
+    /// Every status, oldest first.
+    pub history: Vec<TaskStatus>,
+}
+
+impl TaskLifecycle {
+    /// A task that starts its life with `first` (normally `Staging`).
+    pub fn new(first: TaskStatus) -> TaskLifecycle {
+        TaskLifecycle {
+            history: vec![first.clone()],
+            current: first,
+        }
+    }
+
+    /// The state now.
+    pub fn state(&self) -> TaskState {
+        self.current.state
+    }
+
+    /// Applies an update: a legal transition changes the state, the same state again is a
+    /// duplicate (status updates are retried until acknowledged), anything else is refused.
+    pub fn apply(&mut self, update: TaskStatus) -> Result<Applied, TransitionError> {
+        let from = self.current.state;
+        if update.state == from {
+            return Ok(Applied::Duplicate);
+        }
+        if from.is_terminal() {
+            return Err(TransitionError::AlreadyEnded {
+                task: update.task,
+                was: from,
+                offered: update.state,
+            });
+        }
+        if !from.may_become(update.state) {
+            return Err(TransitionError::Illegal {
+                task: update.task,
+                from,
+                to: update.state,
+            });
+        }
+        self.history.push(update.clone());
+        self.current = update;
+        Ok(Applied::Changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskState::*;
+
+    fn status(state: TaskState) -> TaskStatus {
+        TaskStatus {
+            task: "t1".into(),
+            state,
+            reason: String::new(),
+            source: Source::Agent,
+            timestamp_ms: 0,
+            agent: None,
+            exit_code: None,
+        }
+    }
+
+    const ALL: [TaskState; 12] = [
+        Staging,
+        Starting,
+        Running,
+        Killing,
+        Finished,
+        Failed,
+        Killed,
+        Error,
+        Dropped,
+        Unreachable,
+        Gone,
+        Unknown,
+    ];
+
+    #[test]
+    fn the_happy_path_and_a_kill() {
+        let mut t = TaskLifecycle::new(status(Staging));
+        for s in [Starting, Running, Killing, Killed] {
+            assert_eq!(t.apply(status(s)), Ok(Applied::Changed));
+        }
+        assert_eq!(t.history.len(), 5);
+    }
+
+    #[test]
+    fn a_retried_update_is_a_duplicate() {
+        let mut t = TaskLifecycle::new(status(Staging));
+        t.apply(status(Running)).unwrap();
+        assert_eq!(t.apply(status(Running)), Ok(Applied::Duplicate));
+        t.apply(status(Finished)).unwrap();
+        assert_eq!(t.apply(status(Finished)), Ok(Applied::Duplicate));
+        assert_eq!(t.history.len(), 3);
+    }
+
+    #[test]
+    fn no_task_ends_twice_in_different_ways() {
+        for end in ALL.iter().filter(|s| s.is_terminal()) {
+            for other in ALL.iter().filter(|s| *s != end) {
+                let mut t = TaskLifecycle::new(status(Staging));
+                t.apply(status(*end)).unwrap();
+                assert!(t.apply(status(*other)).is_err(), "{end} then {other}");
+                assert_eq!(t.state(), *end);
+            }
+        }
+    }
+
+    #[test]
+    fn error_and_dropped_come_only_before_an_agent() {
+        for from in [Starting, Running, Killing, Unreachable] {
+            for to in [Error, Dropped] {
+                assert!(!from.may_become(to), "{from} -> {to}");
+            }
+        }
+        assert!(Staging.may_become(Error) && Staging.may_become(Dropped));
+    }
+
+    #[test]
+    fn an_unreachable_task_may_come_back_running() {
+        let mut t = TaskLifecycle::new(status(Staging));
+        for s in [Running, Unreachable, Running, Unreachable, Gone] {
+            t.apply(status(s)).unwrap();
+        }
+        assert!(t.state().is_terminal());
+    }
+
+    #[test]
+    fn nothing_goes_back() {
+        assert!(!Running.may_become(Starting));
+        assert!(!Killing.may_become(Running));
+        for s in ALL {
+            assert!(!s.may_become(Staging));
+        }
+    }
+
+    #[test]
+    fn resources_add_and_subtract_without_going_negative() {
+        let a = Resources::new(2.0, 1024.0);
+        let b = Resources::new(0.5, 2048.0);
+        assert_eq!(a.plus(b), Resources::new(2.5, 3072.0));
+        assert_eq!(a.minus(b), Resources::new(1.5, 0.0));
+        assert!(a.contains(&Resources::new(2.0, 1024.0)));
+        assert!(!a.contains(&b));
+        assert!(!Resources::new(-1.0, 0.0).is_valid());
+    }
+}
