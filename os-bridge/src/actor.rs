@@ -147,6 +147,8 @@ impl Actor for ProcessActor {
         myself: ActorRef<ProcessMsg>,
         args: ProcessArgs,
     ) -> Result<ProcessState, ActorProcessingErr> {
+        static DESCRIBED: std::sync::Once = std::sync::Once::new();
+        DESCRIBED.call_once(|| troupe_runtime::inspector::register_describer(describe));
         let path = args
             .path
             .clone()
@@ -251,6 +253,32 @@ impl Actor for ProcessActor {
         }
         Ok(())
     }
+}
+
+/// What the inspector shows of a process actor: pid, command, sandbox, cpu and memory.
+async fn describe(cell: ractor::ActorCell) -> Option<troupe_runtime::inspector::Description> {
+    if cell.is_message_type_of::<ProcessMsg>() != Some(true) {
+        return None;
+    }
+    let actor: ActorRef<ProcessMsg> = cell.into();
+    let (reply, info) = Reply::channel();
+    actor.cast(ProcessMsg::Info { reply }).ok()?;
+    let info = info.recv().await.ok()?;
+    let (reply, stats) = Reply::channel();
+    actor.cast(ProcessMsg::Stats { reply }).ok()?;
+    let stats = stats.recv().await.ok()?;
+    let mut details = std::collections::BTreeMap::new();
+    details.insert("task".into(), info.task);
+    details.insert("pid".into(), info.pid.to_string());
+    details.insert("command".into(), info.argv.join(" "));
+    details.insert("sandbox".into(), info.sandbox);
+    details.insert(
+        "cpu_ms".into(),
+        (stats.usage.cpu_ns / 1_000_000).to_string(),
+    );
+    details.insert("memory_bytes".into(), stats.usage.memory_bytes.to_string());
+    details.insert("processes".into(), stats.usage.processes.to_string());
+    Some((troupe_runtime::inspector::ActorKind::Process, details))
 }
 
 /// A supervisor child that runs `spec` as task `ctx.task` (each restart reuses the task's

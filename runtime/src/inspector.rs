@@ -10,7 +10,8 @@
 //! mailbox is) is left empty rather than guessed; troupe's own actors fill it in where they
 //! count.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
@@ -49,6 +50,8 @@ pub enum ActorKind {
     Supervisor,
     /// Part of the node itself (kernel, ping, heartbeat, spawner, inspector).
     System,
+    /// An OS process (a process actor of troupe-os).
+    Process,
     /// Any other actor.
     Worker,
 }
@@ -78,6 +81,10 @@ pub struct ActorSnapshot {
     pub uptime_ms: Option<u64>,
     /// Why the snapshot is incomplete for this actor (a supervisor busy restarting, say).
     pub note: Option<String>,
+    /// What the actor's own kind tells of it (for a process: pid, command, cpu, memory,
+    /// exit), from the describers registered with [`register_describer`].
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
     /// The actors it supervises.
     pub children: Vec<ActorSnapshot>,
 }
@@ -123,6 +130,39 @@ pub struct ChildEntrySnapshot {
     pub restarts: u32,
     /// Why it last stopped.
     pub last_exit: Option<String>,
+}
+
+/// A description an actor kind gives of one of its actors: its kind and details.
+pub type Description = (ActorKind, BTreeMap<String, String>);
+
+/// Describes an actor it knows the kind of, or says `None`.
+pub type Describer =
+    Arc<dyn Fn(ActorCell) -> crate::supervisor::BoxFuture<Option<Description>> + Send + Sync>;
+
+static DESCRIBERS: Mutex<Vec<Describer>> = Mutex::new(Vec::new());
+
+/// Adds a describer: crates above the runtime (troupe-os for process actors) tell the
+/// inspector about their actors this way, without the runtime knowing them.
+pub fn register_describer<F, Fut>(describer: F)
+where
+    F: Fn(ActorCell) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<Description>> + Send + 'static,
+{
+    DESCRIBERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Arc::new(move |cell| Box::pin(describer(cell))));
+}
+
+async fn describe(cell: &ActorCell) -> Option<Description> {
+    let describers: Vec<Describer> = DESCRIBERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for describer in describers {
+        if let Ok(Some(found)) = tokio::time::timeout(REPORT_TIMEOUT, describer(cell.clone())).await
+        {
+            return Some(found);
+        }
+    }
+    None
 }
 
 /// What the inspector accepts.
@@ -276,8 +316,15 @@ impl Walker {
         } else {
             None
         };
+        let described = if is_supervisor {
+            None
+        } else {
+            describe(&cell).await
+        };
         let kind = if is_supervisor {
             ActorKind::Supervisor
+        } else if let Some((kind, _)) = &described {
+            *kind
         } else if paths.iter().any(|p| self.system.contains(p)) {
             ActorKind::System
         } else {
@@ -336,6 +383,7 @@ impl Walker {
             mailbox_depth: None,
             uptime_ms: report.as_ref().map(|r| r.uptime.as_millis() as u64),
             note,
+            details: described.map(|(_, d)| d).unwrap_or_default(),
             children,
         })
     }
