@@ -15,6 +15,8 @@ use std::time::Duration;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::ChildStdout;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -250,7 +252,7 @@ impl Process {
             .args(&ctx.shim_args)
             .arg(status_dir.join(LAUNCH))
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
         {
@@ -260,37 +262,65 @@ impl Process {
                 return Err(setup(&format!("shim {}", ctx.shim.display()), e));
             }
         };
-        // Wait for the shim's word: the task runs, or why it does not.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let started: Started = loop {
-            if let Some(started) = shim::read_status::<Started>(&status_dir, shim::STARTED) {
-                break started;
-            }
-            if let Some(failed) = shim::read_status::<Failed>(&status_dir, shim::FAILED) {
-                let _ = child.wait().await;
-                cleanup(&cgroup).await;
-                return Err(StartError::FailedToStart(failed.error));
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                if shim::read_status::<Started>(&status_dir, shim::STARTED).is_none() {
-                    cleanup(&cgroup).await;
-                    return Err(StartError::Setup(format!(
-                        "the shim exited ({status}) before the task started"
-                    )));
-                }
-                continue;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let _ = child.kill().await;
-                cleanup(&cgroup).await;
-                return Err(StartError::Setup(
-                    "the shim did not report within 30 s".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        // The shim reports on its standard output; the files are the fallback.
+        let mut reports = child.stdout.take().map(|out| BufReader::new(out).lines());
+        let next_report = async |reports: &mut Option<Lines<BufReader<ChildStdout>>>| match reports
+        {
+            Some(lines) => match lines.next_line().await {
+                Ok(Some(line)) => shim::Report::parse(&line),
+                _ => None,
+            },
+            None => None,
         };
-        // Reap the shim when it ends, while this owner lives.
+        let started: Started =
+            match tokio::time::timeout(Duration::from_secs(30), next_report(&mut reports)).await {
+                Ok(Some(shim::Report::Started(started))) => started,
+                Ok(Some(shim::Report::Failed(failed))) => {
+                    let _ = child.wait().await;
+                    cleanup(&cgroup).await;
+                    return Err(StartError::FailedToStart(failed.error));
+                }
+                Ok(_) => {
+                    // No report: the shim died early, or could not write. The files say the
+                    // rest.
+                    let _ = child.wait().await;
+                    match (
+                        shim::read_status::<Started>(&status_dir, shim::STARTED),
+                        shim::read_status::<Failed>(&status_dir, shim::FAILED),
+                    ) {
+                        (Some(started), _) => started,
+                        (None, Some(failed)) => {
+                            cleanup(&cgroup).await;
+                            return Err(StartError::FailedToStart(failed.error));
+                        }
+                        (None, None) => {
+                            cleanup(&cgroup).await;
+                            return Err(StartError::Setup(
+                                "the shim exited before the task started".into(),
+                            ));
+                        }
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill().await;
+                    cleanup(&cgroup).await;
+                    return Err(StartError::Setup(
+                        "the shim did not report within 30 s".into(),
+                    ));
+                }
+            };
+        // The shim's exit report, read by the watcher; then reap the shim while this owner
+        // lives.
+        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
+            let exit = loop {
+                match next_report(&mut reports).await {
+                    Some(shim::Report::Exit(exit)) => break Some(exit),
+                    Some(_) => continue,
+                    None => break None,
+                }
+            };
+            let _ = exit_tx.send(exit);
             let _ = child.wait().await;
         });
         let checkpoint = Checkpoint {
@@ -314,6 +344,7 @@ impl Process {
             started.pid,
             started.start_time,
             cgroup,
+            Some(exit_rx),
         ))
     }
 
@@ -359,17 +390,20 @@ impl Process {
             checkpoint.pid,
             checkpoint.start_time,
             cgroup,
+            None,
         ))
     }
 
-    /// Starts the watcher: the exit is known once the pidfd says the process ended and the
-    /// shim recorded how.
+    /// Starts the watcher: the exit is known when the shim reports it (when this owner
+    /// started the task), or once the pidfd says the process ended and the shim's record
+    /// is on disk (after an adoption).
     fn watch(
         ctx: TaskContext,
         spec: ProcessSpec,
         pid: i32,
         start_time: u64,
         cgroup: Option<TaskCgroup>,
+        reported: Option<tokio::sync::oneshot::Receiver<Option<Exit>>>,
     ) -> Process {
         let (tx, rx) = watch::channel(None);
         let (stdout, stderr) = log_paths(&ctx.sandbox());
@@ -396,10 +430,16 @@ impl Process {
         let pidfd = open_pidfd(pid, start_time);
         let watched = inner.clone();
         tokio::spawn(async move {
-            if let Some(fd) = pidfd {
-                wait_readable(fd).await;
+            let mut exit = None;
+            if let Some(reported) = reported {
+                exit = reported.await.ok().flatten();
             }
-            let reason = watched.conclude().await;
+            if exit.is_none() {
+                if let Some(fd) = pidfd {
+                    wait_readable(fd).await;
+                }
+            }
+            let reason = watched.conclude(exit).await;
             let _ = tx.send(Some(reason));
         });
         Process { inner }
@@ -555,12 +595,16 @@ impl Inner {
         }
     }
 
-    /// Works out how the task ended, then kills what it left behind and removes its cgroup.
-    async fn conclude(&self) -> ExitReason {
+    /// Works out how the task ended (from the shim's report, or its record), then kills
+    /// what it left behind and removes its cgroup.
+    async fn conclude(&self, reported: Option<Exit>) -> ExitReason {
         let status_dir = self.ctx.status_dir();
         // The shim records the exit right after reaping the task.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let exit = loop {
+            if reported.is_some() {
+                break reported;
+            }
             if let Some(exit) = shim::read_status::<Exit>(&status_dir, shim::EXIT) {
                 break Some(exit);
             }

@@ -178,7 +178,10 @@ fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
 /// the shim's exit code (0 once the outcome is recorded).
 pub fn run(plan: &LaunchPlan) -> i32 {
     let fail = |error: String| -> i32 {
-        match write_status(&plan.status_dir, FAILED, &Failed { error }) {
+        let failed = Failed { error };
+        let written = write_status(&plan.status_dir, FAILED, &failed);
+        tell_owner(FAILED, &failed);
+        match written {
             Ok(()) => 0,
             Err(_) => 1,
         }
@@ -253,6 +256,7 @@ pub fn run(plan: &LaunchPlan) -> i32 {
         let _ = child.wait();
         return 1;
     }
+    tell_owner(STARTED, &started);
     let status = loop {
         match child.wait() {
             Ok(status) => break status,
@@ -264,9 +268,46 @@ pub fn run(plan: &LaunchPlan) -> i32 {
         code: status.code(),
         signal: status.signal(),
     };
-    match write_status(&plan.status_dir, EXIT, &exit) {
+    let written = write_status(&plan.status_dir, EXIT, &exit);
+    tell_owner(EXIT, &exit);
+    match written {
         Ok(()) => 0,
         Err(_) => 1,
+    }
+}
+
+/// Tells the owner too, on standard output (a pipe the owner reads), once the record is on
+/// disk: the owner need not poll. If the owner is gone the write fails, and the files are
+/// what a new owner reads.
+fn tell_owner<T: Serialize>(name: &str, value: &T) {
+    if let Ok(json) = serde_json::to_string(value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{name} {json}");
+        let _ = out.flush();
+    }
+}
+
+/// One line of the shim's report to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// The task runs.
+    Started(Started),
+    /// The task never ran.
+    Failed(Failed),
+    /// The task ended.
+    Exit(Exit),
+}
+
+impl Report {
+    /// Reads one line of the shim's standard output.
+    pub fn parse(line: &str) -> Option<Report> {
+        let (name, json) = line.trim_end().split_once(' ')?;
+        match name {
+            STARTED => serde_json::from_str(json).ok().map(Report::Started),
+            FAILED => serde_json::from_str(json).ok().map(Report::Failed),
+            EXIT => serde_json::from_str(json).ok().map(Report::Exit),
+            _ => None,
+        }
     }
 }
 

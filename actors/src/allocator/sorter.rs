@@ -25,18 +25,12 @@ struct Node {
     own: Resources,
     /// How many allocations it received itself.
     own_count: u64,
+    /// Its subtree's allocation, itself included.
+    subtree: Resources,
+    /// How many allocations its subtree received. As in Mesos, it never goes down: not on
+    /// giving back, not when a client below is removed.
+    subtree_count: u64,
     children: BTreeMap<String, Node>,
-}
-
-impl Node {
-    fn total(&self) -> (Resources, u64) {
-        self.children
-            .values()
-            .map(Node::total)
-            .fold((self.own, self.own_count), |(r, c), (cr, cc)| {
-                (r.plus(cr), c + cc)
-            })
-    }
 }
 
 /// The DRF sorter over a tree of clients.
@@ -83,14 +77,33 @@ impl Sorter {
         node.client = true;
     }
 
-    /// Removes a client, and the inner nodes left without clients.
-    pub fn remove(&mut self, path: &str) {
-        if let Some(node) = self.node_mut(path) {
-            node.client = false;
-            node.active = false;
-            node.own = Resources::ZERO;
-            node.own_count = 0;
+    /// Applies `f` to every node from the root down to `path` (the root excluded), if the
+    /// path exists.
+    fn along(&mut self, path: &str, mut f: impl FnMut(&mut Node, bool)) {
+        if self.node(path).is_none() {
+            return;
         }
+        let segs: Vec<&str> = segments(path).collect();
+        let mut node = &mut self.root;
+        for (i, seg) in segs.iter().enumerate() {
+            node = node.children.get_mut(*seg).expect("checked above");
+            f(node, i + 1 == segs.len());
+        }
+    }
+
+    /// Removes a client, and the inner nodes left without clients. Its allocation leaves
+    /// its ancestors' totals; their allocation counts stay.
+    pub fn remove(&mut self, path: &str) {
+        let own = self.node(path).map_or(Resources::ZERO, |n| n.own);
+        self.along(path, |node, last| {
+            node.subtree = node.subtree.minus(own);
+            if last {
+                node.client = false;
+                node.active = false;
+                node.own = Resources::ZERO;
+                node.own_count = 0;
+            }
+        });
         fn prune(node: &mut Node) -> bool {
             node.children.retain(|_, c| !prune(c));
             !node.client && node.children.is_empty()
@@ -142,24 +155,51 @@ impl Sorter {
             .fold(Resources::ZERO, |t, r| t.plus(*r))
     }
 
-    /// Records resources given to a client.
+    /// Records resources given to a client: its allocation and its allocation count grow,
+    /// and its ancestors'.
     pub fn allocated(&mut self, path: &str, resources: Resources) {
-        if let Some(node) = self.node_mut(path) {
-            node.own = node.own.plus(resources);
-            node.own_count += 1;
-        }
+        self.along(path, |node, last| {
+            node.subtree = node.subtree.plus(resources);
+            node.subtree_count += 1;
+            if last {
+                node.own = node.own.plus(resources);
+                node.own_count += 1;
+            }
+        });
     }
 
-    /// Records resources a client gave back.
+    /// Records resources a client gave back (its allocation count stays).
     pub fn unallocated(&mut self, path: &str, resources: Resources) {
-        if let Some(node) = self.node_mut(path) {
-            node.own = node.own.minus(resources);
-        }
+        self.along(path, |node, last| {
+            node.subtree = node.subtree.minus(resources);
+            if last {
+                node.own = node.own.minus(resources);
+            }
+        });
+    }
+
+    /// Replaces `old` by `new` in a client's allocation (resources converted in place); the
+    /// allocation count stays.
+    pub fn update(&mut self, path: &str, old: Resources, new: Resources) {
+        self.along(path, |node, last| {
+            node.subtree = node.subtree.minus(old).plus(new);
+            if last {
+                node.own = node.own.minus(old).plus(new);
+            }
+        });
     }
 
     /// What a client (with its subtree) holds.
     pub fn allocation(&self, path: &str) -> Resources {
-        self.node(path).map_or(Resources::ZERO, |n| n.total().0)
+        self.node(path).map_or(Resources::ZERO, |n| n.subtree)
+    }
+
+    /// How many clients there are, active or not.
+    pub fn count(&self) -> usize {
+        fn count(node: &Node) -> usize {
+            usize::from(node.client) + node.children.values().map(count).sum::<usize>()
+        }
+        count(&self.root)
     }
 
     fn weight(&self, path: &str) -> f64 {
@@ -177,7 +217,7 @@ impl Sorter {
             .fold(0.0, f64::max)
     }
 
-    /// A client's (or inner node's) weighted dominant share.
+    /// A client's (or inner node's) weighted dominant share, its whole subtree included.
     pub fn share(&self, path: &str) -> f64 {
         self.dominant_share(&self.allocation(path)) / self.weight(path)
     }
@@ -193,7 +233,8 @@ impl Sorter {
         // (share, count, name, path, is the node's own client)
         let mut entries: Vec<(f64, u64, String, String, bool)> = Vec::new();
         if node.client && !path.is_empty() && !node.children.is_empty() {
-            let share = self.dominant_share(&node.own) / self.weight(path);
+            // The virtual leaf's weight is always 1; the path's weight is the subtree's.
+            let share = self.dominant_share(&node.own);
             entries.push((share, node.own_count, SELF.into(), path.to_string(), true));
         }
         for (name, child) in &node.children {
@@ -202,9 +243,8 @@ impl Sorter {
             } else {
                 format!("{path}/{name}")
             };
-            let (alloc, count) = child.total();
-            let share = self.dominant_share(&alloc) / self.weight(&child_path);
-            entries.push((share, count, name.clone(), child_path, false));
+            let share = self.dominant_share(&child.subtree) / self.weight(&child_path);
+            entries.push((share, child.subtree_count, name.clone(), child_path, false));
         }
         entries.sort_by(|a, b| {
             a.0.total_cmp(&b.0)

@@ -165,7 +165,7 @@ async fn a_supervisor_restarts_a_crashing_binary_and_gives_up_beyond_its_intensi
         fx.ctx("crasher"),
     )))
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("the crasher's supervisor did not start: {e}"));
     assert!(
         sup.wait(Duration::from_secs(20)).await,
         "the supervisor never gave up"
