@@ -520,9 +520,11 @@ async fn start_one(
     spec: &ChildSpec,
     factory: &Arc<dyn ChildFactory>,
 ) -> Started {
+    let linked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let ctx = StartCtx {
         supervisor: myself.get_cell(),
         spec: spec.clone(),
+        linked: linked.clone(),
     };
     // On its own task, so that a panicking factory is a failed start, not a dead supervisor.
     let outcome = match tokio::spawn(factory.start(ctx)).await {
@@ -531,11 +533,20 @@ async fn start_one(
     };
     match outcome {
         StartOutcome::Started(cell) => {
-            if cell.try_get_supervisor().map(|s| s.get_id()) != Some(myself.get_id()) {
-                cell.link(myself.get_cell());
-            }
-            if cell.get_status() >= ActorStatus::Stopping {
-                return Started::Failed("the child stopped while it was being started".into());
+            // A child spawned linked reports its exit to us even if it already stopped (a
+            // process that ended at once): that is a start followed by an exit. A child
+            // linked only now must still be running, or its exit would go unseen.
+            let spawned_linked = linked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&cell.get_id());
+            if !spawned_linked {
+                if cell.try_get_supervisor().map(|s| s.get_id()) != Some(myself.get_id()) {
+                    cell.link(myself.get_cell());
+                }
+                if cell.get_status() >= ActorStatus::Stopping {
+                    return Started::Failed("the child stopped while it was being started".into());
+                }
             }
             let instance = state.core.next_instance();
             state.by_actor.insert(cell.get_id(), instance);

@@ -38,6 +38,9 @@ pub enum StartOutcome {
 pub struct StartCtx {
     pub(super) supervisor: ActorCell,
     pub(super) spec: ChildSpec,
+    /// The actors [`StartCtx::spawn`] linked to the supervisor: their exits are sure to
+    /// reach it, however soon they come.
+    pub(super) linked: std::sync::Arc<std::sync::Mutex<Vec<ractor::ActorId>>>,
 }
 
 impl StartCtx {
@@ -64,7 +67,13 @@ impl StartCtx {
     /// Spawns `actor` linked to the supervisor. A failing `pre_start` is a failed start.
     pub async fn spawn<A: Actor>(&self, actor: A, args: A::Arguments) -> StartOutcome {
         match Actor::spawn_linked(None, actor, args, self.supervisor.clone()).await {
-            Ok((actor, _)) => StartOutcome::Started(actor.get_cell()),
+            Ok((actor, _)) => {
+                self.linked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(actor.get_id());
+                StartOutcome::Started(actor.get_cell())
+            }
             Err(err) => StartOutcome::Failed(spawn_error_text(err)),
         }
     }
@@ -127,7 +136,13 @@ impl Child {
             let tree = tree.clone();
             async move {
                 match Actor::spawn_linked(None, Supervisor, tree, ctx.supervisor.clone()).await {
-                    Ok((actor, _)) => StartOutcome::Started(actor.get_cell()),
+                    Ok((actor, _)) => {
+                        ctx.linked
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(actor.get_id());
+                        StartOutcome::Started(actor.get_cell())
+                    }
                     Err(err) => StartOutcome::Failed(spawn_error_text(err)),
                 }
             }

@@ -56,3 +56,65 @@ async fn intensity_not_exceeded_across_the_period() {
     assert_eq!(sup.which_children().await.unwrap()[0].restarts, 8);
     sup.stop().await;
 }
+
+/// Stops itself as soon as it has started.
+struct Quitter;
+
+impl ractor::Actor for Quitter {
+    type Msg = WorkerMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<WorkerMsg>,
+        _: (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn post_start(
+        &self,
+        myself: ractor::ActorRef<WorkerMsg>,
+        _: &mut (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        myself.stop(None);
+        Ok(())
+    }
+}
+
+/// A child that stops the moment it started (a process that ends at once) was started: its
+/// exit is an exit, handled by the restart rules, not a failed start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_stops_at_once_was_started_and_then_exited() {
+    let quitter = |restart| {
+        troupe_runtime::Child::new(
+            troupe_runtime::ChildSpec::worker("q").restart(restart),
+            |ctx: troupe_runtime::StartCtx| async move { ctx.spawn(Quitter, ()).await },
+        )
+    };
+    let flags = SupFlags::new(Strategy::OneForOne).intensity(3, Duration::from_secs(60));
+    // Transient, normal exit: started, then stopped for good.
+    let sup = SupervisorRef::start(
+        SupervisorSpec::new(flags.clone())
+            .child(quitter(troupe_runtime::supervisor::Restart::Transient)),
+    )
+    .await
+    .expect("the start succeeds");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sup.which_children().await.unwrap()[0].state
+        != troupe_runtime::supervisor::ChildState::Stopped
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sup.which_children().await.unwrap()[0].restarts, 0);
+    sup.stop().await;
+    // Permanent: restarted until the intensity is exceeded.
+    let sup = SupervisorRef::start(
+        SupervisorSpec::new(flags).child(quitter(troupe_runtime::supervisor::Restart::Permanent)),
+    )
+    .await
+    .expect("the start succeeds");
+    assert!(sup.wait(WAIT).await, "the supervisor gave up");
+}
