@@ -241,14 +241,29 @@ impl Keeper {
             self.base += self.seen;
             self.seen = 0;
         }
+        self.subscribers.retain(|s| !s.to.is_closed());
         while self.seen < size {
-            let end = size.min(self.seen + CHUNK as u64);
-            let Some(bytes) = read_range(&self.path, self.seen, end) else {
+            let before = self.seen;
+            self.deliver_up_to(size.min(self.seen + CHUNK as u64));
+            if self.seen == before {
                 break;
-            };
+            }
+        }
+        if size > self.policy.max_file_bytes {
+            // Whatever came in since, subscribers get before the truncation; only bytes
+            // written in the instant between this read and the truncation are lost.
+            let size = std::fs::metadata(&self.path).map_or(size, |m| m.len());
+            if size > self.seen {
+                self.deliver_up_to(size);
+            }
+            self.rotate(size);
+        }
+    }
+
+    fn deliver_up_to(&mut self, size: u64) {
+        if let Some(bytes) = read_range(&self.path, self.seen, size) {
             let offset = self.base + self.seen;
             self.seen += bytes.len() as u64;
-            self.subscribers.retain(|s| !s.to.is_closed());
             for s in &mut self.subscribers {
                 if s.next < offset + bytes.len() as u64 {
                     let skip = s.next.saturating_sub(offset) as usize;
@@ -259,12 +274,6 @@ impl Keeper {
                     s.next = offset + bytes.len() as u64;
                 }
             }
-            if bytes.is_empty() {
-                break;
-            }
-        }
-        if size > self.policy.max_file_bytes {
-            self.rotate(size);
         }
     }
 

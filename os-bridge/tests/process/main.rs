@@ -240,8 +240,20 @@ async fn a_fork_bomb_is_held_at_its_pids_limit() {
         pids: Some(20),
         ..Resources::default()
     };
-    let bomb =
-        sh("for i in $(seq 200); do sleep 30 & done; wait").grace(Duration::from_millis(200));
+    // A fork bomb that survives its failed forks (a shell would give up at the first).
+    let bomb = ProcessSpec::new([
+        "/usr/bin/python3",
+        "-c",
+        "import os, time\n\
+         for _ in range(200):\n\
+         \x20   try:\n\
+         \x20       if os.fork() == 0:\n\
+         \x20           time.sleep(30); os._exit(0)\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         time.sleep(30)\n",
+    ])
+    .grace(Duration::from_millis(200));
     let p = fx.spawn("bomb", bomb.resources(limits)).await;
     // Wait until the bomb is going (a loaded machine may take a moment), then watch it
     // for a second.
