@@ -185,7 +185,9 @@ impl Actor for Heartbeat {
                         .unwrap_or_default();
                     warn!(%peer, phi, ?silent, "peer declared down by the failure detector");
                     state.detectors.remove(&peer);
-                    state.node.disconnect(&peer).await;
+                    // In the background: the beats to every other peer must not wait for it.
+                    let node = state.node.clone();
+                    tokio::spawn(async move { node.disconnect(&peer).await });
                 }
             }
         }
