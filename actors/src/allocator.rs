@@ -1,9 +1,14 @@
 //! The allocation engine: pure and deterministic (no I/O, no clock reads; time is an
-//! input). Today it holds the DRF [`sorter`]; the offer cycle, quotas, reservations and
-//! filters come with the cluster core.
+//! input).
+//! * [`sorter`]: DRF over a tree of roles and frameworks.
+//! * [`engine`]: the offer cycle: DRF between roles then frameworks, decline filters,
+//!   suppress and revive, recovery, agents leaving, and why a framework got nothing.
+//!   Quotas, reservations and offer timeouts come with the rest of the cluster core.
 
+pub mod engine;
 pub mod sorter;
 
+pub use engine::{Engine, NotOffered, Offer};
 pub use sorter::Sorter;
 
 #[cfg(test)]

@@ -1,0 +1,460 @@
+//! The offer cycle: which framework is offered which agent's free resources, by DRF between
+//! roles and then between the frameworks of a role; decline filters, suppress and revive;
+//! resources coming back; agents leaving; and, for a framework that got nothing, why.
+//!
+//! It is pure: time is an input (`now`, the time since some fixed start), and every method
+//! returns what changed. Quotas, reservations and offer timeouts come next.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Sorter;
+use crate::protocol::{AgentId, FrameworkId, Resources};
+
+/// The default time a declined offer's resources are not offered to the same framework
+/// again (Mesos' `refuse_seconds`).
+pub const DEFAULT_REFUSE: Duration = Duration::from_secs(5);
+
+/// An offer: an agent's resources, to a framework.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    /// To whom.
+    pub framework: FrameworkId,
+    /// Where.
+    pub agent: AgentId,
+    /// What.
+    pub resources: Resources,
+}
+
+/// Why a framework was not offered anything (the answer of [`Engine::explain`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotOffered {
+    /// The framework is not known.
+    UnknownFramework,
+    /// It is not active (disconnected or deactivated).
+    Inactive,
+    /// It suppressed offers.
+    Suppressed,
+    /// There is no agent.
+    NoAgents,
+    /// Every agent's resources are in use or offered to others.
+    NothingFree,
+    /// It declined this agent's resources and the filter holds until `until`.
+    Filtered {
+        /// The agent.
+        agent: AgentId,
+        /// When the filter expires.
+        until: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Agent {
+    total: Resources,
+    /// Offered or used.
+    allocated: Resources,
+}
+
+#[derive(Debug, Clone)]
+struct Framework {
+    role: String,
+    active: bool,
+    suppressed: bool,
+    /// Agent → until when its resources are not offered to this framework.
+    filters: BTreeMap<AgentId, Duration>,
+}
+
+/// The allocation engine.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    agents: BTreeMap<AgentId, Agent>,
+    frameworks: BTreeMap<FrameworkId, Framework>,
+    roles: Sorter,
+    /// Per role, its frameworks.
+    within: BTreeMap<String, Sorter>,
+}
+
+impl Engine {
+    /// An engine with nothing in it.
+    pub fn new() -> Engine {
+        Engine::default()
+    }
+
+    /// An agent joins with its resources.
+    pub fn add_agent(&mut self, agent: AgentId, total: Resources) {
+        self.roles.add_agent(agent.clone(), total);
+        for sorter in self.within.values_mut() {
+            sorter.add_agent(agent.clone(), total);
+        }
+        self.agents.insert(
+            agent,
+            Agent {
+                total,
+                allocated: Resources::ZERO,
+            },
+        );
+    }
+
+    /// An agent leaves: its resources leave the pool, and what frameworks held of it
+    /// (`held`: offers and tasks there, which the caller rescinds and marks) is taken back
+    /// from their shares.
+    pub fn remove_agent(&mut self, agent: &AgentId, held: &[(FrameworkId, Resources)]) {
+        for (framework, resources) in held {
+            self.unallocate(framework, *resources);
+        }
+        self.agents.remove(agent);
+        self.roles.remove_agent(agent);
+        for sorter in self.within.values_mut() {
+            sorter.remove_agent(agent);
+        }
+        for fw in self.frameworks.values_mut() {
+            fw.filters.remove(agent);
+        }
+    }
+
+    /// A framework subscribes in a role (a path such as `eng/ml`); it is active.
+    pub fn add_framework(&mut self, framework: FrameworkId, role: &str) {
+        if !self.roles.contains(role) {
+            self.roles.add(role);
+            self.roles.activate(role);
+        }
+        let sorter = self.within.entry(role.to_string()).or_insert_with(|| {
+            let mut s = Sorter::new();
+            for (id, a) in &self.agents {
+                s.add_agent(id.clone(), a.total);
+            }
+            s
+        });
+        sorter.add(&framework.0);
+        sorter.activate(&framework.0);
+        self.frameworks.insert(
+            framework,
+            Framework {
+                role: role.to_string(),
+                active: true,
+                suppressed: false,
+                filters: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// A framework leaves; the caller recovers what it held first.
+    pub fn remove_framework(&mut self, framework: &FrameworkId) {
+        if let Some(fw) = self.frameworks.remove(framework) {
+            if let Some(sorter) = self.within.get_mut(&fw.role) {
+                sorter.remove(&framework.0);
+            }
+        }
+    }
+
+    /// Offers go to it again (reconnected).
+    pub fn activate(&mut self, framework: &FrameworkId) {
+        if let Some(fw) = self.frameworks.get_mut(framework) {
+            fw.active = true;
+        }
+    }
+
+    /// No offers to it until it is activated (disconnected).
+    pub fn deactivate(&mut self, framework: &FrameworkId) {
+        if let Some(fw) = self.frameworks.get_mut(framework) {
+            fw.active = false;
+        }
+    }
+
+    /// It wants no offers for now.
+    pub fn suppress(&mut self, framework: &FrameworkId) {
+        if let Some(fw) = self.frameworks.get_mut(framework) {
+            fw.suppressed = true;
+        }
+    }
+
+    /// It wants offers again: suppression ends and its filters are cleared.
+    pub fn revive(&mut self, framework: &FrameworkId) {
+        if let Some(fw) = self.frameworks.get_mut(framework) {
+            fw.suppressed = false;
+            fw.filters.clear();
+        }
+    }
+
+    /// It declined an offer: the resources come back, and the agent's resources are not
+    /// offered to it again before `now + refuse`.
+    pub fn decline(
+        &mut self,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        resources: Resources,
+        refuse: Duration,
+        now: Duration,
+    ) {
+        self.recover(framework, agent, resources);
+        if let Some(fw) = self.frameworks.get_mut(framework) {
+            if !refuse.is_zero() {
+                fw.filters.insert(agent.clone(), now + refuse);
+            }
+        }
+    }
+
+    /// Resources a framework held on an agent come back (an offer unused, a task ended).
+    pub fn recover(&mut self, framework: &FrameworkId, agent: &AgentId, resources: Resources) {
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.allocated = a.allocated.minus(resources);
+        }
+        self.unallocate(framework, resources);
+    }
+
+    fn unallocate(&mut self, framework: &FrameworkId, resources: Resources) {
+        if let Some(fw) = self.frameworks.get(framework) {
+            self.roles.unallocated(&fw.role, resources);
+            if let Some(sorter) = self.within.get_mut(&fw.role) {
+                sorter.unallocated(&framework.0, resources);
+            }
+        }
+    }
+
+    fn wants(&self, framework: &FrameworkId, agent: &AgentId, now: Duration) -> bool {
+        self.frameworks.get(framework).is_some_and(|fw| {
+            fw.active && !fw.suppressed && fw.filters.get(agent).is_none_or(|until| now >= *until)
+        })
+    }
+
+    /// One allocation cycle: each agent's free resources go, whole, to the framework that
+    /// DRF puts first among those that want them (roles first, then frameworks within the
+    /// role).
+    pub fn allocate(&mut self, now: Duration) -> Vec<Offer> {
+        for fw in self.frameworks.values_mut() {
+            fw.filters.retain(|_, until| now < *until);
+        }
+        let mut offers = Vec::new();
+        let agents: Vec<AgentId> = self.agents.keys().cloned().collect();
+        for agent in agents {
+            let free = {
+                let a = &self.agents[&agent];
+                a.total.minus(a.allocated)
+            };
+            if free.is_empty() {
+                continue;
+            }
+            let chosen = self.roles.sort().into_iter().find_map(|role| {
+                self.within.get(&role).and_then(|sorter| {
+                    sorter
+                        .sort()
+                        .into_iter()
+                        .map(FrameworkId)
+                        .find(|fw| self.wants(fw, &agent, now))
+                })
+            });
+            let Some(framework) = chosen else { continue };
+            let role = self.frameworks[&framework].role.clone();
+            self.roles.allocated(&role, free);
+            if let Some(sorter) = self.within.get_mut(&role) {
+                sorter.allocated(&framework.0, free);
+            }
+            if let Some(a) = self.agents.get_mut(&agent) {
+                a.allocated = a.allocated.plus(free);
+            }
+            offers.push(Offer {
+                framework,
+                agent,
+                resources: free,
+            });
+        }
+        offers
+    }
+
+    /// Why `framework` would get nothing in a cycle at `now`; empty when it would get an
+    /// offer, or when others were simply first.
+    pub fn explain(&self, framework: &FrameworkId, now: Duration) -> Vec<NotOffered> {
+        let Some(fw) = self.frameworks.get(framework) else {
+            return vec![NotOffered::UnknownFramework];
+        };
+        if !fw.active {
+            return vec![NotOffered::Inactive];
+        }
+        if fw.suppressed {
+            return vec![NotOffered::Suppressed];
+        }
+        if self.agents.is_empty() {
+            return vec![NotOffered::NoAgents];
+        }
+        let mut why = Vec::new();
+        let mut any_free = false;
+        for (id, a) in &self.agents {
+            if a.total.minus(a.allocated).is_empty() {
+                continue;
+            }
+            any_free = true;
+            if let Some(until) = fw.filters.get(id).filter(|until| now < **until) {
+                why.push(NotOffered::Filtered {
+                    agent: id.clone(),
+                    until: *until,
+                });
+            }
+        }
+        if !any_free {
+            why.push(NotOffered::NothingFree);
+        }
+        why
+    }
+
+    /// A framework's weighted dominant share within its role.
+    pub fn share(&self, framework: &FrameworkId) -> f64 {
+        self.frameworks
+            .get(framework)
+            .and_then(|fw| self.within.get(&fw.role))
+            .map_or(0.0, |s| s.share(&framework.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn two_frameworks() -> Engine {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(2.0, 1024.0));
+        e.add_agent("a2".into(), Resources::new(2.0, 1024.0));
+        e.add_framework("f1".into(), "r");
+        e.add_framework("f2".into(), "r");
+        e
+    }
+
+    #[test]
+    fn each_agent_goes_whole_to_the_framework_drf_puts_first() {
+        let mut e = two_frameworks();
+        let offers = e.allocate(secs(0));
+        assert_eq!(offers.len(), 2);
+        let to: Vec<&str> = offers.iter().map(|o| o.framework.0.as_str()).collect();
+        assert_eq!(to, ["f1", "f2"], "after f1 got a1, f2 has the lower share");
+        assert!(e.allocate(secs(1)).is_empty(), "nothing is free");
+        assert_eq!(e.explain(&"f1".into(), secs(1)), [NotOffered::NothingFree]);
+    }
+
+    #[test]
+    fn a_declined_offer_is_filtered_until_the_refusal_expires() {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(2.0, 1024.0));
+        e.add_framework("f1".into(), "r");
+        let offer = e.allocate(secs(0)).remove(0);
+        e.decline(
+            &offer.framework,
+            &offer.agent,
+            offer.resources,
+            DEFAULT_REFUSE,
+            secs(0),
+        );
+        assert!(e.allocate(secs(1)).is_empty());
+        assert_eq!(
+            e.explain(&"f1".into(), secs(1)),
+            [NotOffered::Filtered {
+                agent: "a1".into(),
+                until: secs(5)
+            }]
+        );
+        assert_eq!(
+            e.allocate(secs(5)).len(),
+            1,
+            "offered again once the filter expired"
+        );
+    }
+
+    #[test]
+    fn a_filter_sends_the_resources_to_another_framework() {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(2.0, 1024.0));
+        e.add_framework("f1".into(), "r");
+        e.add_framework("f2".into(), "r");
+        let offer = e.allocate(secs(0)).remove(0);
+        assert_eq!(offer.framework, "f1".into());
+        e.decline(
+            &offer.framework,
+            &offer.agent,
+            offer.resources,
+            secs(60),
+            secs(0),
+        );
+        let next = e.allocate(secs(0));
+        assert_eq!(next[0].framework, "f2".into());
+    }
+
+    #[test]
+    fn suppress_and_revive() {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(2.0, 1024.0));
+        e.add_framework("f1".into(), "r");
+        e.suppress(&"f1".into());
+        assert!(e.allocate(secs(0)).is_empty());
+        assert_eq!(e.explain(&"f1".into(), secs(0)), [NotOffered::Suppressed]);
+        e.revive(&"f1".into());
+        assert_eq!(e.allocate(secs(0)).len(), 1);
+    }
+
+    #[test]
+    fn revive_clears_filters() {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(2.0, 1024.0));
+        e.add_framework("f1".into(), "r");
+        let o = e.allocate(secs(0)).remove(0);
+        e.decline(&o.framework, &o.agent, o.resources, secs(3600), secs(0));
+        assert!(e.allocate(secs(1)).is_empty());
+        e.revive(&"f1".into());
+        assert_eq!(e.allocate(secs(1)).len(), 1);
+    }
+
+    #[test]
+    fn recovered_resources_are_offered_again() {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(4.0, 4096.0));
+        e.add_framework("f1".into(), "r");
+        let o = e.allocate(secs(0)).remove(0);
+        // A task used half and finished.
+        e.recover(&o.framework, &o.agent, Resources::new(2.0, 2048.0));
+        let again = e.allocate(secs(1));
+        assert_eq!(again[0].resources, Resources::new(2.0, 2048.0));
+    }
+
+    #[test]
+    fn an_agent_that_leaves_takes_its_share_with_it() {
+        let mut e = two_frameworks();
+        let offers = e.allocate(secs(0));
+        let lost: Vec<(FrameworkId, Resources)> = offers
+            .iter()
+            .filter(|o| o.agent == "a1".into())
+            .map(|o| (o.framework.clone(), o.resources))
+            .collect();
+        e.remove_agent(&"a1".into(), &lost);
+        assert_eq!(e.share(&"f1".into()), 0.0);
+        assert!((e.share(&"f2".into()) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn roles_share_first_then_frameworks_within() {
+        let mut e = Engine::new();
+        for a in ["a1", "a2", "a3"] {
+            e.add_agent(a.into(), Resources::new(1.0, 1024.0));
+        }
+        e.add_framework("big1".into(), "big");
+        e.add_framework("big2".into(), "big");
+        e.add_framework("small".into(), "small");
+        let offers = e.allocate(secs(0));
+        let to: Vec<&str> = offers.iter().map(|o| o.framework.0.as_str()).collect();
+        // Role "big" and role "small" alternate; inside "big", its frameworks alternate.
+        assert_eq!(to, ["big1", "small", "big2"]);
+    }
+
+    #[test]
+    fn inactive_and_unknown_frameworks_are_explained() {
+        let mut e = Engine::new();
+        assert_eq!(
+            e.explain(&"nope".into(), secs(0)),
+            [NotOffered::UnknownFramework]
+        );
+        e.add_framework("f1".into(), "r");
+        assert_eq!(e.explain(&"f1".into(), secs(0)), [NotOffered::NoAgents]);
+        e.deactivate(&"f1".into());
+        assert_eq!(e.explain(&"f1".into(), secs(0)), [NotOffered::Inactive]);
+    }
+}
