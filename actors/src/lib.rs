@@ -4,7 +4,10 @@
 //! * [`protocol`]: the wire types: ids, resources, tasks, their states and legal
 //!   transitions.
 //! * [`allocator`]: the pure allocation engine: Dominant Resource Fairness between roles
-//!   and frameworks (the sorter first).
+//!   and frameworks, and the offer cycle.
+//! * [`status_updates`]: an agent's status-update manager: in order, retried with backoff
+//!   until acknowledged, checkpointed.
 
 pub mod allocator;
 pub mod protocol;
+pub mod status_updates;
