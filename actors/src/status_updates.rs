@@ -38,7 +38,7 @@ struct Stream {
     /// When the head is due to be sent (again), and the interval that led there.
     #[serde(with = "opt_millis")]
     due: Option<Duration>,
-    #[serde(with = "millis")]
+    #[serde(with = "troupe_runtime::codec::millis")]
     backoff: Duration,
     /// Whether the head was sent already.
     #[serde(default)]
@@ -179,20 +179,6 @@ impl StatusUpdates {
                 stream.backoff = INITIAL_BACKOFF;
             }
         }
-    }
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

@@ -33,7 +33,11 @@ pub struct ProcessSpec {
     #[serde(default = "default_stop_signal")]
     pub stop_signal: String,
     /// How long a graceful stop waits before killing whatever is left.
-    #[serde(default = "default_grace", rename = "grace_ms", with = "millis")]
+    #[serde(
+        default = "default_grace",
+        rename = "grace_ms",
+        with = "troupe_runtime::codec::millis"
+    )]
     pub grace: Duration,
     /// cgroup limits.
     #[serde(default)]
@@ -275,21 +279,6 @@ pub fn signal_name(sig: i32) -> String {
         .iter()
         .find(|(_, v)| *v == sig)
         .map_or_else(|| sig.to_string(), |(n, _)| format!("SIG{n}"))
-}
-
-/// Durations as whole milliseconds.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
 }
 
 #[cfg(test)]

@@ -126,6 +126,24 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     })
 }
 
+/// Durations as whole milliseconds, for `#[serde(with = "troupe_runtime::codec::millis")]`:
+/// they read well in spec files and travel as one integer.
+pub mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the duration as milliseconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Reads milliseconds as a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
 thread_local! {
     /// The byte-level reply channel produced while encoding a call.
     static OUTGOING_REPLY: RefCell<Option<RpcReplyPort<Vec<u8>>>> = const { RefCell::new(None) };

@@ -48,7 +48,7 @@ pub struct SupFlags {
     /// The most restarts allowed within `period`; one more makes the supervisor give up.
     pub intensity: u32,
     /// The window the restarts are counted in.
-    #[serde(rename = "period_ms", with = "millis")]
+    #[serde(rename = "period_ms", with = "crate::codec::millis")]
     pub period: Duration,
     /// Whether significant children stopping stops the supervisor.
     pub auto_shutdown: AutoShutdown,
@@ -108,7 +108,7 @@ pub enum Shutdown {
     /// Killed at once, without running its stop hook.
     BrutalKill,
     /// Asked to stop with reason `shutdown`, and killed if it has not stopped in time.
-    #[serde(rename = "timeout_ms", with = "millis")]
+    #[serde(rename = "timeout_ms", with = "crate::codec::millis")]
     Timeout(Duration),
     /// Asked to stop with reason `shutdown`, and waited for as long as it takes.
     Infinity,
@@ -333,21 +333,6 @@ impl SupFlags {
             });
         }
         Ok(())
-    }
-}
-
-/// Durations as whole milliseconds, which read well in TOML and JSON.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 
