@@ -7,7 +7,9 @@
 //!   and frameworks, and the offer cycle.
 //! * [`status_updates`]: an agent's status-update manager: in order, retried with backoff
 //!   until acknowledged, checkpointed.
+//! * [`validation`]: the master's judgement of a launch, task by task.
 
 pub mod allocator;
 pub mod protocol;
 pub mod status_updates;
+pub mod validation;

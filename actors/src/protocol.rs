@@ -162,6 +162,20 @@ impl fmt::Display for Resources {
     }
 }
 
+/// A task to launch: what to run, and with what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Its id, unique within its framework.
+    pub id: TaskId,
+    /// A name for people.
+    #[serde(default)]
+    pub name: String,
+    /// What to run.
+    pub command: troupe_os::ProcessSpec,
+    /// What it may use (also its cgroup limits).
+    pub resources: Resources,
+}
+
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
