@@ -1,9 +1,10 @@
 //! The allocation engine: pure and deterministic (no I/O, no clock reads; time is an
 //! input).
 //! * [`sorter`]: DRF over a tree of roles and frameworks.
-//! * [`engine`]: the offer cycle: DRF between roles then frameworks, decline filters,
-//!   suppress and revive, recovery, agents leaving, and why a framework got nothing.
-//!   Quotas, reservations and offer timeouts come with the rest of the cluster core.
+//! * [`engine`]: the offer cycle: DRF between roles then frameworks, quota limits, decline
+//!   filters, suppress and revive, recovery, agents leaving, and why a framework got
+//!   nothing. Quota guarantees, reservations and offer timeouts come with the rest of the
+//!   cluster core.
 
 pub mod engine;
 pub mod sorter;

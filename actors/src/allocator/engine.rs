@@ -3,7 +3,8 @@
 //! resources coming back; agents leaving; and, for a framework that got nothing, why.
 //!
 //! It is pure: time is an input (`now`, the time since some fixed start), and every method
-//! returns what changed. Quotas, reservations and offer timeouts come next.
+//! returns what changed. Quota limits cap a role with its sub-roles; quota guarantees,
+//! reservations and offer timeouts come next.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,6 +40,13 @@ pub enum NotOffered {
     NoAgents,
     /// Every agent's resources are in use or offered to others.
     NothingFree,
+    /// Its role holds all its quota limit allows.
+    QuotaLimitReached {
+        /// The role (or the ancestor) whose limit is reached.
+        role: String,
+        /// The limit.
+        limit: Resources,
+    },
     /// It declined this agent's resources and the filter holds until `until`.
     Filtered {
         /// The agent.
@@ -72,6 +80,8 @@ pub struct Engine {
     roles: Sorter,
     /// Per role, its frameworks.
     within: BTreeMap<String, Sorter>,
+    /// Quota limits: the most a role (with its sub-roles) may hold.
+    limits: BTreeMap<String, Resources>,
 }
 
 impl Engine {
@@ -161,6 +171,34 @@ impl Engine {
         }
     }
 
+    /// Sets a role's quota limit: it (with its sub-roles) is never offered more than this
+    /// in all. `None` removes the limit.
+    pub fn set_quota_limit(&mut self, role: &str, limit: Option<Resources>) {
+        match limit {
+            Some(l) => self.limits.insert(role.to_string(), l),
+            None => self.limits.remove(role),
+        };
+    }
+
+    /// What `role` may still be offered under its own and its ancestors' limits (`None`:
+    /// unlimited), and the role whose limit binds when nothing is left.
+    fn headroom(&self, role: &str) -> (Option<Resources>, Option<String>) {
+        let mut room: Option<Resources> = None;
+        let mut binding = None;
+        let parts: Vec<&str> = role.split('/').collect();
+        for n in 1..=parts.len() {
+            let path = parts[..n].join("/");
+            if let Some(limit) = self.limits.get(&path) {
+                let left = limit.minus(self.roles.allocation(&path));
+                if left.is_empty() {
+                    binding.get_or_insert(path.clone());
+                }
+                room = Some(room.map_or(left, |r| r.min(left)));
+            }
+        }
+        (room, binding)
+    }
+
     /// It wants no offers for now.
     pub fn suppress(&mut self, framework: &FrameworkId) {
         if let Some(fw) = self.frameworks.get_mut(framework) {
@@ -217,9 +255,10 @@ impl Engine {
         })
     }
 
-    /// One allocation cycle: each agent's free resources go, whole, to the framework that
-    /// DRF puts first among those that want them (roles first, then frameworks within the
-    /// role).
+    /// One allocation cycle. Each agent's free resources go to the framework that DRF puts
+    /// first among those that want them (roles first, then frameworks within the role):
+    /// all of them, or as much as its role's quota limit leaves room for, the rest going
+    /// on to the next in line.
     pub fn allocate(&mut self, now: Duration) -> Vec<Offer> {
         for fw in self.frameworks.values_mut() {
             fw.filters.retain(|_, until| now < *until);
@@ -227,36 +266,49 @@ impl Engine {
         let mut offers = Vec::new();
         let agents: Vec<AgentId> = self.agents.keys().cloned().collect();
         for agent in agents {
-            let free = {
-                let a = &self.agents[&agent];
-                a.total.minus(a.allocated)
-            };
-            if free.is_empty() {
-                continue;
+            let mut offered_here: Vec<FrameworkId> = Vec::new();
+            loop {
+                let free = {
+                    let a = &self.agents[&agent];
+                    a.total.minus(a.allocated)
+                };
+                if free.is_empty() {
+                    break;
+                }
+                let chosen = self.roles.sort().into_iter().find_map(|role| {
+                    let amount = match self.headroom(&role).0 {
+                        Some(room) => free.min(room),
+                        None => free,
+                    };
+                    if amount.is_empty() {
+                        return None;
+                    }
+                    self.within.get(&role).and_then(|sorter| {
+                        sorter
+                            .sort()
+                            .into_iter()
+                            .map(FrameworkId)
+                            .find(|fw| !offered_here.contains(fw) && self.wants(fw, &agent, now))
+                            .map(|fw| (fw, role.clone(), amount))
+                    })
+                });
+                let Some((framework, role, amount)) = chosen else {
+                    break;
+                };
+                self.roles.allocated(&role, amount);
+                if let Some(sorter) = self.within.get_mut(&role) {
+                    sorter.allocated(&framework.0, amount);
+                }
+                if let Some(a) = self.agents.get_mut(&agent) {
+                    a.allocated = a.allocated.plus(amount);
+                }
+                offered_here.push(framework.clone());
+                offers.push(Offer {
+                    framework,
+                    agent: agent.clone(),
+                    resources: amount,
+                });
             }
-            let chosen = self.roles.sort().into_iter().find_map(|role| {
-                self.within.get(&role).and_then(|sorter| {
-                    sorter
-                        .sort()
-                        .into_iter()
-                        .map(FrameworkId)
-                        .find(|fw| self.wants(fw, &agent, now))
-                })
-            });
-            let Some(framework) = chosen else { continue };
-            let role = self.frameworks[&framework].role.clone();
-            self.roles.allocated(&role, free);
-            if let Some(sorter) = self.within.get_mut(&role) {
-                sorter.allocated(&framework.0, free);
-            }
-            if let Some(a) = self.agents.get_mut(&agent) {
-                a.allocated = a.allocated.plus(free);
-            }
-            offers.push(Offer {
-                framework,
-                agent,
-                resources: free,
-            });
         }
         offers
     }
@@ -275,6 +327,10 @@ impl Engine {
         }
         if self.agents.is_empty() {
             return vec![NotOffered::NoAgents];
+        }
+        if let (Some(_), Some(role)) = self.headroom(&fw.role) {
+            let limit = self.limits.get(&role).copied().unwrap_or_default();
+            return vec![NotOffered::QuotaLimitReached { role, limit }];
         }
         let mut why = Vec::new();
         let mut any_free = false;
@@ -443,6 +499,49 @@ mod tests {
         let to: Vec<&str> = offers.iter().map(|o| o.framework.0.as_str()).collect();
         // Role "big" and role "small" alternate; inside "big", its frameworks alternate.
         assert_eq!(to, ["big1", "small", "big2"]);
+    }
+
+    #[test]
+    fn a_quota_limit_caps_a_role_and_the_rest_goes_on() {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(8.0, 8192.0));
+        e.add_framework("capped".into(), "eng/ml");
+        e.add_framework("free".into(), "web");
+        e.set_quota_limit("eng", Some(Resources::new(2.0, 1024.0)));
+        let offers = e.allocate(secs(0));
+        let capped: Vec<&Offer> = offers
+            .iter()
+            .filter(|o| o.framework == "capped".into())
+            .collect();
+        assert_eq!(capped.len(), 1);
+        assert_eq!(
+            capped[0].resources,
+            Resources::new(2.0, 1024.0),
+            "the parent role's limit binds"
+        );
+        let rest: Resources = offers
+            .iter()
+            .filter(|o| o.framework == "free".into())
+            .fold(Resources::ZERO, |t, o| t.plus(o.resources));
+        assert_eq!(
+            rest,
+            Resources::new(6.0, 7168.0),
+            "what the limit leaves goes to others"
+        );
+        assert_eq!(
+            e.explain(&"capped".into(), secs(0)),
+            [NotOffered::QuotaLimitReached {
+                role: "eng".into(),
+                limit: Resources::new(2.0, 1024.0)
+            }]
+        );
+        // Lifting the limit lets it have more (with the other framework away).
+        e.recover(&"free".into(), &"a1".into(), rest);
+        e.deactivate(&"free".into());
+        e.set_quota_limit("eng", None);
+        let more = e.allocate(secs(1));
+        assert_eq!(more.len(), 1);
+        assert_eq!(more[0].framework, "capped".into());
     }
 
     #[test]
