@@ -3,8 +3,9 @@
 //! resources coming back; agents leaving; and, for a framework that got nothing, why.
 //!
 //! It is pure: time is an input (`now`, the time since some fixed start), and every method
-//! returns what changed. Quota limits cap a role with its sub-roles; quota guarantees,
-//! reservations and offer timeouts come next.
+//! returns what changed. Static reservations are offered only to their role and its
+//! sub-roles; quota limits cap a role with its sub-roles. Quota guarantees and offer
+//! timeouts come next.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct Offer {
     pub agent: AgentId,
     /// What.
     pub resources: Resources,
+    /// The role they are reserved for, if they are.
+    pub reservation: Option<String>,
 }
 
 /// Why a framework was not offered anything (the answer of [`Engine::explain`]).
@@ -59,8 +62,27 @@ pub enum NotOffered {
 #[derive(Debug, Clone)]
 struct Agent {
     total: Resources,
+    /// Its resources by pool: `None` unreserved, `Some(role)` reserved for a role (and its
+    /// sub-roles).
+    pools: BTreeMap<Option<String>, Pool>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Pool {
+    total: Resources,
     /// Offered or used.
     allocated: Resources,
+}
+
+impl Pool {
+    fn free(&self) -> Resources {
+        self.total.minus(self.allocated)
+    }
+}
+
+/// Whether a framework of `role` may use resources reserved for `reserved`.
+fn may_use(role: &str, reserved: &str) -> bool {
+    role == reserved || role.starts_with(&format!("{reserved}/"))
 }
 
 #[derive(Debug, Clone)]
@@ -96,13 +118,32 @@ impl Engine {
         for sorter in self.within.values_mut() {
             sorter.add_agent(agent.clone(), total);
         }
-        self.agents.insert(
-            agent,
-            Agent {
+        let mut pools = BTreeMap::new();
+        pools.insert(
+            None,
+            Pool {
                 total,
                 allocated: Resources::ZERO,
             },
         );
+        self.agents.insert(agent, Agent { total, pools });
+    }
+
+    /// Reserves part of an agent's unreserved resources for `role` (a static reservation):
+    /// they are offered only to frameworks of that role or its sub-roles. Returns whether
+    /// the agent had them free.
+    pub fn reserve(&mut self, agent: &AgentId, role: &str, resources: Resources) -> bool {
+        let Some(a) = self.agents.get_mut(agent) else {
+            return false;
+        };
+        let unreserved = a.pools.entry(None).or_default();
+        if !unreserved.free().contains(&resources) {
+            return false;
+        }
+        unreserved.total = unreserved.total.minus(resources);
+        let pool = a.pools.entry(Some(role.to_string())).or_default();
+        pool.total = pool.total.plus(resources);
+        true
     }
 
     /// An agent leaves: its resources leave the pool, and what frameworks held of it
@@ -216,15 +257,14 @@ impl Engine {
 
     /// It declined an offer: the resources come back, and the agent's resources are not
     /// offered to it again before `now + refuse`.
-    pub fn decline(
-        &mut self,
-        framework: &FrameworkId,
-        agent: &AgentId,
-        resources: Resources,
-        refuse: Duration,
-        now: Duration,
-    ) {
-        self.recover(framework, agent, resources);
+    pub fn decline(&mut self, offer: &Offer, refuse: Duration, now: Duration) {
+        let (framework, agent) = (&offer.framework, &offer.agent);
+        self.recover(
+            framework,
+            agent,
+            offer.resources,
+            offer.reservation.as_deref(),
+        );
         if let Some(fw) = self.frameworks.get_mut(framework) {
             if !refuse.is_zero() {
                 fw.filters.insert(agent.clone(), now + refuse);
@@ -232,10 +272,21 @@ impl Engine {
         }
     }
 
-    /// Resources a framework held on an agent come back (an offer unused, a task ended).
-    pub fn recover(&mut self, framework: &FrameworkId, agent: &AgentId, resources: Resources) {
-        if let Some(a) = self.agents.get_mut(agent) {
-            a.allocated = a.allocated.minus(resources);
+    /// Resources a framework held on an agent come back (an offer unused, a task ended),
+    /// to their pool: unreserved, or reserved for `reservation`.
+    pub fn recover(
+        &mut self,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        resources: Resources,
+        reservation: Option<&str>,
+    ) {
+        if let Some(pool) = self
+            .agents
+            .get_mut(agent)
+            .and_then(|a| a.pools.get_mut(&reservation.map(str::to_string)))
+        {
+            pool.allocated = pool.allocated.minus(resources);
         }
         self.unallocate(framework, resources);
     }
@@ -266,51 +317,74 @@ impl Engine {
         let mut offers = Vec::new();
         let agents: Vec<AgentId> = self.agents.keys().cloned().collect();
         for agent in agents {
-            let mut offered_here: Vec<FrameworkId> = Vec::new();
-            loop {
-                let free = {
-                    let a = &self.agents[&agent];
-                    a.total.minus(a.allocated)
-                };
-                if free.is_empty() {
-                    break;
-                }
-                let chosen = self.roles.sort().into_iter().find_map(|role| {
-                    let amount = match self.headroom(&role).0 {
-                        Some(room) => free.min(room),
-                        None => free,
-                    };
-                    if amount.is_empty() {
-                        return None;
-                    }
-                    self.within.get(&role).and_then(|sorter| {
-                        sorter
-                            .sort()
-                            .into_iter()
-                            .map(FrameworkId)
-                            .find(|fw| !offered_here.contains(fw) && self.wants(fw, &agent, now))
-                            .map(|fw| (fw, role.clone(), amount))
-                    })
-                });
-                let Some((framework, role, amount)) = chosen else {
-                    break;
-                };
-                self.roles.allocated(&role, amount);
-                if let Some(sorter) = self.within.get_mut(&role) {
-                    sorter.allocated(&framework.0, amount);
-                }
-                if let Some(a) = self.agents.get_mut(&agent) {
-                    a.allocated = a.allocated.plus(amount);
-                }
-                offered_here.push(framework.clone());
-                offers.push(Offer {
-                    framework,
-                    agent: agent.clone(),
-                    resources: amount,
-                });
+            let pools: Vec<Option<String>> = self.agents[&agent].pools.keys().cloned().collect();
+            // Reserved pools first: only their roles may have them.
+            let (reserved, unreserved): (Vec<_>, Vec<_>) =
+                pools.into_iter().partition(Option::is_some);
+            for pool in reserved.into_iter().chain(unreserved) {
+                self.allocate_pool(&agent, pool, now, &mut offers);
             }
         }
         offers
+    }
+
+    /// Offers one pool of one agent, in DRF order, until it is used up or nobody takes
+    /// more.
+    fn allocate_pool(
+        &mut self,
+        agent: &AgentId,
+        pool: Option<String>,
+        now: Duration,
+        offers: &mut Vec<Offer>,
+    ) {
+        let mut offered_here: Vec<FrameworkId> = Vec::new();
+        loop {
+            let free = self.agents[agent].pools[&pool].free();
+            if free.is_empty() {
+                return;
+            }
+            let chosen = self.roles.sort().into_iter().find_map(|role| {
+                if pool.as_deref().is_some_and(|r| !may_use(&role, r)) {
+                    return None;
+                }
+                let amount = match self.headroom(&role).0 {
+                    Some(room) => free.min(room),
+                    None => free,
+                };
+                if amount.is_empty() {
+                    return None;
+                }
+                self.within.get(&role).and_then(|sorter| {
+                    sorter
+                        .sort()
+                        .into_iter()
+                        .map(FrameworkId)
+                        .find(|fw| !offered_here.contains(fw) && self.wants(fw, agent, now))
+                        .map(|fw| (fw, role.clone(), amount))
+                })
+            });
+            let Some((framework, role, amount)) = chosen else {
+                return;
+            };
+            self.roles.allocated(&role, amount);
+            if let Some(sorter) = self.within.get_mut(&role) {
+                sorter.allocated(&framework.0, amount);
+            }
+            if let Some(p) = self
+                .agents
+                .get_mut(agent)
+                .and_then(|a| a.pools.get_mut(&pool))
+            {
+                p.allocated = p.allocated.plus(amount);
+            }
+            offered_here.push(framework.clone());
+            offers.push(Offer {
+                framework,
+                agent: agent.clone(),
+                resources: amount,
+                reservation: pool.clone(),
+            });
+        }
     }
 
     /// Why `framework` would get nothing in a cycle at `now`; empty when it would get an
@@ -335,7 +409,12 @@ impl Engine {
         let mut why = Vec::new();
         let mut any_free = false;
         for (id, a) in &self.agents {
-            if a.total.minus(a.allocated).is_empty() {
+            let usable = a
+                .pools
+                .iter()
+                .filter(|(pool, _)| pool.as_deref().is_none_or(|r| may_use(&fw.role, r)))
+                .fold(Resources::ZERO, |t, (_, p)| t.plus(p.free()));
+            if usable.is_empty() {
                 continue;
             }
             any_free = true;
@@ -395,13 +474,7 @@ mod tests {
         e.add_agent("a1".into(), Resources::new(2.0, 1024.0));
         e.add_framework("f1".into(), "r");
         let offer = e.allocate(secs(0)).remove(0);
-        e.decline(
-            &offer.framework,
-            &offer.agent,
-            offer.resources,
-            DEFAULT_REFUSE,
-            secs(0),
-        );
+        e.decline(&offer, DEFAULT_REFUSE, secs(0));
         assert!(e.allocate(secs(1)).is_empty());
         assert_eq!(
             e.explain(&"f1".into(), secs(1)),
@@ -425,13 +498,7 @@ mod tests {
         e.add_framework("f2".into(), "r");
         let offer = e.allocate(secs(0)).remove(0);
         assert_eq!(offer.framework, "f1".into());
-        e.decline(
-            &offer.framework,
-            &offer.agent,
-            offer.resources,
-            secs(60),
-            secs(0),
-        );
+        e.decline(&offer, secs(60), secs(0));
         let next = e.allocate(secs(0));
         assert_eq!(next[0].framework, "f2".into());
     }
@@ -454,7 +521,7 @@ mod tests {
         e.add_agent("a1".into(), Resources::new(2.0, 1024.0));
         e.add_framework("f1".into(), "r");
         let o = e.allocate(secs(0)).remove(0);
-        e.decline(&o.framework, &o.agent, o.resources, secs(3600), secs(0));
+        e.decline(&o, secs(3600), secs(0));
         assert!(e.allocate(secs(1)).is_empty());
         e.revive(&"f1".into());
         assert_eq!(e.allocate(secs(1)).len(), 1);
@@ -467,7 +534,7 @@ mod tests {
         e.add_framework("f1".into(), "r");
         let o = e.allocate(secs(0)).remove(0);
         // A task used half and finished.
-        e.recover(&o.framework, &o.agent, Resources::new(2.0, 2048.0));
+        e.recover(&o.framework, &o.agent, Resources::new(2.0, 2048.0), None);
         let again = e.allocate(secs(1));
         assert_eq!(again[0].resources, Resources::new(2.0, 2048.0));
     }
@@ -536,12 +603,39 @@ mod tests {
             }]
         );
         // Lifting the limit lets it have more (with the other framework away).
-        e.recover(&"free".into(), &"a1".into(), rest);
+        e.recover(&"free".into(), &"a1".into(), rest, None);
         e.deactivate(&"free".into());
         e.set_quota_limit("eng", None);
         let more = e.allocate(secs(1));
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].framework, "capped".into());
+    }
+
+    #[test]
+    fn reserved_resources_go_only_to_their_role_and_its_sub_roles() {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(4.0, 4096.0));
+        assert!(e.reserve(&"a1".into(), "eng", Resources::new(3.0, 3072.0)));
+        assert!(
+            !e.reserve(&"a1".into(), "eng", Resources::new(3.0, 3072.0)),
+            "only 1 cpu is left"
+        );
+        e.add_framework("web".into(), "web");
+        let offers = e.allocate(secs(0));
+        assert_eq!(offers.len(), 1, "web gets only the unreserved part");
+        assert_eq!(offers[0].resources, Resources::new(1.0, 1024.0));
+        assert_eq!(offers[0].reservation, None);
+        assert_eq!(e.explain(&"web".into(), secs(0)), [NotOffered::NothingFree]);
+        e.add_framework("ml".into(), "eng/ml");
+        let offers = e.allocate(secs(1));
+        assert_eq!(offers.len(), 1);
+        assert_eq!(offers[0].framework, "ml".into());
+        assert_eq!(offers[0].resources, Resources::new(3.0, 3072.0));
+        assert_eq!(offers[0].reservation.as_deref(), Some("eng"));
+        // Declined reserved resources go back to the reservation, not to web.
+        e.decline(&offers[0], secs(60), secs(1));
+        assert!(e.allocate(secs(2)).is_empty());
+        assert_eq!(e.allocate(secs(61)).len(), 1);
     }
 
     #[test]
