@@ -1,9 +1,9 @@
 //! The allocation engine: pure and deterministic (no I/O, no clock reads; time is an
 //! input).
 //! * [`sorter`]: DRF over a tree of roles and frameworks.
-//! * [`engine`]: the offer cycle: DRF between roles then frameworks, static reservations,
-//!   quota limits, decline filters, suppress and revive, recovery, agents leaving, and why
-//!   a framework got nothing. Quota guarantees and offer timeouts come with the rest of the
+//! * [`engine`]: the offer cycle: DRF between roles then frameworks, quota guarantees and
+//!   limits, static reservations, decline filters, suppress and revive, recovery, agents
+//!   leaving, and why a framework got nothing. Offer timeouts come with the rest of the
 //!   cluster core.
 
 pub mod engine;

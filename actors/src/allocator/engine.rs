@@ -3,9 +3,13 @@
 //! resources coming back; agents leaving; and, for a framework that got nothing, why.
 //!
 //! It is pure: time is an input (`now`, the time since some fixed start), and every method
-//! returns what changed. Static reservations are offered only to their role and its
-//! sub-roles; quota limits cap a role with its sub-roles. Quota guarantees and offer
-//! timeouts come next.
+//! returns what changed.
+//!
+//! A cycle has two stages. First, roles below their quota guarantee are offered what they
+//! still lack, by DRF among them. Then everyone is offered the rest by DRF, less what unmet
+//! guarantees still need (held back, as Mesos does, so that a guaranteed role gets its
+//! share as soon as it asks). Static reservations go only to their role and its sub-roles;
+//! quota limits cap a role with its sub-roles. Offer timeouts come next.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,6 +47,8 @@ pub enum NotOffered {
     NoAgents,
     /// Every agent's resources are in use or offered to others.
     NothingFree,
+    /// What is free is held back for the quota guarantees of other roles.
+    HeldForGuarantees,
     /// Its role holds all its quota limit allows.
     QuotaLimitReached {
         /// The role (or the ancestor) whose limit is reached.
@@ -104,6 +110,18 @@ pub struct Engine {
     within: BTreeMap<String, Sorter>,
     /// Quota limits: the most a role (with its sub-roles) may hold.
     limits: BTreeMap<String, Resources>,
+    /// Quota guarantees: what a role is offered before anyone else, and what is held back
+    /// for it while it has less.
+    guarantees: BTreeMap<String, Resources>,
+}
+
+/// The two stages of a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Roles below their guarantee, up to it.
+    Guarantees,
+    /// Everyone, leaving what unmet guarantees still need.
+    All,
 }
 
 impl Engine {
@@ -221,6 +239,36 @@ impl Engine {
         };
     }
 
+    /// Sets a role's quota guarantee: it is offered up to this before any other role, and
+    /// while it holds less, that much of the cluster's free resources is held back for it.
+    /// `None` removes the guarantee.
+    pub fn set_quota_guarantee(&mut self, role: &str, guarantee: Option<Resources>) {
+        match guarantee {
+            Some(g) => self.guarantees.insert(role.to_string(), g),
+            None => self.guarantees.remove(role),
+        };
+    }
+
+    /// What `role` still lacks of its guarantee.
+    fn unmet(&self, role: &str) -> Resources {
+        self.guarantees
+            .get(role)
+            .map_or(Resources::ZERO, |g| g.minus(self.roles.allocation(role)))
+    }
+
+    /// What the unreserved pools can give to anyone without eating into what unmet
+    /// guarantees still need.
+    fn spare(&self) -> Resources {
+        let free = self.agents.values().fold(Resources::ZERO, |t, a| {
+            t.plus(a.pools.get(&None).map_or(Resources::ZERO, Pool::free))
+        });
+        let needed = self
+            .guarantees
+            .keys()
+            .fold(Resources::ZERO, |t, role| t.plus(self.unmet(role)));
+        free.minus(needed)
+    }
+
     /// What `role` may still be offered under its own and its ancestors' limits (`None`:
     /// unlimited), and the role whose limit binds when nothing is left.
     fn headroom(&self, role: &str) -> (Option<Resources>, Option<String>) {
@@ -316,13 +364,15 @@ impl Engine {
         }
         let mut offers = Vec::new();
         let agents: Vec<AgentId> = self.agents.keys().cloned().collect();
-        for agent in agents {
-            let pools: Vec<Option<String>> = self.agents[&agent].pools.keys().cloned().collect();
-            // Reserved pools first: only their roles may have them.
-            let (reserved, unreserved): (Vec<_>, Vec<_>) =
-                pools.into_iter().partition(Option::is_some);
-            for pool in reserved.into_iter().chain(unreserved) {
-                self.allocate_pool(&agent, pool, now, &mut offers);
+        for stage in [Stage::Guarantees, Stage::All] {
+            for agent in &agents {
+                let pools: Vec<Option<String>> = self.agents[agent].pools.keys().cloned().collect();
+                // Reserved pools first: only their roles may have them.
+                let (reserved, unreserved): (Vec<_>, Vec<_>) =
+                    pools.into_iter().partition(Option::is_some);
+                for pool in reserved.into_iter().chain(unreserved) {
+                    self.allocate_pool(agent, pool, stage, now, &mut offers);
+                }
             }
         }
         offers
@@ -334,6 +384,7 @@ impl Engine {
         &mut self,
         agent: &AgentId,
         pool: Option<String>,
+        stage: Stage,
         now: Duration,
         offers: &mut Vec<Offer>,
     ) {
@@ -347,10 +398,17 @@ impl Engine {
                 if pool.as_deref().is_some_and(|r| !may_use(&role, r)) {
                     return None;
                 }
-                let amount = match self.headroom(&role).0 {
+                let mut amount = match self.headroom(&role).0 {
                     Some(room) => free.min(room),
                     None => free,
                 };
+                match stage {
+                    Stage::Guarantees => amount = amount.min(self.unmet(&role)),
+                    // Reserved resources are the role's own; unreserved ones are shared,
+                    // less what unmet guarantees need.
+                    Stage::All if pool.is_none() => amount = amount.min(self.spare()),
+                    Stage::All => {}
+                }
                 if amount.is_empty() {
                     return None;
                 }
@@ -427,6 +485,8 @@ impl Engine {
         }
         if !any_free {
             why.push(NotOffered::NothingFree);
+        } else if why.is_empty() && self.unmet(&fw.role).is_empty() && self.spare().is_empty() {
+            why.push(NotOffered::HeldForGuarantees);
         }
         why
     }
@@ -636,6 +696,55 @@ mod tests {
         e.decline(&offers[0], secs(60), secs(1));
         assert!(e.allocate(secs(2)).is_empty());
         assert_eq!(e.allocate(secs(61)).len(), 1);
+    }
+
+    #[test]
+    fn a_quota_guarantee_is_served_first_and_held_back() {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(1.0, 512.0));
+        e.add_agent("a2".into(), Resources::new(1.0, 512.0));
+        e.add_agent("a3".into(), Resources::new(1.0, 512.0));
+        e.add_framework("other".into(), "other");
+        e.add_framework("quota".into(), "quota");
+        e.set_quota_guarantee("quota", Some(Resources::new(2.0, 1024.0)));
+        let offers = e.allocate(secs(0));
+        let to_quota: Resources = offers
+            .iter()
+            .filter(|o| o.framework == "quota".into())
+            .fold(Resources::ZERO, |t, o| t.plus(o.resources));
+        assert_eq!(
+            to_quota,
+            Resources::new(2.0, 1024.0),
+            "the guarantee comes first"
+        );
+        let to_other: Resources = offers
+            .iter()
+            .filter(|o| o.framework == "other".into())
+            .fold(Resources::ZERO, |t, o| t.plus(o.resources));
+        assert_eq!(
+            to_other,
+            Resources::new(1.0, 512.0),
+            "the rest goes to others"
+        );
+        // The guaranteed role gives back: its share is held for it, not offered to others.
+        let quota_offers: Vec<Offer> = offers
+            .iter()
+            .filter(|o| o.framework == "quota".into())
+            .cloned()
+            .collect();
+        e.suppress(&"quota".into());
+        for o in &quota_offers {
+            e.recover(&o.framework, &o.agent, o.resources, None);
+        }
+        assert!(e.allocate(secs(1)).is_empty());
+        assert_eq!(
+            e.explain(&"other".into(), secs(1)),
+            [NotOffered::HeldForGuarantees]
+        );
+        // Without the guarantee, the others may have it.
+        e.set_quota_guarantee("quota", None);
+        let freed = e.allocate(secs(2));
+        assert!(!freed.is_empty() && freed.iter().all(|o| o.framework == "other".into()));
     }
 
     #[test]
