@@ -113,6 +113,10 @@ pub struct Engine {
     /// Quota guarantees: what a role is offered before anyone else, and what is held back
     /// for it while it has less.
     guarantees: BTreeMap<String, Resources>,
+    /// What each framework holds (offered or used) on each agent, by pool.
+    held: BTreeMap<(AgentId, FrameworkId, Option<String>), Resources>,
+    /// The allocation interval: no filter is shorter (a decline lasts at least one cycle).
+    interval: Duration,
 }
 
 /// The two stages of a cycle.
@@ -128,6 +132,69 @@ impl Engine {
     /// An engine with nothing in it.
     pub fn new() -> Engine {
         Engine::default()
+    }
+
+    /// Sets the allocation interval (the time between cycles): a decline filter lasts at
+    /// least this long, so that it holds for at least one cycle.
+    pub fn set_allocation_interval(&mut self, interval: Duration) {
+        self.interval = interval;
+    }
+
+    /// Sets a role's weight: its share counts divided by it. Default 1.
+    pub fn update_weight(&mut self, role: &str, weight: f64) {
+        self.roles.update_weight(role, weight);
+    }
+
+    /// Forgets every framework's filters on an agent (its attributes changed, so what was
+    /// declined may now be wanted).
+    pub fn remove_filters(&mut self, agent: &AgentId) {
+        for fw in self.frameworks.values_mut() {
+            fw.filters.remove(agent);
+        }
+    }
+
+    /// Records resources a framework already uses on an agent (tasks found running when an
+    /// agent registers, or after a master failover).
+    pub fn track_used(
+        &mut self,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        resources: Resources,
+        reservation: Option<&str>,
+    ) {
+        let pool = reservation.map(str::to_string);
+        let Some(role) = self.frameworks.get(framework).map(|f| f.role.clone()) else {
+            return;
+        };
+        if let Some(p) = self
+            .agents
+            .get_mut(agent)
+            .and_then(|a| a.pools.get_mut(&pool))
+        {
+            p.allocated = p.allocated.plus(resources);
+        } else {
+            return;
+        }
+        self.charge(framework, &role, agent, &pool, resources);
+    }
+
+    fn charge(
+        &mut self,
+        framework: &FrameworkId,
+        role: &str,
+        agent: &AgentId,
+        pool: &Option<String>,
+        resources: Resources,
+    ) {
+        self.roles.allocated(role, resources);
+        if let Some(sorter) = self.within.get_mut(role) {
+            sorter.allocated(&framework.0, resources);
+        }
+        let held = self
+            .held
+            .entry((agent.clone(), framework.clone(), pool.clone()))
+            .or_default();
+        *held = held.plus(resources);
     }
 
     /// An agent joins with its resources.
@@ -165,12 +232,19 @@ impl Engine {
     }
 
     /// An agent leaves: its resources leave the pool, and what frameworks held of it
-    /// (`held`: offers and tasks there, which the caller rescinds and marks) is taken back
-    /// from their shares.
-    pub fn remove_agent(&mut self, agent: &AgentId, held: &[(FrameworkId, Resources)]) {
+    /// (offers and tasks, which the caller rescinds and marks) is taken back from their
+    /// shares.
+    pub fn remove_agent(&mut self, agent: &AgentId) {
+        let held: Vec<(FrameworkId, Resources)> = self
+            .held
+            .iter()
+            .filter(|((a, _, _), _)| a == agent)
+            .map(|((_, f, _), r)| (f.clone(), *r))
+            .collect();
         for (framework, resources) in held {
-            self.unallocate(framework, *resources);
+            self.unallocate(&framework, resources);
         }
+        self.held.retain(|(a, _, _), _| a != agent);
         self.agents.remove(agent);
         self.roles.remove_agent(agent);
         for sorter in self.within.values_mut() {
@@ -207,8 +281,17 @@ impl Engine {
         );
     }
 
-    /// A framework leaves; the caller recovers what it held first.
+    /// A framework leaves: what it held goes back to the pools.
     pub fn remove_framework(&mut self, framework: &FrameworkId) {
+        let held: Vec<(AgentId, Option<String>, Resources)> = self
+            .held
+            .iter()
+            .filter(|((_, f, _), _)| f == framework)
+            .map(|((a, _, p), r)| (a.clone(), p.clone(), *r))
+            .collect();
+        for (agent, pool, resources) in held {
+            self.recover(framework, &agent, resources, pool.as_deref());
+        }
         if let Some(fw) = self.frameworks.remove(framework) {
             if let Some(sorter) = self.within.get_mut(&fw.role) {
                 sorter.remove(&framework.0);
@@ -223,10 +306,12 @@ impl Engine {
         }
     }
 
-    /// No offers to it until it is activated (disconnected).
+    /// No offers to it until it is activated (disconnected); its filters are forgotten,
+    /// as Mesos does.
     pub fn deactivate(&mut self, framework: &FrameworkId) {
         if let Some(fw) = self.frameworks.get_mut(framework) {
             fw.active = false;
+            fw.filters.clear();
         }
     }
 
@@ -315,7 +400,8 @@ impl Engine {
         );
         if let Some(fw) = self.frameworks.get_mut(framework) {
             if !refuse.is_zero() {
-                fw.filters.insert(agent.clone(), now + refuse);
+                fw.filters
+                    .insert(agent.clone(), now + refuse.max(self.interval));
             }
         }
     }
@@ -335,6 +421,17 @@ impl Engine {
             .and_then(|a| a.pools.get_mut(&reservation.map(str::to_string)))
         {
             pool.allocated = pool.allocated.minus(resources);
+        }
+        let key = (
+            agent.clone(),
+            framework.clone(),
+            reservation.map(str::to_string),
+        );
+        if let Some(held) = self.held.get_mut(&key) {
+            *held = held.minus(resources);
+            if held.is_empty() {
+                self.held.remove(&key);
+            }
         }
         self.unallocate(framework, resources);
     }
@@ -424,10 +521,7 @@ impl Engine {
             let Some((framework, role, amount)) = chosen else {
                 return;
             };
-            self.roles.allocated(&role, amount);
-            if let Some(sorter) = self.within.get_mut(&role) {
-                sorter.allocated(&framework.0, amount);
-            }
+            self.charge(&framework, &role, agent, &pool, amount);
             if let Some(p) = self
                 .agents
                 .get_mut(agent)
@@ -499,6 +593,9 @@ impl Engine {
             .map_or(0.0, |s| s.share(&framework.0))
     }
 }
+
+#[cfg(test)]
+mod mesos;
 
 #[cfg(test)]
 mod tests {
@@ -602,13 +699,8 @@ mod tests {
     #[test]
     fn an_agent_that_leaves_takes_its_share_with_it() {
         let mut e = two_frameworks();
-        let offers = e.allocate(secs(0));
-        let lost: Vec<(FrameworkId, Resources)> = offers
-            .iter()
-            .filter(|o| o.agent == "a1".into())
-            .map(|o| (o.framework.clone(), o.resources))
-            .collect();
-        e.remove_agent(&"a1".into(), &lost);
+        e.allocate(secs(0));
+        e.remove_agent(&"a1".into());
         assert_eq!(e.share(&"f1".into()), 0.0);
         assert!((e.share(&"f2".into()) - 1.0).abs() < 1e-9);
     }
