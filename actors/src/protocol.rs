@@ -207,6 +207,22 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state.
+    pub const ALL: [TaskState; 12] = [
+        TaskState::Staging,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Killing,
+        TaskState::Finished,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Error,
+        TaskState::Dropped,
+        TaskState::Unreachable,
+        TaskState::Gone,
+        TaskState::Unknown,
+    ];
+
     /// Whether no further state can follow.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -301,6 +317,21 @@ pub struct TaskStatus {
     pub exit_code: Option<i32>,
 }
 
+impl TaskStatus {
+    /// A status saying `task` is now in `state`, with no reason, agent or exit code yet.
+    pub fn new(task: TaskId, state: TaskState, source: Source, timestamp_ms: u64) -> TaskStatus {
+        TaskStatus {
+            task,
+            state,
+            reason: String::new(),
+            source,
+            timestamp_ms,
+            agent: None,
+            exit_code: None,
+        }
+    }
+}
+
 /// Why a status update was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
@@ -391,31 +422,8 @@ mod tests {
     use TaskState::*;
 
     fn status(state: TaskState) -> TaskStatus {
-        TaskStatus {
-            task: "t1".into(),
-            state,
-            reason: String::new(),
-            source: Source::Agent,
-            timestamp_ms: 0,
-            agent: None,
-            exit_code: None,
-        }
+        TaskStatus::new("t1".into(), state, Source::Agent, 0)
     }
-
-    const ALL: [TaskState; 12] = [
-        Staging,
-        Starting,
-        Running,
-        Killing,
-        Finished,
-        Failed,
-        Killed,
-        Error,
-        Dropped,
-        Unreachable,
-        Gone,
-        Unknown,
-    ];
 
     #[test]
     fn the_happy_path_and_a_kill() {
@@ -438,8 +446,8 @@ mod tests {
 
     #[test]
     fn no_task_ends_twice_in_different_ways() {
-        for end in ALL.iter().filter(|s| s.is_terminal()) {
-            for other in ALL.iter().filter(|s| *s != end) {
+        for end in TaskState::ALL.iter().filter(|s| s.is_terminal()) {
+            for other in TaskState::ALL.iter().filter(|s| *s != end) {
                 let mut t = TaskLifecycle::new(status(Staging));
                 t.apply(status(*end)).unwrap();
                 assert!(t.apply(status(*other)).is_err(), "{end} then {other}");
@@ -471,7 +479,7 @@ mod tests {
     fn nothing_goes_back() {
         assert!(!Running.may_become(Starting));
         assert!(!Killing.may_become(Running));
-        for s in ALL {
+        for s in TaskState::ALL {
             assert!(!s.may_become(Staging));
         }
     }

@@ -207,15 +207,7 @@ mod tests {
     use crate::protocol::{Source, TaskState};
 
     fn status(task: &str, state: TaskState) -> TaskStatus {
-        TaskStatus {
-            task: task.into(),
-            state,
-            reason: String::new(),
-            source: Source::Agent,
-            timestamp_ms: 0,
-            agent: None,
-            exit_code: None,
-        }
+        TaskStatus::new(task.into(), state, Source::Agent, 0)
     }
 
     fn s(secs: u64) -> Duration {

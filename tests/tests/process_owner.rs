@@ -53,6 +53,26 @@ impl Place {
     }
 }
 
+/// The owner's command: run `script` as task t1 of `agent`, with sandboxes under `root`.
+fn owner_command(
+    owner: &std::path::Path,
+    root: &std::path::Path,
+    agent: &str,
+    script: &str,
+) -> Command {
+    let mut cmd = Command::new(owner);
+    cmd.args([
+        root.to_str().unwrap(),
+        agent,
+        "t1",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
+    cmd
+}
+
 fn log_len(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
@@ -66,16 +86,7 @@ async fn a_task_outlives_its_killed_owner_and_is_adopted_with_its_real_exit() {
     let (root, agent) = (place.litter.root.clone(), place.litter.agent.clone());
     let script = "i=0; while [ ! -e stop ]; do i=$((i+1)); echo tick $i; sleep 0.02; done; exit 3";
     let owner = place.owner.insert(
-        Command::new(OWNER)
-            .args([
-                root.to_str().unwrap(),
-                &agent,
-                "t1",
-                "--",
-                "/bin/sh",
-                "-c",
-                script,
-            ])
+        owner_command(OWNER.as_ref(), &root, &agent, script)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -136,17 +147,8 @@ async fn without_root_a_task_runs_without_cgroups_and_the_owner_says_so() {
     let shim = bin.join("troupe-shim");
     std::fs::copy(OWNER, &owner).unwrap();
     std::fs::copy(PathBuf::from(OWNER).with_file_name("troupe-shim"), &shim).unwrap();
-    let out = Command::new(&owner)
+    let out = owner_command(&owner, &root, &agent, "echo ran; id -u")
         .env("TROUPE_SHIM", &shim)
-        .args([
-            root.to_str().unwrap(),
-            &agent,
-            "t1",
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo ran; id -u",
-        ])
         .uid(65534)
         .gid(65534)
         .output()

@@ -294,6 +294,7 @@ async fn a_cpu_hog_is_held_at_its_quota() {
         .await;
     let before = p.stats().usage.cpu_ns;
     let t = Instant::now();
+    // The measuring window itself: cpu time used over two seconds of wall time.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let used = (p.stats().usage.cpu_ns - before) as f64 / t.elapsed().as_nanos() as f64;
     assert!(used < 0.5, "used {:.0}% of a cpu", used * 100.0);
