@@ -9,7 +9,15 @@
 //!   until acknowledged, checkpointed.
 //! * [`validation`]: the master's judgement of a launch, task by task.
 
+pub mod agent;
 pub mod allocator;
+pub mod dev;
+pub mod framework;
+pub mod master;
+pub mod outbox;
 pub mod protocol;
+pub mod runner;
 pub mod status_updates;
 pub mod validation;
+
+mod tree;

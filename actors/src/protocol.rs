@@ -12,9 +12,11 @@
 //!     └──► ... Unreachable ◄──► Running (its agent came back) ... ──► terminal
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use troupe_runtime::Reply;
 
 macro_rules! id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -414,6 +416,393 @@ impl TaskLifecycle {
         self.current = update;
         Ok(Applied::Changed)
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages. The master is at `master`, an agent at `agent/<id>`, a framework's driver at
+// `framework/<id>` (or any path it subscribes with), a task's process at `task/<id>`, and an
+// agent's observer on the master at `master/observer/<agent-id>`.
+// ---------------------------------------------------------------------------------------
+
+id!(
+    /// An offer's id, unique per master run.
+    OfferId
+);
+
+/// The milliseconds since the Unix epoch now: the timestamp of status updates.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What an agent tells the master about itself when it registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Its id (its name: stable across restarts, so that its tasks are recognised).
+    pub id: AgentId,
+    /// The host it runs on.
+    pub hostname: String,
+    /// The runtime node it lives on.
+    pub node: String,
+    /// Where that node listens, so that operators' tools can reach its tasks.
+    pub addr: String,
+    /// What it offers to tasks.
+    pub resources: Resources,
+    /// Its attributes (`rack=r1`, ...), given to frameworks with its offers.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// What a framework tells the master when it subscribes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkInfo {
+    /// Its id when it subscribes again (after a failover of either side); `None` the
+    /// first time, and the master gives it one.
+    #[serde(default)]
+    pub id: Option<FrameworkId>,
+    /// A name for people.
+    pub name: String,
+    /// Its role, a path such as `eng/ml` (`*` when it has none).
+    pub role: String,
+    /// How long the master keeps its tasks running after it disconnected, waiting for it
+    /// to subscribe again; past that, its tasks are killed and it is removed.
+    #[serde(with = "troupe_runtime::codec::millis")]
+    pub failover_timeout: std::time::Duration,
+    /// Where its driver listens: the master sends it [`SchedulerMsg`]s there.
+    pub driver: String,
+}
+
+/// An offer as a framework sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferInfo {
+    /// Its id, to accept or decline it by.
+    pub id: OfferId,
+    /// The agent whose resources these are.
+    pub agent: AgentId,
+    /// That agent's host.
+    pub hostname: String,
+    /// That agent's attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// What is offered.
+    pub resources: Resources,
+    /// The role they are reserved for, if they are.
+    pub reservation: Option<String>,
+}
+
+/// A task as the master tracks it (what `troupe ps` lists).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// The task.
+    pub id: TaskId,
+    /// Its name.
+    pub name: String,
+    /// Its framework.
+    pub framework: FrameworkId,
+    /// Its agent.
+    pub agent: Option<AgentId>,
+    /// Its state now, with reason, source and time.
+    pub status: TaskStatus,
+    /// What it holds.
+    pub resources: Resources,
+    /// Its command line.
+    pub command: Vec<String>,
+    /// When it was launched (ms since the Unix epoch).
+    pub launched_ms: u64,
+}
+
+/// An agent as the master sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    /// What it registered with.
+    pub info: AgentInfo,
+    /// Whether its observer hears from it.
+    pub reachable: bool,
+    /// What its tasks and outstanding offers hold.
+    pub allocated: Resources,
+}
+
+/// A framework as the master sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkView {
+    /// Its id.
+    pub id: FrameworkId,
+    /// What it subscribed with.
+    pub info: FrameworkInfo,
+    /// Whether it is connected.
+    pub connected: bool,
+    /// Its dominant share within its role.
+    pub share: f64,
+    /// Why it gets no offers now, if it does not (empty otherwise).
+    pub not_offered: Vec<String>,
+}
+
+/// The master's state, as `troupe ps` and `/state` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The master's node.
+    pub master: String,
+    /// The agents.
+    pub agents: Vec<AgentView>,
+    /// The frameworks.
+    pub frameworks: Vec<FrameworkView>,
+    /// The tasks: every live one, and the most recent terminal ones.
+    pub tasks: Vec<TaskView>,
+    /// Outstanding offers.
+    pub offers: Vec<OfferInfo>,
+}
+
+/// Where a task runs, for tools that talk to it directly (logs, signals).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskLocation {
+    /// The task as the master sees it.
+    pub task: TaskView,
+    /// Its agent's node name and address, when it reached one.
+    pub agent: Option<AgentInfo>,
+}
+
+/// What the master accepts.
+#[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
+pub enum MasterMsg {
+    /// An agent registers (again, after either side restarted), with the tasks it runs.
+    RegisterAgent {
+        /// Who it is.
+        info: AgentInfo,
+        /// The latest status of every task it still has, with its framework.
+        tasks: Vec<(FrameworkId, TaskStatus, Resources)>,
+        /// `Ok`, or why it was refused.
+        reply: Reply<Result<(), String>>,
+    },
+    /// An agent reports a task's status (the master forwards it to the framework).
+    StatusUpdate {
+        /// From which agent.
+        agent: AgentId,
+        /// The update, by id: the framework acknowledges it by that id.
+        update: crate::status_updates::Update,
+    },
+    /// A framework subscribes (or subscribes again with its id).
+    Subscribe {
+        /// Who it is.
+        info: FrameworkInfo,
+        /// Its id, or why it was refused.
+        reply: Reply<Result<FrameworkId, String>>,
+    },
+    /// A framework leaves for good: its tasks are killed.
+    Teardown {
+        /// Which.
+        framework: FrameworkId,
+    },
+    /// A framework launches tasks on offers (all on one agent); what the tasks leave of
+    /// the offers comes back to the pool, filtered for `refuse` if it is given.
+    Accept {
+        /// Which framework.
+        framework: FrameworkId,
+        /// The offers used.
+        offers: Vec<OfferId>,
+        /// The tasks.
+        tasks: Vec<TaskInfo>,
+        /// How long the rest of the offers is not offered to it again.
+        #[serde(default)]
+        refuse_ms: Option<u64>,
+    },
+    /// A framework declines offers; their agents are not offered to it for `refuse_ms`.
+    Decline {
+        /// Which framework.
+        framework: FrameworkId,
+        /// The offers.
+        offers: Vec<OfferId>,
+        /// The filter (Mesos' `refuse_seconds`, in ms).
+        refuse_ms: u64,
+    },
+    /// A framework wants offers again (suppression ends, filters clear).
+    Revive {
+        /// Which framework.
+        framework: FrameworkId,
+    },
+    /// A framework wants no offers for now.
+    Suppress {
+        /// Which framework.
+        framework: FrameworkId,
+    },
+    /// Kill a task (from its framework or an operator).
+    Kill {
+        /// The task.
+        task: TaskId,
+        /// `Ok` once the kill is under way, or why not.
+        reply: Reply<Result<(), String>>,
+    },
+    /// A framework acknowledges a status update.
+    Acknowledge {
+        /// Which framework.
+        framework: FrameworkId,
+        /// The task's agent.
+        agent: AgentId,
+        /// The task.
+        task: TaskId,
+        /// The update's id.
+        update: u64,
+    },
+    /// A framework asks for the latest state of tasks (all of its tasks when empty).
+    Reconcile {
+        /// Which framework.
+        framework: FrameworkId,
+        /// The tasks, or none for all.
+        tasks: Vec<TaskId>,
+    },
+    /// The cluster's state (`all`: terminal tasks too).
+    State {
+        /// Whether to include terminal tasks.
+        all: bool,
+        /// The answer.
+        reply: Reply<ClusterState>,
+    },
+    /// Where a task is.
+    Locate {
+        /// The task.
+        task: TaskId,
+        /// The answer, or why not.
+        reply: Reply<Result<TaskLocation, String>>,
+    },
+    /// An observer's judgement of its agent (sent by the observer, on the master's node).
+    AgentHealth {
+        /// The agent.
+        agent: AgentId,
+        /// Whether it is heard from.
+        reachable: bool,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The allocator's decisions (sent by the allocator, on the master's node).
+    Offers {
+        /// The new offers: framework, agent, resources, reservation.
+        offers: Vec<(FrameworkId, AgentId, Resources, Option<String>)>,
+    },
+    /// A connected framework's driver stopped or its node went away.
+    FrameworkDown {
+        /// Which framework.
+        framework: FrameworkId,
+        /// The driver's path it was connected through.
+        driver: String,
+    },
+    /// Periodic upkeep: offer timeouts, framework failover timeouts, agents gone for good.
+    Tick,
+}
+
+/// What an agent accepts.
+#[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
+pub enum AgentMsg {
+    /// Run these tasks for a framework.
+    Launch {
+        /// Whose.
+        framework: FrameworkId,
+        /// The tasks.
+        tasks: Vec<TaskInfo>,
+    },
+    /// Kill a task: its stop signal, its grace period, then SIGKILL.
+    Kill {
+        /// The task.
+        task: TaskId,
+    },
+    /// A framework acknowledged an update.
+    Acknowledge {
+        /// The task.
+        task: TaskId,
+        /// The update's id.
+        update: u64,
+    },
+    /// The master asks the agent to register again (the master restarted, or it had
+    /// judged the agent unreachable and hears from it again).
+    Reregister,
+    /// Sends a task's log to `to` (a `LogMsg` receiver on any node): from offset `from`,
+    /// then, with `follow`, live until the task ends. Works for ended tasks too, while
+    /// their sandbox is kept.
+    StreamLog {
+        /// The task.
+        task: TaskId,
+        /// Which stream.
+        stream: troupe_os::actor::Stream,
+        /// The first offset wanted.
+        from: u64,
+        /// Whether to keep following.
+        follow: bool,
+        /// The receiver's path.
+        to: String,
+    },
+    /// Resource use of every running task.
+    Usage {
+        /// The answer.
+        reply: Reply<Vec<TaskUsage>>,
+    },
+    /// A task's process ended (from the agent's own watchers).
+    Exited {
+        /// The task.
+        task: TaskId,
+        /// How.
+        reason: troupe_os::ExitReason,
+    },
+    /// Periodic upkeep: heartbeats, retries of unacknowledged updates.
+    Tick,
+}
+
+/// One task's resource use, as an agent reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskUsage {
+    /// The task.
+    pub task: TaskId,
+    /// Its main process.
+    pub pid: i32,
+    /// Cpu time used, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// What an agent's observer on the master accepts.
+#[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
+pub enum ObserverMsg {
+    /// The agent is alive.
+    Heartbeat,
+    /// Time to judge (from the observer's own timer).
+    Check,
+}
+
+/// What the master sends a framework's driver.
+#[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
+pub enum SchedulerMsg {
+    /// New offers.
+    Offers {
+        /// The offers.
+        offers: Vec<OfferInfo>,
+    },
+    /// An offer is no longer valid (its agent left, or it timed out).
+    Rescind {
+        /// Which.
+        offer: OfferId,
+    },
+    /// A task's status. `ack` is the update's id when the agent waits for an
+    /// acknowledgement (the driver sends it after the scheduler saw the update); `None`
+    /// for the master's own updates (refusals, reconciliation, agent loss).
+    Update {
+        /// The status.
+        status: TaskStatus,
+        /// The update id to acknowledge.
+        ack: Option<u64>,
+    },
+    /// An agent is unreachable or gone.
+    AgentLost {
+        /// Which.
+        agent: AgentId,
+    },
+    /// The master refuses something the framework did (it is removed, or its request
+    /// was malformed).
+    Error {
+        /// What.
+        message: String,
+    },
+    /// The driver's own timer: subscribe if not subscribed.
+    Reconnect,
+    /// The driver's monitor of the master fired.
+    MasterDown,
 }
 
 #[cfg(test)]

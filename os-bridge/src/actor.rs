@@ -126,6 +126,9 @@ pub struct ProcessArgs {
     pub ctx: TaskContext,
     /// The path to register under; `task/<task-id>` when `None`.
     pub path: Option<String>,
+    /// Adopt the task's process from its checkpoint (its owner restarted) instead of
+    /// starting it; a process that ended meanwhile reports its recorded exit at once.
+    pub adopt: bool,
 }
 
 /// The process actor.
@@ -153,9 +156,13 @@ impl Actor for ProcessActor {
             .path
             .clone()
             .unwrap_or_else(|| format!("task/{}", args.ctx.task));
-        let process = Process::spawn(args.spec, args.ctx)
-            .await
-            .map_err(|e: StartError| e.exit_reason().to_string())?;
+        let process = if args.adopt {
+            Process::adopt(args.ctx).await.map_err(|e| e.to_string())?
+        } else {
+            Process::spawn(args.spec, args.ctx)
+                .await
+                .map_err(|e: StartError| e.exit_reason().to_string())?
+        };
         troupe_runtime::register(&path, &myself)?;
         // The actor lives exactly as long as its process.
         let watcher = process.clone();
@@ -297,6 +304,7 @@ pub fn process_child(child: ChildSpec, spec: ProcessSpec, ctx: TaskContext) -> C
             spec: spec.clone(),
             ctx: ctx.clone(),
             path: None,
+            adopt: false,
         };
         async move {
             let outcome = start.spawn(ProcessActor, args).await;

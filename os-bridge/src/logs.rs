@@ -115,6 +115,44 @@ pub fn last_lines(path: &Path, max_files: u32, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Everything kept of a log (rotated files, oldest first, then the live file) from the
+/// stream offset `from` on, in chunks, read without taking part in rotation: for readers
+/// other than the process's own keeper (an ended task's log, a one-off read).
+pub fn read_kept(path: &Path, max_files: u32, from: u64) -> Vec<LogChunk> {
+    let base: u64 = std::fs::read_to_string(base_file(path))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    let mut files: Vec<(u64, Vec<u8>)> = Vec::new();
+    let rotated_files: Vec<Vec<u8>> = (1..max_files)
+        .rev()
+        .filter_map(|i| std::fs::read(rotated(path, i)).ok())
+        .collect();
+    let kept: u64 = rotated_files.iter().map(|b| b.len() as u64).sum();
+    let mut offset = base.saturating_sub(kept);
+    for bytes in rotated_files {
+        let len = bytes.len() as u64;
+        files.push((offset, bytes));
+        offset += len;
+    }
+    files.push((base, std::fs::read(path).unwrap_or_default()));
+    let mut out = Vec::new();
+    for (start, bytes) in files {
+        let end = start + bytes.len() as u64;
+        if from >= end {
+            continue;
+        }
+        let skip = from.saturating_sub(start) as usize;
+        for (i, piece) in bytes[skip..].chunks(CHUNK).enumerate() {
+            out.push(LogChunk {
+                offset: start + skip as u64 + (i * CHUNK) as u64,
+                bytes: piece.to_vec(),
+            });
+        }
+    }
+    out
+}
+
 fn rotated(path: &Path, i: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{i}"));

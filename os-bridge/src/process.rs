@@ -26,6 +26,9 @@ use crate::procfs;
 use crate::shim::{self, Exit, Failed, LaunchPlan, Started};
 use crate::spec::{ExitReason, ProcessSpec, SpecError, signal_number};
 
+/// The file the final [`ExitReason`] of a task's run is recorded in.
+const OUTCOME: &str = "outcome.json";
+
 /// Where a task lives on this host.
 #[derive(Debug, Clone)]
 pub struct TaskContext {
@@ -70,6 +73,12 @@ impl TaskContext {
     /// Where the task's own records (start, exit, checkpoint) are kept.
     pub fn status_dir(&self) -> PathBuf {
         self.sandbox().join(".troupe")
+    }
+
+    /// How the task's last run ended, once its owner concluded it (the record outlives
+    /// the process actor, so an owner that learns of the end late still knows how).
+    pub fn outcome(&self) -> Option<ExitReason> {
+        shim::read_status(&self.status_dir(), OUTCOME)
     }
 }
 
@@ -194,7 +203,7 @@ impl Process {
         let status_dir = ctx.status_dir();
         let setup = |what: &str, e: std::io::Error| StartError::Setup(format!("{what}: {e}"));
         std::fs::create_dir_all(&status_dir).map_err(|e| setup("sandbox", e))?;
-        for stale in [shim::STARTED, shim::FAILED, shim::EXIT, CHECKPOINT] {
+        for stale in [shim::STARTED, shim::FAILED, shim::EXIT, CHECKPOINT, OUTCOME] {
             let _ = std::fs::remove_file(status_dir.join(stale));
         }
         let cgroup = match TaskCgroup::create(&ctx.agent, &ctx.task, &spec.resources) {
@@ -637,6 +646,13 @@ impl Inner {
             }
         } else {
             self.signal_group(9);
+        }
+        // The outcome outlives the actor, for an owner that learns of the end late.
+        if let Ok(bytes) = serde_json::to_vec(&reason) {
+            let tmp = status_dir.join(".outcome.json.tmp");
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, status_dir.join(OUTCOME));
+            }
         }
         debug!(task = %self.ctx.task, %reason, "task ended");
         reason

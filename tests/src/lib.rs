@@ -1,5 +1,6 @@
 //! Shared fixtures for troupe's integration tests.
 //!
+//! * [`cluster`]: a framework for tests that launches queued tasks and records statuses.
 //! * [`actors`]: the actors the helper node `troupe-testnode` serves, and their messages,
 //!   shared with the tests that talk to them.
 //! * [`ChildNode`]: a node in another OS process, killed (and reaped) when dropped, so that a
@@ -10,6 +11,7 @@
 //! * [`wait_until`]: waiting on a condition with a deadline instead of sleeping.
 
 pub mod actors;
+pub mod cluster;
 pub mod remote;
 
 use std::io::{BufRead, BufReader};

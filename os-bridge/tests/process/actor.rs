@@ -34,6 +34,7 @@ async fn a_process_actor_answers_and_its_down_carries_the_exit() {
         spec: sh(script),
         ctx: fx.ctx("p1"),
         path: None,
+        adopt: false,
     };
     let (actor, _) = ractor::Actor::spawn(None, ProcessActor, args)
         .await
@@ -99,6 +100,7 @@ async fn stopping_the_actor_stops_its_process_gracefully() {
         spec: troupe_os::ProcessSpec::new(["sleep", "1000"]),
         ctx: fx.ctx("p2"),
         path: Some("apps/sleeper".into()),
+        adopt: false,
     };
     ractor::Actor::spawn(None, ProcessActor, args)
         .await

@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
                 spec,
                 ctx: troupe_os::process::TaskContext::new(&agent, &task, root),
                 path: None,
+                adopt: false,
             };
             Actor::spawn(None, troupe_os::ProcessActor, args)
                 .await

@@ -1,0 +1,640 @@
+//! The agent core, at `agent/<id>`: registration and heartbeats, launching and killing
+//! tasks, the status-update manager and the checkpoint.
+//!
+//! * Until registered, it tries every second: it connects to the master's node, and
+//!   registers with its resources and the latest status of every task it still has. It
+//!   monitors the master core, and registers again when that goes (or when asked).
+//! * Registered, it sends its observer on the master a heartbeat every 200 ms.
+//! * Each task's updates go through [`StatusUpdates`]: in order, retried with backoff until
+//!   the framework acknowledges them. The manager and the task table are checkpointed to
+//!   `<work-dir>/agent.json` after every change.
+//! * A task runs as a process actor under the executors supervisor; the core monitors it,
+//!   and its `Down` (or, when the process ended before the monitor was placed, the outcome
+//!   the process actor recorded in the sandbox) says how it ended.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
+use troupe_os::actor::{ProcessArgs, ProcessMsg, Stream};
+use troupe_os::{ExitReason, ProcessActor, TaskContext};
+use troupe_runtime::supervisor::{ChildSpec, Restart, Shutdown, StartCtx};
+use troupe_runtime::{Addr, Child, DownReason, Node, SupervisorRef};
+
+use super::AgentConfig;
+use crate::master::{AGENT_HEARTBEAT, MASTER_PATH, observer_path};
+use crate::outbox::Outbox;
+use crate::protocol::{
+    AgentId, AgentInfo, AgentMsg, FrameworkId, MasterMsg, ObserverMsg, Resources, Source, TaskId,
+    TaskInfo, TaskState, TaskStatus, TaskUsage, now_ms,
+};
+use crate::status_updates::StatusUpdates;
+
+/// How long a registration may take before it is tried again.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The time between registration attempts.
+const REGISTER_EVERY: Duration = Duration::from_secs(1);
+
+/// What the core starts from.
+#[derive(Debug, Clone)]
+pub struct AgentArgs {
+    /// The agent's settings.
+    pub config: AgentConfig,
+    /// The agent's supervisor, to find the executors by.
+    pub parent: ActorCell,
+}
+
+/// The agent core actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentCore;
+
+/// One task as the agent keeps it (and checkpoints it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AgentTask {
+    framework: FrameworkId,
+    info: TaskInfo,
+    status: TaskStatus,
+}
+
+/// The checkpoint: the task table and the status-update manager.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    tasks: BTreeMap<TaskId, AgentTask>,
+    updates: StatusUpdates,
+}
+
+/// The core's state.
+pub struct AgentState {
+    config: AgentConfig,
+    parent: ActorCell,
+    info: AgentInfo,
+    book: Checkpoint,
+    executors: Option<SupervisorRef>,
+    /// Tasks of the checkpoint still to be found again.
+    to_adopt: Vec<TaskId>,
+    registered: bool,
+    last_attempt: Option<Instant>,
+    master: Addr<MasterMsg>,
+    master_outbox: Outbox<MasterMsg>,
+    observer: Outbox<ObserverMsg>,
+    master_watch: Option<troupe_runtime::Ref>,
+    start: Instant,
+    myself: ActorRef<AgentMsg>,
+}
+
+fn checkpoint_path(config: &AgentConfig) -> PathBuf {
+    config.work_dir.join("agent.json")
+}
+
+impl Actor for AgentCore {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        args: AgentArgs,
+    ) -> Result<AgentState, ActorProcessingErr> {
+        let config = args.config;
+        let node = Node::current().ok_or("the agent needs a running node")?;
+        let host = troupe_os::host::host_resources(&config.sandbox_root(), BTreeMap::new());
+        let resources = config.resources.unwrap_or(Resources {
+            cpus: host.cpus,
+            mem_mib: (host.memory_bytes / (1024 * 1024)) as f64,
+            disk_mib: (host.disk_free_bytes / (1024 * 1024)) as f64,
+        });
+        let info = AgentInfo {
+            id: config.id.clone(),
+            hostname: host.hostname,
+            node: node.name().to_string(),
+            addr: node.advertise_addr().to_string(),
+            resources,
+            attributes: config.attributes.clone(),
+        };
+        let book: Checkpoint = match std::fs::read(checkpoint_path(&config)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "the checkpoint {} is not valid ({e}); move it away to start afresh",
+                    checkpoint_path(&config).display()
+                )
+            })?,
+            Err(_) => Checkpoint::default(),
+        };
+        let to_adopt = book
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.status.state.is_terminal())
+            .map(|(id, _)| id.clone())
+            .collect();
+        troupe_runtime::register(&format!("agent/{}", config.id), &myself)?;
+        myself.send_interval(AGENT_HEARTBEAT, || AgentMsg::Tick);
+        let master = Addr::<MasterMsg>::new(MASTER_PATH);
+        let mut state = AgentState {
+            observer: Outbox::new(Addr::new(observer_path(&config.id))),
+            master_outbox: Outbox::new(master.clone()),
+            master,
+            config,
+            parent: args.parent,
+            info,
+            book,
+            executors: None,
+            to_adopt,
+            registered: false,
+            last_attempt: None,
+            master_watch: None,
+            start: Instant::now(),
+            myself: myself.clone(),
+        };
+        let now = state.now();
+        state.book.updates.resume(now);
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(watch) = state.master_watch.take() {
+            troupe_runtime::demonitor(&watch);
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        message: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AgentMsg::Launch { framework, tasks } => {
+                for task in tasks {
+                    state.launch(framework.clone(), task).await;
+                }
+                state.save();
+            }
+            AgentMsg::Kill { task } => state.kill(task),
+            AgentMsg::Acknowledge { task, update } => {
+                let now = state.now();
+                match state.book.updates.ack(&task, update, now) {
+                    Ok(()) => {
+                        let done = state.book.updates.pending(&task) == 0
+                            && state
+                                .book
+                                .tasks
+                                .get(&task)
+                                .is_some_and(|t| t.status.state.is_terminal());
+                        if done {
+                            state.book.tasks.remove(&task);
+                        }
+                        state.save();
+                    }
+                    Err(e) => tracing::debug!(cause = %e, "acknowledgement ignored"),
+                }
+                state.send_due();
+            }
+            AgentMsg::Reregister => {
+                state.registered = false;
+                state.last_attempt = None;
+                state.register().await;
+            }
+            AgentMsg::StreamLog {
+                task,
+                stream,
+                from,
+                follow,
+                to,
+            } => state.stream_log(task, stream, from, follow, to),
+            AgentMsg::Usage { reply } => {
+                let running: Vec<TaskId> = state
+                    .book
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| !t.status.state.is_terminal())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                tokio::spawn(async move {
+                    let mut usage = Vec::new();
+                    for task in running {
+                        let actor = Addr::<ProcessMsg>::new(format!("task/{task}"));
+                        if let Ok(stats) = actor
+                            .call(|reply| ProcessMsg::Stats { reply }, Duration::from_secs(2))
+                            .await
+                        {
+                            usage.push(TaskUsage {
+                                task,
+                                pid: stats.pid,
+                                cpu_ns: stats.usage.cpu_ns,
+                                memory_bytes: stats.usage.memory_bytes,
+                            });
+                        }
+                    }
+                    reply.send(usage);
+                });
+            }
+            AgentMsg::Exited { task, reason } => {
+                state.exited(task, reason);
+                state.save();
+            }
+            AgentMsg::Tick => {
+                if !state.to_adopt.is_empty() {
+                    state.adopt_all().await;
+                }
+                if !state.registered {
+                    let due = state
+                        .last_attempt
+                        .is_none_or(|t| t.elapsed() >= REGISTER_EVERY);
+                    if due {
+                        state.register().await;
+                    }
+                } else {
+                    state.observer.send(ObserverMsg::Heartbeat);
+                    state.send_due();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The status an exit makes of a task.
+fn exit_status(task: &AgentTask, reason: &ExitReason) -> (TaskState, String, Option<i32>) {
+    match reason {
+        ExitReason::Exited(0) => (TaskState::Finished, reason.to_string(), Some(0)),
+        ExitReason::Exited(code) => (TaskState::Failed, reason.to_string(), Some(*code)),
+        ExitReason::OomKilled => {
+            let limit = task
+                .info
+                .command
+                .resources
+                .memory_bytes
+                .map(|b| b / (1024 * 1024))
+                .unwrap_or(task.info.resources.mem_mib as u64);
+            (
+                TaskState::Failed,
+                format!("killed: out of memory (limit {limit} MiB)"),
+                None,
+            )
+        }
+        ExitReason::Killed => (TaskState::Killed, "killed on request".into(), None),
+        other => (TaskState::Failed, other.to_string(), None),
+    }
+}
+
+impl AgentState {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn id(&self) -> &AgentId {
+        &self.config.id
+    }
+
+    fn save(&self) {
+        let path = checkpoint_path(&self.config);
+        let write = || -> std::io::Result<()> {
+            let bytes = serde_json::to_vec(&self.book).map_err(std::io::Error::other)?;
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            tracing::error!(agent = %self.id(), path = %path.display(), cause = %e, "cannot write the checkpoint");
+        }
+    }
+
+    /// Records a task's new status and queues the update for its framework.
+    fn update(&mut self, task: &TaskId, state: TaskState, reason: String, exit_code: Option<i32>) {
+        let Some(t) = self.book.tasks.get_mut(task) else {
+            return;
+        };
+        if !t.status.state.may_become(state) {
+            return;
+        }
+        let source = if exit_code.is_some() || state.is_terminal() {
+            Source::Executor
+        } else {
+            Source::Agent
+        };
+        let mut status = TaskStatus::new(task.clone(), state, source, now_ms());
+        status.reason = reason;
+        status.agent = Some(self.config.id.clone());
+        status.exit_code = exit_code;
+        t.status = status.clone();
+        let framework = t.framework.clone();
+        let now = self.now();
+        self.book.updates.push(framework, status, now);
+        self.send_due();
+    }
+
+    /// Sends what the update manager says is due, when registered.
+    fn send_due(&mut self) {
+        if !self.registered {
+            return;
+        }
+        let now = self.now();
+        for send in self.book.updates.due(now) {
+            self.master_outbox.send(MasterMsg::StatusUpdate {
+                agent: self.config.id.clone(),
+                update: send.update,
+            });
+        }
+    }
+
+    fn context(&self, task: &TaskId) -> TaskContext {
+        TaskContext::new(&self.config.id.0, &task.0, self.config.sandbox_root())
+    }
+
+    async fn executors(&mut self) -> Option<SupervisorRef> {
+        if let Some(e) = self.executors.as_ref().filter(|e| e.is_running()) {
+            return Some(e.clone());
+        }
+        let cell = crate::tree::sibling(&self.parent, "executors").await?;
+        self.executors = SupervisorRef::from_cell(cell);
+        self.executors.clone()
+    }
+
+    async fn launch(&mut self, framework: FrameworkId, info: TaskInfo) {
+        let id = info.id.clone();
+        if self.book.tasks.contains_key(&id) {
+            tracing::warn!(task = %id, "launch of a task this agent already has: ignored");
+            return;
+        }
+        let staging = TaskStatus::new(id.clone(), TaskState::Staging, Source::Agent, now_ms());
+        self.book.tasks.insert(
+            id.clone(),
+            AgentTask {
+                framework,
+                info: info.clone(),
+                status: staging,
+            },
+        );
+        self.update(
+            &id,
+            TaskState::Starting,
+            "starting its process".into(),
+            None,
+        );
+        // The task's resources are its cgroup's limits, unless its command sets its own.
+        let mut spec = info.command.clone();
+        if spec.resources.cpus.is_none() && info.resources.cpus > 0.0 {
+            spec.resources.cpus = Some(info.resources.cpus);
+        }
+        if spec.resources.memory_bytes.is_none() && info.resources.mem_mib > 0.0 {
+            spec.resources.memory_bytes = Some((info.resources.mem_mib * 1024.0 * 1024.0) as u64);
+        }
+        self.start_process(&id, spec, false).await;
+    }
+
+    /// Starts (or adopts) a task's process actor and watches it.
+    async fn start_process(&mut self, id: &TaskId, spec: troupe_os::ProcessSpec, adopt: bool) {
+        let Some(executors) = self.executors().await else {
+            self.update(
+                id,
+                TaskState::Failed,
+                "the agent's executors are not running".into(),
+                None,
+            );
+            return;
+        };
+        let ctx = self.context(id);
+        let grace = spec.grace;
+        let args = ProcessArgs {
+            spec,
+            ctx: ctx.clone(),
+            path: None,
+            adopt,
+        };
+        let child = Child::new(
+            ChildSpec::worker(id.0.clone())
+                .restart(Restart::Temporary)
+                .shutdown(Shutdown::Timeout(grace + Duration::from_secs(5)))
+                .start("process", Default::default()),
+            move |start: StartCtx| {
+                let args = args.clone();
+                async move { start.spawn(ProcessActor, args).await }
+            },
+        );
+        match executors.start_child(child).await {
+            Ok(_) => {
+                if !adopt {
+                    self.update(id, TaskState::Running, "its process runs".into(), None);
+                }
+                self.watch(id, ctx).await;
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let reason = if adopt {
+                    format!("not found again after the agent restarted: {text}")
+                } else {
+                    text
+                };
+                self.update(id, TaskState::Failed, reason, None);
+            }
+        }
+    }
+
+    /// Monitors a task's process actor; its end comes back as [`AgentMsg::Exited`].
+    async fn watch(&mut self, id: &TaskId, ctx: TaskContext) {
+        let me = self.myself.clone();
+        let task = id.clone();
+        let target = Addr::<ProcessMsg>::new(format!("task/{id}"));
+        let placed = troupe_runtime::monitor_with(&target, move |down| {
+            // The outcome the process actor recorded is exact; the Down reason is its text.
+            let reason = ctx.outcome().unwrap_or_else(|| match down.reason {
+                DownReason::Normal => ExitReason::Exited(0),
+                DownReason::Shutdown => ExitReason::Killed,
+                DownReason::Error(text) => ExitReason::from_stop_reason(&text),
+                DownReason::Killed => ExitReason::Gone("its process actor was killed".into()),
+                DownReason::NoSuchActor | DownReason::NodeDown => {
+                    ExitReason::Gone("it ended and its outcome was not recorded".into())
+                }
+            });
+            let _ = me.cast(AgentMsg::Exited { task, reason });
+        })
+        .await;
+        if let Err(e) = placed {
+            tracing::error!(task = %id, cause = %e, "cannot watch the task's process");
+        }
+    }
+
+    fn exited(&mut self, task: TaskId, reason: ExitReason) {
+        let Some(t) = self.book.tasks.get(&task) else {
+            return;
+        };
+        if t.status.state.is_terminal() {
+            return;
+        }
+        let (state, text, code) = exit_status(t, &reason);
+        tracing::debug!(agent = %self.id(), task = %task, %state, reason = %text, "task ended");
+        self.update(&task, state, text, code);
+    }
+
+    fn kill(&mut self, task: TaskId) {
+        let Some(t) = self.book.tasks.get(&task) else {
+            tracing::info!(task = %task, "kill of a task this agent does not have");
+            return;
+        };
+        if t.status.state.is_terminal() || t.status.state == TaskState::Killing {
+            return;
+        }
+        let grace = t.info.command.grace;
+        self.update(
+            &task,
+            TaskState::Killing,
+            format!(
+                "stopping: {} then SIGKILL after {grace:?}",
+                t.info.command.stop_signal
+            ),
+            None,
+        );
+        self.save();
+        let actor = Addr::<ProcessMsg>::new(format!("task/{task}"));
+        tokio::spawn(async move {
+            // The Down that follows reports the end.
+            let _ = actor
+                .call(
+                    |reply| ProcessMsg::Stop { reply },
+                    grace + Duration::from_secs(15),
+                )
+                .await;
+        });
+    }
+
+    async fn adopt_all(&mut self) {
+        for id in std::mem::take(&mut self.to_adopt) {
+            let Some(spec) = self.book.tasks.get(&id).map(|t| t.info.command.clone()) else {
+                continue;
+            };
+            let alive = Addr::<ProcessMsg>::new(format!("task/{id}"))
+                .resolve()
+                .await
+                .is_ok();
+            if alive {
+                // The core restarted, not the agent: the process actor still runs.
+                self.watch(&id, self.context(&id)).await;
+            } else {
+                tracing::info!(agent = %self.id(), task = %id, "finding a task again after a restart");
+                self.start_process(&id, spec, true).await;
+            }
+        }
+        self.save();
+    }
+
+    async fn register(&mut self) {
+        self.last_attempt = Some(Instant::now());
+        let Some(node) = Node::current() else {
+            return;
+        };
+        if let Some(addr) = self.config.master {
+            match tokio::time::timeout(REGISTER_TIMEOUT, node.connect(addr)).await {
+                Ok(Ok(name)) => {
+                    self.master = Addr::on(name, MASTER_PATH);
+                    self.master_outbox = Outbox::new(self.master.clone());
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(agent = %self.id(), master = %addr, cause = %e, "master not reachable yet");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        let tasks: Vec<(FrameworkId, TaskStatus, Resources)> = self
+            .book
+            .tasks
+            .values()
+            .filter(|t| !t.status.state.is_terminal())
+            .map(|t| (t.framework.clone(), t.status.clone(), t.info.resources))
+            .collect();
+        let info = self.info.clone();
+        let answer = self
+            .master
+            .call(
+                |reply| MasterMsg::RegisterAgent { info, tasks, reply },
+                REGISTER_TIMEOUT,
+            )
+            .await;
+        match answer {
+            Ok(Ok(())) => {
+                tracing::info!(agent = %self.id(), "registered with the master");
+                self.registered = true;
+                if let Some(watch) = self.master_watch.take() {
+                    troupe_runtime::demonitor(&watch);
+                }
+                let me = self.myself.clone();
+                self.master_watch = troupe_runtime::monitor_with(&self.master, move |_| {
+                    let _ = me.cast(AgentMsg::Reregister);
+                })
+                .await
+                .ok();
+                let now = self.now();
+                self.book.updates.resume(now);
+                self.send_due();
+            }
+            Ok(Err(reason)) => {
+                tracing::error!(agent = %self.id(), %reason, "the master refused the registration");
+            }
+            Err(e) => tracing::debug!(agent = %self.id(), cause = %e, "registration failed"),
+        }
+    }
+
+    fn stream_log(&self, task: TaskId, stream: Stream, from: u64, follow: bool, to: String) {
+        let running = self
+            .book
+            .tasks
+            .get(&task)
+            .is_some_and(|t| !t.status.state.is_terminal());
+        let max_files = self
+            .book
+            .tasks
+            .get(&task)
+            .map_or(troupe_os::LogPolicy::default().max_files, |t| {
+                t.info.command.logs.max_files
+            });
+        let sandbox = self.context(&task).sandbox();
+        tokio::spawn(async move {
+            let sink = Addr::<troupe_os::actor::LogMsg>::new(to.clone());
+            if follow && running {
+                let actor = Addr::<ProcessMsg>::new(format!("task/{task}"));
+                let subscribe = ProcessMsg::Subscribe {
+                    stream,
+                    from,
+                    to: to.clone(),
+                };
+                if actor.send(subscribe).await.is_ok() {
+                    return;
+                }
+            }
+            let (stdout, stderr) = troupe_os::process::log_paths(&sandbox);
+            let path = match stream {
+                Stream::Stdout => stdout,
+                Stream::Stderr => stderr,
+            };
+            let chunks = tokio::task::spawn_blocking(move || {
+                troupe_os::logs::read_kept(&path, max_files, from)
+            })
+            .await
+            .unwrap_or_default();
+            for chunk in chunks {
+                let msg = troupe_os::actor::LogMsg::Chunk {
+                    task: task.0.clone(),
+                    stream,
+                    chunk,
+                };
+                if sink.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink
+                .send(troupe_os::actor::LogMsg::End {
+                    task: task.0,
+                    stream,
+                })
+                .await;
+        });
+    }
+}

@@ -1,0 +1,206 @@
+//! The cluster core on the embedded cluster (master, runner and agents as actors of this
+//! test's node): tasks launched by a framework end once each in their right state, every
+//! resource comes back, and invalid launches end in `Error` or `Dropped` without harming
+//! the tasks beside them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use troupe_actors::dev::{self, DevCluster, DevConfig};
+use troupe_actors::framework::{Driver, FrameworkSettings};
+use troupe_actors::master::{MASTER_PATH, MasterConfig};
+use troupe_actors::protocol::{
+    ClusterState, MasterMsg, OfferInfo, Resources, TaskId, TaskState, TaskStatus,
+};
+use troupe_runtime::Addr;
+use troupe_tests::cluster::{Seen, TestFramework, sh_task};
+use troupe_tests::{TEST_COOKIE, TaskLitter, start_local_node};
+
+async fn cluster(name: &str, agents: usize) -> (DevCluster, Vec<TaskLitter>) {
+    start_local_node(name, TEST_COOKIE).await;
+    let work = std::env::temp_dir().join(format!("troupe-cluster-{name}-{}", std::process::id()));
+    let mut master = MasterConfig::default();
+    master.allocation_interval = Duration::from_millis(100);
+    let cluster = dev::start(DevConfig {
+        agents,
+        work_dir: work.clone(),
+        master,
+        agent_resources: Some(Resources::new(2.0, 1024.0)),
+    })
+    .await
+    .expect("the embedded cluster starts");
+    let litter = cluster
+        .agent_ids
+        .iter()
+        .map(|id| TaskLitter::new(work.join(id).join("sandboxes"), id))
+        .collect();
+    (cluster, litter)
+}
+
+async fn state() -> ClusterState {
+    Addr::<MasterMsg>::new(MASTER_PATH)
+        .call(
+            |reply| MasterMsg::State { all: true, reply },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("the master answers")
+}
+
+/// Collects statuses until every task in `tasks` ended, or `limit` passes.
+async fn until_all_end(
+    seen: &mut UnboundedReceiver<Seen>,
+    tasks: usize,
+    limit: Duration,
+) -> BTreeMap<TaskId, Vec<TaskStatus>> {
+    let mut by_task: BTreeMap<TaskId, Vec<TaskStatus>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let ended = by_task
+            .values()
+            .filter(|s| s.iter().any(|s| s.state.is_terminal()))
+            .count();
+        if ended >= tasks {
+            return by_task;
+        }
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(Seen::Status(s))) => by_task.entry(s.task.clone()).or_default().push(s),
+            Ok(Some(Seen::Offers(_))) => {}
+            _ => return by_task,
+        }
+    }
+}
+
+async fn next_offers(seen: &mut UnboundedReceiver<Seen>) -> Vec<OfferInfo> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), seen.recv()).await {
+            Ok(Some(Seen::Offers(offers))) => return offers,
+            Ok(Some(_)) => {}
+            _ => panic!("no offers within 10 s"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_mixed_exit_codes_each_end_once_in_their_state_and_resources_return() {
+    let (cluster, _litter) = cluster("cl-mixed", 2).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| sh_task(&format!("t{i}"), &format!("exit {}", i % 4)))
+        .collect();
+    let (fw, mut seen) = TestFramework::auto(tasks);
+    let driver = Driver::start(FrameworkSettings::new("mixed"), None, fw)
+        .await
+        .expect("subscribes");
+    let by_task = until_all_end(&mut seen, 20, Duration::from_secs(60)).await;
+    assert_eq!(by_task.len(), 20, "every task reported: {by_task:?}");
+    for i in 0..20 {
+        let statuses = &by_task[&TaskId(format!("t{i}"))];
+        let ends: Vec<_> = statuses.iter().filter(|s| s.state.is_terminal()).collect();
+        assert_eq!(ends.len(), 1, "t{i} ends exactly once: {statuses:?}");
+        let code = i % 4;
+        let want = if code == 0 {
+            TaskState::Finished
+        } else {
+            TaskState::Failed
+        };
+        assert_eq!(ends[0].state, want, "t{i}: {:?}", ends[0]);
+        assert_eq!(ends[0].exit_code, Some(code as i32), "t{i}");
+    }
+    // Everything returns to the pool: no task holds anything.
+    let mut free = false;
+    for _ in 0..50 {
+        let s = state().await;
+        // What an agent has allocated beyond its outstanding offers is held by tasks.
+        let held_by_tasks = |a: &troupe_actors::protocol::AgentView| {
+            let offered = s
+                .offers
+                .iter()
+                .filter(|o| o.agent == a.info.id)
+                .fold(Resources::ZERO, |t, o| t.plus(o.resources));
+            a.allocated.minus(offered)
+        };
+        if s.agents.iter().all(|a| held_by_tasks(a).is_empty())
+            && s.tasks.iter().all(|t| t.status.state.is_terminal())
+        {
+            free = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(free, "resources return: {:?}", state().await.agents);
+    driver.stop();
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_launches_end_in_error_or_dropped_with_their_reason_and_harm_nothing() {
+    let (cluster, _litter) = cluster("cl-invalid", 1).await;
+    let (fw, mut seen) = TestFramework::manual();
+    let driver = Driver::start(FrameworkSettings::new("invalid"), None, fw)
+        .await
+        .expect("subscribes");
+    let offers = next_offers(&mut seen).await;
+    let offer = offers[0].id.clone();
+    // One launch on the offer: a good task beside each kind of bad one.
+    let good = sh_task("good", "sleep 0.2; exit 0");
+    let mut too_big = sh_task("too-big", "true");
+    too_big.resources = Resources::new(64.0, 16.0);
+    let mut bad_command = sh_task("bad-command", "true");
+    bad_command.command.argv.clear();
+    let duplicate = sh_task("good", "exit 7");
+    driver.launch(
+        &[offer.clone()],
+        vec![good, too_big, bad_command, duplicate],
+    );
+    // An offer that is not outstanding: the one just used.
+    driver.launch(&[offer], vec![sh_task("stale-offer", "true")]);
+    let by_task = until_all_end(&mut seen, 4, Duration::from_secs(30)).await;
+    let end = |id: &str| {
+        by_task
+            .get(&TaskId(id.into()))
+            .and_then(|s| s.iter().find(|s| s.state.is_terminal()))
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} ended: {by_task:?}"))
+    };
+    let big = end("too-big");
+    assert_eq!(big.state, TaskState::Error);
+    assert!(
+        big.reason.contains("does not fit") || big.reason.contains("exceed"),
+        "{big:?}"
+    );
+    let bad = end("bad-command");
+    assert_eq!(bad.state, TaskState::Error, "{bad:?}");
+    assert!(!bad.reason.is_empty());
+    let stale = end("stale-offer");
+    assert_eq!(stale.state, TaskState::Dropped, "{stale:?}");
+    assert!(stale.reason.contains("offer"), "{stale:?}");
+    // The duplicate is refused, and the task that owns the id is untouched.
+    let good: Vec<_> = by_task[&TaskId("good".into())].clone();
+    assert!(
+        good.iter()
+            .any(|s| s.state == TaskState::Error && s.reason.contains("already in use")),
+        "the duplicate is refused: {good:?}"
+    );
+    let good_end = good
+        .iter()
+        .rev()
+        .find(|s| s.state.is_terminal() && s.state != TaskState::Error);
+    let good_end = match good_end {
+        Some(s) => s.clone(),
+        None => {
+            let more = until_all_end(&mut seen, 1, Duration::from_secs(20)).await;
+            more[&TaskId("good".into())]
+                .iter()
+                .find(|s| s.state.is_terminal())
+                .cloned()
+                .expect("good ends")
+        }
+    };
+    assert_eq!(good_end.state, TaskState::Finished, "{good_end:?}");
+    let s = state().await;
+    let tracked = s.tasks.iter().find(|t| t.id.0 == "good").expect("tracked");
+    assert_eq!(tracked.status.state, TaskState::Finished);
+    driver.stop();
+    cluster.stop().await;
+}
