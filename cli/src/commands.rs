@@ -1,7 +1,12 @@
 //! The one command tree of `troupe`, parsed from argv (and later from REPL lines).
 
+mod client;
+mod cluster;
+mod follow;
 mod node;
 mod ping;
+mod run;
+mod tasks;
 
 use std::path::PathBuf;
 
@@ -25,15 +30,38 @@ pub(crate) enum Command {
     Node(node::NodeArgs),
     /// Check that a node answers, and how fast.
     Ping(ping::PingArgs),
+    /// Run a master (and its one-shot runner) until SIGTERM or Ctrl-C.
+    Master(cluster::MasterArgs),
+    /// Run an agent that offers this host's resources to a master.
+    Agent(cluster::AgentArgs),
+    /// Run the embedded cluster: a master and N agents in one process.
+    Dev(cluster::DevArgs),
+    /// Run a command on the cluster; attached, stream its output and exit with its code.
+    Run(run::RunArgs),
+    /// List tasks.
+    Ps(tasks::PsArgs),
+    /// Kill a task: its stop signal, its grace period, then SIGKILL.
+    Kill(tasks::KillArgs),
+    /// Send a signal to a task's process.
+    Signal(tasks::SignalArgs),
+    /// Print a task's output (stdout, or --stderr), following it with -f.
+    Logs(tasks::LogsArgs),
 }
 
 impl Command {
     /// The log filter used when `RUST_LOG` is not set.
     pub(crate) fn default_log_filter(&self) -> &'static str {
         match self {
-            Command::Node(_) => "warn,ractor_cluster=error",
-            // A one-line answer: the reason is printed, not logged.
-            Command::Ping(_) => "error",
+            Command::Node(_) | Command::Master(_) | Command::Agent(_) | Command::Dev(_) => {
+                "warn,ractor_cluster=error"
+            }
+            // Answers and reasons are printed, not logged.
+            Command::Ping(_)
+            | Command::Run(_)
+            | Command::Ps(_)
+            | Command::Kill(_)
+            | Command::Signal(_)
+            | Command::Logs(_) => "error,ractor_cluster=off",
         }
     }
 }
@@ -67,11 +95,19 @@ pub(crate) fn init_tracing(default: &str) {
 /// Runs a parsed command and returns its exit code.
 pub(crate) async fn dispatch(cli: Cli) -> u8 {
     let result = match cli.command {
-        Command::Node(args) => node::run(args).await,
-        Command::Ping(args) => ping::run(args).await,
+        Command::Node(args) => node::run(args).await.map(|()| exit::OK),
+        Command::Ping(args) => ping::run(args).await.map(|()| exit::OK),
+        Command::Master(args) => cluster::master(args).await.map(|()| exit::OK),
+        Command::Agent(args) => cluster::agent(args).await.map(|()| exit::OK),
+        Command::Dev(args) => cluster::dev(args).await.map(|()| exit::OK),
+        Command::Run(args) => run::run(args).await,
+        Command::Ps(args) => tasks::ps(args).await.map(|()| exit::OK),
+        Command::Kill(args) => tasks::kill(args).await.map(|()| exit::OK),
+        Command::Signal(args) => tasks::signal(args).await.map(|()| exit::OK),
+        Command::Logs(args) => tasks::logs(args).await.map(|()| exit::OK),
     };
     match result {
-        Ok(()) => exit::OK,
+        Ok(code) => code,
         Err(failure) => {
             eprintln!("troupe: {}", failure.message);
             failure.code
@@ -84,6 +120,17 @@ pub(crate) async fn dispatch(cli: Cli) -> u8 {
 pub(crate) struct Failure {
     pub(crate) code: u8,
     pub(crate) message: String,
+}
+
+/// Parses `KEY=VALUE`.
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    if k.is_empty() {
+        return Err(format!("empty key in {s:?}"));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 impl Failure {

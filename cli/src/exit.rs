@@ -11,3 +11,14 @@ pub(crate) const UNREACHABLE: u8 = 2;
 pub(crate) const COOKIE_REFUSED: u8 = 3;
 /// The peer did not answer in time.
 pub(crate) const TIMEOUT: u8 = 4;
+/// `troupe run`: the task was refused, dropped, or lost with its agent (like `docker run`'s
+/// 125: the task's own code is unknown).
+pub(crate) const TASK_NOT_RUN: u8 = 125;
+/// `troupe run`: the command could not be started (not found, not executable).
+pub(crate) const TASK_FAILED_TO_START: u8 = 127;
+/// `troupe run`: the task was killed by signal N: 128 + N, as a shell reports it.
+pub(crate) const SIGNAL_BASE: u8 = 128;
+/// `troupe run`: the task was killed for exceeding its memory limit (128 + SIGKILL).
+pub(crate) const TASK_OOM: u8 = SIGNAL_BASE + 9;
+/// `troupe run`: the task was killed on request (128 + SIGTERM).
+pub(crate) const TASK_KILLED: u8 = SIGNAL_BASE + 15;

@@ -59,7 +59,7 @@ impl DetectorArgs {
     }
 }
 
-fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
+pub(crate) fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
     let (name, addr) = s
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=HOST:PORT, got {s:?}"))?;
@@ -94,7 +94,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
 }
 
 /// Installs the SIGTERM and SIGINT handlers now; the returned future resolves on either.
-fn shutdown_signals() -> Result<impl std::future::Future<Output = ()>, Failure> {
+pub(crate) fn shutdown_signals() -> Result<impl std::future::Future<Output = ()>, Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -1,0 +1,174 @@
+//! How operator commands reach the cluster: a short-lived node of their own, connected to
+//! the master (`--master`, else `TROUPE_MASTER`, else 127.0.0.1:5050), and local actors that
+//! receive what the cluster streams back (task events, log chunks).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+use troupe_actors::master::MASTER_PATH;
+use troupe_actors::protocol::{AgentInfo, AgentMsg, ClusterState, MasterMsg, TaskId, TaskLocation};
+use troupe_runtime::{Addr, AddrError, ConnectError, Node, NodeConfig};
+
+use super::{CookieArgs, Failure};
+use crate::exit;
+
+/// The default master address.
+pub(crate) const DEFAULT_MASTER: &str = "127.0.0.1:5050";
+
+/// How long a request to the master may take.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the cluster is.
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    /// The master's address.
+    #[arg(long, env = "TROUPE_MASTER", default_value = DEFAULT_MASTER, value_name = "HOST:PORT")]
+    pub(crate) master: SocketAddr,
+    #[command(flatten)]
+    pub(crate) cookie: CookieArgs,
+}
+
+/// A connection to the master.
+pub(crate) struct Client {
+    pub(crate) node: Node,
+    pub(crate) master_node: String,
+    pub(crate) master: Addr<MasterMsg>,
+}
+
+/// The exit code and message of a connection failure.
+pub(crate) fn connect_failure(e: ConnectError, what: &str) -> Failure {
+    let hint = format!("{e} (is {what} running? see --master and TROUPE_MASTER)");
+    match e {
+        ConnectError::CookieRefused { .. } => Failure::new(exit::COOKIE_REFUSED, e.to_string()),
+        ConnectError::Timeout { .. } => Failure::new(exit::TIMEOUT, hint),
+        ConnectError::Unreachable { .. } | ConnectError::Handshake { .. } => {
+            Failure::new(exit::UNREACHABLE, hint)
+        }
+        other => Failure::from(other),
+    }
+}
+
+/// The exit code and message of a failed call.
+pub(crate) fn call_failure(e: AddrError) -> Failure {
+    match e {
+        AddrError::Timeout { .. } => Failure::new(exit::TIMEOUT, e.to_string()),
+        AddrError::CookieRefused { .. } => Failure::new(exit::COOKIE_REFUSED, e.to_string()),
+        AddrError::NodeUnreachable { .. } => Failure::new(exit::UNREACHABLE, e.to_string()),
+        other => Failure::from(other),
+    }
+}
+
+impl Client {
+    /// Starts this command's node and connects to the master.
+    pub(crate) async fn connect(args: &ClusterArgs) -> Result<Client, Failure> {
+        let cookie = args.cookie.resolve()?;
+        let local = SocketAddr::new(
+            if args.master.is_ipv4() {
+                [127, 0, 0, 1].into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
+            0,
+        );
+        let config = NodeConfig::new(format!("cli-{}", std::process::id()), local, cookie);
+        let node = Node::start(config).await?;
+        let master_node = match node.connect(args.master).await {
+            Ok(name) => name,
+            Err(e) => {
+                node.stop().await;
+                return Err(connect_failure(e, &format!("a master at {}", args.master)));
+            }
+        };
+        Ok(Client {
+            master: Addr::on(master_node.clone(), MASTER_PATH),
+            master_node,
+            node,
+        })
+    }
+
+    /// The cluster's state.
+    pub(crate) async fn state(&self, all: bool) -> Result<ClusterState, Failure> {
+        self.master
+            .call(|reply| MasterMsg::State { all, reply }, REQUEST_TIMEOUT)
+            .await
+            .map_err(call_failure)
+    }
+
+    /// Where a task runs.
+    pub(crate) async fn locate(&self, task: &TaskId) -> Result<TaskLocation, Failure> {
+        let task = task.clone();
+        self.master
+            .call(|reply| MasterMsg::Locate { task, reply }, REQUEST_TIMEOUT)
+            .await
+            .map_err(call_failure)?
+            .map_err(Failure::from)
+    }
+
+    /// The agent actor of `agent`, its node made known to this one.
+    pub(crate) fn agent(&self, agent: &AgentInfo) -> Addr<AgentMsg> {
+        if agent.node != self.master_node {
+            if let Ok(addr) = agent.addr.parse() {
+                self.node.add_peer(&agent.node, addr);
+            }
+        }
+        Addr::on(agent.node.clone(), format!("agent/{}", agent.id))
+    }
+
+    /// The path of a local receiver of this command.
+    pub(crate) fn local_path(&self, what: &str) -> String {
+        format!("cli/{}/{what}", self.node.name())
+    }
+
+    /// Stops this command's node.
+    pub(crate) async fn close(self) {
+        self.node.stop().await;
+    }
+}
+
+/// A local actor at `path` that hands every message it gets to a channel.
+pub(crate) struct Forward<M>(std::marker::PhantomData<fn() -> M>);
+
+impl<M: ractor::Message> Forward<M> {
+    /// Starts one at `path`; its messages come out of the returned channel.
+    pub(crate) async fn start(
+        path: &str,
+    ) -> Result<(ActorRef<M>, mpsc::UnboundedReceiver<M>), Failure> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (actor, _) = Actor::spawn(
+            None,
+            Forward(std::marker::PhantomData),
+            (path.to_string(), tx),
+        )
+        .await
+        .map_err(|e| Failure::from(format!("cannot start a local receiver: {e}")))?;
+        Ok((actor, rx))
+    }
+}
+
+impl<M: ractor::Message> Actor for Forward<M> {
+    type Msg = M;
+    type State = mpsc::UnboundedSender<M>;
+    type Arguments = (String, mpsc::UnboundedSender<M>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<M>,
+        (path, tx): (String, mpsc::UnboundedSender<M>),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        troupe_runtime::register(&path, &myself)?;
+        Ok(tx)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<M>,
+        message: M,
+        tx: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = tx.send(message);
+        Ok(())
+    }
+}

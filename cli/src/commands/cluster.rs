@@ -1,0 +1,272 @@
+//! The commands that run the cluster: `troupe master`, `troupe agent` and `troupe dev` (the
+//! embedded cluster: master, runner and agents in one process).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use troupe_actors::agent::{self, AgentConfig};
+use troupe_actors::dev::{self, DevConfig};
+use troupe_actors::master::{self, MasterConfig};
+use troupe_actors::protocol::Resources;
+use troupe_actors::runner;
+use troupe_runtime::{Node, NodeConfig};
+
+use super::node::{DetectorArgs, shutdown_signals};
+use super::{CookieArgs, Failure, parse_key_value};
+
+/// Arguments of `troupe master`.
+#[derive(Debug, Args)]
+pub(crate) struct MasterArgs {
+    /// Where to listen.
+    #[arg(long, value_name = "HOST:PORT", default_value = super::client::DEFAULT_MASTER)]
+    listen: SocketAddr,
+    /// The node's name.
+    #[arg(long, default_value = "master")]
+    name: String,
+    /// The registry file (admitted agents, frameworks); default: in memory only.
+    #[arg(long, value_name = "PATH")]
+    registry: Option<PathBuf>,
+    /// Milliseconds between allocation cycles (a cycle also follows any change).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    allocation_interval_ms: u64,
+    /// Rescind offers not used within this many milliseconds (default: never).
+    #[arg(long, value_name = "MS")]
+    offer_timeout_ms: Option<u64>,
+    /// Seconds an unreachable agent's tasks stay Unreachable before they are Gone.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    agent_gone_after: u64,
+    #[command(flatten)]
+    cookie: CookieArgs,
+    #[command(flatten)]
+    detector: DetectorArgs,
+}
+
+impl MasterArgs {
+    fn config(&self) -> Result<MasterConfig, Failure> {
+        let mut config = MasterConfig {
+            registry: self.registry.clone(),
+            allocation_interval: Duration::from_millis(self.allocation_interval_ms.max(10)),
+            offer_timeout: self.offer_timeout_ms.map(Duration::from_millis),
+            agent_gone_after: Duration::from_secs(self.agent_gone_after),
+            ..MasterConfig::default()
+        };
+        if let Some(heartbeat) = self.detector.config()? {
+            config.detector = heartbeat.detector;
+        }
+        Ok(config)
+    }
+}
+
+async fn start_node(
+    name: &str,
+    listen: SocketAddr,
+    cookie: &CookieArgs,
+    detector: &DetectorArgs,
+) -> Result<Node, Failure> {
+    let mut config = NodeConfig::new(name, listen, cookie.resolve()?);
+    config.heartbeat = detector.config()?;
+    Node::start(config)
+        .await
+        .map_err(|e| Failure::from(format!("cannot start the node on {listen}: {e}")))
+}
+
+async fn serve_until_stopped(
+    node: Node,
+    shutdown: impl std::future::Future<Output = ()>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), Failure> {
+    shutdown.await;
+    tracing::info!(node = %node.name(), "shutting down");
+    let all = async {
+        stop.await;
+        node.stop().await;
+    };
+    tokio::time::timeout(Duration::from_secs(30), all)
+        .await
+        .map_err(|_| Failure::from("did not stop within 30 s"))
+}
+
+pub(crate) async fn master(args: MasterArgs) -> Result<(), Failure> {
+    let shutdown = shutdown_signals()?;
+    let config = args.config()?;
+    let node = start_node(&args.name, args.listen, &args.cookie, &args.detector).await?;
+    let tree = master::start(config).await?;
+    let runner = runner::start(None).await?;
+    println!(
+        "master {} listening on {}",
+        node.name(),
+        node.advertise_addr()
+    );
+    serve_until_stopped(node, shutdown, async move {
+        runner.abandon();
+        tree.stop().await;
+    })
+    .await
+}
+
+/// What an agent offers and how it is known.
+#[derive(Debug, Args)]
+pub(crate) struct AgentResourceArgs {
+    /// Cpus to offer (default: the host's, within the agent's own cgroup).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory to offer, in MiB (default: the host's, within the agent's own cgroup).
+    #[arg(long, value_name = "MiB")]
+    mem: Option<f64>,
+    /// Disk to offer, in MiB (default: what is free where the sandboxes are).
+    #[arg(long, value_name = "MiB")]
+    disk: Option<f64>,
+}
+
+impl AgentResourceArgs {
+    fn resources(
+        &self,
+        work_dir: &std::path::Path,
+        share: f64,
+    ) -> Result<Option<Resources>, Failure> {
+        if self.cpus.is_none() && self.mem.is_none() && self.disk.is_none() {
+            return Ok(None);
+        }
+        let host = troupe_os::host::host_resources(work_dir, BTreeMap::new());
+        let r = Resources {
+            cpus: self.cpus.unwrap_or(host.cpus / share),
+            mem_mib: self
+                .mem
+                .unwrap_or((host.memory_bytes / (1024 * 1024)) as f64 / share),
+            disk_mib: self
+                .disk
+                .unwrap_or((host.disk_free_bytes / (1024 * 1024)) as f64 / share),
+        };
+        if !r.is_valid() {
+            return Err(Failure::from(format!(
+                "invalid resources {r}: none may be negative"
+            )));
+        }
+        Ok(Some(r))
+    }
+}
+
+/// The default place an agent keeps its work: `$TROUPE_WORK_DIR/<name>`, else
+/// `~/.troupe/work/<name>`.
+fn default_work_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("TROUPE_WORK_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".troupe/work")))
+        .unwrap_or_else(|| std::env::temp_dir().join("troupe-work"));
+    base.join(name)
+}
+
+/// Arguments of `troupe agent`.
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// The master's address.
+    #[arg(long, env = "TROUPE_MASTER", default_value = super::client::DEFAULT_MASTER, value_name = "HOST:PORT")]
+    master: SocketAddr,
+    /// The agent's name: its id, and its node's name.
+    #[arg(long)]
+    name: String,
+    /// Where to listen (port 0 picks a free port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Where to keep the checkpoint and the tasks' sandboxes.
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// An attribute given with its offers, KEY=VALUE (repeatable).
+    #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    attributes: Vec<(String, String)>,
+    #[command(flatten)]
+    resources: AgentResourceArgs,
+    #[command(flatten)]
+    cookie: CookieArgs,
+    #[command(flatten)]
+    detector: DetectorArgs,
+}
+
+pub(crate) async fn agent(args: AgentArgs) -> Result<(), Failure> {
+    let shutdown = shutdown_signals()?;
+    let work_dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| default_work_dir(&args.name));
+    let mut config = AgentConfig::new(args.name.clone(), work_dir.clone());
+    config.master = Some(args.master);
+    config.attributes = args.attributes.iter().cloned().collect();
+    config.resources = args.resources.resources(&work_dir, 1.0)?;
+    let node = start_node(&args.name, args.listen, &args.cookie, &args.detector).await?;
+    let tree = agent::start(config).await?;
+    println!(
+        "agent {} listening on {}",
+        node.name(),
+        node.advertise_addr()
+    );
+    serve_until_stopped(node, shutdown, async move { tree.stop().await }).await
+}
+
+/// Arguments of `troupe dev`.
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// How many agents.
+    #[arg(long, default_value_t = 2)]
+    agents: usize,
+    /// Where to listen (what TROUPE_MASTER should say).
+    #[arg(long, value_name = "HOST:PORT", default_value = super::client::DEFAULT_MASTER)]
+    listen: SocketAddr,
+    /// The node's name (agents are NAME-a1, NAME-a2, ...).
+    #[arg(long, default_value = "dev")]
+    name: String,
+    /// Where agents keep checkpoints and sandboxes (default: $TROUPE_WORK_DIR or
+    /// ~/.troupe/work, then NAME).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// The master's registry file (default: in memory only).
+    #[arg(long, value_name = "PATH")]
+    registry: Option<PathBuf>,
+    #[command(flatten)]
+    resources: AgentResourceArgs,
+    #[command(flatten)]
+    cookie: CookieArgs,
+    #[command(flatten)]
+    detector: DetectorArgs,
+}
+
+pub(crate) async fn dev(args: DevArgs) -> Result<(), Failure> {
+    if args.agents == 0 {
+        return Err(Failure::from("--agents must be at least 1"));
+    }
+    let shutdown = shutdown_signals()?;
+    let work_dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| default_work_dir(&args.name));
+    let node = start_node(&args.name, args.listen, &args.cookie, &args.detector).await?;
+    let mut master = MasterConfig {
+        registry: args.registry.clone(),
+        allocation_interval: Duration::from_millis(100),
+        ..MasterConfig::default()
+    };
+    if let Some(heartbeat) = args.detector.config()? {
+        master.detector = heartbeat.detector;
+    }
+    let cluster = dev::start(DevConfig {
+        agents: args.agents,
+        work_dir: work_dir.clone(),
+        master,
+        agent_resources: args.resources.resources(&work_dir, args.agents as f64)?,
+    })
+    .await
+    .map_err(Failure::from)?;
+    let addr = node.advertise_addr();
+    eprintln!(
+        "troupe dev: a master and {} agents ({}) in one process; work in {}",
+        cluster.agents.len(),
+        cluster.agent_ids.join(", "),
+        work_dir.display()
+    );
+    eprintln!("  other commands find it with: export TROUPE_MASTER={addr}");
+    eprintln!("  try: troupe run -- echo hello; troupe ps --all");
+    println!("dev cluster listening on {addr}");
+    serve_until_stopped(node, shutdown, cluster.stop()).await
+}

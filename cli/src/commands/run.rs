@@ -1,0 +1,270 @@
+//! `troupe run [--cpus C] [--mem MiB] [--count N] [--name NAME] [--detach] -- CMD ARGS...`:
+//! submits a command to the one-shot runner. Attached, it streams the task's output, shows
+//! its state changes on stderr and exits with its exit code; with `--count N` it shows
+//! progress and exits 0 only if every copy succeeded; `--detach` prints the task ids.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use troupe_actors::protocol::{Resources, TaskId, TaskState, TaskStatus};
+use troupe_actors::runner::{RUNNER_PATH, RunRequest, RunnerEvent, RunnerMsg};
+use troupe_os::actor::Stream;
+use troupe_runtime::Addr;
+
+use super::client::{Client, ClusterArgs, Forward, REQUEST_TIMEOUT, call_failure};
+use super::follow::Follower;
+use super::{Failure, parse_key_value};
+use crate::exit;
+
+/// Arguments of `troupe run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Cpus per copy (fractional; also its cgroup's cpu quota).
+    #[arg(long, default_value_t = 0.1)]
+    cpus: f64,
+    /// Memory per copy in MiB (also its cgroup's memory limit).
+    #[arg(long, value_name = "MiB", default_value_t = 64.0)]
+    mem: f64,
+    /// How many copies to run.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// A name for the task (the prefix of its id); default: the program's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Print the task ids and return at once.
+    #[arg(long)]
+    detach: bool,
+    /// An environment variable for the command, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    env: Vec<(String, String)>,
+    /// Seconds between the stop signal and SIGKILL when the task is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    grace: f64,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
+    if args.count == 0 {
+        return Err(Failure::from("--count must be at least 1"));
+    }
+    if !(args.grace.is_finite() && args.grace >= 0.0) {
+        return Err(Failure::from(
+            "--grace must be a number of seconds, 0 or more",
+        ));
+    }
+    let client = Client::connect(&args.cluster).await?;
+    let result = submit_and_watch(&client, &args).await;
+    client.close().await;
+    result
+}
+
+async fn submit_and_watch(client: &Client, args: &RunArgs) -> Result<u8, Failure> {
+    let mut command = troupe_os::ProcessSpec::new(args.command.iter().cloned())
+        .resources(troupe_os::Resources::default())
+        .grace(Duration::from_secs_f64(args.grace));
+    for (k, v) in &args.env {
+        command = command.env(k, v);
+    }
+    let name = args.name.clone().unwrap_or_else(|| {
+        std::path::Path::new(&args.command[0])
+            .file_name()
+            .map_or("task".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let request = RunRequest {
+        name,
+        command,
+        resources: Resources::new(args.cpus, args.mem),
+    };
+    let watcher = client.local_path("events");
+    let (events_actor, mut events) = Forward::<RunnerEvent>::start(&watcher).await?;
+    let runner = Addr::<RunnerMsg>::on(client.master_node.clone(), RUNNER_PATH);
+    let requests = vec![request; args.count as usize];
+    let ids = runner
+        .call(
+            |reply| RunnerMsg::Submit {
+                requests,
+                watcher: (!args.detach).then_some(watcher.clone()),
+                reply,
+            },
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .map_err(call_failure)?
+        .map_err(Failure::from)?;
+    if args.detach {
+        events_actor.stop(None);
+        for id in ids {
+            println!("{id}");
+        }
+        return Ok(exit::OK);
+    }
+    let code = if ids.len() == 1 {
+        attached(client, &ids[0], &mut events).await
+    } else {
+        progress(client, &ids, &mut events).await
+    };
+    events_actor.stop(None);
+    code
+}
+
+/// The exit code and the line that explains it, for a task's last status.
+fn outcome(status: &TaskStatus) -> (u8, Option<String>) {
+    let reason = &status.reason;
+    match status.state {
+        TaskState::Finished => (exit::OK, None),
+        TaskState::Failed => match status.exit_code {
+            Some(code) => ((code & 0xff) as u8, None),
+            None if reason.contains("out of memory") => (exit::TASK_OOM, Some(reason.clone())),
+            None if reason.starts_with("failed to start") => {
+                (exit::TASK_FAILED_TO_START, Some(reason.clone()))
+            }
+            None => {
+                let signal = reason
+                    .strip_prefix("killed by signal ")
+                    .and_then(troupe_os::spec::signal_number);
+                match signal {
+                    Some(sig) => (
+                        exit::SIGNAL_BASE + sig as u8,
+                        Some(format!("failed: {reason}")),
+                    ),
+                    None => (exit::FAILURE, Some(format!("failed: {reason}"))),
+                }
+            }
+        },
+        TaskState::Killed => (exit::TASK_KILLED, Some(format!("killed: {reason}"))),
+        other => (
+            exit::TASK_NOT_RUN,
+            Some(format!("{}: {reason}", other.to_string().to_lowercase())),
+        ),
+    }
+}
+
+async fn attached(
+    client: &Client,
+    id: &TaskId,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<RunnerEvent>,
+) -> Result<u8, Failure> {
+    let mut follower: Option<Follower> = None;
+    let mut killing = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let last = loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(RunnerEvent::Status { status }) = event else {
+                    return Err(Failure::from("the runner stopped talking to this command"));
+                };
+                let agent = status.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default();
+                let why = if status.reason.is_empty() { String::new() } else { format!(": {}", status.reason) };
+                eprintln!("troupe: {id} {}{agent}{why}", status.state.to_string().to_lowercase());
+                if follower.is_none() && status.agent.is_some() && status.state != TaskState::Staging {
+                    let location = client.locate(id).await?;
+                    follower = Some(Follower::start(client, &location, &[Stream::Stdout, Stream::Stderr], true).await?);
+                }
+                if status.state.is_terminal() {
+                    break status;
+                }
+            }
+            _ = async { match follower.as_mut() { Some(f) => { f.pump(Duration::from_millis(50)).await; } None => std::future::pending().await } } => {}
+            _ = &mut ctrl_c, if !killing => {
+                killing = true;
+                eprintln!("troupe: killing {id} (Ctrl-C again to leave it running)");
+                let task = id.clone();
+                let _ = client.master.call(|reply| troupe_actors::protocol::MasterMsg::Kill { task, reply }, REQUEST_TIMEOUT).await;
+                let again = tokio::signal::ctrl_c();
+                tokio::spawn(async move {
+                    let _ = again.await;
+                    std::process::exit(exit::TASK_KILLED.into());
+                });
+            }
+        }
+    };
+    if let Some(mut f) = follower {
+        f.finish().await?;
+        f.close();
+    }
+    let (code, line) = outcome(&last);
+    if let Some(line) = line {
+        eprintln!("troupe: {id} {line}");
+    }
+    Ok(code)
+}
+
+async fn progress(
+    client: &Client,
+    ids: &[TaskId],
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<RunnerEvent>,
+) -> Result<u8, Failure> {
+    let _ = client;
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut states: BTreeMap<TaskId, TaskStatus> = BTreeMap::new();
+    let mut last_print = Instant::now() - Duration::from_secs(10);
+    let total = ids.len();
+    loop {
+        let ended: Vec<&TaskStatus> = states.values().filter(|s| s.state.is_terminal()).collect();
+        let ok = ended
+            .iter()
+            .filter(|s| s.state == TaskState::Finished)
+            .count();
+        let running = states
+            .values()
+            .filter(|s| s.state == TaskState::Running)
+            .count();
+        let done = ended.len();
+        if tty || last_print.elapsed() >= Duration::from_secs(2) || done == total {
+            let width = 30;
+            let filled = done * width / total;
+            let line = format!(
+                "[{}{}] {done}/{total} done, {} failed, {running} running, {:.0?}",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                done - ok,
+                started.elapsed()
+            );
+            if tty {
+                eprint!("\r{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            last_print = Instant::now();
+        }
+        if done == total {
+            if tty {
+                eprintln!();
+            }
+            let failed: Vec<_> = ended
+                .iter()
+                .filter(|s| s.state != TaskState::Finished)
+                .collect();
+            for s in &failed {
+                let (_, line) = outcome(s);
+                let line = line.unwrap_or_else(|| s.reason.clone());
+                eprintln!("troupe: {} {}", s.task, line);
+            }
+            return Ok(if failed.is_empty() {
+                exit::OK
+            } else {
+                exit::FAILURE
+            });
+        }
+        match tokio::time::timeout(Duration::from_millis(250), events.recv()).await {
+            Ok(Some(RunnerEvent::Status { status })) => {
+                if let Some(prev) = states.get(&status.task) {
+                    if prev.state.is_terminal() {
+                        continue;
+                    }
+                }
+                states.insert(status.task.clone(), status);
+            }
+            Ok(None) => return Err(Failure::from("the runner stopped talking to this command")),
+            Err(_) => {}
+        }
+    }
+}
