@@ -1,0 +1,328 @@
+//! The cluster as users run it: `troupe master` and `troupe agent` processes with a
+//! framework in this test's process, and `troupe dev` driven by the other commands.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use troupe_actors::framework::{Driver, FrameworkSettings};
+use troupe_actors::protocol::{Resources, TaskId, TaskState, TaskStatus};
+use troupe_tests::cluster::{Seen, TestFramework, sh_task};
+use troupe_tests::{ChildNode, TEST_COOKIE, TaskLitter, start_local_node};
+
+const TROUPE: &str = env!("CARGO_BIN_EXE_troupe");
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("troupe-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Whether a cgroup of `agent` still has task directories (root only; `false` otherwise).
+fn cgroups_left(agent: &str) -> Vec<PathBuf> {
+    ["memory", "pids", "cpu,cpuacct", "freezer"]
+        .iter()
+        .map(|h| {
+            Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join("troupe")
+                .join(agent)
+        })
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()))
+        .collect()
+}
+
+async fn statuses_until(
+    seen: &mut UnboundedReceiver<Seen>,
+    ended: usize,
+    limit: Duration,
+) -> BTreeMap<TaskId, Vec<TaskStatus>> {
+    let mut by_task: BTreeMap<TaskId, Vec<TaskStatus>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while by_task
+        .values()
+        .filter(|s| s.iter().any(|s| s.state.is_terminal()))
+        .count()
+        < ended
+    {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(Seen::Status(s))) => by_task.entry(s.task.clone()).or_default().push(s),
+            Ok(Some(Seen::Offers(_))) => {}
+            _ => break,
+        }
+    }
+    by_task
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_and_three_agent_processes_run_100_tasks_each_ending_once_at_the_framework() {
+    let dir = scratch("procs");
+    let mut master = Command::new(TROUPE);
+    master.args([
+        "master",
+        "--name",
+        "pm",
+        "--listen",
+        "127.0.0.1:0",
+        "--cookie",
+        TEST_COOKIE,
+    ]);
+    master.args(["--allocation-interval-ms", "100", "--registry"]);
+    master.arg(dir.join("registry.json"));
+    let master = ChildNode::spawn("pm", master).expect("troupe master starts");
+    let tag = std::process::id();
+    let mut agents = Vec::new();
+    let mut litter = Vec::new();
+    for i in 1..=3 {
+        let name = format!("pa{tag}-{i}");
+        let work = dir.join(&name);
+        let mut agent = Command::new(TROUPE);
+        agent.args(["agent", "--name", &name, "--cookie", TEST_COOKIE]);
+        agent.args(["--master", &master.addr.to_string()]);
+        agent.args(["--listen", &format!("127.0.0.{}:0", i + 1)]);
+        agent.args(["--cpus", "2", "--mem", "1024", "--work-dir"]);
+        agent.arg(&work);
+        litter.push(TaskLitter::new(work.join("sandboxes"), &name));
+        agents.push(ChildNode::spawn(&name, agent).expect("troupe agent starts"));
+    }
+    start_local_node("pfw", TEST_COOKIE).await;
+    // 100 tasks of mixed exit codes; some take a little while, so that several run at once.
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let script = if i % 10 == 0 {
+                format!("sleep 0.3; exit {}", i % 5)
+            } else {
+                format!("exit {}", i % 5)
+            };
+            sh_task(&format!("p{i}"), &script)
+        })
+        .collect();
+    let (fw, mut seen) = TestFramework::auto(tasks);
+    let driver = Driver::start(FrameworkSettings::new("hundred"), Some(master.addr), fw)
+        .await
+        .expect("the framework subscribes to the master process");
+    let by_task = statuses_until(&mut seen, 100, Duration::from_secs(120)).await;
+    assert_eq!(by_task.len(), 100, "every task reported");
+    let mut on_agents = BTreeMap::new();
+    for i in 0..100 {
+        let statuses = &by_task[&TaskId(format!("p{i}"))];
+        let ends: Vec<_> = statuses.iter().filter(|s| s.state.is_terminal()).collect();
+        assert_eq!(ends.len(), 1, "p{i} ends exactly once: {statuses:?}");
+        let code = i % 5;
+        let want = if code == 0 {
+            TaskState::Finished
+        } else {
+            TaskState::Failed
+        };
+        assert_eq!(
+            (ends[0].state, ends[0].exit_code),
+            (want, Some(code)),
+            "p{i}"
+        );
+        *on_agents.entry(ends[0].agent.clone()).or_insert(0) += 1;
+    }
+    assert!(
+        on_agents.len() >= 2,
+        "tasks spread over the agents: {on_agents:?}"
+    );
+    // Every update was acknowledged: the agents' checkpoints hold nothing pending.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 1..=3 {
+        let checkpoint = dir.join(format!("pa{tag}-{i}")).join("agent.json");
+        loop {
+            let text = std::fs::read_to_string(&checkpoint).unwrap_or_default();
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let empty = value["tasks"].as_object().is_some_and(|t| t.is_empty())
+                && value["updates"]["streams"]
+                    .as_object()
+                    .is_some_and(|s| s.is_empty());
+            if empty {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "unacknowledged updates left: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Every resource is back in the pool: a new framework is offered all of it.
+    driver.stop();
+    let (fresh, mut seen) = TestFramework::manual();
+    let fresh = Driver::start(FrameworkSettings::new("after"), Some(master.addr), fresh)
+        .await
+        .expect("a second framework subscribes");
+    let mut offered = Resources::ZERO;
+    let want = Resources::new(6.0, 3072.0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !offered.contains(&want) {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(Seen::Offers(offers))) => {
+                for o in offers {
+                    offered = offered.plus(o.resources);
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("only {offered} offered after the tasks ended, want {want}"),
+        }
+    }
+    fresh.stop();
+    // Nothing is left: no cgroup of any task, no sandbox process.
+    if rustix::process::geteuid().is_root() {
+        for i in 1..=3 {
+            let left = cgroups_left(&format!("pa{tag}-{i}"));
+            assert!(left.is_empty(), "cgroups left: {left:?}");
+        }
+    }
+    drop(agents);
+    drop(master);
+    drop(litter);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `troupe ARGS` against the master at `addr`; returns code, stdout and stderr.
+fn troupe(addr: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(TROUPE)
+        .args(args)
+        .env("TROUPE_MASTER", addr)
+        .env("TROUPE_COOKIE", TEST_COOKIE)
+        .output()
+        .expect("troupe runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `troupe dev` on a free port with its work under `dir`.
+fn dev(name: &str, dir: &Path) -> ChildNode {
+    let mut cmd = Command::new(TROUPE);
+    cmd.args([
+        "dev",
+        "--name",
+        name,
+        "--listen",
+        "127.0.0.1:0",
+        "--cookie",
+        TEST_COOKIE,
+    ]);
+    cmd.args(["--cpus", "1", "--mem", "512", "--work-dir"]);
+    cmd.arg(dir);
+    ChildNode::spawn(name, cmd).expect("troupe dev starts and says where")
+}
+
+#[test]
+fn dev_run_exits_with_the_task_code_ps_lists_it_logs_follow_and_kill_ends_it() {
+    let dir = scratch("dev");
+    let name = format!("dv{}", std::process::id());
+    let cluster = dev(&name, &dir);
+    let _litter: Vec<_> = (1..=2)
+        .map(|i| {
+            let agent = format!("{name}-a{i}");
+            TaskLitter::new(dir.join(&agent).join("sandboxes"), &agent)
+        })
+        .collect();
+    let addr = cluster.addr.to_string();
+
+    // `troupe run` exits with the task's code and streams its output.
+    let (code, out, err) = troupe(
+        &addr,
+        &["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+    );
+    assert_eq!(code, 3, "stdout: {out} stderr: {err}");
+    assert_eq!(out, "out\n");
+    assert!(err.contains("err\n"), "{err}");
+    assert!(err.contains("running"), "state changes on stderr: {err}");
+
+    // `troupe ps --json` lists it (ended, so with --all).
+    let (code, out, err) = troupe(&addr, &["ps", "--all", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let tasks: serde_json::Value = serde_json::from_str(&out).expect("ps --json parses");
+    let listed = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["command"][2] == "echo out; echo err >&2; exit 3")
+        .unwrap_or_else(|| panic!("the task is listed: {out}"));
+    assert_eq!(listed["status"]["state"], "failed");
+    assert_eq!(listed["status"]["exit_code"], 3);
+
+    // A detached task that keeps printing: `logs -f` follows it, `kill` ends it as Killed.
+    let (code, out, err) = troupe(
+        &addr,
+        &[
+            "run",
+            "--detach",
+            "--name",
+            "ticker",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_string();
+    assert!(id.starts_with("ticker-"), "{out}");
+    let mut follow = std::process::Command::new(TROUPE)
+        .args(["logs", "-f", &id])
+        .env("TROUPE_MASTER", &addr)
+        .env("TROUPE_COOKIE", TEST_COOKIE)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs -f runs");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    // It keeps following: lines written after it started arrive.
+    let mut seen = Vec::new();
+    while seen.len() < 15 {
+        let line = lines.next().expect("logs -f keeps printing").unwrap();
+        seen.push(line);
+    }
+    assert_eq!(seen[0], "tick 0", "from the start: {seen:?}");
+    let n: Vec<u32> = seen.iter().map(|l| l[5..].parse().unwrap()).collect();
+    assert!(
+        n.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, none lost: {seen:?}"
+    );
+    let (code, _, _) = troupe(&addr, &["ps", "--json"]);
+    assert_eq!(code, 0);
+    let (code, out, err) = troupe(&addr, &["kill", &id]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(out.trim(), format!("{id} killed"));
+    // `logs -f` ends when the task does.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = follow.try_wait().unwrap() {
+            assert!(status.success(), "logs -f exits 0 when the task ends");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "logs -f still running after the task ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, out, _) = troupe(&addr, &["ps", "--all", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let killed = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(killed["status"]["state"], "killed");
+
+    // Errors are one line with a code: an unknown task, no master.
+    let (code, _, err) = troupe(&addr, &["kill", "no-such-task"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no task no-such-task"), "{err}");
+    let (code, _, err) = troupe("127.0.0.1:1", &["ps"]);
+    assert_eq!(code, 2, "{err}");
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
