@@ -326,3 +326,184 @@ fn dev_run_exits_with_the_task_code_ps_lists_it_logs_follow_and_kill_ends_it() {
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A port free now, for a process that must come back on the same address.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn master_on(addr: &str, registry: &Path) -> ChildNode {
+    let mut cmd = Command::new(TROUPE);
+    cmd.args([
+        "master",
+        "--name",
+        "rm",
+        "--listen",
+        addr,
+        "--cookie",
+        TEST_COOKIE,
+    ]);
+    cmd.args(["--allocation-interval-ms", "100", "--registry"]);
+    cmd.arg(registry);
+    ChildNode::spawn("rm", cmd).expect("troupe master starts")
+}
+
+fn agent_of(master: &str, name: &str, work: &Path) -> ChildNode {
+    let mut cmd = Command::new(TROUPE);
+    cmd.args([
+        "agent",
+        "--name",
+        name,
+        "--cookie",
+        TEST_COOKIE,
+        "--master",
+        master,
+    ]);
+    cmd.args(["--cpus", "1", "--mem", "256", "--work-dir"]);
+    cmd.arg(work);
+    ChildNode::spawn(name, cmd).expect("troupe agent starts")
+}
+
+/// Waits for `task` to reach `state` among what the framework sees.
+async fn wait_state(
+    seen: &mut UnboundedReceiver<Seen>,
+    log: &mut Vec<TaskStatus>,
+    state: TaskState,
+    limit: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !log.iter().any(|s| s.state == state) {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(Seen::Status(s))) => log.push(s),
+            Ok(Some(_)) => {}
+            _ => panic!("no {state} within {limit:?}: {log:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_comes_back_and_finds_its_running_task_which_ends_once() {
+    let dir = scratch("agent-restart");
+    let master = master_on("127.0.0.1:0", &dir.join("registry.json"));
+    let name = format!("ar{}", std::process::id());
+    let work = dir.join(&name);
+    let _litter = TaskLitter::new(work.join("sandboxes"), &name);
+    let agent = agent_of(&master.addr.to_string(), &name, &work);
+    start_local_node("arfw", TEST_COOKIE).await;
+    let (fw, mut seen) = TestFramework::auto(vec![sh_task("survivor", "sleep 3; exit 4")]);
+    let driver = Driver::start(FrameworkSettings::new("ar"), Some(master.addr), fw)
+        .await
+        .unwrap();
+    let mut log = Vec::new();
+    wait_state(
+        &mut seen,
+        &mut log,
+        TaskState::Running,
+        Duration::from_secs(20),
+    )
+    .await;
+    // The agent dies; the master notices at once (its connection closes).
+    drop(agent);
+    wait_state(
+        &mut seen,
+        &mut log,
+        TaskState::Unreachable,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Back with the same name and work directory: it adopts the task, still running.
+    let agent = agent_of(&master.addr.to_string(), &name, &work);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !log.iter().any(|s| s.state.is_terminal()) {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(Seen::Status(s))) => log.push(s),
+            Ok(Some(_)) => {}
+            _ => panic!("the task did not end: {log:?}"),
+        }
+    }
+    let after: Vec<TaskState> = log
+        .iter()
+        .skip_while(|s| s.state != TaskState::Unreachable)
+        .map(|s| s.state)
+        .collect();
+    assert!(
+        after.contains(&TaskState::Running),
+        "running again: {log:?}"
+    );
+    let ends: Vec<_> = log.iter().filter(|s| s.state.is_terminal()).collect();
+    assert_eq!(ends.len(), 1, "{log:?}");
+    assert_eq!(
+        (ends[0].state, ends[0].exit_code),
+        (TaskState::Failed, Some(4))
+    );
+    // And no second end arrives later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(extra) = seen.try_recv() {
+        if let Seen::Status(s) = extra {
+            assert!(!s.state.is_terminal(), "a second end: {s:?}");
+        }
+    }
+    driver.stop();
+    drop(agent);
+    drop(master);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_master_rebuilds_its_books_from_agents_and_frameworks() {
+    let dir = scratch("master-restart");
+    let registry = dir.join("registry.json");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let master = master_on(&addr, &registry);
+    let name = format!("mr{}", std::process::id());
+    let work = dir.join(&name);
+    let _litter = TaskLitter::new(work.join("sandboxes"), &name);
+    let agent = agent_of(&addr, &name, &work);
+    start_local_node("mrfw", TEST_COOKIE).await;
+    let (fw, mut seen) = TestFramework::auto(vec![sh_task("outlives", "sleep 3; exit 0")]);
+    let driver = Driver::start(FrameworkSettings::new("mr"), Some(master.addr), fw)
+        .await
+        .unwrap();
+    let mut log = Vec::new();
+    wait_state(
+        &mut seen,
+        &mut log,
+        TaskState::Running,
+        Duration::from_secs(20),
+    )
+    .await;
+    let facts = std::fs::read_to_string(&registry).expect("the registry is written");
+    assert!(facts.contains(&name), "the agent is admitted: {facts}");
+    assert!(
+        facts.contains("\"mr\""),
+        "the framework is recorded: {facts}"
+    );
+    // The master dies and comes back on its address with its registry.
+    drop(master);
+    let master = master_on(&addr, &registry);
+    // The agent registers again with the task, the framework subscribes again with its
+    // id, and the task's end reaches it exactly once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !log.iter().any(|s| s.state.is_terminal()) {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(Seen::Status(s))) => log.push(s),
+            Ok(Some(_)) => {}
+            _ => panic!("the task's end did not arrive: {log:?}"),
+        }
+    }
+    let ends: Vec<_> = log.iter().filter(|s| s.state.is_terminal()).collect();
+    assert_eq!(ends.len(), 1, "{log:?}");
+    assert_eq!(ends[0].state, TaskState::Finished);
+    // The new master knows the task, the agent and the framework.
+    let (code, out, err) = troupe(&addr, &["ps", "--all", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("outlives"), "{out}");
+    driver.stop();
+    drop(agent);
+    drop(master);
+    let _ = std::fs::remove_dir_all(&dir);
+}

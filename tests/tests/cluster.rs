@@ -20,8 +20,10 @@ use troupe_tests::{TEST_COOKIE, TaskLitter, start_local_node};
 async fn cluster(name: &str, agents: usize) -> (DevCluster, Vec<TaskLitter>) {
     start_local_node(name, TEST_COOKIE).await;
     let work = std::env::temp_dir().join(format!("troupe-cluster-{name}-{}", std::process::id()));
-    let mut master = MasterConfig::default();
-    master.allocation_interval = Duration::from_millis(100);
+    let master = MasterConfig {
+        allocation_interval: Duration::from_millis(100),
+        ..MasterConfig::default()
+    };
     let cluster = dev::start(DevConfig {
         agents,
         work_dir: work.clone(),
@@ -105,7 +107,7 @@ async fn tasks_of_mixed_exit_codes_each_end_once_in_their_state_and_resources_re
             TaskState::Failed
         };
         assert_eq!(ends[0].state, want, "t{i}: {:?}", ends[0]);
-        assert_eq!(ends[0].exit_code, Some(code as i32), "t{i}");
+        assert_eq!(ends[0].exit_code, Some(code), "t{i}");
     }
     // Everything returns to the pool: no task holds anything.
     let mut free = false;
@@ -150,7 +152,7 @@ async fn invalid_launches_end_in_error_or_dropped_with_their_reason_and_harm_not
     bad_command.command.argv.clear();
     let duplicate = sh_task("good", "exit 7");
     driver.launch(
-        &[offer.clone()],
+        std::slice::from_ref(&offer),
         vec![good, too_big, bad_command, duplicate],
     );
     // An offer that is not outstanding: the one just used.

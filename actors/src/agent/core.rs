@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
@@ -78,8 +80,10 @@ pub struct AgentState {
     last_attempt: Option<Instant>,
     master: Addr<MasterMsg>,
     master_outbox: Outbox<MasterMsg>,
-    observer: Outbox<ObserverMsg>,
     master_watch: Option<troupe_runtime::Ref>,
+    /// Whether the heartbeat task beats (while registered).
+    beating: Arc<AtomicBool>,
+    heartbeat: tokio::task::JoinHandle<()>,
     start: Instant,
     myself: ActorRef<AgentMsg>,
 }
@@ -132,8 +136,26 @@ impl Actor for AgentCore {
         troupe_runtime::register(&format!("agent/{}", config.id), &myself)?;
         myself.send_interval(AGENT_HEARTBEAT, || AgentMsg::Tick);
         let master = Addr::<MasterMsg>::new(MASTER_PATH);
+        // Heartbeats go from a task of their own: a mailbox busy launching tasks must not
+        // look like a dead agent.
+        let beating = Arc::new(AtomicBool::new(false));
+        let observer = Outbox::new(Addr::<ObserverMsg>::new(observer_path(&config.id)));
+        let heartbeat = {
+            let beating = beating.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(AGENT_HEARTBEAT);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    if beating.load(Ordering::Relaxed) {
+                        observer.send(ObserverMsg::Heartbeat);
+                    }
+                }
+            })
+        };
         let mut state = AgentState {
-            observer: Outbox::new(Addr::new(observer_path(&config.id))),
+            beating,
+            heartbeat,
             master_outbox: Outbox::new(master.clone()),
             master,
             config,
@@ -161,6 +183,7 @@ impl Actor for AgentCore {
         if let Some(watch) = state.master_watch.take() {
             troupe_runtime::demonitor(&watch);
         }
+        state.heartbeat.abort();
         Ok(())
     }
 
@@ -198,7 +221,7 @@ impl Actor for AgentCore {
                 state.send_due();
             }
             AgentMsg::Reregister => {
-                state.registered = false;
+                state.set_registered(false);
                 state.last_attempt = None;
                 state.register().await;
             }
@@ -252,7 +275,6 @@ impl Actor for AgentCore {
                         state.register().await;
                     }
                 } else {
-                    state.observer.send(ObserverMsg::Heartbeat);
                     state.send_due();
                 }
             }
@@ -288,6 +310,11 @@ fn exit_status(task: &AgentTask, reason: &ExitReason) -> (TaskState, String, Opt
 impl AgentState {
     fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    fn set_registered(&mut self, registered: bool) {
+        self.registered = registered;
+        self.beating.store(registered, Ordering::Relaxed);
     }
 
     fn id(&self) -> &AgentId {
@@ -543,11 +570,12 @@ impl AgentState {
                 Err(_) => return,
             }
         }
+        // Every task it still keeps: the ended ones too, until their end is acknowledged,
+        // or the master would take them for lost.
         let tasks: Vec<(FrameworkId, TaskStatus, Resources)> = self
             .book
             .tasks
             .values()
-            .filter(|t| !t.status.state.is_terminal())
             .map(|t| (t.framework.clone(), t.status.clone(), t.info.resources))
             .collect();
         let info = self.info.clone();
@@ -561,7 +589,7 @@ impl AgentState {
         match answer {
             Ok(Ok(())) => {
                 tracing::info!(agent = %self.id(), "registered with the master");
-                self.registered = true;
+                self.set_registered(true);
                 if let Some(watch) = self.master_watch.take() {
                     troupe_runtime::demonitor(&watch);
                 }
