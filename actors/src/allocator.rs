@@ -1,16 +1,17 @@
 //! The allocation engine: pure and deterministic (no I/O, no clock reads; time is an
 //! input).
-//! * [`sorter`]: DRF over a tree of roles and frameworks.
+//! * [`sorter`]: ordering a tree of roles and frameworks: DRF, or a [`SortPolicy`] of the
+//!   user's choosing.
 //! * [`engine`]: the offer cycle: DRF between roles then frameworks, quota guarantees and
 //!   limits, static reservations, decline filters, suppress and revive, recovery, agents
-//!   leaving, and why a framework got nothing. Offer timeouts come with the rest of the
-//!   cluster core.
+//!   leaving, and why a framework got nothing. Offers get ids, timeouts and
+//!   rescinds in the master core, which owns them.
 
 pub mod engine;
 pub mod sorter;
 
 pub use engine::{Engine, NotOffered, Offer};
-pub use sorter::Sorter;
+pub use sorter::{Drf, SortPolicy, Sorter, Standing};
 
 #[cfg(test)]
 mod tests {
@@ -51,5 +52,38 @@ mod tests {
         assert_eq!(tasks["f2"], 2);
         assert!((sorter.share("f1") - 2.0 / 3.0).abs() < 1e-9);
         assert!((sorter.share("f2") - 2.0 / 3.0).abs() < 1e-9);
+    }
+
+    /// A policy of the user's: frameworks in reverse name order, whatever they hold.
+    #[derive(Debug)]
+    struct ReverseNames;
+
+    impl SortPolicy for ReverseNames {
+        fn order(&self, a: &Standing<'_>, b: &Standing<'_>) -> std::cmp::Ordering {
+            b.name.cmp(a.name)
+        }
+    }
+
+    #[test]
+    fn a_sort_policy_of_the_users_replaces_drf() {
+        let setup = |mut engine: Engine| {
+            engine.add_agent("a1".into(), Resources::new(1.0, 512.0));
+            engine.add_agent("a2".into(), Resources::new(1.0, 512.0));
+            for fw in ["f1", "f2"] {
+                engine.add_framework(fw.into(), "*");
+            }
+            engine
+        };
+        // DRF: each framework gets one agent.
+        let mut drf = setup(Engine::new());
+        let offers = drf.allocate(std::time::Duration::ZERO);
+        let to: std::collections::BTreeSet<_> =
+            offers.iter().map(|o| o.framework.0.clone()).collect();
+        assert_eq!(to.len(), 2, "{offers:?}");
+        // Reverse names: f2 comes first every time, and gets both agents.
+        let mut reverse = setup(Engine::with_policy(std::sync::Arc::new(ReverseNames)));
+        let offers = reverse.allocate(std::time::Duration::ZERO);
+        assert_eq!(offers.len(), 2);
+        assert!(offers.iter().all(|o| o.framework.0 == "f2"), "{offers:?}");
     }
 }

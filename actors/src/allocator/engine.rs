@@ -21,6 +21,13 @@ use crate::protocol::{AgentId, FrameworkId, Resources};
 /// again (Mesos' `refuse_seconds`).
 pub const DEFAULT_REFUSE: Duration = Duration::from_secs(5);
 
+/// The least worth offering, as in Mesos: at least 0.01 cpus or 32 MiB of memory. Smaller
+/// crumbs (what tasks leave of an agent) are not offered, so frameworks are not flooded with
+/// offers nobody can use.
+pub fn allocatable(resources: &Resources) -> bool {
+    resources.cpus >= 0.01 || resources.mem_mib >= 32.0
+}
+
 /// An offer: an agent's resources, to a framework.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offer {
@@ -129,9 +136,18 @@ enum Stage {
 }
 
 impl Engine {
-    /// An engine with nothing in it.
+    /// An engine with nothing in it, allocating by DRF.
     pub fn new() -> Engine {
         Engine::default()
+    }
+
+    /// An engine with nothing in it, ordering roles and frameworks by `policy` instead of
+    /// DRF (quotas, reservations and filters apply the same).
+    pub fn with_policy(policy: std::sync::Arc<dyn super::sorter::SortPolicy>) -> Engine {
+        Engine {
+            roles: Sorter::with_policy(policy),
+            ..Engine::default()
+        }
     }
 
     /// Sets the allocation interval (the time between cycles): a decline filter lasts at
@@ -261,8 +277,9 @@ impl Engine {
             self.roles.add(role);
             self.roles.activate(role);
         }
+        let policy = self.roles.policy();
         let sorter = self.within.entry(role.to_string()).or_insert_with(|| {
-            let mut s = Sorter::new();
+            let mut s = Sorter::with_policy(policy);
             for (id, a) in &self.agents {
                 s.add_agent(id.clone(), a.total);
             }
@@ -488,7 +505,7 @@ impl Engine {
         let mut offered_here: Vec<FrameworkId> = Vec::new();
         loop {
             let free = self.agents[agent].pools[&pool].free();
-            if free.is_empty() {
+            if !allocatable(&free) {
                 return;
             }
             let chosen = self.roles.sort().into_iter().find_map(|role| {
@@ -506,7 +523,7 @@ impl Engine {
                     Stage::All if pool.is_none() => amount = amount.min(self.spare()),
                     Stage::All => {}
                 }
-                if amount.is_empty() {
+                if !allocatable(&amount) {
                     return None;
                 }
                 self.within.get(&role).and_then(|sorter| {
@@ -703,6 +720,26 @@ mod tests {
         e.remove_agent(&"a1".into());
         assert_eq!(e.share(&"f1".into()), 0.0);
         assert!((e.share(&"f2".into()) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn crumbs_below_the_least_allocatable_are_not_offered() {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(1.0, 1024.0));
+        e.add_framework("f1".into(), "*");
+        let offers = e.allocate(Duration::ZERO);
+        // A task takes all but 0.005 cpus and 16 MiB; what is left is not worth an offer.
+        e.recover(
+            &"f1".into(),
+            &"a1".into(),
+            Resources::new(0.005, 16.0),
+            None,
+        );
+        assert_eq!(offers.len(), 1);
+        assert!(e.allocate(Duration::from_secs(1)).is_empty());
+        assert!(allocatable(&Resources::new(0.01, 0.0)));
+        assert!(allocatable(&Resources::new(0.0, 32.0)));
+        assert!(!allocatable(&Resources::new(0.009, 31.0)));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! clients depth first. A path that is both a client and a parent (role `a` with a child
 //! role `a/b`) is sorted as a virtual child `.` of itself, as in Mesos.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::protocol::{AgentId, Kind, Resources};
 
@@ -33,12 +35,52 @@ struct Node {
     children: BTreeMap<String, Node>,
 }
 
-/// The DRF sorter over a tree of clients.
-#[derive(Debug, Clone, Default)]
+/// Where a client (or a subtree) stands when siblings are ordered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standing<'a> {
+    /// Its weighted dominant share.
+    pub share: f64,
+    /// How many allocations it received (never decreasing).
+    pub allocations: u64,
+    /// Its name among its siblings.
+    pub name: &'a str,
+}
+
+/// The policy that orders siblings: who is offered resources first. The sorter applies it
+/// at every level of the tree (roles, sub-roles, frameworks within a role), so swapping it
+/// swaps the allocator's fairness policy.
+pub trait SortPolicy: Send + Sync + std::fmt::Debug {
+    /// Whether `a` comes before `b`.
+    fn order(&self, a: &Standing<'_>, b: &Standing<'_>) -> Ordering;
+}
+
+/// Dominant Resource Fairness: the lowest weighted dominant share first, then the fewest
+/// allocations, then the name (Mesos' DRF sorter).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Drf;
+
+impl SortPolicy for Drf {
+    fn order(&self, a: &Standing<'_>, b: &Standing<'_>) -> Ordering {
+        a.share
+            .total_cmp(&b.share)
+            .then(a.allocations.cmp(&b.allocations))
+            .then_with(|| a.name.cmp(b.name))
+    }
+}
+
+/// The sorter over a tree of clients, DRF unless given another [`SortPolicy`].
+#[derive(Debug, Clone)]
 pub struct Sorter {
     root: Node,
     weights: HashMap<String, f64>,
     agents: BTreeMap<AgentId, Resources>,
+    policy: Arc<dyn SortPolicy>,
+}
+
+impl Default for Sorter {
+    fn default() -> Self {
+        Sorter::with_policy(Arc::new(Drf))
+    }
 }
 
 fn segments(path: &str) -> impl Iterator<Item = &str> {
@@ -46,9 +88,24 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 }
 
 impl Sorter {
-    /// An empty sorter.
+    /// An empty DRF sorter.
     pub fn new() -> Sorter {
         Sorter::default()
+    }
+
+    /// An empty sorter ordering by `policy`.
+    pub fn with_policy(policy: Arc<dyn SortPolicy>) -> Sorter {
+        Sorter {
+            root: Node::default(),
+            weights: HashMap::new(),
+            agents: BTreeMap::new(),
+            policy,
+        }
+    }
+
+    /// Its policy.
+    pub fn policy(&self) -> Arc<dyn SortPolicy> {
+        self.policy.clone()
     }
 
     fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
@@ -247,9 +304,21 @@ impl Sorter {
             entries.push((share, child.subtree_count, name.clone(), child_path, false));
         }
         entries.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then(a.1.cmp(&b.1))
-                .then_with(|| a.2.cmp(&b.2))
+            let standing = |e: &(f64, u64, String, String, bool)| Standing {
+                share: e.0,
+                allocations: e.1,
+                name: "",
+            };
+            self.policy.order(
+                &Standing {
+                    name: &a.2,
+                    ..standing(a)
+                },
+                &Standing {
+                    name: &b.2,
+                    ..standing(b)
+                },
+            )
         });
         for (_, _, _, child_path, own) in entries {
             if own {
