@@ -710,6 +710,12 @@ pub enum AgentMsg {
         /// The update's id.
         update: u64,
     },
+    /// Resend the unacknowledged updates of a framework now: it subscribed again, or it
+    /// was removed and the master acknowledges for it.
+    ResendUpdates {
+        /// The framework.
+        framework: FrameworkId,
+    },
     /// The master asks the agent to register again (the master restarted, or it had
     /// judged the agent unreachable and hears from it again).
     Reregister,

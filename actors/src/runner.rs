@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use troupe_runtime::{Addr, Reply};
 
 use crate::framework::{Driver, DriverError, FrameworkSettings, Scheduler};
+use crate::master::MASTER_PATH;
 use crate::outbox::Outbox;
-use crate::protocol::{OfferInfo, Resources, TaskId, TaskInfo, TaskStatus};
+use crate::protocol::{MasterMsg, OfferInfo, Resources, TaskId, TaskInfo, TaskStatus};
 
 /// The runner's path.
 pub const RUNNER_PATH: &str = "runner";
@@ -208,6 +209,7 @@ impl Actor for RunnerActor {
                     .collect();
                 let tasks = match checked {
                     Ok(tasks) if tasks.is_empty() => Err("nothing to run".to_string()),
+                    Ok(tasks) => fits_somewhere(&tasks).await.map(|()| tasks),
                     other => other,
                 };
                 let tasks = match tasks {
@@ -235,6 +237,42 @@ impl Actor for RunnerActor {
         }
         Ok(())
     }
+}
+
+/// Refuses at once what no registered agent could ever hold (it would wait forever).
+async fn fits_somewhere(tasks: &[TaskInfo]) -> Result<(), String> {
+    let master = Addr::<MasterMsg>::new(MASTER_PATH);
+    let Ok(state) = master
+        .call(
+            |reply| MasterMsg::State { all: false, reply },
+            Duration::from_secs(2),
+        )
+        .await
+    else {
+        return Ok(());
+    };
+    if state.agents.is_empty() {
+        return Ok(());
+    }
+    for task in tasks {
+        if !state
+            .agents
+            .iter()
+            .any(|a| a.info.resources.contains(&task.resources))
+        {
+            let largest = state
+                .agents
+                .iter()
+                .map(|a| a.info.resources)
+                .max_by(|a, b| a.cpus.total_cmp(&b.cpus))
+                .unwrap_or_default();
+            return Err(format!(
+                "{} needs {}, more than any agent has (the largest: {largest})",
+                task.name, task.resources
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Starts the runner on this node: its framework (subscribed to the master at `master`, or

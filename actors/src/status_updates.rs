@@ -171,6 +171,21 @@ impl StatusUpdates {
         self.streams.get(task).map_or(0, |s| s.pending.len())
     }
 
+    /// The heads of `framework`'s streams are due at once (it subscribed again, or was
+    /// removed and the master acknowledges for it): no waiting out a long backoff.
+    pub fn hurry(&mut self, framework: &FrameworkId, now: Duration) {
+        for stream in self.streams.values_mut() {
+            if stream
+                .pending
+                .front()
+                .is_some_and(|u| &u.framework == framework)
+            {
+                stream.due = Some(now);
+                stream.backoff = INITIAL_BACKOFF;
+            }
+        }
+    }
+
     /// After a restart from a checkpoint: every head is due at once.
     pub fn resume(&mut self, now: Duration) {
         for stream in self.streams.values_mut() {

@@ -317,6 +317,23 @@ fn dev_run_exits_with_the_task_code_ps_lists_it_logs_follow_and_kill_ends_it() {
         .unwrap();
     assert_eq!(killed["status"]["state"], "killed");
 
+    // A command no agent could ever hold is refused at once, with the reason.
+    let (code, _, err) = troupe(&addr, &["run", "--cpus", "64", "--", "true"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("more than any agent has"), "{err}");
+    // A command that cannot start, and one killed for its memory, say so with their codes.
+    let (code, _, err) = troupe(&addr, &["run", "--", "/no/such/binary"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("failed to start"), "{err}");
+    if rustix::process::geteuid().is_root() {
+        let (code, _, err) = troupe(&addr, &["run", "--mem", "32", "--", "tail", "/dev/zero"]);
+        assert_eq!(code, 137, "{err}");
+        assert!(
+            err.contains("killed: out of memory (limit 32 MiB)"),
+            "{err}"
+        );
+    }
+
     // Errors are one line with a code: an unknown task, no master.
     let (code, _, err) = troupe(&addr, &["kill", "no-such-task"]);
     assert_eq!(code, 1);
@@ -502,6 +519,72 @@ async fn a_restarted_master_rebuilds_its_books_from_agents_and_frameworks() {
     let (code, out, err) = troupe(&addr, &["ps", "--all", "--json"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("outlives"), "{out}");
+    driver.stop();
+    drop(agent);
+    drop(master);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_unreachable_in_seconds_and_its_task_runs_again_when_it_wakes() {
+    let dir = scratch("silent");
+    let master = master_on("127.0.0.1:0", &dir.join("registry.json"));
+    let name = format!("sl{}", std::process::id());
+    let work = dir.join(&name);
+    let _litter = TaskLitter::new(work.join("sandboxes"), &name);
+    let agent = agent_of(&master.addr.to_string(), &name, &work);
+    start_local_node("slfw", TEST_COOKIE).await;
+    let (fw, mut seen) = TestFramework::auto(vec![sh_task("sleeper", "sleep 60")]);
+    let driver = Driver::start(FrameworkSettings::new("sl"), Some(master.addr), fw)
+        .await
+        .unwrap();
+    let mut log = Vec::new();
+    wait_state(
+        &mut seen,
+        &mut log,
+        TaskState::Running,
+        Duration::from_secs(20),
+    )
+    .await;
+    agent.signal("STOP").unwrap();
+    let stopped = Instant::now();
+    let mut lost = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(lost && log.iter().any(|s| s.state == TaskState::Unreachable)) {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(Seen::Status(s))) => log.push(s),
+            Ok(Some(Seen::AgentLost(a))) => lost = a.0 == name,
+            Ok(Some(_)) => {}
+            _ => {
+                let _ = agent.signal("CONT");
+                panic!("the silent agent was not declared lost: {log:?}");
+            }
+        }
+    }
+    let noticed = stopped.elapsed();
+    agent.signal("CONT").unwrap();
+    // Awake, it registers again and its task is running again.
+    let before = log.len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !log[before..].iter().any(|s| s.state == TaskState::Running) {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(Seen::Status(s))) => log.push(s),
+            Ok(Some(_)) => {}
+            _ => panic!("the task is not running again: {log:?}"),
+        }
+    }
+    assert!(
+        noticed < Duration::from_secs(5),
+        "noticed after {noticed:?}"
+    );
+    driver.kill(&TaskId("sleeper".into()));
+    wait_state(
+        &mut seen,
+        &mut log,
+        TaskState::Killed,
+        Duration::from_secs(20),
+    )
+    .await;
     driver.stop();
     drop(agent);
     drop(master);

@@ -16,6 +16,10 @@ pub enum Seen {
     Status(TaskStatus),
     /// Offers (only when the test launches by itself).
     Offers(Vec<OfferInfo>),
+    /// An offer was rescinded.
+    Rescinded(troupe_actors::protocol::OfferId),
+    /// An agent was lost.
+    AgentLost(troupe_actors::protocol::AgentId),
 }
 
 /// The test framework.
@@ -77,6 +81,14 @@ impl Scheduler for TestFramework {
 
     fn status(&mut self, _driver: &Driver, status: &TaskStatus) {
         let _ = self.seen.send(Seen::Status(status.clone()));
+    }
+
+    fn rescinded(&mut self, _driver: &Driver, offer: &troupe_actors::protocol::OfferId) {
+        let _ = self.seen.send(Seen::Rescinded(offer.clone()));
+    }
+
+    fn agent_lost(&mut self, _driver: &Driver, agent: &troupe_actors::protocol::AgentId) {
+        let _ = self.seen.send(Seen::AgentLost(agent.clone()));
     }
 }
 

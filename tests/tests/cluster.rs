@@ -18,12 +18,26 @@ use troupe_tests::cluster::{Seen, TestFramework, sh_task};
 use troupe_tests::{TEST_COOKIE, TaskLitter, start_local_node};
 
 async fn cluster(name: &str, agents: usize) -> (DevCluster, Vec<TaskLitter>) {
+    cluster_with(name, agents, |_| {}).await
+}
+
+async fn cluster_with(
+    name: &str,
+    agents: usize,
+    tune: impl FnOnce(&mut MasterConfig),
+) -> (DevCluster, Vec<TaskLitter>) {
+    // RUST_LOG=troupe_actors=debug shows the cluster's reasoning in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     start_local_node(name, TEST_COOKIE).await;
     let work = std::env::temp_dir().join(format!("troupe-cluster-{name}-{}", std::process::id()));
-    let master = MasterConfig {
+    let mut master = MasterConfig {
         allocation_interval: Duration::from_millis(100),
         ..MasterConfig::default()
     };
+    tune(&mut master);
     let cluster = dev::start(DevConfig {
         agents,
         work_dir: work.clone(),
@@ -68,7 +82,7 @@ async fn until_all_end(
         }
         match tokio::time::timeout_at(deadline, seen.recv()).await {
             Ok(Some(Seen::Status(s))) => by_task.entry(s.task.clone()).or_default().push(s),
-            Ok(Some(Seen::Offers(_))) => {}
+            Ok(Some(_)) => {}
             _ => return by_task,
         }
     }
@@ -204,5 +218,117 @@ async fn invalid_launches_end_in_error_or_dropped_with_their_reason_and_harm_not
     let tracked = s.tasks.iter().find(|t| t.id.0 == "good").expect("tracked");
     assert_eq!(tracked.status.state, TaskState::Finished);
     driver.stop();
+    cluster.stop().await;
+}
+
+/// Waits for a status of `task` in `state`.
+async fn wait_for(seen: &mut UnboundedReceiver<Seen>, task: &str, state: TaskState) -> TaskStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(Seen::Status(s))) if s.task.0 == task && s.state == state => return s,
+            Ok(Some(_)) => {}
+            _ => panic!("{task} never became {state}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_reconciliation_answers_known_tasks_and_unknown_ones() {
+    let (cluster, _litter) = cluster("cl-reconcile", 1).await;
+    let (fw, mut seen) = TestFramework::auto(vec![sh_task("long", "sleep 30")]);
+    let driver = Driver::start(FrameworkSettings::new("rec"), None, fw)
+        .await
+        .unwrap();
+    wait_for(&mut seen, "long", TaskState::Running).await;
+    driver.reconcile(vec![TaskId("long".into()), TaskId("never-launched".into())]);
+    let running = wait_for(&mut seen, "long", TaskState::Running).await;
+    assert_eq!(
+        running.agent.as_ref().map(|a| a.0.as_str()),
+        Some("cl-reconcile-a1")
+    );
+    let unknown = wait_for(&mut seen, "never-launched", TaskState::Unknown).await;
+    assert!(!unknown.reason.is_empty());
+    // The agent reports what its tasks use.
+    let agent = Addr::<troupe_actors::protocol::AgentMsg>::new("agent/cl-reconcile-a1");
+    let usage = agent
+        .call(
+            |reply| troupe_actors::protocol::AgentMsg::Usage { reply },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(usage.len(), 1, "{usage:?}");
+    assert_eq!(usage[0].task.0, "long");
+    assert!(usage[0].pid > 0);
+    driver.kill(&TaskId("long".into()));
+    let killed = wait_for(&mut seen, "long", TaskState::Killed).await;
+    assert_eq!(killed.exit_code, None);
+    driver.stop();
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_offers_are_rescinded_after_the_offer_timeout() {
+    let (cluster, _litter) = cluster_with("cl-timeout", 1, |m| {
+        m.offer_timeout = Some(Duration::from_millis(300));
+    })
+    .await;
+    let (fw, mut seen) = TestFramework::manual();
+    let driver = Driver::start(FrameworkSettings::new("slow"), None, fw)
+        .await
+        .unwrap();
+    let offers = next_offers(&mut seen).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let rescinded = loop {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(Seen::Rescinded(id))) => break id,
+            Ok(Some(_)) => {}
+            _ => panic!("the held offer was not rescinded"),
+        }
+    };
+    assert_eq!(rescinded, offers[0].id);
+    // Launching on it now is too late: the task is dropped.
+    driver.launch(&[rescinded], vec![sh_task("late", "true")]);
+    let late = wait_for(&mut seen, "late", TaskState::Dropped).await;
+    assert!(late.reason.contains("offer"), "{late:?}");
+    driver.stop();
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framework_gone_past_its_failover_timeout_loses_its_tasks() {
+    let (cluster, _litter) = cluster("cl-failover", 1).await;
+    let (fw, mut seen) = TestFramework::auto(vec![sh_task("orphan", "sleep 30")]);
+    let mut settings = FrameworkSettings::new("brief");
+    settings.failover_timeout = Duration::from_millis(500);
+    let driver = Driver::start(settings, None, fw).await.unwrap();
+    wait_for(&mut seen, "orphan", TaskState::Running).await;
+    driver.abandon();
+    let mut ended = None;
+    for _ in 0..100 {
+        let s = state().await;
+        let task = s.tasks.iter().find(|t| t.id.0 == "orphan");
+        if let Some(t) = task.filter(|t| t.status.state.is_terminal()) {
+            ended = Some(t.status.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(ended) = ended else {
+        let s = state().await;
+        panic!(
+            "the orphan is not killed after the failover timeout: {:?} {:?}",
+            s.tasks, s.frameworks
+        );
+    };
+    assert_eq!(ended.state, TaskState::Killed, "{ended:?}");
+    assert!(
+        state()
+            .await
+            .frameworks
+            .iter()
+            .all(|f| f.info.name != "brief")
+    );
     cluster.stop().await;
 }

@@ -220,6 +220,11 @@ impl Actor for AgentCore {
                 }
                 state.send_due();
             }
+            AgentMsg::ResendUpdates { framework } => {
+                let now = state.now();
+                state.book.updates.hurry(&framework, now);
+                state.send_due();
+            }
             AgentMsg::Reregister => {
                 state.set_registered(false);
                 state.last_attempt = None;
@@ -454,7 +459,10 @@ impl AgentState {
                 self.watch(id, ctx).await;
             }
             Err(e) => {
-                let text = e.to_string();
+                let text = match e {
+                    troupe_runtime::supervisor::ChildError::StartFailed { reason, .. } => reason,
+                    other => other.to_string(),
+                };
                 let reason = if adopt {
                     format!("not found again after the agent restarted: {text}")
                 } else {

@@ -599,6 +599,20 @@ impl CoreState {
             framework,
             status,
         } = update;
+        if !self.frameworks.contains_key(&framework) {
+            // Its framework was removed: nobody will acknowledge, so the master does, or
+            // the agent would retry forever.
+            if let Some(a) = self.agents.get(&agent) {
+                a.outbox.send(AgentMsg::Acknowledge {
+                    task: status.task.clone(),
+                    update: id,
+                });
+            }
+            if let Some(task) = self.tasks.get_mut(&status.task) {
+                let _ = task.lifecycle.apply(status);
+            }
+            return;
+        }
         if !self.tasks.contains_key(&status.task) {
             // The master restarted after the launch; the agent knows the task.
             self.tasks.insert(
@@ -702,6 +716,8 @@ impl CoreState {
                 .insert(id.clone(), info.clone());
             self.save_registry();
         }
+        // What agents still hold for it need not wait out their backoff.
+        self.hurry_updates(&id);
         if allocated {
             self.tell_allocator(AllocatorMsg::SetActive {
                 framework: id.clone(),
@@ -725,6 +741,23 @@ impl CoreState {
             }
         }
         Ok(id)
+    }
+
+    /// Has every agent with tasks of `framework` resend its unacknowledged updates now.
+    fn hurry_updates(&self, framework: &FrameworkId) {
+        let agents: std::collections::BTreeSet<&AgentId> = self
+            .tasks
+            .values()
+            .filter(|t| &t.framework == framework)
+            .filter_map(|t| t.agent.as_ref())
+            .collect();
+        for agent in agents {
+            if let Some(a) = self.agents.get(agent) {
+                a.outbox.send(AgentMsg::ResendUpdates {
+                    framework: framework.clone(),
+                });
+            }
+        }
     }
 
     async fn framework_down(&mut self, framework: FrameworkId, driver: String) {
@@ -793,6 +826,8 @@ impl CoreState {
         }
         self.registry.facts.frameworks.remove(framework);
         self.save_registry();
+        // From now on the master acknowledges for it: what agents hold for it goes now.
+        self.hurry_updates(framework);
     }
 
     /// An offer goes back to the allocator unused (declined with a filter, rescinded, or

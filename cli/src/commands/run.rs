@@ -154,12 +154,20 @@ async fn attached(
     let mut killing = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let waiting = tokio::time::sleep(WAIT_NOTICE);
+    tokio::pin!(waiting);
+    let mut heard = false;
     let last = loop {
         tokio::select! {
+            _ = &mut waiting, if !heard => {
+                heard = true;
+                explain_wait(client).await;
+            }
             event = events.recv() => {
                 let Some(RunnerEvent::Status { status }) = event else {
                     return Err(Failure::from("the runner stopped talking to this command"));
                 };
+                heard = true;
                 let agent = status.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default();
                 let why = if status.reason.is_empty() { String::new() } else { format!(": {}", status.reason) };
                 eprintln!("troupe: {id} {}{agent}{why}", status.state.to_string().to_lowercase());
@@ -196,18 +204,50 @@ async fn attached(
     Ok(code)
 }
 
+/// How long a submission may go without news before the command says why.
+const WAIT_NOTICE: Duration = Duration::from_secs(3);
+
+/// Says why nothing was placed yet, as the allocator sees it.
+async fn explain_wait(client: &Client) {
+    let Ok(state) = client.state(false).await else {
+        return;
+    };
+    if state.agents.iter().all(|a| !a.reachable) {
+        eprintln!("troupe: waiting: no agent is registered with the master");
+        return;
+    }
+    let why: Vec<String> = state
+        .frameworks
+        .iter()
+        .filter(|f| f.info.name == troupe_actors::runner::RUNNER_NAME)
+        .flat_map(|f| f.not_offered.clone())
+        .collect();
+    if why.is_empty() {
+        eprintln!("troupe: waiting for an agent with enough free resources");
+    } else {
+        eprintln!("troupe: waiting: {}", why.join("; "));
+    }
+}
+
 async fn progress(
     client: &Client,
     ids: &[TaskId],
     events: &mut tokio::sync::mpsc::UnboundedReceiver<RunnerEvent>,
 ) -> Result<u8, Failure> {
-    let _ = client;
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut states: BTreeMap<TaskId, TaskStatus> = BTreeMap::new();
     let mut last_print = Instant::now() - Duration::from_secs(10);
     let total = ids.len();
+    let mut explained = false;
     loop {
+        if !explained && states.is_empty() && started.elapsed() >= WAIT_NOTICE {
+            explained = true;
+            if tty {
+                eprintln!();
+            }
+            explain_wait(client).await;
+        }
         let ended: Vec<&TaskStatus> = states.values().filter(|s| s.state.is_terminal()).collect();
         let ok = ended
             .iter()
