@@ -385,208 +385,184 @@ fn agent_of(master: &str, name: &str, work: &Path) -> ChildNode {
     ChildNode::spawn(name, cmd).expect("troupe agent starts")
 }
 
-/// Waits for `task` to reach `state` among what the framework sees.
-async fn wait_state(
-    seen: &mut UnboundedReceiver<Seen>,
-    log: &mut Vec<TaskStatus>,
-    state: TaskState,
-    limit: Duration,
-) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !log.iter().any(|s| s.state == state) {
-        match tokio::time::timeout_at(deadline, seen.recv()).await {
-            Ok(Some(Seen::Status(s))) => log.push(s),
-            Ok(Some(_)) => {}
-            _ => panic!("no {state} within {limit:?}: {log:?}"),
+/// A master and one agent as processes, and a framework in this process whose one task is
+/// seen running: the stage of the failure tests.
+struct OneTask {
+    dir: PathBuf,
+    addr: String,
+    master: Option<ChildNode>,
+    agent: Option<ChildNode>,
+    name: String,
+    driver: Driver,
+    seen: UnboundedReceiver<Seen>,
+    /// Every status seen, in order.
+    log: Vec<TaskStatus>,
+    _litter: TaskLitter,
+}
+
+impl OneTask {
+    /// `tag` names the test's directory, nodes and framework; the master listens on
+    /// `listen` (port 0 for any).
+    async fn start(tag: &str, listen: &str, script: &str) -> OneTask {
+        let dir = scratch(tag);
+        let master = master_on(listen, &dir.join("registry.json"));
+        let addr = master.addr.to_string();
+        let name = format!("{tag}{}", std::process::id());
+        let litter = TaskLitter::new(dir.join(&name).join("sandboxes"), &name);
+        let agent = agent_of(&addr, &name, &dir.join(&name));
+        start_local_node(&format!("{tag}-fw"), TEST_COOKIE).await;
+        let (fw, seen) = TestFramework::auto(vec![sh_task("t", script)]);
+        let driver = Driver::start(FrameworkSettings::new(tag), Some(master.addr), fw)
+            .await
+            .expect("the framework subscribes");
+        let mut stage = OneTask {
+            dir,
+            addr,
+            master: Some(master),
+            agent: Some(agent),
+            name,
+            driver,
+            seen,
+            log: Vec::new(),
+            _litter: litter,
+        };
+        stage.wait(|s| s.state == TaskState::Running).await;
+        stage
+    }
+
+    fn restart_agent(&mut self) {
+        self.agent = None;
+        self.agent = Some(agent_of(&self.addr, &self.name, &self.dir.join(&self.name)));
+    }
+
+    fn restart_master(&mut self) {
+        self.master = None;
+        self.master = Some(master_on(&self.addr, &self.dir.join("registry.json")));
+    }
+
+    fn agent(&self) -> &ChildNode {
+        self.agent.as_ref().expect("the agent runs")
+    }
+
+    /// Waits (20 s at most) until a status seen from now on satisfies `want`; other news
+    /// goes to `news`.
+    async fn wait_with(
+        &mut self,
+        want: impl Fn(&TaskStatus) -> bool,
+        mut news: impl FnMut(&Seen),
+    ) -> TaskStatus {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tokio::time::timeout_at(deadline, self.seen.recv()).await {
+                Ok(Some(Seen::Status(s))) => {
+                    self.log.push(s.clone());
+                    if want(&s) {
+                        return s;
+                    }
+                }
+                Ok(Some(other)) => news(&other),
+                _ => panic!("not seen within 20 s; seen: {:?}", self.log),
+            }
         }
+    }
+
+    async fn wait(&mut self, want: impl Fn(&TaskStatus) -> bool) -> TaskStatus {
+        self.wait_with(want, |_| {}).await
+    }
+
+    /// The task's ends seen so far, after `settle` for late duplicates.
+    async fn ends(&mut self, settle: Duration) -> Vec<TaskStatus> {
+        tokio::time::sleep(settle).await;
+        while let Ok(news) = self.seen.try_recv() {
+            if let Seen::Status(s) = news {
+                self.log.push(s);
+            }
+        }
+        self.log
+            .iter()
+            .filter(|s| s.state.is_terminal())
+            .cloned()
+            .collect()
+    }
+
+    fn stop(self) {
+        self.driver.stop();
+        drop(self.agent);
+        drop(self.master);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_comes_back_and_finds_its_running_task_which_ends_once() {
-    let dir = scratch("agent-restart");
-    let master = master_on("127.0.0.1:0", &dir.join("registry.json"));
-    let name = format!("ar{}", std::process::id());
-    let work = dir.join(&name);
-    let _litter = TaskLitter::new(work.join("sandboxes"), &name);
-    let agent = agent_of(&master.addr.to_string(), &name, &work);
-    start_local_node("arfw", TEST_COOKIE).await;
-    let (fw, mut seen) = TestFramework::auto(vec![sh_task("survivor", "sleep 3; exit 4")]);
-    let driver = Driver::start(FrameworkSettings::new("ar"), Some(master.addr), fw)
-        .await
-        .unwrap();
-    let mut log = Vec::new();
-    wait_state(
-        &mut seen,
-        &mut log,
-        TaskState::Running,
-        Duration::from_secs(20),
-    )
-    .await;
+    let mut stage = OneTask::start("ar", "127.0.0.1:0", "sleep 3; exit 4").await;
     // The agent dies; the master notices at once (its connection closes).
-    drop(agent);
-    wait_state(
-        &mut seen,
-        &mut log,
-        TaskState::Unreachable,
-        Duration::from_secs(10),
-    )
-    .await;
+    stage.agent = None;
+    stage.wait(|s| s.state == TaskState::Unreachable).await;
     // Back with the same name and work directory: it adopts the task, still running.
-    let agent = agent_of(&master.addr.to_string(), &name, &work);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !log.iter().any(|s| s.state.is_terminal()) {
-        match tokio::time::timeout_at(deadline, seen.recv()).await {
-            Ok(Some(Seen::Status(s))) => log.push(s),
-            Ok(Some(_)) => {}
-            _ => panic!("the task did not end: {log:?}"),
-        }
-    }
-    let after: Vec<TaskState> = log
-        .iter()
-        .skip_while(|s| s.state != TaskState::Unreachable)
-        .map(|s| s.state)
-        .collect();
-    assert!(
-        after.contains(&TaskState::Running),
-        "running again: {log:?}"
-    );
-    let ends: Vec<_> = log.iter().filter(|s| s.state.is_terminal()).collect();
-    assert_eq!(ends.len(), 1, "{log:?}");
+    stage.restart_agent();
+    stage.wait(|s| s.state == TaskState::Running).await;
+    stage.wait(|s| s.state.is_terminal()).await;
+    let ends = stage.ends(Duration::from_millis(500)).await;
+    assert_eq!(ends.len(), 1, "{:?}", stage.log);
     assert_eq!(
         (ends[0].state, ends[0].exit_code),
         (TaskState::Failed, Some(4))
     );
-    // And no second end arrives later.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    while let Ok(extra) = seen.try_recv() {
-        if let Seen::Status(s) = extra {
-            assert!(!s.state.is_terminal(), "a second end: {s:?}");
-        }
-    }
-    driver.stop();
-    drop(agent);
-    drop(master);
-    let _ = std::fs::remove_dir_all(&dir);
+    stage.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_master_rebuilds_its_books_from_agents_and_frameworks() {
-    let dir = scratch("master-restart");
-    let registry = dir.join("registry.json");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let master = master_on(&addr, &registry);
-    let name = format!("mr{}", std::process::id());
-    let work = dir.join(&name);
-    let _litter = TaskLitter::new(work.join("sandboxes"), &name);
-    let agent = agent_of(&addr, &name, &work);
-    start_local_node("mrfw", TEST_COOKIE).await;
-    let (fw, mut seen) = TestFramework::auto(vec![sh_task("outlives", "sleep 3; exit 0")]);
-    let driver = Driver::start(FrameworkSettings::new("mr"), Some(master.addr), fw)
-        .await
-        .unwrap();
-    let mut log = Vec::new();
-    wait_state(
-        &mut seen,
-        &mut log,
-        TaskState::Running,
-        Duration::from_secs(20),
-    )
-    .await;
-    let facts = std::fs::read_to_string(&registry).expect("the registry is written");
-    assert!(facts.contains(&name), "the agent is admitted: {facts}");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut stage = OneTask::start("mr", &listen, "sleep 3; exit 0").await;
+    let facts = std::fs::read_to_string(stage.dir.join("registry.json")).unwrap();
+    assert!(
+        facts.contains(&stage.name),
+        "the agent is admitted: {facts}"
+    );
     assert!(
         facts.contains("\"mr\""),
         "the framework is recorded: {facts}"
     );
-    // The master dies and comes back on its address with its registry.
-    drop(master);
-    let master = master_on(&addr, &registry);
-    // The agent registers again with the task, the framework subscribes again with its
-    // id, and the task's end reaches it exactly once.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !log.iter().any(|s| s.state.is_terminal()) {
-        match tokio::time::timeout_at(deadline, seen.recv()).await {
-            Ok(Some(Seen::Status(s))) => log.push(s),
-            Ok(Some(_)) => {}
-            _ => panic!("the task's end did not arrive: {log:?}"),
-        }
-    }
-    let ends: Vec<_> = log.iter().filter(|s| s.state.is_terminal()).collect();
-    assert_eq!(ends.len(), 1, "{log:?}");
+    // The master dies and comes back on its address with its registry. The agent registers
+    // again with the task, the framework subscribes again with its id, and the task's end
+    // reaches it exactly once.
+    stage.restart_master();
+    stage.wait(|s| s.state.is_terminal()).await;
+    let ends = stage.ends(Duration::from_millis(500)).await;
+    assert_eq!(ends.len(), 1, "{:?}", stage.log);
     assert_eq!(ends[0].state, TaskState::Finished);
-    // The new master knows the task, the agent and the framework.
-    let (code, out, err) = troupe(&addr, &["ps", "--all", "--json"]);
+    // The new master knows the task.
+    let (code, out, err) = troupe(&stage.addr, &["ps", "--all", "--json"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("outlives"), "{out}");
-    driver.stop();
-    drop(agent);
-    drop(master);
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.contains("\"id\": \"t\""), "{out}");
+    stage.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_agent_is_unreachable_in_seconds_and_its_task_runs_again_when_it_wakes() {
-    let dir = scratch("silent");
-    let master = master_on("127.0.0.1:0", &dir.join("registry.json"));
-    let name = format!("sl{}", std::process::id());
-    let work = dir.join(&name);
-    let _litter = TaskLitter::new(work.join("sandboxes"), &name);
-    let agent = agent_of(&master.addr.to_string(), &name, &work);
-    start_local_node("slfw", TEST_COOKIE).await;
-    let (fw, mut seen) = TestFramework::auto(vec![sh_task("sleeper", "sleep 60")]);
-    let driver = Driver::start(FrameworkSettings::new("sl"), Some(master.addr), fw)
-        .await
-        .unwrap();
-    let mut log = Vec::new();
-    wait_state(
-        &mut seen,
-        &mut log,
-        TaskState::Running,
-        Duration::from_secs(20),
-    )
-    .await;
-    agent.signal("STOP").unwrap();
+    let mut stage = OneTask::start("sl", "127.0.0.1:0", "sleep 60").await;
+    stage.agent().signal("STOP").unwrap();
     let stopped = Instant::now();
+    let name = stage.name.clone();
     let mut lost = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !(lost && log.iter().any(|s| s.state == TaskState::Unreachable)) {
-        match tokio::time::timeout_at(deadline, seen.recv()).await {
-            Ok(Some(Seen::Status(s))) => log.push(s),
-            Ok(Some(Seen::AgentLost(a))) => lost = a.0 == name,
-            Ok(Some(_)) => {}
-            _ => {
-                let _ = agent.signal("CONT");
-                panic!("the silent agent was not declared lost: {log:?}");
-            }
-        }
-    }
+    stage
+        .wait_with(
+            |s| s.state == TaskState::Unreachable,
+            |news| lost |= matches!(news, Seen::AgentLost(a) if a.0 == name),
+        )
+        .await;
     let noticed = stopped.elapsed();
-    agent.signal("CONT").unwrap();
-    // Awake, it registers again and its task is running again.
-    let before = log.len();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !log[before..].iter().any(|s| s.state == TaskState::Running) {
-        match tokio::time::timeout_at(deadline, seen.recv()).await {
-            Ok(Some(Seen::Status(s))) => log.push(s),
-            Ok(Some(_)) => {}
-            _ => panic!("the task is not running again: {log:?}"),
-        }
-    }
+    stage.agent().signal("CONT").unwrap();
+    assert!(lost, "the framework is told the agent is lost");
     assert!(
         noticed < Duration::from_secs(5),
         "noticed after {noticed:?}"
     );
-    driver.kill(&TaskId("sleeper".into()));
-    wait_state(
-        &mut seen,
-        &mut log,
-        TaskState::Killed,
-        Duration::from_secs(20),
-    )
-    .await;
-    driver.stop();
-    drop(agent);
-    drop(master);
-    let _ = std::fs::remove_dir_all(&dir);
+    // Awake, it registers again and its task is running again.
+    stage.wait(|s| s.state == TaskState::Running).await;
+    stage.driver.kill(&TaskId("t".into()));
+    stage.wait(|s| s.state == TaskState::Killed).await;
+    stage.stop();
 }

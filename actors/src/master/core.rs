@@ -1107,6 +1107,11 @@ impl CoreState {
         self.rescind_agent_offers(&id).await;
         self.tell_allocator(AllocatorMsg::RemoveAgent { agent: id.clone() })
             .await;
+        // Frameworks hear that the agent is lost, then what that means for each task.
+        let frameworks: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+        for fw in frameworks {
+            self.send_framework(&fw, SchedulerMsg::AgentLost { agent: id.clone() });
+        }
         let tasks: Vec<TaskId> = self
             .tasks
             .iter()
@@ -1123,10 +1128,6 @@ impl CoreState {
                 format!("agent {id} is unreachable: {reason}"),
             );
             self.apply_status(status, None).await;
-        }
-        let frameworks: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
-        for fw in frameworks {
-            self.send_framework(&fw, SchedulerMsg::AgentLost { agent: id.clone() });
         }
     }
 
