@@ -74,7 +74,14 @@ impl LogStream {
     /// then live, until the task ends.
     pub fn subscribe(&self, from: u64) -> mpsc::UnboundedReceiver<LogChunk> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let _ = self.requests.send(Request::Subscribe { from, to: tx });
+        if let Err(refused) = self.requests.send(Request::Subscribe { from, to: tx }) {
+            // The keeper is done (the task ended): the files are final, read them.
+            if let Request::Subscribe { to, .. } = refused.0 {
+                for chunk in read_kept(&self.path, self.max_files, from) {
+                    let _ = to.send(chunk);
+                }
+            }
+        }
         rx
     }
 
@@ -222,6 +229,13 @@ impl Keeper {
             }
             self.look();
             if ended {
+                // Subscribers that came while it ended still get what is kept.
+                requests.close();
+                while let Ok(request) = requests.try_recv() {
+                    if let Request::Subscribe { from, to } = request {
+                        self.subscribe(from, to);
+                    }
+                }
                 return;
             }
         }
