@@ -3,7 +3,10 @@
 //! * [`remote`]: a call round trip between two OS processes, troupe vs raw ractor_cluster
 //!   (and Erlang distribution when `erl` is installed).
 //! * [`restart`]: crash to restarted for a supervised process actor vs a bare respawn loop.
+//! * [`cluster`]: launch latency, tasks per minute and agent failure detection, on the
+//!   embedded cluster.
 
+pub(crate) mod cluster;
 pub(crate) mod remote;
 pub(crate) mod restart;
 pub(crate) mod throughput;

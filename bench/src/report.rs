@@ -10,20 +10,25 @@ pub(crate) enum Goal {
     RatioAtLeast(f64),
     /// The ratio must be at most this.
     RatioAtMost(f64),
+    /// troupe's figure itself must be at most this (in its unit): a bound the goals set
+    /// outright, where the baseline is given for reference.
+    AtMost(f64),
 }
 
 impl Goal {
-    fn met(self, ratio: f64) -> bool {
+    fn met(self, ratio: f64, troupe: f64) -> bool {
         match self {
             Goal::RatioAtLeast(g) => ratio >= g,
             Goal::RatioAtMost(g) => ratio <= g,
+            Goal::AtMost(g) => troupe <= g,
         }
     }
 
-    fn text(self) -> String {
+    fn text(self, unit: &str) -> String {
         match self {
             Goal::RatioAtLeast(g) => format!(">= {g}"),
             Goal::RatioAtMost(g) => format!("<= {g}"),
+            Goal::AtMost(g) => format!("<= {g} {unit}"),
         }
     }
 }
@@ -70,7 +75,7 @@ impl Figure {
             unit: unit.into(),
             ratio,
             goal,
-            pass: goal.met(ratio),
+            pass: goal.met(ratio, troupe),
             note: note.into(),
         }
     }
@@ -127,7 +132,7 @@ impl Report {
                 num(f.baseline),
                 f.unit.clone(),
                 format!("{:.2}", f.ratio),
-                f.goal.text(),
+                f.goal.text(&f.unit),
                 if f.pass { "pass" } else { "FAIL" }.into(),
             ]);
         }
