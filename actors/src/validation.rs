@@ -30,11 +30,12 @@ pub enum Verdict {
 }
 
 /// Judges the tasks of one launch against the offer's resources (`None`: the offer is not
-/// outstanding) and the task ids the framework already uses. Verdicts come in task order.
+/// outstanding) and the task ids already in use (`known` says whether one is; it is asked,
+/// not copied, since the master knows many tasks). Verdicts come in task order.
 pub fn validate_launch(
     offer: Option<Resources>,
     tasks: &[TaskInfo],
-    known: &HashSet<TaskId>,
+    known: impl Fn(&TaskId) -> bool,
 ) -> Vec<Verdict> {
     let mut left = offer.unwrap_or(Resources::ZERO);
     let mut seen = HashSet::new();
@@ -52,7 +53,7 @@ pub fn validate_launch(
                     "the offer is unknown or no longer valid".into(),
                 );
             }
-            if known.contains(&task.id) || !seen.insert(task.id.clone()) {
+            if known(&task.id) || !seen.insert(task.id.clone()) {
                 return refuse(
                     TaskState::Error,
                     format!("task id {} is already in use", task.id),
@@ -123,7 +124,7 @@ mod tests {
             task("ok2", 3.0, &["true"]),
             task("late", 0.5, &["true"]),
         ];
-        let verdicts = validate_launch(offer, &tasks, &known);
+        let verdicts = validate_launch(offer, &tasks, |id| known.contains(id));
         use TaskState::Error;
         assert_eq!(
             states(&verdicts),
@@ -146,7 +147,7 @@ mod tests {
 
     #[test]
     fn an_unknown_offer_drops_every_task() {
-        let verdicts = validate_launch(None, &[task("a", 1.0, &["true"])], &HashSet::new());
+        let verdicts = validate_launch(None, &[task("a", 1.0, &["true"])], |_| false);
         assert_eq!(states(&verdicts), [Some(TaskState::Dropped)]);
     }
 }

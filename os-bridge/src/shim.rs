@@ -126,12 +126,17 @@ pub const FAILED: &str = "failed.json";
 /// See [`STARTED`].
 pub const EXIT: &str = "exit.json";
 
-/// Writes `value` as JSON to `dir/name`, whole or not at all.
+/// Writes `value` as JSON to `dir/name`, whole or not at all (written beside it, then
+/// renamed over it).
+///
+/// Not synced to disk: these records serve an owner that restarts while the host stays up
+/// (the page cache survives a crashed process), and a task does not outlive its host. An
+/// fsync per record cost milliseconds per launch.
 pub fn write_status<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = File::create(&tmp)?;
     file.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
+    drop(file);
     std::fs::rename(&tmp, dir.join(name))
 }
 

@@ -7,7 +7,8 @@
 //! * Registered, it sends its observer on the master a heartbeat every 200 ms.
 //! * Each task's updates go through [`StatusUpdates`]: in order, retried with backoff until
 //!   the framework acknowledges them. The manager and the task table are checkpointed to
-//!   `<work-dir>/agent.json` after every change.
+//!   `<work-dir>/agent.json`: a launched task before its process starts, other changes at
+//!   the next tick.
 //! * A task runs as a process actor under the executors supervisor; the core monitors it,
 //!   and its `Down` (or, when the process ended before the monitor was placed, the outcome
 //!   the process actor recorded in the sandbox) says how it ended.
@@ -81,6 +82,8 @@ pub struct AgentState {
     master: Addr<MasterMsg>,
     master_outbox: Outbox<MasterMsg>,
     master_watch: Option<troupe_runtime::Ref>,
+    /// The checkpoint is behind the book.
+    dirty: bool,
     /// Whether the heartbeat task beats (while registered).
     beating: Arc<AtomicBool>,
     heartbeat: tokio::task::JoinHandle<()>,
@@ -154,6 +157,7 @@ impl Actor for AgentCore {
             })
         };
         let mut state = AgentState {
+            dirty: false,
             beating,
             heartbeat,
             master_outbox: Outbox::new(master.clone()),
@@ -184,6 +188,9 @@ impl Actor for AgentCore {
             troupe_runtime::demonitor(&watch);
         }
         state.heartbeat.abort();
+        if state.dirty {
+            state.flush();
+        }
         Ok(())
     }
 
@@ -195,8 +202,12 @@ impl Actor for AgentCore {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AgentMsg::Launch { framework, tasks } => {
-                for task in tasks {
-                    state.launch(framework.clone(), task).await;
+                let admitted = state.admit(framework, tasks);
+                // A task is in the checkpoint before its process runs, so that a restarted
+                // agent never has a process it does not know of.
+                state.flush();
+                for (id, spec) in admitted {
+                    state.start_process(&id, spec, false).await;
                 }
                 state.save();
             }
@@ -269,6 +280,9 @@ impl Actor for AgentCore {
                 state.save();
             }
             AgentMsg::Tick => {
+                if state.dirty {
+                    state.flush();
+                }
                 if !state.to_adopt.is_empty() {
                     state.adopt_all().await;
                 }
@@ -326,7 +340,16 @@ impl AgentState {
         &self.config.id
     }
 
-    fn save(&self) {
+    /// Marks the checkpoint out of date; it is written at the next tick (200 ms at most).
+    /// Losing that much to a crash loses nothing: a restarted agent finds each task again
+    /// from the task's own records, and updates not yet acknowledged are sent again.
+    fn save(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Writes the checkpoint now (written beside it and renamed over it).
+    fn flush(&mut self) {
+        self.dirty = false;
         let path = checkpoint_path(&self.config);
         let write = || -> std::io::Result<()> {
             let bytes = serde_json::to_vec(&self.book).map_err(std::io::Error::other)?;
@@ -390,36 +413,44 @@ impl AgentState {
         self.executors.clone()
     }
 
-    async fn launch(&mut self, framework: FrameworkId, info: TaskInfo) {
-        let id = info.id.clone();
-        if self.book.tasks.contains_key(&id) {
-            tracing::warn!(task = %id, "launch of a task this agent already has: ignored");
-            return;
+    /// Takes the tasks of a launch into the book (as `Staging`), with the specs to run:
+    /// their resources become their cgroup's limits, unless their command sets its own.
+    fn admit(
+        &mut self,
+        framework: FrameworkId,
+        tasks: Vec<TaskInfo>,
+    ) -> Vec<(TaskId, troupe_os::ProcessSpec)> {
+        let mut admitted = Vec::new();
+        for info in tasks {
+            let id = info.id.clone();
+            if self.book.tasks.contains_key(&id) {
+                tracing::warn!(task = %id, "launch of a task this agent already has: ignored");
+                continue;
+            }
+            let mut spec = info.command.clone();
+            if spec.resources.cpus.is_none() && info.resources.cpus > 0.0 {
+                spec.resources.cpus = Some(info.resources.cpus);
+            }
+            if spec.resources.memory_bytes.is_none() && info.resources.mem_mib > 0.0 {
+                spec.resources.memory_bytes =
+                    Some((info.resources.mem_mib * 1024.0 * 1024.0) as u64);
+            }
+            // No separate `Starting` update: starting a process takes milliseconds, and each
+            // update is a round trip to the framework before the next may go (`Running`
+            // would wait for `Starting`'s acknowledgement). The task goes from `Staging` to
+            // `Running`, or to `Failed` when its process cannot start.
+            let staging = TaskStatus::new(id.clone(), TaskState::Staging, Source::Agent, now_ms());
+            self.book.tasks.insert(
+                id.clone(),
+                AgentTask {
+                    framework: framework.clone(),
+                    info,
+                    status: staging,
+                },
+            );
+            admitted.push((id, spec));
         }
-        let staging = TaskStatus::new(id.clone(), TaskState::Staging, Source::Agent, now_ms());
-        self.book.tasks.insert(
-            id.clone(),
-            AgentTask {
-                framework,
-                info: info.clone(),
-                status: staging,
-            },
-        );
-        self.update(
-            &id,
-            TaskState::Starting,
-            "starting its process".into(),
-            None,
-        );
-        // The task's resources are its cgroup's limits, unless its command sets its own.
-        let mut spec = info.command.clone();
-        if spec.resources.cpus.is_none() && info.resources.cpus > 0.0 {
-            spec.resources.cpus = Some(info.resources.cpus);
-        }
-        if spec.resources.memory_bytes.is_none() && info.resources.mem_mib > 0.0 {
-            spec.resources.memory_bytes = Some((info.resources.mem_mib * 1024.0 * 1024.0) as u64);
-        }
-        self.start_process(&id, spec, false).await;
+        admitted
     }
 
     /// Starts (or adopts) a task's process actor and watches it.
@@ -453,9 +484,14 @@ impl AgentState {
         );
         match executors.start_child(child).await {
             Ok(_) => {
-                if !adopt {
-                    self.update(id, TaskState::Running, "its process runs".into(), None);
-                }
+                // After a restart too: the checkpoint may predate the task's `Running`
+                // (a no-op when it does not).
+                let reason = if adopt {
+                    "its process runs (found again after the agent restarted)"
+                } else {
+                    "its process runs"
+                };
+                self.update(id, TaskState::Running, reason.into(), None);
                 self.watch(id, ctx).await;
             }
             Err(e) => {

@@ -937,8 +937,7 @@ impl CoreState {
             .iter()
             .map(|(_, o)| (o.reservation.clone(), o.resources))
             .collect();
-        let known: HashSet<TaskId> = self.tasks.keys().cloned().collect();
-        let verdicts = validate_launch(total, &tasks, &known);
+        let verdicts = validate_launch(total, &tasks, |id| self.tasks.contains_key(id));
         if valid {
             for id in &offer_ids {
                 self.offers.remove(id);
@@ -987,7 +986,7 @@ impl CoreState {
                         TaskStatus::new(id.clone(), TaskState::Staging, Source::Master, now_ms());
                     // A refused task whose id is in use must not replace the task that
                     // uses it: the framework hears of it, the books do not change.
-                    if known.contains(&id) || self.tasks.contains_key(&id) {
+                    if self.tasks.contains_key(&id) {
                         self.send_framework(
                             &framework,
                             SchedulerMsg::Update {
