@@ -179,7 +179,18 @@ async fn a_master_and_three_agent_processes_run_100_tasks_each_ending_once_at_th
         }
     }
     fresh.stop();
-    // Nothing is left: no cgroup of any task, no sandbox process.
+    // Nothing is left: no process in a sandbox, no cgroup of any task.
+    let in_sandboxes: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|p| std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)))
+        .map(|p| p.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        in_sandboxes.is_empty(),
+        "processes left in sandboxes: {in_sandboxes:?}"
+    );
     if rustix::process::geteuid().is_root() {
         for i in 1..=3 {
             let left = cgroups_left(&format!("pa{tag}-{i}"));
@@ -324,6 +335,71 @@ fn dev_run_exits_with_the_task_code_ps_lists_it_logs_follow_and_kill_ends_it() {
         .find(|t| t["id"] == id.as_str())
         .unwrap();
     assert_eq!(killed["status"]["state"], "killed");
+
+    // `--count`: every copy, a progress line, 0 only if all succeeded.
+    let (code, _, err) = troupe(&addr, &["run", "--count", "6", "--", "sh", "-c", "exit 0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("6/6 done, 0 failed"), "{err}");
+    let (code, _, err) = troupe(&addr, &["run", "--count", "3", "--", "sh", "-c", "exit 2"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("3/3 done, 3 failed"), "{err}");
+    assert_eq!(
+        err.matches("exited with code 2").count(),
+        3,
+        "each failure named: {err}"
+    );
+
+    // `troupe signal` reaches the task's process, wherever it runs.
+    let (code, out, err) = troupe(
+        &addr,
+        &[
+            "run",
+            "--detach",
+            "--name",
+            "trap",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got usr1; exit 0' USR1; echo ready; while true; do sleep 0.05; done",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let trap = out.trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !troupe(&addr, &["logs", &trap]).1.contains("ready") {
+        assert!(
+            Instant::now() < deadline,
+            "the trapping task never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, _, err) = troupe(&addr, &["signal", &trap, "USR1"]);
+    assert_eq!(code, 0, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out, _) = troupe(&addr, &["ps", "--all", "--json"]);
+        let tasks: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let t = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == trap.as_str())
+            .cloned();
+        if t.as_ref()
+            .is_some_and(|t| t["status"]["state"] == "finished")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the signalled task did not finish: {t:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(troupe(&addr, &["logs", &trap]).1.contains("got usr1"));
+    let (code, _, err) = troupe(&addr, &["signal", &trap, "NOPE"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown signal"), "{err}");
 
     // A command no agent could ever hold is refused at once, with the reason.
     let (code, _, err) = troupe(&addr, &["run", "--cpus", "64", "--", "true"]);

@@ -54,6 +54,11 @@ pub enum NotOffered {
     NoAgents,
     /// Every agent's resources are in use or offered to others.
     NothingFree,
+    /// What is free is reserved for other roles.
+    AllReserved {
+        /// The roles it is reserved for.
+        roles: Vec<String>,
+    },
     /// What is free is held back for the quota guarantees of other roles.
     HeldForGuarantees,
     /// Its role holds all its quota limit allows.
@@ -577,7 +582,15 @@ impl Engine {
         }
         let mut why = Vec::new();
         let mut any_free = false;
+        let mut reserved_for_others = std::collections::BTreeSet::new();
         for (id, a) in &self.agents {
+            for (pool, p) in &a.pools {
+                if let Some(role) = pool.as_deref().filter(|r| !may_use(&fw.role, r)) {
+                    if allocatable(&p.free()) {
+                        reserved_for_others.insert(role.to_string());
+                    }
+                }
+            }
             let usable = a
                 .pools
                 .iter()
@@ -594,7 +607,11 @@ impl Engine {
                 });
             }
         }
-        if !any_free {
+        if !any_free && !reserved_for_others.is_empty() {
+            why.push(NotOffered::AllReserved {
+                roles: reserved_for_others.into_iter().collect(),
+            });
+        } else if !any_free {
             why.push(NotOffered::NothingFree);
         } else if why.is_empty() && self.unmet(&fw.role).is_empty() && self.spare().is_empty() {
             why.push(NotOffered::HeldForGuarantees);
@@ -814,7 +831,12 @@ mod tests {
         assert_eq!(offers.len(), 1, "web gets only the unreserved part");
         assert_eq!(offers[0].resources, Resources::new(1.0, 1024.0));
         assert_eq!(offers[0].reservation, None);
-        assert_eq!(e.explain(&"web".into(), secs(0)), [NotOffered::NothingFree]);
+        assert_eq!(
+            e.explain(&"web".into(), secs(0)),
+            [NotOffered::AllReserved {
+                roles: vec!["eng".into()]
+            }]
+        );
         e.add_framework("ml".into(), "eng/ml");
         let offers = e.allocate(secs(1));
         assert_eq!(offers.len(), 1);

@@ -1292,6 +1292,10 @@ pub fn describe_not_offered(why: &crate::allocator::NotOffered) -> String {
         Suppressed => "the framework suppressed offers".into(),
         NoAgents => "no agent is registered".into(),
         NothingFree => "every agent's resources are in use or offered to others".into(),
+        AllReserved { roles } => format!(
+            "what is free is reserved for other roles ({})",
+            roles.join(", ")
+        ),
         HeldForGuarantees => "what is free is held for other roles' quota guarantees".into(),
         QuotaLimitReached { role, limit } => {
             format!("role {role} holds all its quota limit ({limit}) allows")
