@@ -320,6 +320,32 @@ pub struct TaskStatus {
 }
 
 impl TaskStatus {
+    /// Moves this status on to `update` if the state machine allows it ([`TaskLifecycle`]
+    /// without the history, for those who keep only the latest status, as the master does
+    /// for every task it tracks).
+    pub fn advance(&mut self, update: TaskStatus) -> Result<Applied, TransitionError> {
+        let from = self.state;
+        if update.state == from {
+            return Ok(Applied::Duplicate);
+        }
+        if from.is_terminal() {
+            return Err(TransitionError::AlreadyEnded {
+                task: update.task,
+                was: from,
+                offered: update.state,
+            });
+        }
+        if !from.may_become(update.state) {
+            return Err(TransitionError::Illegal {
+                task: update.task,
+                from,
+                to: update.state,
+            });
+        }
+        *self = update;
+        Ok(Applied::Changed)
+    }
+
     /// A status saying `task` is now in `state`, with no reason, agent or exit code yet.
     pub fn new(task: TaskId, state: TaskState, source: Source, timestamp_ms: u64) -> TaskStatus {
         TaskStatus {
@@ -394,27 +420,11 @@ impl TaskLifecycle {
     /// Applies an update: a legal transition changes the state, the same state again is a
     /// duplicate (status updates are retried until acknowledged), anything else is refused.
     pub fn apply(&mut self, update: TaskStatus) -> Result<Applied, TransitionError> {
-        let from = self.current.state;
-        if update.state == from {
-            return Ok(Applied::Duplicate);
+        let applied = self.current.advance(update)?;
+        if applied == Applied::Changed {
+            self.history.push(self.current.clone());
         }
-        if from.is_terminal() {
-            return Err(TransitionError::AlreadyEnded {
-                task: update.task,
-                was: from,
-                offered: update.state,
-            });
-        }
-        if !from.may_become(update.state) {
-            return Err(TransitionError::Illegal {
-                task: update.task,
-                from,
-                to: update.state,
-            });
-        }
-        self.history.push(update.clone());
-        self.current = update;
-        Ok(Applied::Changed)
+        Ok(applied)
     }
 }
 

@@ -5,10 +5,13 @@
 //! * [`restart`]: crash to restarted for a supervised process actor vs a bare respawn loop.
 //! * [`cluster`]: launch latency, tasks per minute and agent failure detection, on the
 //!   embedded cluster.
+//! * [`scale`]: the master with simulated agents: placements per minute, allocator cycle
+//!   time, memory per task.
 
 pub(crate) mod cluster;
 pub(crate) mod remote;
 pub(crate) mod restart;
+pub(crate) mod scale;
 pub(crate) mod throughput;
 
 /// The median and the 99th percentile of some durations, in microseconds.

@@ -13,6 +13,8 @@ pub(crate) enum Goal {
     /// troupe's figure itself must be at most this (in its unit): a bound the goals set
     /// outright, where the baseline is given for reference.
     AtMost(f64),
+    /// troupe's figure itself must be at least this (in its unit).
+    AtLeast(f64),
 }
 
 impl Goal {
@@ -21,6 +23,7 @@ impl Goal {
             Goal::RatioAtLeast(g) => ratio >= g,
             Goal::RatioAtMost(g) => ratio <= g,
             Goal::AtMost(g) => troupe <= g,
+            Goal::AtLeast(g) => troupe >= g,
         }
     }
 
@@ -29,6 +32,7 @@ impl Goal {
             Goal::RatioAtLeast(g) => format!(">= {g}"),
             Goal::RatioAtMost(g) => format!("<= {g}"),
             Goal::AtMost(g) => format!("<= {g} {unit}"),
+            Goal::AtLeast(g) => format!(">= {g} {unit}"),
         }
     }
 }

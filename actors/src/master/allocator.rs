@@ -88,6 +88,12 @@ pub enum AllocatorMsg {
     },
     /// Run a cycle now.
     Allocate,
+    /// How long the latest allocation cycles took (the engine's decisions only), oldest
+    /// first, up to the last 10,000.
+    Cycles {
+        /// The durations.
+        reply: RpcReplyPort<Vec<Duration>>,
+    },
     /// A framework's share and why it gets nothing, if it does not.
     Explain {
         /// The framework.
@@ -113,7 +119,12 @@ pub struct AllocatorState {
     master: Addr<MasterMsg>,
     /// A cycle is already queued.
     queued: bool,
+    /// How long the latest cycles took.
+    cycles: std::collections::VecDeque<Duration>,
 }
+
+/// How many cycle durations are kept.
+const CYCLES_KEPT: usize = 10_000;
 
 impl Allocator {
     fn now(state: &AllocatorState) -> Duration {
@@ -140,6 +151,7 @@ impl Actor for Allocator {
             start: Instant::now(),
             master: Addr::new(crate::master::MASTER_PATH),
             queued: false,
+            cycles: std::collections::VecDeque::new(),
         })
     }
 
@@ -227,7 +239,13 @@ impl Actor for Allocator {
             AllocatorMsg::Allocate => {
                 state.queued = false;
                 changed = false;
+                let started = Instant::now();
                 let offers = engine.allocate(now);
+                let took = started.elapsed();
+                if state.cycles.len() == CYCLES_KEPT {
+                    state.cycles.pop_front();
+                }
+                state.cycles.push_back(took);
                 if !offers.is_empty() {
                     let offers = offers
                         .into_iter()
@@ -238,6 +256,10 @@ impl Actor for Allocator {
                         tracing::warn!(cause = %e.error, "cannot hand offers to the master core");
                     }
                 }
+            }
+            AllocatorMsg::Cycles { reply } => {
+                changed = false;
+                let _ = reply.send(state.cycles.iter().copied().collect());
             }
             AllocatorMsg::Explain { framework, reply } => {
                 changed = false;

@@ -32,7 +32,7 @@ use crate::outbox::Outbox;
 use crate::protocol::{
     AgentId, AgentInfo, AgentMsg, AgentView, ClusterState, FrameworkId, FrameworkInfo,
     FrameworkView, MasterMsg, OfferId, OfferInfo, Resources, SchedulerMsg, Source, TaskId,
-    TaskInfo, TaskLifecycle, TaskLocation, TaskState, TaskStatus, TaskView, now_ms,
+    TaskInfo, TaskLocation, TaskState, TaskStatus, TaskView, now_ms,
 };
 use crate::validation::{Verdict, validate_launch};
 
@@ -86,7 +86,8 @@ struct TaskEntry {
     /// What the allocator counts against the framework for it, by pool; empty when the
     /// allocator does not count it (not launched, or its agent or framework left it).
     holdings: Vec<(Option<String>, Resources)>,
-    lifecycle: TaskLifecycle,
+    /// Its latest status.
+    status: TaskStatus,
     launched_ms: u64,
 }
 
@@ -306,7 +307,7 @@ fn view(id: &TaskId, t: &TaskEntry) -> TaskView {
         name: t.name.clone(),
         framework: t.framework.clone(),
         agent: t.agent.clone(),
-        status: t.lifecycle.current.clone(),
+        status: t.status.clone(),
         resources: t.resources,
         command: t.command.clone(),
         launched_ms: t.launched_ms,
@@ -366,7 +367,7 @@ impl CoreState {
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
-        let changed = match task.lifecycle.apply(status.clone()) {
+        let changed = match task.status.advance(status.clone()) {
             Ok(crate::protocol::Applied::Changed) => true,
             Ok(crate::protocol::Applied::Duplicate) => false,
             Err(e) => {
@@ -387,7 +388,7 @@ impl CoreState {
             }
         };
         let framework = task.framework.clone();
-        let ended = task.lifecycle.state().is_terminal();
+        let ended = task.status.state.is_terminal();
         if changed || ack.is_some() {
             self.send_framework(&framework, SchedulerMsg::Update { status, ack });
         }
@@ -488,7 +489,7 @@ impl CoreState {
                         command: Vec::new(),
                         resources,
                         holdings: Vec::new(),
-                        lifecycle: TaskLifecycle::new(status.clone()),
+                        status: status.clone(),
                         launched_ms: status.timestamp_ms,
                     },
                 );
@@ -501,9 +502,9 @@ impl CoreState {
             .iter()
             .filter(|(t, e)| {
                 e.agent.as_ref() == Some(&id)
-                    && !e.lifecycle.state().is_terminal()
+                    && !e.status.state.is_terminal()
                     && !seen.contains(*t)
-                    && e.lifecycle.state() != TaskState::Staging
+                    && e.status.state != TaskState::Staging
             })
             .map(|(t, _)| t.clone())
             .collect();
@@ -534,7 +535,7 @@ impl CoreState {
             .as_ref()
             .and_then(|a| self.agents.get(a))
             .is_some_and(|a| a.reachable);
-        if task.lifecycle.state().is_terminal()
+        if task.status.state.is_terminal()
             || !task.holdings.is_empty()
             || !framework_known
             || !agent_known
@@ -609,7 +610,7 @@ impl CoreState {
                 });
             }
             if let Some(task) = self.tasks.get_mut(&status.task) {
-                let _ = task.lifecycle.apply(status);
+                let _ = task.status.advance(status);
             }
             return;
         }
@@ -624,7 +625,7 @@ impl CoreState {
                     command: Vec::new(),
                     resources: Resources::ZERO,
                     holdings: Vec::new(),
-                    lifecycle: TaskLifecycle::new(status.clone()),
+                    status: status.clone(),
                     launched_ms: status.timestamp_ms,
                 },
             );
@@ -808,7 +809,7 @@ impl CoreState {
         let tasks: Vec<TaskId> = self
             .tasks
             .iter()
-            .filter(|(_, t)| &t.framework == framework && !t.lifecycle.state().is_terminal())
+            .filter(|(_, t)| &t.framework == framework && !t.status.state.is_terminal())
             .map(|(t, _)| t.clone())
             .collect();
         for task in &tasks {
@@ -952,7 +953,7 @@ impl CoreState {
                 command: task.command.argv.clone(),
                 resources: task.resources,
                 holdings,
-                lifecycle: TaskLifecycle::new(state),
+                status: state,
                 launched_ms: now_ms(),
             };
             match verdict {
@@ -1044,7 +1045,7 @@ impl CoreState {
             .tasks
             .get(id)
             .ok_or_else(|| format!("no task {id} is known to the master"))?;
-        let state = task.lifecycle.state();
+        let state = task.status.state;
         if state.is_terminal() {
             return Err(format!("task {id} already ended: {state}"));
         }
@@ -1067,7 +1068,7 @@ impl CoreState {
         let tasks: Vec<TaskId> = if tasks.is_empty() {
             self.tasks
                 .iter()
-                .filter(|(_, t)| &t.framework == framework && !t.lifecycle.state().is_terminal())
+                .filter(|(_, t)| &t.framework == framework && !t.status.state.is_terminal())
                 .map(|(t, _)| t.clone())
                 .collect()
         } else {
@@ -1075,7 +1076,7 @@ impl CoreState {
         };
         for id in tasks {
             let status = match self.tasks.get(&id).filter(|t| &t.framework == framework) {
-                Some(t) => t.lifecycle.current.clone(),
+                Some(t) => t.status.clone(),
                 None => master_status(
                     &id,
                     TaskState::Unknown,
@@ -1114,7 +1115,7 @@ impl CoreState {
         let tasks: Vec<TaskId> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.agent.as_ref() == Some(&id) && !t.lifecycle.state().is_terminal())
+            .filter(|(_, t)| t.agent.as_ref() == Some(&id) && !t.status.state.is_terminal())
             .map(|(t, _)| t.clone())
             .collect();
         for task in tasks {
@@ -1181,7 +1182,7 @@ impl CoreState {
         let tasks: Vec<TaskId> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.agent.as_ref() == Some(id) && !t.lifecycle.state().is_terminal())
+            .filter(|(_, t)| t.agent.as_ref() == Some(id) && !t.status.state.is_terminal())
             .map(|(t, _)| t.clone())
             .collect();
         for task in tasks {
@@ -1195,7 +1196,7 @@ impl CoreState {
         for t in self
             .tasks
             .values()
-            .filter(|t| !t.lifecycle.state().is_terminal())
+            .filter(|t| !t.status.state.is_terminal())
         {
             if let Some(a) = &t.agent {
                 let r = allocated.entry(a).or_default();
@@ -1239,7 +1240,7 @@ impl CoreState {
             tasks: self
                 .tasks
                 .iter()
-                .filter(|(_, t)| all || !t.lifecycle.state().is_terminal())
+                .filter(|(_, t)| all || !t.status.state.is_terminal())
                 .map(|(id, t)| view(id, t))
                 .collect(),
             offers: self
