@@ -114,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             report
                 .figures
                 .push(measures::restart::run(cli.quick).await?);
+            report.skipped.push(measures::restart::supervisord());
         }
         if wanted("launch") {
             report

@@ -58,3 +58,18 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Figure> {
         ),
     ))
 }
+
+/// The supervisord comparison: not written yet; says whether supervisord is installed.
+pub(crate) fn supervisord() -> crate::report::Skipped {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("supervisord").is_file()))
+        .unwrap_or(false);
+    crate::report::Skipped {
+        name: "crash to restarted vs supervisord".into(),
+        why: if found {
+            "supervisord is installed, but its side of this measure is not written yet".into()
+        } else {
+            "supervisord is not installed (Debian package supervisor)".into()
+        },
+    }
+}
