@@ -1,0 +1,309 @@
+//! The agent registry: registrations (and the tasks they bring back), observers, health
+//! judgements, status updates from agents, and agents removed for good.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use troupe_runtime::supervisor::{ChildSpec, Restart};
+use troupe_runtime::{Addr, Child, Node};
+
+use super::{AgentEntry, CoreState, TaskEntry, master_status};
+use crate::master::allocator::AllocatorMsg;
+use crate::master::observer::{Observer, ObserverArgs};
+use crate::outbox::Outbox;
+use crate::protocol::{
+    AgentId, AgentInfo, AgentMsg, FrameworkId, OfferId, Resources, SchedulerMsg, TaskId, TaskState,
+    TaskStatus,
+};
+
+impl CoreState {
+    pub(super) async fn register_agent(
+        &mut self,
+        info: AgentInfo,
+        reported: Vec<(FrameworkId, TaskStatus, Resources)>,
+    ) -> Result<(), String> {
+        if self.registry.facts.removed_agents.contains(&info.id) {
+            return Err(format!(
+                "agent {} was removed from the cluster; start it with a fresh id",
+                info.id
+            ));
+        }
+        if !info.resources.is_valid() {
+            return Err(format!("invalid resources {}", info.resources));
+        }
+        let id = info.id.clone();
+        tracing::info!(agent = %id, node = %info.node, resources = %info.resources, tasks = reported.len(), "agent registers");
+        if self.registry.facts.agents.get(&id) != Some(&info) {
+            self.registry.facts.agents.insert(id.clone(), info.clone());
+            self.save_registry();
+        }
+        if let (Some(node), Ok(addr)) = (Node::current(), info.addr.parse()) {
+            if info.node != node.name() {
+                node.add_peer(&info.node, addr);
+            }
+        }
+        // Offers of its previous life are void.
+        self.rescind_agent_offers(&id).await;
+        let agent_addr = Addr::<AgentMsg>::on(info.node.clone(), format!("agent/{id}"));
+        self.agents.insert(
+            id.clone(),
+            AgentEntry {
+                info: info.clone(),
+                reachable: true,
+                unreachable_since: None,
+                outbox: Outbox::new(agent_addr),
+            },
+        );
+        self.tell_allocator(AllocatorMsg::AddAgent {
+            agent: id.clone(),
+            total: info.resources,
+            reserved: Vec::new(),
+        })
+        .await;
+        // The allocator forgot what this agent's tasks held when the agent was added anew.
+        for task in self.tasks.values_mut() {
+            if task.agent.as_ref() == Some(&id) {
+                task.holdings.clear();
+            }
+        }
+        // The tasks it reports are what runs there; tasks the core placed there that it
+        // does not report are gone with its previous life.
+        let mut seen = HashSet::new();
+        for (framework, status, resources) in reported {
+            seen.insert(status.task.clone());
+            let task = status.task.clone();
+            if !self.tasks.contains_key(&task) {
+                self.tasks.insert(
+                    task.clone(),
+                    TaskEntry {
+                        framework: framework.clone(),
+                        agent: Some(id.clone()),
+                        name: String::new(),
+                        command: Vec::new(),
+                        resources,
+                        holdings: Vec::new(),
+                        status: status.clone(),
+                        launched_ms: status.timestamp_ms,
+                    },
+                );
+            }
+            self.apply_status(status, None).await;
+            self.track(&task).await;
+        }
+        let lost: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(t, e)| {
+                e.agent.as_ref() == Some(&id)
+                    && !e.status.state.is_terminal()
+                    && !seen.contains(*t)
+                    && e.status.state != TaskState::Staging
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        for task in lost {
+            let status = master_status(
+                &task,
+                TaskState::Gone,
+                "its agent registered again without it",
+            );
+            self.apply_status(status, None).await;
+        }
+        self.start_observer(&info).await;
+        Ok(())
+    }
+
+    /// Has the allocator count a live task's resources, once both its agent and its
+    /// framework are known to it.
+    pub(super) async fn track(&mut self, id: &TaskId) {
+        let Some(task) = self.tasks.get(id) else {
+            return;
+        };
+        let framework_known = self
+            .frameworks
+            .get(&task.framework)
+            .is_some_and(|f| f.allocated);
+        let agent_known = task
+            .agent
+            .as_ref()
+            .and_then(|a| self.agents.get(a))
+            .is_some_and(|a| a.reachable);
+        if task.status.state.is_terminal()
+            || !task.holdings.is_empty()
+            || !framework_known
+            || !agent_known
+        {
+            return;
+        }
+        let (framework, agent, resources) = (
+            task.framework.clone(),
+            task.agent.clone().unwrap_or_else(|| "".into()),
+            task.resources,
+        );
+        self.tell_allocator(AllocatorMsg::TrackUsed {
+            framework,
+            agent,
+            resources,
+            reservation: None,
+        })
+        .await;
+        if let Some(task) = self.tasks.get_mut(id) {
+            task.holdings = vec![(None, resources)];
+        }
+    }
+
+    pub(super) async fn start_observer(&mut self, info: &AgentInfo) {
+        let Some(observers) = self.observers().await else {
+            tracing::error!(agent = %info.id, "no observers' supervisor: the agent is not watched");
+            return;
+        };
+        let child_id = format!("agent/{}", info.id);
+        let _ = observers.terminate_child(&child_id).await;
+        let _ = observers.delete_child(&child_id).await;
+        let args = ObserverArgs {
+            agent: info.id.clone(),
+            node: info.node.clone(),
+            detector: self.config.detector.clone(),
+        };
+        let child = Child::new(
+            ChildSpec::worker(child_id)
+                .restart(Restart::Transient)
+                .start("observer", Default::default()),
+            move |ctx: troupe_runtime::StartCtx| {
+                let args = args.clone();
+                async move { ctx.spawn(Observer, args).await }
+            },
+        );
+        if let Err(e) = observers.start_child(child).await {
+            tracing::error!(agent = %info.id, cause = %e, "cannot start the agent's observer");
+        }
+    }
+
+    pub(super) async fn stop_observer(&mut self, agent: &AgentId) {
+        if let Some(observers) = self.observers().await {
+            let child_id = format!("agent/{agent}");
+            let _ = observers.terminate_child(&child_id).await;
+            let _ = observers.delete_child(&child_id).await;
+        }
+    }
+
+    pub(super) async fn status_from_agent(
+        &mut self,
+        agent: AgentId,
+        update: crate::status_updates::Update,
+    ) {
+        let crate::status_updates::Update {
+            id,
+            framework,
+            status,
+        } = update;
+        if !self.frameworks.contains_key(&framework) {
+            // Its framework was removed: nobody will acknowledge, so the master does, or
+            // the agent would retry forever.
+            if let Some(a) = self.agents.get(&agent) {
+                a.outbox.send(AgentMsg::Acknowledge {
+                    task: status.task.clone(),
+                    update: id,
+                });
+            }
+            if let Some(task) = self.tasks.get_mut(&status.task) {
+                let _ = task.status.advance(status);
+            }
+            return;
+        }
+        if !self.tasks.contains_key(&status.task) {
+            // The master restarted after the launch; the agent knows the task.
+            self.tasks.insert(
+                status.task.clone(),
+                TaskEntry {
+                    framework: framework.clone(),
+                    agent: Some(agent.clone()),
+                    name: String::new(),
+                    command: Vec::new(),
+                    resources: Resources::ZERO,
+                    holdings: Vec::new(),
+                    status: status.clone(),
+                    launched_ms: status.timestamp_ms,
+                },
+            );
+        }
+        self.apply_status(status, Some(id)).await;
+    }
+
+    pub(super) async fn agent_health(&mut self, id: AgentId, reachable: bool, reason: String) {
+        let Some(agent) = self.agents.get_mut(&id) else {
+            return;
+        };
+        if reachable {
+            if !agent.reachable {
+                tracing::info!(agent = %id, %reason, "agent heard from again; asking it to register");
+                agent.outbox.send(AgentMsg::Reregister);
+            }
+            return;
+        }
+        if !agent.reachable {
+            return;
+        }
+        tracing::warn!(agent = %id, %reason, "agent unreachable");
+        agent.reachable = false;
+        agent.unreachable_since = Some(Instant::now());
+        self.rescind_agent_offers(&id).await;
+        self.tell_allocator(AllocatorMsg::RemoveAgent { agent: id.clone() })
+            .await;
+        // Frameworks hear that the agent is lost, then what that means for each task.
+        let frameworks: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+        for fw in frameworks {
+            self.send_framework(&fw, SchedulerMsg::AgentLost { agent: id.clone() });
+        }
+        let tasks: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.agent.as_ref() == Some(&id) && !t.status.state.is_terminal())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for task in tasks {
+            if let Some(t) = self.tasks.get_mut(&task) {
+                t.holdings.clear();
+            }
+            let status = master_status(
+                &task,
+                TaskState::Unreachable,
+                format!("agent {id} is unreachable: {reason}"),
+            );
+            self.apply_status(status, None).await;
+        }
+    }
+
+    pub(super) async fn remove_agent(&mut self, id: &AgentId) {
+        tracing::warn!(agent = %id, "agent removed: unreachable for too long; its tasks are gone");
+        self.agents.remove(id);
+        self.stop_observer(id).await;
+        self.registry.facts.agents.remove(id);
+        self.registry.facts.removed_agents.push(id.clone());
+        self.save_registry();
+        let tasks: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.agent.as_ref() == Some(id) && !t.status.state.is_terminal())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for task in tasks {
+            let status = master_status(&task, TaskState::Gone, format!("agent {id} was removed"));
+            self.apply_status(status, None).await;
+        }
+    }
+
+    pub(super) async fn rescind_agent_offers(&mut self, agent: &AgentId) {
+        let ids: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| &o.agent == agent)
+            .map(|(o, _)| o.clone())
+            .collect();
+        for id in ids {
+            if let Some(offer) = self.offers.remove(&id) {
+                self.send_framework(&offer.framework, SchedulerMsg::Rescind { offer: id });
+            }
+        }
+    }
+}

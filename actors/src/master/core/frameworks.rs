@@ -1,0 +1,240 @@
+//! The framework registry: subscriptions (again, after a failover), disconnections and
+//! failover timeouts, removal, and reconciliation.
+
+use std::time::Instant;
+
+use troupe_runtime::Addr;
+
+use super::{CoreState, FrameworkEntry, master_status, valid_role};
+use crate::master::allocator::AllocatorMsg;
+use crate::outbox::Outbox;
+use crate::protocol::{
+    AgentId, AgentMsg, FrameworkId, FrameworkInfo, MasterMsg, OfferId, SchedulerMsg, TaskId,
+    TaskState, now_ms,
+};
+
+impl CoreState {
+    pub(super) async fn subscribe(
+        &mut self,
+        mut info: FrameworkInfo,
+    ) -> Result<FrameworkId, String> {
+        if info.name.trim().is_empty() {
+            return Err("a framework needs a name".into());
+        }
+        if !valid_role(&info.role) {
+            return Err(format!(
+                "invalid role {:?}: use `*` or names of letters, digits, `-`, `_` and `.` joined by `/`",
+                info.role
+            ));
+        }
+        if !troupe_runtime::addr::valid_path(&info.driver) {
+            return Err(format!("invalid driver path {:?}", info.driver));
+        }
+        let id = match info.id.clone() {
+            Some(id) if self.frameworks.contains_key(&id) => id,
+            Some(id) => {
+                return Err(format!(
+                    "framework {id} is not known (removed after its failover timeout?); subscribe without an id"
+                ));
+            }
+            None => FrameworkId(format!(
+                "{}-{:x}-{}",
+                info.name
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .take(24)
+                    .collect::<String>(),
+                now_ms(),
+                self.frameworks.len()
+            )),
+        };
+        info.id = Some(id.clone());
+        tracing::info!(framework = %id, name = %info.name, role = %info.role, "framework subscribes");
+        let (allocated, old_role) = match self.frameworks.get_mut(&id) {
+            Some(old) => {
+                if let Some(watch) = old.watch.take() {
+                    troupe_runtime::demonitor(&watch);
+                }
+                (old.allocated, Some(old.info.role.clone()))
+            }
+            None => (false, None),
+        };
+        if allocated && old_role.as_deref() != Some(info.role.as_str()) {
+            return Err("a framework cannot change its role when it subscribes again".into());
+        }
+        // Offers made to its previous connection are void.
+        let stale: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.framework == id)
+            .map(|(o, _)| o.clone())
+            .collect();
+        for offer in stale {
+            self.return_offer(&offer, None).await;
+        }
+        let driver = Addr::<SchedulerMsg>::new(info.driver.clone());
+        let core = self.myself.clone();
+        let (fw, path) = (id.clone(), info.driver.clone());
+        let watch = troupe_runtime::monitor_with(&driver, move |_| {
+            let _ = core.cast(MasterMsg::FrameworkDown {
+                framework: fw,
+                driver: path,
+            });
+        })
+        .await
+        .ok();
+        self.frameworks.insert(
+            id.clone(),
+            FrameworkEntry {
+                info: info.clone(),
+                connected: true,
+                disconnected_at: None,
+                outbox: Some(Outbox::new(driver)),
+                watch,
+                allocated: true,
+            },
+        );
+        if self.registry.facts.frameworks.get(&id) != Some(&info) {
+            self.registry
+                .facts
+                .frameworks
+                .insert(id.clone(), info.clone());
+            self.save_registry();
+        }
+        // What agents still hold for it need not wait out their backoff.
+        self.hurry_updates(&id);
+        if allocated {
+            self.tell_allocator(AllocatorMsg::SetActive {
+                framework: id.clone(),
+                active: true,
+            })
+            .await;
+        } else {
+            self.tell_allocator(AllocatorMsg::AddFramework {
+                framework: id.clone(),
+                role: info.role.clone(),
+            })
+            .await;
+            let mine: Vec<TaskId> = self
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.framework == id)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for task in mine {
+                self.track(&task).await;
+            }
+        }
+        Ok(id)
+    }
+
+    /// Has every agent with tasks of `framework` resend its unacknowledged updates now.
+    pub(super) fn hurry_updates(&self, framework: &FrameworkId) {
+        let agents: std::collections::BTreeSet<&AgentId> = self
+            .tasks
+            .values()
+            .filter(|t| &t.framework == framework)
+            .filter_map(|t| t.agent.as_ref())
+            .collect();
+        for agent in agents {
+            if let Some(a) = self.agents.get(agent) {
+                a.outbox.send(AgentMsg::ResendUpdates {
+                    framework: framework.clone(),
+                });
+            }
+        }
+    }
+
+    pub(super) async fn framework_down(&mut self, framework: FrameworkId, driver: String) {
+        let Some(fw) = self.frameworks.get_mut(&framework) else {
+            return;
+        };
+        if !fw.connected || fw.info.driver != driver {
+            return;
+        }
+        tracing::info!(framework = %framework, "framework disconnected; waiting for its failover timeout");
+        fw.connected = false;
+        fw.disconnected_at = Some(Instant::now());
+        fw.outbox = None;
+        fw.watch = None;
+        self.tell_allocator(AllocatorMsg::SetActive {
+            framework: framework.clone(),
+            active: false,
+        })
+        .await;
+        let offers: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.framework == framework)
+            .map(|(o, _)| o.clone())
+            .collect();
+        for offer in offers {
+            self.return_offer(&offer, None).await;
+        }
+    }
+
+    pub(super) async fn remove_framework(&mut self, framework: &FrameworkId, why: &str) {
+        let Some(mut fw) = self.frameworks.remove(framework) else {
+            return;
+        };
+        tracing::info!(framework = %framework, why, "framework removed; its tasks are killed");
+        if let Some(watch) = fw.watch.take() {
+            troupe_runtime::demonitor(&watch);
+        }
+        let offers: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| &o.framework == framework)
+            .map(|(o, _)| o.clone())
+            .collect();
+        for offer in offers {
+            self.offers.remove(&offer);
+        }
+        let tasks: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| &t.framework == framework && !t.status.state.is_terminal())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for task in &tasks {
+            let _ = self.kill(task);
+            if let Some(t) = self.tasks.get_mut(task) {
+                // The allocator forgets the framework's holdings with it.
+                t.holdings.clear();
+            }
+        }
+        if fw.allocated {
+            self.tell_allocator(AllocatorMsg::RemoveFramework {
+                framework: framework.clone(),
+            })
+            .await;
+        }
+        self.registry.facts.frameworks.remove(framework);
+        self.save_registry();
+        // From now on the master acknowledges for it: what agents hold for it goes now.
+        self.hurry_updates(framework);
+    }
+
+    pub(super) fn reconcile(&self, framework: &FrameworkId, tasks: Vec<TaskId>) {
+        let tasks: Vec<TaskId> = if tasks.is_empty() {
+            self.tasks
+                .iter()
+                .filter(|(_, t)| &t.framework == framework && !t.status.state.is_terminal())
+                .map(|(t, _)| t.clone())
+                .collect()
+        } else {
+            tasks
+        };
+        for id in tasks {
+            let status = match self.tasks.get(&id).filter(|t| &t.framework == framework) {
+                Some(t) => t.status.clone(),
+                None => master_status(
+                    &id,
+                    TaskState::Unknown,
+                    "the master does not know this task",
+                ),
+            };
+            self.send_framework(framework, SchedulerMsg::Update { status, ack: None });
+        }
+    }
+}
