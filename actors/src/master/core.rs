@@ -327,6 +327,24 @@ fn master_status(task: &TaskId, state: TaskState, reason: impl Into<String>) -> 
 }
 
 impl CoreState {
+    /// The ids of the outstanding offers that `keep` selects.
+    fn offer_ids(&self, keep: impl Fn(&OfferEntry) -> bool) -> Vec<OfferId> {
+        self.offers
+            .iter()
+            .filter(|(_, o)| keep(o))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The ids of the tracked tasks that `keep` selects.
+    fn task_ids(&self, keep: impl Fn(&TaskEntry) -> bool) -> Vec<TaskId> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| keep(t))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     async fn tell_allocator(&self, message: AllocatorMsg) {
         if let Err(e) = self.allocator.send(message).await {
             // The allocator restarts with the core after it (rest_for_one), so this is

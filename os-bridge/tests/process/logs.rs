@@ -39,7 +39,11 @@ async fn fifty_mib_of_output_in_rotated_files_stays_near_four_mib() {
         within(Duration::from_secs(30), p.wait()).await,
         troupe_os::ExitReason::Exited(0)
     );
-    assert!(peak <= 6 * MIB, "peak disk use {peak}");
+    // Rotation happens while the task writes, not only at its end: without it the peak
+    // would be the whole 50 MiB. How far above the kept 4 MiB it goes depends on how soon
+    // the keeper looks again (every 50 ms, later on a loaded machine), so the bound leaves
+    // room for that and still tells rotation from none.
+    assert!(peak <= 12 * MIB, "peak disk use {peak}");
     assert!(
         used(&sandbox) <= 4 * MIB + MIB / 2,
         "final disk use {}",

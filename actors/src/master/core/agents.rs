@@ -12,7 +12,7 @@ use crate::master::allocator::AllocatorMsg;
 use crate::master::observer::{Observer, ObserverArgs};
 use crate::outbox::Outbox;
 use crate::protocol::{
-    AgentId, AgentInfo, AgentMsg, FrameworkId, OfferId, Resources, SchedulerMsg, TaskId, TaskState,
+    AgentId, AgentInfo, AgentMsg, FrameworkId, Resources, SchedulerMsg, TaskId, TaskState,
     TaskStatus,
 };
 
@@ -255,12 +255,8 @@ impl CoreState {
         for fw in frameworks {
             self.send_framework(&fw, SchedulerMsg::AgentLost { agent: id.clone() });
         }
-        let tasks: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.agent.as_ref() == Some(&id) && !t.status.state.is_terminal())
-            .map(|(t, _)| t.clone())
-            .collect();
+        let tasks =
+            self.task_ids(|t| t.agent.as_ref() == Some(&id) && !t.status.state.is_terminal());
         for task in tasks {
             if let Some(t) = self.tasks.get_mut(&task) {
                 t.holdings.clear();
@@ -281,12 +277,8 @@ impl CoreState {
         self.registry.facts.agents.remove(id);
         self.registry.facts.removed_agents.push(id.clone());
         self.save_registry();
-        let tasks: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.agent.as_ref() == Some(id) && !t.status.state.is_terminal())
-            .map(|(t, _)| t.clone())
-            .collect();
+        let tasks =
+            self.task_ids(|t| t.agent.as_ref() == Some(id) && !t.status.state.is_terminal());
         for task in tasks {
             let status = master_status(&task, TaskState::Gone, format!("agent {id} was removed"));
             self.apply_status(status, None).await;
@@ -294,12 +286,7 @@ impl CoreState {
     }
 
     pub(super) async fn rescind_agent_offers(&mut self, agent: &AgentId) {
-        let ids: Vec<OfferId> = self
-            .offers
-            .iter()
-            .filter(|(_, o)| &o.agent == agent)
-            .map(|(o, _)| o.clone())
-            .collect();
+        let ids = self.offer_ids(|o| &o.agent == agent);
         for id in ids {
             if let Some(offer) = self.offers.remove(&id) {
                 self.send_framework(&offer.framework, SchedulerMsg::Rescind { offer: id });

@@ -9,8 +9,8 @@ use super::{CoreState, FrameworkEntry, master_status, valid_role};
 use crate::master::allocator::AllocatorMsg;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    AgentId, AgentMsg, FrameworkId, FrameworkInfo, MasterMsg, OfferId, SchedulerMsg, TaskId,
-    TaskState, now_ms,
+    AgentId, AgentMsg, FrameworkId, FrameworkInfo, MasterMsg, SchedulerMsg, TaskId, TaskState,
+    now_ms,
 };
 
 impl CoreState {
@@ -63,12 +63,7 @@ impl CoreState {
             return Err("a framework cannot change its role when it subscribes again".into());
         }
         // Offers made to its previous connection are void.
-        let stale: Vec<OfferId> = self
-            .offers
-            .iter()
-            .filter(|(_, o)| o.framework == id)
-            .map(|(o, _)| o.clone())
-            .collect();
+        let stale = self.offer_ids(|o| o.framework == id);
         for offer in stale {
             self.return_offer(&offer, None).await;
         }
@@ -115,12 +110,7 @@ impl CoreState {
                 role: info.role.clone(),
             })
             .await;
-            let mine: Vec<TaskId> = self
-                .tasks
-                .iter()
-                .filter(|(_, t)| t.framework == id)
-                .map(|(t, _)| t.clone())
-                .collect();
+            let mine = self.task_ids(|t| t.framework == id);
             for task in mine {
                 self.track(&task).await;
             }
@@ -162,12 +152,7 @@ impl CoreState {
             active: false,
         })
         .await;
-        let offers: Vec<OfferId> = self
-            .offers
-            .iter()
-            .filter(|(_, o)| o.framework == framework)
-            .map(|(o, _)| o.clone())
-            .collect();
+        let offers = self.offer_ids(|o| o.framework == framework);
         for offer in offers {
             self.return_offer(&offer, None).await;
         }
@@ -181,21 +166,11 @@ impl CoreState {
         if let Some(watch) = fw.watch.take() {
             troupe_runtime::demonitor(&watch);
         }
-        let offers: Vec<OfferId> = self
-            .offers
-            .iter()
-            .filter(|(_, o)| &o.framework == framework)
-            .map(|(o, _)| o.clone())
-            .collect();
+        let offers = self.offer_ids(|o| &o.framework == framework);
         for offer in offers {
             self.offers.remove(&offer);
         }
-        let tasks: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| &t.framework == framework && !t.status.state.is_terminal())
-            .map(|(t, _)| t.clone())
-            .collect();
+        let tasks = self.task_ids(|t| &t.framework == framework && !t.status.state.is_terminal());
         for task in &tasks {
             let _ = self.kill(task);
             if let Some(t) = self.tasks.get_mut(task) {
