@@ -5,7 +5,7 @@
 //! Its supervision tree (`rest_for_one`: the core depends on the executors):
 //!
 //! ```text
-//! agent/<id> (supervisor, rest_for_one)
+//! agent/<id>/supervisor (rest_for_one)
 //! ├── executors        (supervisor, one_for_one)
 //! │   └── <task-id>    task/<task-id>     one process actor per task (temporary)
 //! └── core             agent/<id>         registration, heartbeats, status updates,
@@ -86,6 +86,7 @@ pub async fn start(config: AgentConfig) -> Result<SupervisorRef, StartError> {
             SupFlags::new(Strategy::OneForOne).intensity(1000, Duration::from_secs(1)),
         ),
     );
+    let id = config.id.clone();
     let core = Child::new(
         ChildSpec::worker("core").start("agent", Default::default()),
         move |ctx: StartCtx| {
@@ -99,12 +100,15 @@ pub async fn start(config: AgentConfig) -> Result<SupervisorRef, StartError> {
             }
         },
     );
-    SupervisorRef::start(
+    let tree = SupervisorRef::start(
         SupervisorSpec::new(
             SupFlags::new(Strategy::RestForOne).intensity(5, Duration::from_secs(30)),
         )
         .child(executors)
         .child(core),
     )
-    .await
+    .await?;
+    // Named, so that the inspector and `troupe tree` show whose it is.
+    let _ = troupe_runtime::register_cell(&format!("agent/{id}/supervisor"), &tree.cell());
+    Ok(tree)
 }

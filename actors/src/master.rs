@@ -5,7 +5,7 @@
 //! they depend on it):
 //!
 //! ```text
-//! master (supervisor, rest_for_one)
+//! master (supervisor, rest_for_one)          master/supervisor
 //! ├── allocator        master/allocator         the DRF engine and the offer cycle
 //! ├── observers        (supervisor, one_for_one)
 //! │   └── agent/<id>   master/observer/<id>     one per agent: heartbeats, failure detector
@@ -100,7 +100,7 @@ pub async fn start(config: MasterConfig) -> Result<SupervisorRef, StartError> {
             }
         },
     );
-    SupervisorRef::start(
+    let tree = SupervisorRef::start(
         SupervisorSpec::new(
             SupFlags::new(Strategy::RestForOne).intensity(5, Duration::from_secs(30)),
         )
@@ -108,5 +108,11 @@ pub async fn start(config: MasterConfig) -> Result<SupervisorRef, StartError> {
         .child(observers)
         .child(core),
     )
-    .await
+    .await?;
+    // Named, so that the inspector and `troupe tree` show what it is.
+    let _ = troupe_runtime::register_cell(SUPERVISOR_PATH, &tree.cell());
+    Ok(tree)
 }
+
+/// The path of the master's top supervisor.
+pub const SUPERVISOR_PATH: &str = "master/supervisor";

@@ -7,6 +7,7 @@ mod node;
 mod ping;
 mod run;
 mod tasks;
+mod tree;
 
 use std::path::PathBuf;
 
@@ -46,6 +47,8 @@ pub(crate) enum Command {
     Signal(tasks::SignalArgs),
     /// Print a task's output (stdout, or --stderr), following it with -f.
     Logs(tasks::LogsArgs),
+    /// Draw the cluster's actor tree: nodes, supervisors, actors, process actors.
+    Tree(tree::TreeArgs),
 }
 
 impl Command {
@@ -61,7 +64,8 @@ impl Command {
             | Command::Ps(_)
             | Command::Kill(_)
             | Command::Signal(_)
-            | Command::Logs(_) => "error,ractor_cluster=off",
+            | Command::Logs(_)
+            | Command::Tree(_) => "error,ractor_cluster=off",
         }
     }
 }
@@ -105,6 +109,7 @@ pub(crate) async fn dispatch(cli: Cli) -> u8 {
         Command::Kill(args) => tasks::kill(args).await.map(|()| exit::OK),
         Command::Signal(args) => tasks::signal(args).await.map(|()| exit::OK),
         Command::Logs(args) => tasks::logs(args).await.map(|()| exit::OK),
+        Command::Tree(args) => tree::run(args).await.map(|()| exit::OK),
     };
     match result {
         Ok(code) => code,

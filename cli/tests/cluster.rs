@@ -218,13 +218,15 @@ fn troupe(addr: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `troupe dev` on a free port with its work under `dir`.
-fn dev(name: &str, dir: &Path) -> ChildNode {
+/// `troupe dev` (its name `tag` and this test's pid) on a free port with its work under
+/// `dir`, and what its agents' tasks may leave.
+fn dev(tag: &str, dir: &Path) -> (ChildNode, String, Vec<TaskLitter>) {
+    let name = format!("{tag}{}", std::process::id());
     let mut cmd = Command::new(TROUPE);
     cmd.args([
         "dev",
         "--name",
-        name,
+        &name,
         "--listen",
         "127.0.0.1:0",
         "--cookie",
@@ -232,20 +234,20 @@ fn dev(name: &str, dir: &Path) -> ChildNode {
     ]);
     cmd.args(["--cpus", "1", "--mem", "512", "--work-dir"]);
     cmd.arg(dir);
-    ChildNode::spawn(name, cmd).expect("troupe dev starts and says where")
-}
-
-#[test]
-fn dev_run_exits_with_the_task_code_ps_lists_it_logs_follow_and_kill_ends_it() {
-    let dir = scratch("dev");
-    let name = format!("dv{}", std::process::id());
-    let cluster = dev(&name, &dir);
-    let _litter: Vec<_> = (1..=2)
+    let node = ChildNode::spawn(&name, cmd).expect("troupe dev starts and says where");
+    let litter = (1..=2)
         .map(|i| {
             let agent = format!("{name}-a{i}");
             TaskLitter::new(dir.join(&agent).join("sandboxes"), &agent)
         })
         .collect();
+    (node, name, litter)
+}
+
+#[test]
+fn dev_run_exits_with_the_task_code_ps_lists_it_logs_follow_and_kill_ends_it() {
+    let dir = scratch("dev");
+    let (cluster, _, _litter) = dev("dv", &dir);
     let addr = cluster.addr.to_string();
 
     // `troupe run` exits with the task's code and streams its output.
@@ -583,6 +585,18 @@ async fn a_killed_agent_comes_back_and_finds_its_running_task_which_ends_once() 
     // The agent dies; the master notices at once (its connection closes).
     stage.agent = None;
     stage.wait(|s| s.state == TaskState::Unreachable).await;
+    // `troupe tree` shows its node as not answering, not as missing.
+    let (code, out, err) = troupe(&stage.addr, &["tree", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let tree: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let agent = tree["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == stage.name.as_str())
+        .unwrap_or_else(|| panic!("the dead agent's node is listed: {out}"));
+    assert_eq!(agent["reachable"], false, "{out}");
+    assert!(agent["roles"].to_string().contains("unreachable"), "{out}");
     // Back with the same name and work directory: it adopts the task, still running.
     stage.restart_agent();
     stage.wait(|s| s.state == TaskState::Running).await;
@@ -649,4 +663,80 @@ async fn a_silent_agent_is_unreachable_in_seconds_and_its_task_runs_again_when_i
     stage.driver.kill(&TaskId("t".into()));
     stage.wait(|s| s.state == TaskState::Killed).await;
     stage.stop();
+}
+
+/// Every actor of a `troupe tree --json` node entry, depth first.
+fn actors_of(node: &serde_json::Value) -> Vec<serde_json::Value> {
+    fn visit(a: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        out.push(a.clone());
+        for c in a["children"].as_array().into_iter().flatten() {
+            visit(c, out);
+        }
+    }
+    let mut out = Vec::new();
+    for a in node["snapshot"]["actors"].as_array().into_iter().flatten() {
+        visit(a, &mut out);
+    }
+    out
+}
+
+#[test]
+fn tree_draws_the_master_the_agents_and_the_processes_of_tasks() {
+    let dir = scratch("tree");
+    let (cluster, name, _litter) = dev("tr", &dir);
+    let addr = cluster.addr.to_string();
+    let (code, out, err) = troupe(
+        &addr,
+        &["run", "--detach", "--name", "napper", "--", "sleep", "30"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !troupe(&addr, &["ps", "--json"]).1.contains("\"running\"") {
+        assert!(Instant::now() < deadline, "the task never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out, err) = troupe(&addr, &["tree", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let tree: serde_json::Value = serde_json::from_str(&out).expect("tree --json parses");
+    let nodes = tree["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "troupe dev is one node: {out}");
+    assert_eq!(nodes[0]["reachable"], true);
+    let roles = nodes[0]["roles"].to_string();
+    assert!(
+        roles.contains("master") && roles.contains(&format!("agent {name}-a1")),
+        "{roles}"
+    );
+    let actors = actors_of(&nodes[0]);
+    let has_path = |p: &str| {
+        actors
+            .iter()
+            .any(|a| a["paths"].to_string().contains(&format!("\"{p}\"")))
+    };
+    assert!(has_path("master"), "the master core");
+    assert!(has_path("master/allocator"), "the allocator");
+    assert!(has_path(&format!("agent/{name}-a1")) && has_path(&format!("agent/{name}-a2")));
+    let process = actors
+        .iter()
+        .find(|a| a["kind"] == "process" && a["details"]["task"] == id.as_str())
+        .unwrap_or_else(|| panic!("the task's process actor is in the tree: {out}"));
+    let pid: i32 = process["details"]["pid"].as_str().unwrap().parse().unwrap();
+    assert!(pid > 0);
+    // Drawn for people: the process under its agent's executors, with its pid.
+    let (code, out, _) = troupe(&addr, &["tree"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("task/{id}  [process]")), "{out}");
+    assert!(out.contains(&format!("pid {pid}")), "{out}");
+    // One node by address, two levels deep.
+    let (code, out, err) = troupe(&addr, &["tree", "--node", &addr, "--depth", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("node {name}")), "{out}");
+    assert!(
+        !out.contains("[process]"),
+        "depth 1 stops above the processes: {out}"
+    );
+    let (code, _, _) = troupe(&addr, &["kill", &id]);
+    assert_eq!(code, 0);
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
 }
