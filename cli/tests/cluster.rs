@@ -218,29 +218,11 @@ fn troupe(addr: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `troupe dev` (its name `tag` and this test's pid) on a free port with its work under
-/// `dir`, and what its agents' tasks may leave.
+/// `troupe dev` named `tag` and this test's pid, with its work under `dir`.
 fn dev(tag: &str, dir: &Path) -> (ChildNode, String, Vec<TaskLitter>) {
     let name = format!("{tag}{}", std::process::id());
-    let mut cmd = Command::new(TROUPE);
-    cmd.args([
-        "dev",
-        "--name",
-        &name,
-        "--listen",
-        "127.0.0.1:0",
-        "--cookie",
-        TEST_COOKIE,
-    ]);
-    cmd.args(["--cpus", "1", "--mem", "512", "--work-dir"]);
-    cmd.arg(dir);
-    let node = ChildNode::spawn(&name, cmd).expect("troupe dev starts and says where");
-    let litter = (1..=2)
-        .map(|i| {
-            let agent = format!("{name}-a{i}");
-            TaskLitter::new(dir.join(&agent).join("sandboxes"), &agent)
-        })
-        .collect();
+    let (node, litter) = troupe_tests::start_dev(Path::new(TROUPE), &name, dir)
+        .expect("troupe dev starts and says where");
     (node, name, litter)
 }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use troupe_tests::{ChildNode, TEST_COOKIE, TaskLitter};
+use troupe_tests::TEST_COOKIE;
 
 #[test]
 fn the_pi_framework_estimates_pi_on_troupe_dev() {
@@ -18,25 +18,8 @@ fn the_pi_framework_estimates_pi_on_troupe_dev() {
     let name = format!("pidev{}", std::process::id());
     let dir = std::env::temp_dir().join(format!("troupe-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut dev = Command::new(&troupe);
-    dev.args([
-        "dev",
-        "--name",
-        &name,
-        "--listen",
-        "127.0.0.1:0",
-        "--cookie",
-        TEST_COOKIE,
-    ]);
-    dev.args(["--cpus", "1", "--mem", "512", "--work-dir"]);
-    dev.arg(&dir);
-    let cluster = ChildNode::spawn(&name, dev).expect("troupe dev starts");
-    let _litter: Vec<_> = (1..=2)
-        .map(|i| {
-            let agent = format!("{name}-a{i}");
-            TaskLitter::new(dir.join(&agent).join("sandboxes"), &agent)
-        })
-        .collect();
+    let (cluster, _litter) =
+        troupe_tests::start_dev(&troupe, &name, &dir).expect("troupe dev starts");
     let out = Command::new(pi)
         .args([
             "--tasks",

@@ -164,6 +164,36 @@ impl Drop for ChildNode {
     }
 }
 
+/// Runs `troupe dev` (the binary at `troupe`) as `name` on a free loopback port, with two
+/// agents of 1 cpu and 512 MiB working under `dir`, and waits until it listens. Also returns
+/// what its agents' tasks may leave, removed when dropped.
+pub fn start_dev(
+    troupe: &std::path::Path,
+    name: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(ChildNode, Vec<TaskLitter>)> {
+    let mut cmd = Command::new(troupe);
+    cmd.args([
+        "dev",
+        "--name",
+        name,
+        "--listen",
+        "127.0.0.1:0",
+        "--cookie",
+        TEST_COOKIE,
+    ]);
+    cmd.args(["--cpus", "1", "--mem", "512", "--work-dir"]);
+    cmd.arg(dir);
+    let node = ChildNode::spawn(name, cmd)?;
+    let litter = (1..=2)
+        .map(|i| {
+            let agent = format!("{name}-a{i}");
+            TaskLitter::new(dir.join(&agent).join("sandboxes"), &agent)
+        })
+        .collect();
+    Ok((node, litter))
+}
+
 /// Starts this test process's own node, named `name`, on a free loopback port.
 pub async fn start_local_node(name: &str, cookie: &str) -> Node {
     let config = NodeConfig::new(
