@@ -21,6 +21,7 @@ mod allocator;
 mod core;
 mod observer;
 mod registry;
+mod text;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use troupe_runtime::supervisor::StartError;
 use troupe_runtime::supervisor::{ChildSpec, Strategy, SupFlags};
 use troupe_runtime::{Child, SupervisorRef, SupervisorSpec};
 
-pub use self::allocator::{ALLOCATOR_PATH, Allocator, AllocatorMsg};
+pub use self::allocator::{ALLOCATOR_PATH, Allocator, AllocatorMsg, AllocatorStats};
 pub use self::core::{CoreArgs, MasterCore, describe_not_offered, valid_role};
 pub use self::observer::{AGENT_HEARTBEAT, Observer, ObserverArgs, observer_path};
 pub use self::registry::{Facts, Registry, RegistryError};

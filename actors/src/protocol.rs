@@ -571,6 +571,89 @@ pub struct TaskLocation {
     pub agent: Option<AgentInfo>,
 }
 
+/// The master's summary of itself, cheap enough for health checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterHealth {
+    /// The master's node.
+    pub node: String,
+    /// Agents registered, and how many of them are reachable.
+    pub agents: usize,
+    /// See `agents`.
+    pub agents_reachable: usize,
+    /// Frameworks known, and how many are connected.
+    pub frameworks: usize,
+    /// See `frameworks`.
+    pub frameworks_connected: usize,
+    /// Tasks not yet ended.
+    pub active_tasks: usize,
+    /// Outstanding offers.
+    pub offers: usize,
+    /// Subscribers of the event stream.
+    pub event_subscribers: usize,
+}
+
+/// Something that happened in the cluster, as the master's event stream tells it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClusterEvent {
+    /// A task was launched or changed state.
+    Task {
+        /// The task as the master now sees it.
+        task: TaskView,
+    },
+    /// An agent registered (first time or again).
+    AgentRegistered {
+        /// What it registered with.
+        agent: AgentInfo,
+    },
+    /// An agent's observer stopped hearing from it.
+    AgentUnreachable {
+        /// The agent.
+        agent: AgentId,
+        /// Why, in words.
+        reason: String,
+    },
+    /// An agent was removed for good.
+    AgentRemoved {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// A framework subscribed (first time or again).
+    FrameworkSubscribed {
+        /// The framework.
+        framework: FrameworkId,
+        /// Its name.
+        name: String,
+    },
+    /// A framework's driver went away; it has its failover timeout to come back.
+    FrameworkDisconnected {
+        /// The framework.
+        framework: FrameworkId,
+    },
+    /// A framework was removed and its tasks killed.
+    FrameworkRemoved {
+        /// The framework.
+        framework: FrameworkId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a subscriber of the master's event stream receives.
+#[derive(Debug, Clone, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
+pub enum EventMsg {
+    /// One event.
+    Event {
+        /// Its number in this master's stream, from 1; a gap means events were lost to a
+        /// subscriber that could not keep up, and a restart of the master starts again.
+        seq: u64,
+        /// When it happened (ms since the Unix epoch).
+        at_ms: u64,
+        /// What happened.
+        event: ClusterEvent,
+    },
+}
+
 /// What the master accepts.
 #[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
 pub enum MasterMsg {
@@ -696,6 +779,26 @@ pub enum MasterMsg {
     },
     /// Periodic upkeep: offer timeouts, framework failover timeouts, agents gone for good.
     Tick,
+    /// A quick summary, cheap to compute: the master's health check.
+    Health {
+        /// The answer.
+        reply: Reply<MasterHealth>,
+    },
+    /// Sends every [`ClusterEvent`] from now on to the [`EventMsg`] receiver at `to` (a path
+    /// on any node), until it stops or unsubscribes. Answers once it is subscribed.
+    SubscribeEvents {
+        /// The subscriber's path.
+        to: String,
+        /// Its node, when it is not the master's.
+        node: Option<String>,
+        /// `Ok` once subscribed.
+        reply: Reply<Result<(), String>>,
+    },
+    /// Stops the events to `to`.
+    UnsubscribeEvents {
+        /// The subscriber's path.
+        to: String,
+    },
 }
 
 /// What an agent accepts.

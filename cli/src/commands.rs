@@ -7,7 +7,7 @@ mod node;
 mod ping;
 mod run;
 mod tasks;
-mod tree;
+pub(crate) mod tree;
 
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 
 mod commands;
 mod exit;
+mod http;
 
 use clap::Parser;
 

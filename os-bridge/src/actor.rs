@@ -18,6 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 use troupe_runtime::supervisor::{ChildSpec, Shutdown, StartCtx, StartOutcome};
+use troupe_runtime::text::Parsed;
 use troupe_runtime::{Addr, Child, Reply};
 
 use crate::logs::LogChunk;
@@ -117,6 +118,77 @@ pub enum LogMsg {
     },
 }
 
+/// The text form of a process actor's messages, for the REPL's `send` and `call`.
+impl troupe_runtime::text::TextProtocol for ProcessMsg {
+    const COMMANDS: &'static [(&'static str, &'static str)] = &[
+        ("signal SIG", "sends SIG (TERM, 15...) to the main process"),
+        ("stop", "stops the process gracefully; answers how it ended"),
+        ("stats", "resource use now"),
+        ("info", "task, pid, command, sandbox"),
+        (
+            "tail [stdout|stderr] [LINES]",
+            "the last lines of a stream (stdout, 10)",
+        ),
+    ];
+
+    fn parse(words: &[&str], _call: bool) -> Result<Parsed<ProcessMsg>, String> {
+        fn json<T: Serialize>(value: T) -> Result<String, String> {
+            serde_json::to_string_pretty(&value).map_err(|e| e.to_string())
+        }
+        match words {
+            ["signal", signal] => {
+                if signal_number(signal).is_none() {
+                    return Err(format!("unknown signal {signal:?}"));
+                }
+                let signal = signal.to_string();
+                Ok(Parsed::call(
+                    |reply| ProcessMsg::Signal { signal, reply },
+                    |sent: Result<(), String>| sent.map(|()| "sent".to_string()),
+                ))
+            }
+            ["stop"] => Ok(Parsed::call(
+                |reply| ProcessMsg::Stop { reply },
+                |exit: ExitReason| Ok(exit.to_string()),
+            )),
+            ["stats"] => Ok(Parsed::call(
+                |reply| ProcessMsg::Stats { reply },
+                json::<ProcessStats>,
+            )),
+            ["info"] => Ok(Parsed::call(
+                |reply| ProcessMsg::Info { reply },
+                json::<ProcessInfo>,
+            )),
+            ["tail", rest @ ..] if rest.len() <= 2 => {
+                let mut stream = Stream::Stdout;
+                let mut lines = 10;
+                for word in rest {
+                    match *word {
+                        "stdout" => stream = Stream::Stdout,
+                        "stderr" => stream = Stream::Stderr,
+                        n => {
+                            lines = n.parse().map_err(|_| {
+                                format!("expected stdout, stderr or a count, got {n:?}")
+                            })?
+                        }
+                    }
+                }
+                Ok(Parsed::call(
+                    |reply| ProcessMsg::Tail {
+                        stream,
+                        lines,
+                        reply,
+                    },
+                    |lines: Vec<String>| Ok(lines.join("\n")),
+                ))
+            }
+            [command, ..] => Err(format!(
+                "a process does not take {command:?} with these arguments: try `help`"
+            )),
+            [] => Err("no command".into()),
+        }
+    }
+}
+
 /// What a process actor starts from.
 #[derive(Debug, Clone)]
 pub struct ProcessArgs {
@@ -151,7 +223,10 @@ impl Actor for ProcessActor {
         args: ProcessArgs,
     ) -> Result<ProcessState, ActorProcessingErr> {
         static DESCRIBED: std::sync::Once = std::sync::Once::new();
-        DESCRIBED.call_once(|| troupe_runtime::inspector::register_describer(describe));
+        DESCRIBED.call_once(|| {
+            troupe_runtime::inspector::register_describer(describe);
+            troupe_runtime::text::serve::<ProcessMsg>();
+        });
         let path = args
             .path
             .clone()

@@ -40,6 +40,12 @@ pub struct NodeSnapshot {
     pub peers: Vec<String>,
     /// The roots of its actor tree (actors no one supervises), each with its subtree.
     pub actors: Vec<ActorSnapshot>,
+    /// What its decoder saw: messages from other nodes, and frames dropped and why.
+    #[serde(default)]
+    pub decode: crate::codec::DecodeStats,
+    /// Connections refused at the handshake (wrong cookie, bad frames).
+    #[serde(default)]
+    pub handshake_failures: u64,
 }
 
 /// What an actor is, as far as the inspector can tell.
@@ -85,6 +91,9 @@ pub struct ActorSnapshot {
     /// exit), from the describers registered with [`register_describer`].
     #[serde(default)]
     pub details: BTreeMap<String, String>,
+    /// The commands it accepts in text form (`send`/`call` at the REPL), if any.
+    #[serde(default)]
+    pub text_commands: Vec<String>,
     /// The actors it supervises.
     pub children: Vec<ActorSnapshot>,
 }
@@ -166,12 +175,46 @@ async fn describe(cell: &ActorCell) -> Option<Description> {
 }
 
 /// What the inspector accepts.
+///
+/// Actors are named by a path registered on this node (`master/allocator`) or by their
+/// actor id as snapshots show it (`0.42`), so that unregistered actors can be reached too.
 #[derive(Debug, Serialize, Deserialize, troupe_macros::RemoteMessage)]
 pub enum InspectorMsg {
     /// Answers with the node's snapshot.
     Snapshot {
         /// The answer.
         reply: Reply<NodeSnapshot>,
+    },
+    /// Stops an actor with a reason, as `ActorRef::stop` does: its supervisor sees an
+    /// abnormal exit unless the reason is `normal` or `shutdown`, and restarts it as its
+    /// restart type says. Answers with the actor id that was stopped.
+    Stop {
+        /// The actor: a path or an actor id.
+        actor: String,
+        /// The exit reason.
+        reason: String,
+        /// Its id, or why not.
+        reply: Reply<Result<String, String>>,
+    },
+    /// Kills an actor at once (Erlang's `exit(Pid, kill)`): no cleanup runs, and its
+    /// supervisor sees reason `killed`. Answers with the actor id that was killed.
+    Kill {
+        /// The actor: a path or an actor id.
+        actor: String,
+        /// Its id, or why not.
+        reply: Reply<Result<String, String>>,
+    },
+    /// Delivers a message in its text form (see [`crate::text`]); answers with the text of
+    /// the answer for a call, `None` for a cast once delivered.
+    Text {
+        /// The actor: a path or an actor id.
+        actor: String,
+        /// The message, as words.
+        line: String,
+        /// Whether to wait for an answer.
+        call: bool,
+        /// The answer, or why there is none.
+        reply: Reply<Result<Option<String>, String>>,
     },
 }
 
@@ -217,6 +260,38 @@ impl Actor for Inspector {
                     reply.send(snapshot(&node).await);
                 });
             }
+            InspectorMsg::Stop {
+                actor,
+                reason,
+                reply,
+            } => {
+                reply.send(find(&actor).map(|cell| {
+                    cell.stop(Some(reason));
+                    cell.get_id().to_string()
+                }));
+            }
+            InspectorMsg::Kill { actor, reply } => {
+                reply.send(find(&actor).map(|cell| {
+                    cell.kill();
+                    cell.get_id().to_string()
+                }));
+            }
+            InspectorMsg::Text {
+                actor,
+                line,
+                call,
+                reply,
+            } => match find(&actor) {
+                Ok(cell) => {
+                    // A call may take its time; the inspector stays free.
+                    tokio::spawn(async move {
+                        reply.send(crate::text::deliver(cell, &line, call).await);
+                    });
+                }
+                Err(e) => {
+                    reply.send(Err(e));
+                }
+            },
         }
         Ok(())
     }
@@ -229,8 +304,9 @@ pub async fn inspect(node: &str, timeout: Duration) -> Result<NodeSnapshot, Addr
         .await
 }
 
-/// Takes this node's snapshot.
-pub async fn snapshot(node: &Node) -> NodeSnapshot {
+/// Every actor the inspector can name on this node (see the module's notes), with the paths
+/// each is registered under.
+fn named_actors() -> (HashMap<ActorId, Vec<String>>, HashMap<ActorId, ActorCell>) {
     let scope = SCOPE.to_string();
     let mut paths: HashMap<ActorId, Vec<String>> = HashMap::new();
     let mut known: HashMap<ActorId, ActorCell> = HashMap::new();
@@ -248,6 +324,37 @@ pub async fn snapshot(node: &Node) -> NodeSnapshot {
             known.insert(cell.get_id(), cell);
         }
     }
+    (paths, known)
+}
+
+/// The local actor named by `actor`: a path registered on this node, or an actor id as
+/// snapshots show it (which also reaches the unregistered children of named actors).
+pub fn find(actor: &str) -> Result<ActorCell, String> {
+    let (paths, known) = named_actors();
+    if let Some(cell) = known.values().find(|c| {
+        paths
+            .get(&c.get_id())
+            .is_some_and(|p| p.iter().any(|p| p == actor))
+    }) {
+        return Ok(cell.clone());
+    }
+    let mut queue: Vec<ActorCell> = known.into_values().collect();
+    let mut seen = HashSet::new();
+    while let Some(cell) = queue.pop() {
+        if !seen.insert(cell.get_id()) || seen.len() > MAX_ACTORS {
+            continue;
+        }
+        if cell.get_id().to_string() == actor {
+            return Ok(cell);
+        }
+        queue.extend(cell.get_children());
+    }
+    Err(format!("no actor {actor} on this node"))
+}
+
+/// Takes this node's snapshot.
+pub async fn snapshot(node: &Node) -> NodeSnapshot {
+    let (paths, known) = named_actors();
     // The roots: walk each known actor up its supervision links.
     let mut roots: Vec<ActorCell> = Vec::new();
     let mut seen_roots = HashSet::new();
@@ -287,6 +394,8 @@ pub async fn snapshot(node: &Node) -> NodeSnapshot {
         uptime_ms: node.uptime().as_millis() as u64,
         peers: node.connected_peers(),
         actors,
+        decode: crate::codec::decode_stats(),
+        handshake_failures: node.handshake_failures(),
     }
 }
 
@@ -384,6 +493,14 @@ impl Walker {
             uptime_ms: report.as_ref().map(|r| r.uptime.as_millis() as u64),
             note,
             details: described.map(|(_, d)| d).unwrap_or_default(),
+            text_commands: crate::text::commands_of(&cell)
+                .map(|commands| {
+                    commands
+                        .iter()
+                        .map(|(usage, _)| usage.to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
             children,
         })
     }

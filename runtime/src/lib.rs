@@ -16,6 +16,7 @@
 //! * [`inspector`]: the per-node inspector and its snapshot of the actor tree.
 //! * [`spawn`]: spawnable kinds of actors, and starting one on any node.
 //! * [`supervisor`]: OTP supervisors; the decisions in a pure core, carried out by an actor.
+//! * [`text`]: the text form of messages, for the REPL's `send` and `call`.
 //! * `kernel` (private): the per-node actor that carries monitors and links across nodes.
 //!
 //! Making a message type remote takes one derive:
@@ -45,6 +46,7 @@ pub mod node;
 pub mod ping;
 pub mod spawn;
 pub mod supervisor;
+pub mod text;
 
 pub use addr::{Addr, AddrError, SendError, register, register_cell, unregister};
 pub use codec::{DecodeStats, Reply, ReplyReceiver, decode_stats};

@@ -94,6 +94,11 @@ pub enum AllocatorMsg {
         /// The durations.
         reply: RpcReplyPort<Vec<Duration>>,
     },
+    /// Totals since the allocator started, for metrics.
+    Stats {
+        /// The totals.
+        reply: RpcReplyPort<AllocatorStats>,
+    },
     /// A framework's share and why it gets nothing, if it does not.
     Explain {
         /// The framework.
@@ -104,6 +109,19 @@ pub enum AllocatorMsg {
 }
 
 impl ractor::Message for AllocatorMsg {}
+
+/// The allocator's totals since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AllocatorStats {
+    /// Allocation cycles run.
+    pub cycles: u64,
+    /// Their decision time in all, in seconds.
+    pub seconds: f64,
+    /// The median and the 99th percentile of the latest cycles' decision time, in seconds.
+    pub recent_p50: f64,
+    /// See `recent_p50`.
+    pub recent_p99: f64,
+}
 
 /// The allocator actor.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +139,9 @@ pub struct AllocatorState {
     queued: bool,
     /// How long the latest cycles took.
     cycles: std::collections::VecDeque<Duration>,
+    /// Cycles since the start, and their time in all.
+    cycles_total: u64,
+    cycle_time_total: Duration,
 }
 
 /// How many cycle durations are kept.
@@ -152,6 +173,8 @@ impl Actor for Allocator {
             master: Addr::new(crate::master::MASTER_PATH),
             queued: false,
             cycles: std::collections::VecDeque::new(),
+            cycles_total: 0,
+            cycle_time_total: Duration::ZERO,
         })
     }
 
@@ -246,6 +269,8 @@ impl Actor for Allocator {
                     state.cycles.pop_front();
                 }
                 state.cycles.push_back(took);
+                state.cycles_total += 1;
+                state.cycle_time_total += took;
                 if !offers.is_empty() {
                     let offers = offers
                         .into_iter()
@@ -260,6 +285,22 @@ impl Actor for Allocator {
             AllocatorMsg::Cycles { reply } => {
                 changed = false;
                 let _ = reply.send(state.cycles.iter().copied().collect());
+            }
+            AllocatorMsg::Stats { reply } => {
+                changed = false;
+                let mut recent: Vec<Duration> = state.cycles.iter().copied().collect();
+                recent.sort();
+                let at = |q: f64| {
+                    recent
+                        .get(((recent.len() as f64 - 1.0) * q).round() as usize)
+                        .map_or(0.0, Duration::as_secs_f64)
+                };
+                let _ = reply.send(AllocatorStats {
+                    cycles: state.cycles_total,
+                    seconds: state.cycle_time_total.as_secs_f64(),
+                    recent_p50: at(0.5),
+                    recent_p99: at(0.99),
+                });
             }
             AllocatorMsg::Explain { framework, reply } => {
                 changed = false;

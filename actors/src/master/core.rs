@@ -34,11 +34,12 @@ use super::{MASTER_PATH, MasterConfig};
 use crate::outbox::Outbox;
 use crate::protocol::{
     AgentId, AgentInfo, AgentMsg, AgentView, ClusterState, FrameworkId, FrameworkInfo,
-    FrameworkView, MasterMsg, OfferId, OfferInfo, Resources, SchedulerMsg, Source, TaskId,
-    TaskLocation, TaskState, TaskStatus, TaskView, now_ms,
+    FrameworkView, MasterHealth, MasterMsg, OfferId, OfferInfo, Resources, SchedulerMsg, Source,
+    TaskId, TaskLocation, TaskState, TaskStatus, TaskView, now_ms,
 };
 
 mod agents;
+mod events;
 mod frameworks;
 mod offers;
 
@@ -113,6 +114,10 @@ pub struct CoreState {
     next_offer: u64,
     node: String,
     myself: ActorRef<MasterMsg>,
+    /// Who receives the event stream, by path.
+    subscribers: BTreeMap<String, events::Subscriber>,
+    /// The number of the latest event.
+    event_seq: u64,
 }
 
 impl Actor for MasterCore {
@@ -127,6 +132,7 @@ impl Actor for MasterCore {
     ) -> Result<CoreState, ActorProcessingErr> {
         let registry = Registry::open(args.config.registry.as_deref())?;
         troupe_runtime::register(MASTER_PATH, &myself)?;
+        troupe_runtime::text::serve::<MasterMsg>();
         let allocator = Addr::<AllocatorMsg>::new(ALLOCATOR_PATH);
         if let Err(e) = allocator.send(AllocatorMsg::Reset).await {
             return Err(format!("the allocator is not running: {}", e.error).into());
@@ -150,6 +156,8 @@ impl Actor for MasterCore {
                 .map(|n| n.name().to_string())
                 .unwrap_or_default(),
             myself: myself.clone(),
+            subscribers: BTreeMap::new(),
+            event_seq: 0,
         };
         // Frameworks known from before wait for their failover timeout to subscribe again.
         for (id, info) in state.registry.facts.frameworks.clone() {
@@ -191,6 +199,7 @@ impl Actor for MasterCore {
                 troupe_runtime::demonitor(&watch);
             }
         }
+        state.drop_subscribers();
         Ok(())
     }
 
@@ -302,6 +311,26 @@ impl Actor for MasterCore {
                 state.framework_down(framework, driver).await;
             }
             MasterMsg::Tick => state.tick().await,
+            MasterMsg::Health { reply } => {
+                reply.send(MasterHealth {
+                    node: state.node.clone(),
+                    agents: state.agents.len(),
+                    agents_reachable: state.agents.values().filter(|a| a.reachable).count(),
+                    frameworks: state.frameworks.len(),
+                    frameworks_connected: state.frameworks.values().filter(|f| f.connected).count(),
+                    active_tasks: state
+                        .tasks
+                        .values()
+                        .filter(|t| !t.status.state.is_terminal())
+                        .count(),
+                    offers: state.offers.len(),
+                    event_subscribers: state.subscribers.len(),
+                });
+            }
+            MasterMsg::SubscribeEvents { to, node, reply } => {
+                reply.send(state.subscribe_events(to, node).await);
+            }
+            MasterMsg::UnsubscribeEvents { to } => state.unsubscribe_events(&to),
         }
         Ok(())
     }
@@ -413,6 +442,9 @@ impl CoreState {
         };
         let framework = task.framework.clone();
         let ended = task.status.state.is_terminal();
+        if changed {
+            self.publish_task(&id);
+        }
         if changed || ack.is_some() {
             self.send_framework(&framework, SchedulerMsg::Update { status, ack });
         }

@@ -16,6 +16,7 @@ use troupe_runtime::{Node, NodeConfig};
 
 use super::node::{DetectorArgs, shutdown_signals};
 use super::{CookieArgs, Failure, parse_key_value};
+use crate::http::Role;
 
 /// Arguments of `troupe master`.
 #[derive(Debug, Args)]
@@ -38,6 +39,9 @@ pub(crate) struct MasterArgs {
     /// Seconds an unreachable agent's tasks stay Unreachable before they are Gone.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     agent_gone_after: u64,
+    /// Serve /health, /state, /tree and /metrics over HTTP here (port 0 picks one).
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<SocketAddr>,
     #[command(flatten)]
     cookie: CookieArgs,
     #[command(flatten)]
@@ -89,6 +93,17 @@ async fn serve_until_stopped(
         .map_err(|_| Failure::from("did not stop within 30 s"))
 }
 
+/// Serves HTTP when asked to, and says where (`http on http://HOST:PORT`, for scripts).
+async fn start_http(listen: Option<SocketAddr>, node: &Node, role: Role) -> Result<(), Failure> {
+    if let Some(listen) = listen {
+        let addr = crate::http::serve(listen, node.clone(), role)
+            .await
+            .map_err(Failure::from)?;
+        println!("http on http://{addr}");
+    }
+    Ok(())
+}
+
 pub(crate) async fn master(args: MasterArgs) -> Result<(), Failure> {
     let shutdown = shutdown_signals()?;
     let config = args.config()?;
@@ -100,6 +115,7 @@ pub(crate) async fn master(args: MasterArgs) -> Result<(), Failure> {
         node.name(),
         node.advertise_addr()
     );
+    start_http(args.http, &node, Role::Master).await?;
     serve_until_stopped(node, shutdown, async move {
         runner.abandon();
         tree.stop().await;
@@ -177,6 +193,9 @@ pub(crate) struct AgentArgs {
     /// An attribute given with its offers, KEY=VALUE (repeatable).
     #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     attributes: Vec<(String, String)>,
+    /// Serve /health, /tree and /metrics over HTTP here (port 0 picks one).
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<SocketAddr>,
     #[command(flatten)]
     resources: AgentResourceArgs,
     #[command(flatten)]
@@ -202,6 +221,14 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<(), Failure> {
         node.name(),
         node.advertise_addr()
     );
+    start_http(
+        args.http,
+        &node,
+        Role::Agent {
+            id: args.name.clone(),
+        },
+    )
+    .await?;
     serve_until_stopped(node, shutdown, async move { tree.stop().await }).await
 }
 
@@ -224,6 +251,9 @@ pub(crate) struct DevArgs {
     /// The master's registry file (default: in memory only).
     #[arg(long, value_name = "PATH")]
     registry: Option<PathBuf>,
+    /// Serve /health, /state, /tree and /metrics over HTTP here (port 0 picks one).
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<SocketAddr>,
     #[command(flatten)]
     resources: AgentResourceArgs,
     #[command(flatten)]
@@ -268,5 +298,6 @@ pub(crate) async fn dev(args: DevArgs) -> Result<(), Failure> {
     eprintln!("  other commands find it with: export TROUPE_MASTER={addr}");
     eprintln!("  try: troupe run -- echo hello; troupe ps --all");
     println!("dev cluster listening on {addr}");
+    start_http(args.http, &node, Role::Master).await?;
     serve_until_stopped(node, shutdown, cluster.stop()).await
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
+use troupe_actors::protocol::ClusterState;
 use troupe_runtime::inspector::{ActorKind, ActorSnapshot, NodeSnapshot, inspect};
 use troupe_runtime::{Node, NodeConfig};
 
@@ -36,20 +37,20 @@ pub(crate) struct TreeArgs {
 
 /// The cluster's tree: one entry per node.
 #[derive(Debug, Serialize)]
-struct ClusterTree {
-    nodes: Vec<NodeTree>,
+pub(crate) struct ClusterTree {
+    pub(crate) nodes: Vec<NodeTree>,
 }
 
 /// One node: what it is in the cluster, and its snapshot or why there is none.
 #[derive(Debug, Serialize)]
-struct NodeTree {
-    node: String,
-    addr: Option<String>,
+pub(crate) struct NodeTree {
+    pub(crate) node: String,
+    pub(crate) addr: Option<String>,
     /// What runs there: `master`, `agent <id>`...
-    roles: Vec<String>,
-    reachable: bool,
-    error: Option<String>,
-    snapshot: Option<NodeSnapshot>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) reachable: bool,
+    pub(crate) error: Option<String>,
+    pub(crate) snapshot: Option<NodeSnapshot>,
 }
 
 async fn snapshot_of(node: &str, roles: Vec<String>, addr: Option<String>) -> NodeTree {
@@ -107,36 +108,67 @@ async fn one_node(args: &TreeArgs, addr: SocketAddr) -> Result<ClusterTree, Fail
 
 async fn whole_cluster(args: &TreeArgs) -> Result<ClusterTree, Failure> {
     let client = Client::connect(&args.cluster).await?;
-    let result = async {
-        let state = client.state(false).await?;
-        // Node → what runs there, in the order the master lists them.
-        let mut nodes: BTreeMap<String, (Option<String>, Vec<String>)> = BTreeMap::new();
-        nodes
-            .entry(state.master.clone())
-            .or_insert((Some(args.cluster.master.to_string()), Vec::new()))
-            .1
-            .push("master".into());
-        for agent in &state.agents {
-            client.agent(&agent.info);
-            let entry = nodes
-                .entry(agent.info.node.clone())
-                .or_insert((Some(agent.info.addr.clone()), Vec::new()));
-            let note = if agent.reachable {
-                ""
-            } else {
-                " (unreachable)"
-            };
-            entry.1.push(format!("agent {}{note}", agent.info.id));
-        }
-        let mut trees = Vec::new();
-        for (node, (addr, roles)) in nodes {
-            trees.push(snapshot_of(&node, roles, addr).await);
-        }
-        Ok::<_, Failure>(ClusterTree { nodes: trees })
-    }
-    .await;
+    let result = match client.state(false).await {
+        Ok(state) => Ok(gather(&client.node, &state, Some(args.cluster.master.to_string())).await),
+        Err(e) => Err(e),
+    };
     client.close().await;
     result
+}
+
+/// Every node of the cluster the master knows (its own, each agent's) with its snapshot,
+/// asked for all at once; `master_addr` is how the master was reached.
+pub(crate) async fn gather(
+    node: &Node,
+    state: &ClusterState,
+    master_addr: Option<String>,
+) -> ClusterTree {
+    // Node → its address and what runs there, the master first.
+    let mut nodes: BTreeMap<String, (Option<String>, Vec<String>)> = BTreeMap::new();
+    nodes
+        .entry(state.master.clone())
+        .or_insert((master_addr, Vec::new()))
+        .1
+        .push("master".into());
+    for agent in &state.agents {
+        if agent.info.node != state.master && agent.info.node != node.name() {
+            if let Ok(addr) = agent.info.addr.parse() {
+                node.add_peer(&agent.info.node, addr);
+            }
+        }
+        let entry = nodes
+            .entry(agent.info.node.clone())
+            .or_insert((Some(agent.info.addr.clone()), Vec::new()));
+        let note = if agent.reachable {
+            ""
+        } else {
+            " (unreachable)"
+        };
+        entry.1.push(format!("agent {}{note}", agent.info.id));
+    }
+    let asks = nodes
+        .into_iter()
+        .map(|(node, (addr, roles))| async move { snapshot_of(&node, roles, addr).await });
+    ClusterTree {
+        nodes: join_all(asks).await,
+    }
+}
+
+/// Runs the futures together; the answers in their order.
+async fn join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
 }
 
 fn label(a: &ActorSnapshot) -> String {

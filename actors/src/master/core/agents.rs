@@ -12,8 +12,8 @@ use crate::master::allocator::AllocatorMsg;
 use crate::master::observer::{Observer, ObserverArgs};
 use crate::outbox::Outbox;
 use crate::protocol::{
-    AgentId, AgentInfo, AgentMsg, FrameworkId, Resources, SchedulerMsg, TaskId, TaskState,
-    TaskStatus,
+    AgentId, AgentInfo, AgentMsg, ClusterEvent, FrameworkId, Resources, SchedulerMsg, TaskId,
+    TaskState, TaskStatus,
 };
 
 impl CoreState {
@@ -54,6 +54,9 @@ impl CoreState {
                 outbox: Outbox::new(agent_addr),
             },
         );
+        self.publish(ClusterEvent::AgentRegistered {
+            agent: info.clone(),
+        });
         self.tell_allocator(AllocatorMsg::AddAgent {
             agent: id.clone(),
             total: info.resources,
@@ -247,6 +250,10 @@ impl CoreState {
         tracing::warn!(agent = %id, %reason, "agent unreachable");
         agent.reachable = false;
         agent.unreachable_since = Some(Instant::now());
+        self.publish(ClusterEvent::AgentUnreachable {
+            agent: id.clone(),
+            reason: reason.clone(),
+        });
         self.rescind_agent_offers(&id).await;
         self.tell_allocator(AllocatorMsg::RemoveAgent { agent: id.clone() })
             .await;
@@ -273,6 +280,7 @@ impl CoreState {
     pub(super) async fn remove_agent(&mut self, id: &AgentId) {
         tracing::warn!(agent = %id, "agent removed: unreachable for too long; its tasks are gone");
         self.agents.remove(id);
+        self.publish(ClusterEvent::AgentRemoved { agent: id.clone() });
         self.stop_observer(id).await;
         self.registry.facts.agents.remove(id);
         self.registry.facts.removed_agents.push(id.clone());

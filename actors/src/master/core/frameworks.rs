@@ -9,8 +9,8 @@ use super::{CoreState, FrameworkEntry, master_status, valid_role};
 use crate::master::allocator::AllocatorMsg;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    AgentId, AgentMsg, FrameworkId, FrameworkInfo, MasterMsg, SchedulerMsg, TaskId, TaskState,
-    now_ms,
+    AgentId, AgentMsg, ClusterEvent, FrameworkId, FrameworkInfo, MasterMsg, SchedulerMsg, TaskId,
+    TaskState, now_ms,
 };
 
 impl CoreState {
@@ -96,6 +96,10 @@ impl CoreState {
                 .insert(id.clone(), info.clone());
             self.save_registry();
         }
+        self.publish(ClusterEvent::FrameworkSubscribed {
+            framework: id.clone(),
+            name: info.name.clone(),
+        });
         // What agents still hold for it need not wait out their backoff.
         self.hurry_updates(&id);
         if allocated {
@@ -147,6 +151,9 @@ impl CoreState {
         fw.disconnected_at = Some(Instant::now());
         fw.outbox = None;
         fw.watch = None;
+        self.publish(ClusterEvent::FrameworkDisconnected {
+            framework: framework.clone(),
+        });
         self.tell_allocator(AllocatorMsg::SetActive {
             framework: framework.clone(),
             active: false,
@@ -163,6 +170,10 @@ impl CoreState {
             return;
         };
         tracing::info!(framework = %framework, why, "framework removed; its tasks are killed");
+        self.publish(ClusterEvent::FrameworkRemoved {
+            framework: framework.clone(),
+            reason: why.to_string(),
+        });
         if let Some(watch) = fw.watch.take() {
             troupe_runtime::demonitor(&watch);
         }

@@ -145,7 +145,8 @@ impl CoreState {
                     let mut staging =
                         TaskStatus::new(id.clone(), TaskState::Staging, Source::Master, now_ms());
                     staging.agent = agent.clone();
-                    self.tasks.insert(id, entry(staging, holdings));
+                    self.tasks.insert(id.clone(), entry(staging, holdings));
+                    self.publish_task(&id);
                     launch.push(task);
                 }
                 Verdict::Refused {
