@@ -5,6 +5,7 @@ mod cluster;
 mod follow;
 mod node;
 mod ping;
+mod repl;
 mod run;
 mod tasks;
 pub(crate) mod tree;
@@ -49,6 +50,9 @@ pub(crate) enum Command {
     Logs(tasks::LogsArgs),
     /// Draw the cluster's actor tree: nodes, supervisors, actors, process actors.
     Tree(tree::TreeArgs),
+    /// An interactive shell on the cluster: every command here, and actors to inspect,
+    /// message, stop and watch.
+    Repl(repl::ReplArgs),
 }
 
 impl Command {
@@ -65,7 +69,8 @@ impl Command {
             | Command::Kill(_)
             | Command::Signal(_)
             | Command::Logs(_)
-            | Command::Tree(_) => "error,ractor_cluster=off",
+            | Command::Tree(_)
+            | Command::Repl(_) => "error,ractor_cluster=off",
         }
     }
 }
@@ -98,6 +103,7 @@ pub(crate) fn init_tracing(default: &str) {
 
 /// Runs a parsed command and returns its exit code.
 pub(crate) async fn dispatch(cli: Cli) -> u8 {
+    // The REPL runs commands through here too, hence the box: the future refers to itself.
     let result = match cli.command {
         Command::Node(args) => node::run(args).await.map(|()| exit::OK),
         Command::Ping(args) => ping::run(args).await.map(|()| exit::OK),
@@ -110,6 +116,7 @@ pub(crate) async fn dispatch(cli: Cli) -> u8 {
         Command::Signal(args) => tasks::signal(args).await.map(|()| exit::OK),
         Command::Logs(args) => tasks::logs(args).await.map(|()| exit::OK),
         Command::Tree(args) => tree::run(args).await.map(|()| exit::OK),
+        Command::Repl(args) => Box::pin(repl::run(args)).await,
     };
     match result {
         Ok(code) => code,

@@ -374,7 +374,12 @@ fn node_metrics(tree: &ClusterTree, out: &mut Metrics) {
         }
     }
     // One family at a time: the format wants a family's samples together.
-    type Family = (&'static str, &'static str, &'static str, fn(&NodeSnapshot) -> f64);
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&NodeSnapshot) -> f64,
+    );
     let families: [Family; 4] = [
         (
             "troupe_node_handshake_failures_total",

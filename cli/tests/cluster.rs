@@ -205,17 +205,7 @@ async fn a_master_and_three_agent_processes_run_100_tasks_each_ending_once_at_th
 
 /// Runs `troupe ARGS` against the master at `addr`; returns code, stdout and stderr.
 fn troupe(addr: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(TROUPE)
-        .args(args)
-        .env("TROUPE_MASTER", addr)
-        .env("TROUPE_COOKIE", TEST_COOKIE)
-        .output()
-        .expect("troupe runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    troupe_tests::troupe_at(TROUPE, addr, args)
 }
 
 /// `troupe dev` named `tag` and this test's pid, with its work under `dir`.

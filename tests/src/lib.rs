@@ -12,6 +12,7 @@
 
 pub mod actors;
 pub mod cluster;
+pub mod pty;
 pub mod remote;
 
 use std::io::{BufRead, BufReader};
@@ -139,20 +140,65 @@ impl ChildNode {
 
     /// Waits for the child to exit, within `timeout`; returns its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        let child = self
-            .child
-            .as_mut()
-            .ok_or_else(|| anyhow::anyhow!("already reaped"))?;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                self.child = None;
-                return Ok(status);
-            }
-            anyhow::ensure!(Instant::now() < deadline, "still running after {timeout:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&mut self.child, timeout)
     }
+}
+
+/// Waits for a child to exit, within `timeout`; reaps it (leaves `None`) and returns its
+/// status.
+pub fn wait_child(
+    child: &mut Option<Child>,
+    timeout: Duration,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    let running = child
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("already reaped"))?;
+    loop {
+        if let Some(status) = running.try_wait()? {
+            *child = None;
+            return Ok(status);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "still running after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the `troupe` binary at `troupe` with `args` against the master at `addr` (with the
+/// test cookie); returns its exit code, stdout and stderr.
+pub fn troupe_at(troupe: &str, addr: &str, args: &[&str]) -> (i32, String, String) {
+    troupe_with_input(troupe, addr, args, None)
+}
+
+/// [`troupe_at`] with `input` on its standard input (a script for `troupe repl`).
+pub fn troupe_with_input(
+    troupe: &str,
+    addr: &str,
+    args: &[&str],
+    input: Option<&str>,
+) -> (i32, String, String) {
+    let mut child = Command::new(troupe)
+        .args(args)
+        .env("TROUPE_MASTER", addr)
+        .env("TROUPE_COOKIE", TEST_COOKIE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("troupe runs");
+    let stdin = child.stdin.take();
+    if let (Some(mut stdin), Some(input)) = (stdin, input) {
+        use std::io::Write;
+        stdin
+            .write_all(input.as_bytes())
+            .expect("troupe reads its input");
+    }
+    let out = child.wait_with_output().expect("troupe runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 impl Drop for ChildNode {
@@ -172,6 +218,16 @@ pub fn start_dev(
     name: &str,
     dir: &std::path::Path,
 ) -> anyhow::Result<(ChildNode, Vec<TaskLitter>)> {
+    start_dev_with(troupe, name, dir, &[])
+}
+
+/// [`start_dev`] with more arguments for `troupe dev` (`--http 127.0.0.1:0`, say).
+pub fn start_dev_with(
+    troupe: &std::path::Path,
+    name: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<(ChildNode, Vec<TaskLitter>)> {
     let mut cmd = Command::new(troupe);
     cmd.args([
         "dev",
@@ -184,6 +240,7 @@ pub fn start_dev(
     ]);
     cmd.args(["--cpus", "1", "--mem", "512", "--work-dir"]);
     cmd.arg(dir);
+    cmd.args(extra);
     let node = ChildNode::spawn(name, cmd)?;
     let litter = (1..=2)
         .map(|i| {

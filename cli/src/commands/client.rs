@@ -36,6 +36,55 @@ pub(crate) struct Client {
     pub(crate) node: Node,
     pub(crate) master_node: String,
     pub(crate) master: Addr<MasterMsg>,
+    /// Whether the node is this command's own (else the REPL's session node).
+    owned: bool,
+}
+
+/// The REPL's node, which the commands it runs share instead of starting their own: one
+/// process runs one node.
+static SESSION_NODE: std::sync::Mutex<Option<Node>> = std::sync::Mutex::new(None);
+
+/// Makes `node` the node every later command of this process talks through.
+pub(crate) fn set_session_node(node: Option<Node>) {
+    *SESSION_NODE.lock().unwrap_or_else(|p| p.into_inner()) = node;
+}
+
+/// Whether this process is a REPL session.
+pub(crate) fn in_session() -> bool {
+    SESSION_NODE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some()
+}
+
+/// The node a command talks through, towards a peer at `peer`: the session node when there
+/// is one (`false`: not the command's to stop), else a new one of its own (`true`).
+pub(crate) async fn command_node(
+    cookie: &CookieArgs,
+    peer: SocketAddr,
+    connect_timeout: Option<Duration>,
+) -> Result<(Node, bool), Failure> {
+    if let Some(node) = SESSION_NODE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    {
+        return Ok((node, false));
+    }
+    let cookie = cookie.resolve()?;
+    let local = SocketAddr::new(
+        if peer.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        },
+        0,
+    );
+    let mut config = NodeConfig::new(format!("cli-{}", std::process::id()), local, cookie);
+    if let Some(timeout) = connect_timeout {
+        config.connect_timeout = timeout;
+    }
+    Ok((Node::start(config).await?, true))
 }
 
 /// The exit code and message of a connection failure.
@@ -64,21 +113,13 @@ pub(crate) fn call_failure(e: AddrError) -> Failure {
 impl Client {
     /// Starts this command's node and connects to the master.
     pub(crate) async fn connect(args: &ClusterArgs) -> Result<Client, Failure> {
-        let cookie = args.cookie.resolve()?;
-        let local = SocketAddr::new(
-            if args.master.is_ipv4() {
-                [127, 0, 0, 1].into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            },
-            0,
-        );
-        let config = NodeConfig::new(format!("cli-{}", std::process::id()), local, cookie);
-        let node = Node::start(config).await?;
+        let (node, owned) = command_node(&args.cookie, args.master, None).await?;
         let master_node = match node.connect(args.master).await {
             Ok(name) => name,
             Err(e) => {
-                node.stop().await;
+                if owned {
+                    node.stop().await;
+                }
                 return Err(connect_failure(e, &format!("a master at {}", args.master)));
             }
         };
@@ -86,6 +127,7 @@ impl Client {
             master: Addr::on(master_node.clone(), MASTER_PATH),
             master_node,
             node,
+            owned,
         })
     }
 
@@ -117,14 +159,19 @@ impl Client {
         Addr::on(agent.node.clone(), format!("agent/{}", agent.id))
     }
 
-    /// The path of a local receiver of this command.
+    /// The path of a local receiver of this command, unique in this process (commands
+    /// that share the session node must not share receivers).
     pub(crate) fn local_path(&self, what: &str) -> String {
-        format!("cli/{}/{what}", self.node.name())
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("cli/{}/{what}-{n}", self.node.name())
     }
 
-    /// Stops this command's node.
+    /// Stops this command's node, if it is its own.
     pub(crate) async fn close(self) {
-        self.node.stop().await;
+        if self.owned {
+            self.node.stop().await;
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use troupe_runtime::{Addr, AddrError, ConnectError, Node, NodeConfig, PingMsg, ping_path};
+use troupe_runtime::{Addr, AddrError, ConnectError, Node, PingMsg, ping_path};
 
 use super::{CookieArgs, Failure};
 use crate::exit;
@@ -23,21 +23,12 @@ pub(crate) struct PingArgs {
 }
 
 pub(crate) async fn run(args: PingArgs) -> Result<(), Failure> {
-    let cookie = args.cookie.resolve()?;
     let timeout = Duration::from_millis(args.timeout);
-    let local = SocketAddr::new(
-        if args.addr.is_ipv4() {
-            [127, 0, 0, 1].into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        },
-        0,
-    );
-    let mut config = NodeConfig::new(format!("ping-{}", std::process::id()), local, cookie);
-    config.connect_timeout = timeout;
-    let node = Node::start(config).await?;
+    let (node, owned) = super::client::command_node(&args.cookie, args.addr, Some(timeout)).await?;
     let result = ping(&node, args.addr, timeout).await;
-    node.stop().await;
+    if owned {
+        node.stop().await;
+    }
     let (name, elapsed) = result?;
     println!(
         "pong from {name} in {:.1} ms",

@@ -49,6 +49,13 @@ pub(crate) struct RunArgs {
     command: Vec<String>,
 }
 
+impl RunArgs {
+    /// Whether it follows its task (not `--detach`).
+    pub(crate) fn attached(&self) -> bool {
+        !self.detach
+    }
+}
+
 pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     if args.count == 0 {
         return Err(Failure::from("--count must be at least 1"));
@@ -185,11 +192,15 @@ async fn attached(
                 eprintln!("troupe: killing {id} (Ctrl-C again to leave it running)");
                 let task = id.clone();
                 let _ = client.master.call(|reply| troupe_actors::protocol::MasterMsg::Kill { task, reply }, REQUEST_TIMEOUT).await;
-                let again = tokio::signal::ctrl_c();
-                tokio::spawn(async move {
-                    let _ = again.await;
-                    std::process::exit(exit::TASK_KILLED.into());
-                });
+                // A second Ctrl-C leaves the task running: the command exits, or at the
+                // REPL, the REPL cancels it.
+                if !super::client::in_session() {
+                    let again = tokio::signal::ctrl_c();
+                    tokio::spawn(async move {
+                        let _ = again.await;
+                        std::process::exit(exit::TASK_KILLED.into());
+                    });
+                }
             }
         }
     };

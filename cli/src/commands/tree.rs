@@ -10,11 +10,11 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 use troupe_actors::protocol::ClusterState;
+use troupe_runtime::Node;
 use troupe_runtime::inspector::{ActorKind, ActorSnapshot, NodeSnapshot, inspect};
-use troupe_runtime::{Node, NodeConfig};
 
 use super::Failure;
-use super::client::{Client, ClusterArgs, connect_failure};
+use super::client::{Client, ClusterArgs, command_node, connect_failure};
 
 /// How long a node has to answer.
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -88,21 +88,16 @@ pub(crate) async fn run(args: TreeArgs) -> Result<(), Failure> {
 }
 
 async fn one_node(args: &TreeArgs, addr: SocketAddr) -> Result<ClusterTree, Failure> {
-    let cookie = args.cluster.cookie.resolve()?;
-    let local = SocketAddr::new([127, 0, 0, 1].into(), 0);
-    let node = Node::start(NodeConfig::new(
-        format!("cli-{}", std::process::id()),
-        local,
-        cookie,
-    ))
-    .await?;
+    let (node, owned) = command_node(&args.cluster.cookie, addr, None).await?;
     let result = match node.connect(addr).await {
         Ok(name) => Ok(ClusterTree {
             nodes: vec![snapshot_of(&name, Vec::new(), Some(addr.to_string())).await],
         }),
         Err(e) => Err(connect_failure(e, &format!("a node at {addr}"))),
     };
-    node.stop().await;
+    if owned {
+        node.stop().await;
+    }
     result
 }
 
