@@ -8,10 +8,12 @@
 //! * [`status_updates`]: an agent's status-update manager: in order, retried with backoff
 //!   until acknowledged, checkpointed.
 //! * [`validation`]: the master's judgement of a launch, task by task.
+//! * [`events`]: the master's event stream, for applications and the REPL's `watch`.
 
 pub mod agent;
 pub mod allocator;
 pub mod dev;
+pub mod events;
 pub mod framework;
 pub mod master;
 pub mod outbox;

@@ -712,3 +712,110 @@ fn tree_draws_the_master_the_agents_and_the_processes_of_tasks() {
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The value of the sample `name{labels}` in a Prometheus text page, checked to parse.
+fn metric(page: &str, name: &str, label: (&str, &str)) -> Option<f64> {
+    let scrape = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => Some(v),
+            _ => None,
+        })
+}
+
+#[test]
+fn master_and_agent_processes_serve_health_and_metrics_over_http() {
+    let dir = scratch("http");
+    let _litter = TaskLitter::new(dir.join("work/sandboxes"), "hta");
+    let limit = Duration::from_secs(20);
+    let mut master = ChildNode::spawn("htm", {
+        let mut cmd = Command::new(TROUPE);
+        cmd.args(["master", "--name", "htm", "--listen", "127.0.0.1:0"]);
+        cmd.args(["--cookie", TEST_COOKIE, "--http", "127.0.0.1:0"]);
+        cmd
+    })
+    .expect("troupe master starts");
+    let master_http = master.read_line_containing("http on", limit).unwrap();
+    let master_http = master_http.rsplit("http://").next().unwrap().to_string();
+    let addr = master.addr.to_string();
+    let mut agent = ChildNode::spawn("hta", {
+        let mut cmd = Command::new(TROUPE);
+        cmd.args(["agent", "--name", "hta", "--master", &addr]);
+        cmd.args(["--cookie", TEST_COOKIE, "--http", "127.0.0.1:0"]);
+        cmd.args(["--cpus", "1", "--mem", "256", "--work-dir"]);
+        cmd.arg(dir.join("work"));
+        cmd
+    })
+    .expect("troupe agent starts");
+    let agent_http = agent.read_line_containing("http on", limit).unwrap();
+    let agent_http = agent_http.rsplit("http://").next().unwrap().to_string();
+
+    let (code, out, err) = troupe(&addr, &["run", "--detach", "--", "sleep", "30"]);
+    assert_eq!(code, 0, "{err}");
+    let task = out.trim().to_string();
+    let deadline = Instant::now() + limit;
+    let page = loop {
+        let (code, page) = troupe_tests::http_get(&agent_http, "/metrics", limit).unwrap();
+        assert_eq!(code, 200, "{page}");
+        if metric(&page, "troupe_agent_tasks", ("agent", "hta")) == Some(1.0) {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never counted its task: {page}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        metric(&page, "troupe_agent_task_memory_bytes", ("task", &task)).is_some_and(|m| m > 0.0),
+        "{page}"
+    );
+    assert_eq!(metric(&page, "troupe_node_up", ("node", "hta")), Some(1.0));
+    let (code, body) = troupe_tests::http_get(&agent_http, "/health", limit).unwrap();
+    assert_eq!(code, 200, "{body}");
+    // The master's page counts the agent's node and the task.
+    let (code, page) = troupe_tests::http_get(&master_http, "/metrics", limit).unwrap();
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(
+        metric(&page, "troupe_node_up", ("node", "hta")),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "troupe_tasks", ("state", "running")),
+        Some(1.0),
+        "{page}"
+    );
+
+    // The agent core is killed for good (its supervisor with it): its node still serves
+    // HTTP, and its /health says the agent is down.
+    let (code, out, err) = troupe_tests::troupe_with_input(
+        TROUPE,
+        &addr,
+        &["repl"],
+        Some("kill agent/hta/supervisor\n"),
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let deadline = Instant::now() + limit;
+    while troupe_tests::http_get(&agent_http, "/health", limit)
+        .unwrap()
+        .0
+        != 503
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent's /health still says ok"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The task's process outlives a killed agent (it can be adopted): the litter ends it.
+    drop(agent);
+    // With the master gone, its /health does not answer at all.
+    drop(master);
+    assert!(troupe_tests::http_get(&master_http, "/health", limit).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,7 +1,6 @@
 //! Inspecting a live cluster as operators do: `troupe repl` on a real pseudo-terminal and
 //! from a pipe, and the HTTP routes of `troupe dev --http`.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -193,9 +192,14 @@ fn the_repl_on_a_terminal_completes_paths_keeps_history_inspects_stops_and_survi
     assert!(out.contains("state [all]"), "{out}");
 
     // Ctrl-C cancels a command that would run forever, not the REPL.
+    // It shows the cluster's events as they happen meanwhile.
     repl.send("watch\r").unwrap();
     repl.expect("watching the cluster's events", SCREEN)
         .unwrap();
+    let (code, out, err) = troupe(&stage.addr, &["run", "--name", "blink", "--", "true"]);
+    assert_eq!(code, 0, "{out}{err}");
+    repl.expect("task blink-", SCREEN).unwrap();
+    repl.expect("finished", SCREEN).unwrap();
     repl.send("\x03").unwrap();
     repl.expect("cancelled", SCREEN).unwrap();
     repl.expect(prompt, SCREEN).unwrap();
@@ -265,24 +269,8 @@ fn the_repl_reads_commands_from_a_pipe_with_the_same_results() {
     stage.stop();
 }
 
-/// GETs `path` from `addr`; returns the status code and body.
 fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(SCREEN))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    // axum answers with a length, never chunked, for these bodies.
-    Ok((code, body.to_string()))
+    troupe_tests::http_get(addr, path, SCREEN)
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //!   with it, and the master its agents'.
 //! * [`ping`]: the ping server every node runs.
 //! * [`heartbeat`]: heartbeats between connected nodes; a silent peer is declared down.
+//! * [`inbox`]: an actor at a path whose messages come out of a channel.
 //! * [`inspector`]: the per-node inspector and its snapshot of the actor tree.
 //! * [`spawn`]: spawnable kinds of actors, and starting one on any node.
 //! * [`supervisor`]: OTP supervisors; the decisions in a pure core, carried out by an actor.
@@ -39,6 +40,7 @@ pub mod codec;
 pub mod cookie;
 pub mod detector;
 pub mod heartbeat;
+pub mod inbox;
 pub mod inspector;
 mod kernel;
 pub mod monitor;

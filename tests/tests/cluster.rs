@@ -332,3 +332,59 @@ async fn a_framework_gone_past_its_failover_timeout_loses_its_tasks() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_tells_a_subscriber_of_frameworks_and_each_state_of_a_task_in_order() {
+    use troupe_actors::events::Events;
+    use troupe_actors::protocol::ClusterEvent;
+    let (cluster, _litter) = cluster("cl-events", 1).await;
+    let mut events = Events::subscribe(Addr::new(MASTER_PATH))
+        .await
+        .expect("the master takes the subscription");
+    let (fw, mut seen) = TestFramework::auto(vec![sh_task("e1", "exit 0")]);
+    let driver = Driver::start(FrameworkSettings::new("evented"), None, fw)
+        .await
+        .expect("subscribes");
+    until_all_end(&mut seen, 1, Duration::from_secs(30)).await;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.iter().any(|e: &troupe_actors::events::Event| {
+        matches!(&e.event, ClusterEvent::Task { task } if task.status.state.is_terminal())
+    }) {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(e)) => got.push(e),
+            _ => panic!("the stream ended early: {got:?}"),
+        }
+    }
+    assert!(
+        got.windows(2).all(|w| w[0].seq < w[1].seq),
+        "numbered in order: {got:?}"
+    );
+    assert!(
+        got.iter().any(|e| matches!(&e.event,
+            ClusterEvent::FrameworkSubscribed { name, .. } if name == "evented")),
+        "{got:?}"
+    );
+    let states: Vec<TaskState> = got
+        .iter()
+        .filter_map(|e| match &e.event {
+            ClusterEvent::Task { task } if task.id.0 == "e1" => Some(task.status.state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![TaskState::Staging, TaskState::Running, TaskState::Finished],
+        "{got:?}"
+    );
+    // The master core restarts: the stream ends, so the subscriber knows to subscribe again.
+    driver.stop();
+    let core = troupe_runtime::inspector::find(MASTER_PATH).expect("the master core runs");
+    core.stop(Some("restarted by the test".into()));
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while events.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends with the master core");
+    cluster.stop().await;
+}

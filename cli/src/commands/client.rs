@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::ActorRef;
 use tokio::sync::mpsc;
 use troupe_actors::master::MASTER_PATH;
 use troupe_actors::protocol::{AgentInfo, AgentMsg, ClusterState, MasterMsg, TaskId, TaskLocation};
@@ -183,39 +183,8 @@ impl<M: ractor::Message> Forward<M> {
     pub(crate) async fn start(
         path: &str,
     ) -> Result<(ActorRef<M>, mpsc::UnboundedReceiver<M>), Failure> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (actor, _) = Actor::spawn(
-            None,
-            Forward(std::marker::PhantomData),
-            (path.to_string(), tx),
-        )
-        .await
-        .map_err(|e| Failure::from(format!("cannot start a local receiver: {e}")))?;
-        Ok((actor, rx))
-    }
-}
-
-impl<M: ractor::Message> Actor for Forward<M> {
-    type Msg = M;
-    type State = mpsc::UnboundedSender<M>;
-    type Arguments = (String, mpsc::UnboundedSender<M>);
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<M>,
-        (path, tx): (String, mpsc::UnboundedSender<M>),
-    ) -> Result<Self::State, ActorProcessingErr> {
-        troupe_runtime::register(&path, &myself)?;
-        Ok(tx)
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<M>,
-        message: M,
-        tx: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let _ = tx.send(message);
-        Ok(())
+        troupe_runtime::inbox::inbox(path)
+            .await
+            .map_err(|e| Failure::from(format!("cannot start a local receiver: {e}")))
     }
 }

@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 use troupe_actors::framework::{Driver, FrameworkSettings, Scheduler};
 use troupe_actors::master::MASTER_PATH;
@@ -91,34 +90,6 @@ impl Scheduler for Pi {
     }
 }
 
-/// Receives a task's output from its agent.
-struct Collector;
-
-impl Actor for Collector {
-    type Msg = LogMsg;
-    type State = mpsc::UnboundedSender<LogMsg>;
-    type Arguments = (String, mpsc::UnboundedSender<LogMsg>);
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<LogMsg>,
-        (path, tx): Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        troupe_runtime::register(&path, &myself)?;
-        Ok(tx)
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<LogMsg>,
-        msg: LogMsg,
-        tx: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let _ = tx.send(msg);
-        Ok(())
-    }
-}
-
 struct Args {
     tasks: u32,
     samples: u64,
@@ -184,8 +155,8 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot subscribe to the master")?;
     let master = Addr::<MasterMsg>::new(MASTER_PATH);
     let results = format!("pi/{}/results", node.name());
-    let (log_tx, mut logs) = mpsc::unbounded_channel();
-    Actor::spawn(None, Collector, (results.clone(), log_tx)).await?;
+    // Tasks' output comes here from their agents.
+    let (_collector, mut logs) = troupe_runtime::inbox::inbox::<LogMsg>(&results).await?;
 
     // As each task finishes, ask its agent for its output.
     let mut finished = 0;

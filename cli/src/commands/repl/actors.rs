@@ -13,12 +13,12 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use troupe_actors::protocol::{ClusterEvent, EventMsg, MasterMsg};
+use troupe_actors::protocol::{ClusterEvent, EventMsg};
 use troupe_runtime::Addr;
 use troupe_runtime::inspector::{ActorKind, ActorSnapshot, InspectorMsg, inspector_path};
 
 use super::super::Failure;
-use super::super::client::{Client, Forward, REQUEST_TIMEOUT, call_failure};
+use super::super::client::{Client, call_failure};
 use super::super::tree::{ClusterTree, gather};
 
 /// How long an inspector has to act.
@@ -356,41 +356,17 @@ pub(crate) async fn watch(client: &Client, master: &str, args: WatchArgs) -> Res
         Some(path) => Some(index(client, master).await?.1.find(path)?.clone()),
         None => None,
     };
-    // The master's events, through a receiver of this command.
-    let to = client.local_path("events");
-    let (receiver, mut events) = Forward::<EventMsg>::start(&to).await?;
-    let node = Some(client.node.name().to_string());
-    let subscribed = client
-        .master
-        .call(
-            |reply| MasterMsg::SubscribeEvents {
-                to: to.clone(),
-                node,
-                reply,
-            },
-            REQUEST_TIMEOUT,
-        )
+    let mut events = troupe_actors::events::Events::subscribe(client.master.clone())
         .await
-        .map_err(call_failure)
-        .and_then(|r| r.map_err(Failure::from));
-    if let Err(e) = subscribed {
-        receiver.stop(None);
-        return Err(e);
-    }
-    let result = watch_loop(client, master, found, &mut events, args.duration).await;
-    let _ = client
-        .master
-        .send(MasterMsg::UnsubscribeEvents { to })
-        .await;
-    receiver.stop(None);
-    result
+        .map_err(Failure::from)?;
+    watch_loop(client, master, found, &mut events, args.duration).await
 }
 
 async fn watch_loop(
     client: &Client,
     master: &str,
     found: Option<Found>,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<EventMsg>,
+    events: &mut troupe_actors::events::Events,
     duration: Option<f64>,
 ) -> Result<(), Failure> {
     let until = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
@@ -425,9 +401,9 @@ async fn watch_loop(
     loop {
         tokio::select! {
             _ = &mut deadline => return Ok(()),
-            event = events.recv() => {
-                let Some(EventMsg::Event { event, .. }) = event else {
-                    return Err(Failure::from("the master's event stream ended"));
+            event = events.next() => {
+                let Some(troupe_actors::events::Event { event, .. }) = event else {
+                    return Err(Failure::from("the master's event stream ended: the master core went away"));
                 };
                 if concerns(&event, found.as_ref()) {
                     println!("{} {}", stamp(), describe_event(&event));
