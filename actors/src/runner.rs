@@ -130,6 +130,7 @@ struct RunnerActor;
 struct RunnerState {
     book: Arc<Mutex<Book>>,
     driver: Driver,
+    counter: troupe_runtime::inspector::MessageCounter,
 }
 
 static SUBMITTED: AtomicU64 = AtomicU64::new(0);
@@ -175,7 +176,11 @@ impl Actor for RunnerActor {
         (book, driver): (Arc<Mutex<Book>>, Driver),
     ) -> Result<RunnerState, ActorProcessingErr> {
         troupe_runtime::register(RUNNER_PATH, &myself)?;
-        Ok(RunnerState { book, driver })
+        Ok(RunnerState {
+            book,
+            driver,
+            counter: troupe_runtime::inspector::MessageCounter::new(&myself.get_cell()),
+        })
     }
 
     async fn handle(
@@ -184,6 +189,7 @@ impl Actor for RunnerActor {
         message: RunnerMsg,
         state: &mut RunnerState,
     ) -> Result<(), ActorProcessingErr> {
+        state.counter.handled();
         match message {
             RunnerMsg::Submit {
                 requests,

@@ -247,6 +247,7 @@ fn the_repl_reads_commands_from_a_pipe_with_the_same_results() {
          tree\n\
          call master help\n\
          call task/{task} info\n\
+         top --limit 100\n\
          paths\n",
         task = stage.task
     );
@@ -266,6 +267,18 @@ fn the_repl_reads_commands_from_a_pipe_with_the_same_results() {
     assert!(out.contains("state [all]"), "{out}");
     assert!(out.contains(&format!("\"pid\": {}", stage.pid)), "{out}");
     assert!(out.contains(&format!("task/{}\n", stage.task)), "{out}");
+    // `top` ranks actors by the messages they handled; the master core counts its own.
+    let master_row = out
+        .lines()
+        .find(|l| l.starts_with("master ") && l.contains(&stage.name))
+        .unwrap_or_else(|| panic!("the master core in top: {out}"));
+    let handled: u64 = master_row
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(handled > 0, "{master_row}");
     stage.stop();
 }
 

@@ -210,6 +210,7 @@ pub struct ProcessActor;
 /// Its state: the process.
 pub struct ProcessState {
     process: Process,
+    counter: troupe_runtime::inspector::MessageCounter,
 }
 
 impl Actor for ProcessActor {
@@ -247,7 +248,10 @@ impl Actor for ProcessActor {
             debug!(task = %watcher.task(), %reason, "process ended");
             me.stop(Some(reason.to_stop_reason()));
         });
-        Ok(ProcessState { process })
+        Ok(ProcessState {
+            process,
+            counter: troupe_runtime::inspector::MessageCounter::new(&myself.get_cell()),
+        })
     }
 
     async fn post_stop(
@@ -268,6 +272,7 @@ impl Actor for ProcessActor {
         message: ProcessMsg,
         state: &mut ProcessState,
     ) -> Result<(), ActorProcessingErr> {
+        state.counter.handled();
         let process = &state.process;
         match message {
             ProcessMsg::Signal { signal, reply } => {

@@ -11,6 +11,7 @@
 //! count.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,7 +80,8 @@ pub struct ActorSnapshot {
     pub status: String,
     /// For a supervisor: its flags and children.
     pub supervisor: Option<SupervisorSnapshot>,
-    /// Messages handled, where the actor counts them.
+    /// Messages handled, where the actor counts them (supervisors, and actors that keep a
+    /// [`MessageCounter`]).
     pub messages_handled: Option<u64>,
     /// Messages waiting, where that can be measured (not for ractor actors today).
     pub mailbox_depth: Option<u64>,
@@ -172,6 +174,57 @@ async fn describe(cell: &ActorCell) -> Option<Description> {
         }
     }
     None
+}
+
+/// The message counts of actors that keep one, by actor.
+static COUNTERS: Mutex<Option<HashMap<ActorId, Arc<AtomicU64>>>> = Mutex::new(None);
+
+/// Counts the messages one actor handles, for its snapshot (`messages_handled`) and the
+/// REPL's `top`: ractor does not count them, so an actor that wants to be seen keeps one in
+/// its state and calls [`MessageCounter::handled`] in its handler. Dropping it (with the
+/// state, when the actor stops) forgets the actor.
+#[derive(Debug)]
+pub struct MessageCounter {
+    id: ActorId,
+    count: Arc<AtomicU64>,
+}
+
+impl MessageCounter {
+    /// Starts counting for `actor`.
+    pub fn new(actor: &ActorCell) -> MessageCounter {
+        let count = Arc::new(AtomicU64::new(0));
+        COUNTERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(HashMap::new)
+            .insert(actor.get_id(), count.clone());
+        MessageCounter {
+            id: actor.get_id(),
+            count,
+        }
+    }
+
+    /// One more message handled.
+    pub fn handled(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for MessageCounter {
+    fn drop(&mut self) {
+        if let Some(counters) = COUNTERS.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            counters.remove(&self.id);
+        }
+    }
+}
+
+fn counted(id: &ActorId) -> Option<u64> {
+    COUNTERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()?
+        .get(id)
+        .map(|c| c.load(Ordering::Relaxed))
 }
 
 /// What the inspector accepts.
@@ -488,7 +541,7 @@ impl Walker {
             child,
             status: format!("{:?}", cell.get_status()).to_lowercase(),
             supervisor: report.as_ref().map(supervisor_snapshot),
-            messages_handled: report.as_ref().map(|r| r.handled),
+            messages_handled: report.as_ref().map(|r| r.handled).or_else(|| counted(&id)),
             mailbox_depth: None,
             uptime_ms: report.as_ref().map(|r| r.uptime.as_millis() as u64),
             note,

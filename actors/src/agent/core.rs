@@ -70,6 +70,7 @@ struct Checkpoint {
 
 /// The core's state.
 pub struct AgentState {
+    counter: troupe_runtime::inspector::MessageCounter,
     config: AgentConfig,
     parent: ActorCell,
     info: AgentInfo,
@@ -157,6 +158,7 @@ impl Actor for AgentCore {
             })
         };
         let mut state = AgentState {
+            counter: troupe_runtime::inspector::MessageCounter::new(&myself.get_cell()),
             dirty: false,
             beating,
             heartbeat,
@@ -200,6 +202,7 @@ impl Actor for AgentCore {
         message: AgentMsg,
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
+        state.counter.handled();
         match message {
             AgentMsg::Launch { framework, tasks } => {
                 let admitted = state.admit(framework, tasks);

@@ -142,6 +142,7 @@ pub struct AllocatorState {
     /// Cycles since the start, and their time in all.
     cycles_total: u64,
     cycle_time_total: Duration,
+    counter: troupe_runtime::inspector::MessageCounter,
 }
 
 /// How many cycle durations are kept.
@@ -175,6 +176,7 @@ impl Actor for Allocator {
             cycles: std::collections::VecDeque::new(),
             cycles_total: 0,
             cycle_time_total: Duration::ZERO,
+            counter: troupe_runtime::inspector::MessageCounter::new(&myself.get_cell()),
         })
     }
 
@@ -184,6 +186,7 @@ impl Actor for Allocator {
         message: AllocatorMsg,
         state: &mut AllocatorState,
     ) -> Result<(), ActorProcessingErr> {
+        state.counter.handled();
         let now = Allocator::now(state);
         let engine = &mut state.engine;
         // Whether the change may let a cycle offer something new.

@@ -100,6 +100,7 @@ struct TaskEntry {
 
 /// The core's state.
 pub struct CoreState {
+    counter: troupe_runtime::inspector::MessageCounter,
     config: MasterConfig,
     parent: ActorCell,
     registry: Registry,
@@ -140,6 +141,7 @@ impl Actor for MasterCore {
         let node = Node::current();
         let now = Instant::now();
         let mut state = CoreState {
+            counter: troupe_runtime::inspector::MessageCounter::new(&myself.get_cell()),
             config: args.config,
             parent: args.parent,
             registry,
@@ -209,6 +211,7 @@ impl Actor for MasterCore {
         message: MasterMsg,
         state: &mut CoreState,
     ) -> Result<(), ActorProcessingErr> {
+        state.counter.handled();
         match message {
             MasterMsg::RegisterAgent { info, tasks, reply } => {
                 let result = state.register_agent(info, tasks).await;

@@ -44,6 +44,7 @@ pub struct Observer;
 
 /// Its state.
 pub struct ObserverState {
+    counter: troupe_runtime::inspector::MessageCounter,
     args: ObserverArgs,
     detector: PhiAccrual,
     reachable: bool,
@@ -104,6 +105,7 @@ impl Actor for Observer {
             tracing::warn!(agent = %args.agent, cause = %e, "cannot monitor the agent");
         }
         Ok(ObserverState {
+            counter: troupe_runtime::inspector::MessageCounter::new(&myself.get_cell()),
             args,
             detector,
             reachable: true,
@@ -129,6 +131,7 @@ impl Actor for Observer {
         message: ObserverMsg,
         state: &mut ObserverState,
     ) -> Result<(), ActorProcessingErr> {
+        state.counter.handled();
         let now = Instant::now();
         match message {
             ObserverMsg::Heartbeat => {

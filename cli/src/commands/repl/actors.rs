@@ -452,9 +452,9 @@ pub(crate) enum TopBy {
 /// Arguments of `top`.
 #[derive(Debug, Args)]
 pub(crate) struct TopArgs {
-    /// What to sort by.
-    #[arg(long, value_enum, default_value = "cpu")]
-    by: TopBy,
+    /// What to sort by (default: cpu with --tasks, else messages).
+    #[arg(long, value_enum)]
+    by: Option<TopBy>,
     /// Tasks only (process actors).
     #[arg(long)]
     tasks: bool,
@@ -475,13 +475,18 @@ fn number(details: &BTreeMap<String, String>, key: &str) -> Option<u64> {
 
 /// One table of `top`.
 fn top_table(tree: &ClusterTree, index: &Index, args: &TopArgs) -> String {
+    let by = args.by.unwrap_or(if args.tasks {
+        TopBy::Cpu
+    } else {
+        TopBy::Messages
+    });
     let mut rows: Vec<(u64, &Found)> = index
         .names
         .iter()
         .filter_map(|n| index.find(n).ok())
         .filter(|f| !args.tasks || f.actor.kind == ActorKind::Process)
         .filter_map(|f| {
-            let key = match args.by {
+            let key = match by {
                 TopBy::Messages => f.actor.messages_handled,
                 TopBy::Cpu => number(&f.actor.details, "cpu_ms"),
                 TopBy::Memory => number(&f.actor.details, "memory_bytes"),
@@ -497,7 +502,7 @@ fn top_table(tree: &ClusterTree, index: &Index, args: &TopArgs) -> String {
         nodes,
         up,
         index.names.len(),
-        args.by
+        by
     );
     out.push_str(&format!(
         "{:<44} {:<8} {:>10} {:>10} {:>12} {:>8}\n",
