@@ -107,14 +107,22 @@ fn main() -> anyhow::Result<()> {
                 .push(measures::throughput::run(cli.quick).await?);
         }
         if wanted("remote") {
-            report.figures.push(measures::remote::run(cli.quick).await?);
-            report.skipped.push(measures::remote::erlang());
+            let remote = measures::remote::run(cli.quick).await?;
+            let troupe_p50 = remote.troupe;
+            report.figures.push(remote);
+            match measures::remote::erlang(troupe_p50, cli.quick).await {
+                Ok(figure) => report.figures.push(figure),
+                Err(skipped) => report.skipped.push(skipped),
+            }
         }
         if wanted("restart") {
-            report
-                .figures
-                .push(measures::restart::run(cli.quick).await?);
-            report.skipped.push(measures::restart::supervisord());
+            let restart = measures::restart::run(cli.quick).await?;
+            let troupe_us = restart.troupe;
+            report.figures.push(restart);
+            match measures::restart::supervisord(troupe_us, cli.quick).await {
+                Ok(figure) => report.figures.push(figure),
+                Err(skipped) => report.skipped.push(skipped),
+            }
         }
         if wanted("launch") {
             report

@@ -135,7 +135,12 @@ impl Report {
                 num(f.troupe),
                 num(f.baseline),
                 f.unit.clone(),
-                format!("{:.2}", f.ratio),
+                // Small ratios keep their first significant digits.
+                if f.ratio.abs() >= 0.01 || f.ratio == 0.0 {
+                    format!("{:.2}", f.ratio)
+                } else {
+                    format!("{:.1e}", f.ratio)
+                },
                 f.goal.text(&f.unit),
                 if f.pass { "pass" } else { "FAIL" }.into(),
             ]);

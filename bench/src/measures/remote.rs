@@ -188,17 +188,125 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Figure> {
     ))
 }
 
-/// The Erlang comparison, when `erl` is installed.
-pub(crate) fn erlang() -> Skipped {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("erl").is_file()))
-        .unwrap_or(false);
-    Skipped {
-        name: "remote round trip vs Erlang".into(),
-        why: if found {
-            "erl is installed, but the Erlang side of this measure is not written yet".into()
-        } else {
-            "erl is not installed (Debian package erlang-base)".into()
-        },
+/// Whether `program` is on the PATH.
+pub(crate) fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// The Erlang distribution's side of the remote measure, when `erl` is installed: two `erl`
+/// nodes on loopback (their own `epmd` on a free port, bound to 127.0.0.1), one echoing a
+/// 64-byte binary back, the other timing `n` round trips (after as many to warm up) with
+/// `erlang:monotonic_time`; compared with troupe's p50 from this run.
+pub(crate) async fn erlang(troupe_p50: f64, quick: bool) -> Result<Figure, Skipped> {
+    let name = "remote round trip p50 vs Erlang";
+    let skipped = |why: String| Skipped {
+        name: name.into(),
+        why,
+    };
+    if !installed("erl") {
+        return Err(skipped(
+            "erl is not installed (Debian package erlang-base)".into(),
+        ));
+    }
+    let n: u32 = if quick { 2_000 } else { 10_000 };
+    let measured = tokio::task::spawn_blocking(move || erlang_round_trips(n))
+        .await
+        .map_err(|e| skipped(format!("the Erlang side panicked: {e}")))?
+        .map_err(|e| skipped(format!("the Erlang side failed: {e:#}")))?;
+    let (p50, p99) = measured;
+    Ok(Figure::new(
+        name,
+        troupe_p50,
+        p50,
+        "us",
+        Goal::RatioAtMost(1.0),
+        format!(
+            "baseline: {n} Erlang distribution round trips (`!` and `receive`) of a 64-byte \
+             binary between two erl nodes on loopback; Erlang p99 {p99:.0} us"
+        ),
+    ))
+}
+
+/// Runs the two Erlang nodes; returns the round trip's p50 and p99 in microseconds.
+fn erlang_round_trips(n: u32) -> anyhow::Result<(f64, f64)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let env = [
+        ("ERL_EPMD_ADDRESS", "127.0.0.1".to_string()),
+        ("ERL_EPMD_PORT", port.to_string()),
+    ];
+    let erl = |name: &str, eval: String| {
+        let mut cmd = Command::new("erl");
+        cmd.args(["-name", &format!("{name}@127.0.0.1"), "-setcookie", COOKIE])
+            .args([
+                "-noshell",
+                "-kernel",
+                "inet_dist_use_interface",
+                "{127,0,0,1}",
+            ])
+            .args(["-eval", &eval])
+            .envs(env.iter().map(|(k, v)| (k, v.as_str())))
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit());
+        cmd
+    };
+    let echo = erl(
+        "troupe_bench_echo",
+        "register(echo, spawn(fun Loop() -> receive {From, P} -> From ! {reply, P}, Loop() end end)), \
+         io:format(\"ready~n\"), receive stop -> ok end."
+            .into(),
+    )
+    .stdout(Stdio::piped())
+    .spawn()?;
+    // The echo node, and the epmd it started, go away whatever happens below.
+    struct Cleanup(Child, u16);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = Command::new("epmd")
+                .args(["-port", &self.1.to_string(), "-kill"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let mut echo = Cleanup(echo, port);
+    let stdout = echo
+        .0
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    anyhow::ensure!(line.trim() == "ready", "the echo node said {line:?}");
+    let timer = erl(
+        "troupe_bench_timer",
+        format!(
+            "Node = list_to_atom(\"troupe_bench_echo@127.0.0.1\"), \
+             true = net_kernel:connect_node(Node), \
+             P = list_to_binary(lists:duplicate(64, $a)), \
+             Rt = fun() -> T0 = erlang:monotonic_time(nanosecond), {{echo, Node}} ! {{self(), P}}, \
+                  receive {{reply, P}} -> ok end, erlang:monotonic_time(nanosecond) - T0 end, \
+             [Rt() || _ <- lists:seq(1, {n})], \
+             L = lists:sort([Rt() || _ <- lists:seq(1, {n})]), \
+             io:format(\"~p ~p~n\", [lists:nth(max(1, round({n} * 0.5)), L), lists:nth(max(1, round({n} * 0.99)), L)]), \
+             halt()."
+        ),
+    )
+    .output()?;
+    anyhow::ensure!(
+        timer.status.success(),
+        "the timing node failed: {}",
+        timer.status
+    );
+    let text = String::from_utf8_lossy(&timer.stdout);
+    let mut numbers = text.split_whitespace().map(|w| w.parse::<f64>());
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(p50)), Some(Ok(p99))) => Ok((p50 / 1e3, p99 / 1e3)),
+        _ => anyhow::bail!("the timing node printed {text:?}"),
     }
 }

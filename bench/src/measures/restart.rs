@@ -11,7 +11,7 @@ use troupe_os::{ProcessSpec, process_child};
 use troupe_runtime::supervisor::{ChildSpec, Strategy};
 use troupe_runtime::{SupFlags, SupervisorRef, SupervisorSpec};
 
-use crate::report::{Figure, Goal};
+use crate::report::{Figure, Goal, Skipped};
 
 const BINARY: &str = "/bin/true";
 
@@ -59,17 +59,98 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Figure> {
     ))
 }
 
-/// The supervisord comparison: not written yet; says whether supervisord is installed.
-pub(crate) fn supervisord() -> crate::report::Skipped {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("supervisord").is_file()))
-        .unwrap_or(false);
-    crate::report::Skipped {
-        name: "crash to restarted vs supervisord".into(),
-        why: if found {
-            "supervisord is installed, but its side of this measure is not written yet".into()
-        } else {
-            "supervisord is not installed (Debian package supervisor)".into()
-        },
+/// The supervisord side, when supervisord is installed: a `[program]` of the same binary with
+/// `autorestart=true` and `startsecs=0` (so that an exit at once counts as a run, not a
+/// failure to start), under `supervisord -n` for a few seconds; the time per restart is the
+/// span between its first and last `spawned:` log lines over the restarts between them.
+pub(crate) async fn supervisord(troupe_us: f64, quick: bool) -> Result<Figure, Skipped> {
+    let name = "crash to restarted vs supervisord";
+    let skipped = |why: String| Skipped {
+        name: name.into(),
+        why,
+    };
+    if !crate::measures::remote::installed("supervisord") {
+        return Err(skipped(
+            "supervisord is not installed (Debian package supervisor)".into(),
+        ));
     }
+    let run_for = Duration::from_secs(if quick { 4 } else { 12 });
+    let dir = std::env::temp_dir().join(format!("troupe-bench-supervisord-{}", std::process::id()));
+    let measured = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || supervisord_restarts(&dir, run_for)
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (per_restart, restarts) = measured
+        .map_err(|e| skipped(format!("the supervisord side panicked: {e}")))?
+        .map_err(|e| skipped(format!("the supervisord side failed: {e:#}")))?;
+    Ok(Figure::new(
+        name,
+        troupe_us,
+        per_restart,
+        "us/restart",
+        Goal::RatioAtMost(1.0),
+        format!(
+            "baseline: supervisord restarting {BINARY} (autorestart, startsecs=0), {restarts} restarts in {run_for:?}"
+        ),
+    ))
+}
+
+/// Runs supervisord in `dir` for `run_for`; returns microseconds per restart and restarts.
+fn supervisord_restarts(dir: &std::path::Path, run_for: Duration) -> anyhow::Result<(f64, usize)> {
+    std::fs::create_dir_all(dir)?;
+    let log = dir.join("supervisord.log");
+    let conf = dir.join("supervisord.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[supervisord]\nnodaemon=true\nlogfile={log}\npidfile={pid}\nloglevel=info\n\n\
+             [program:crasher]\ncommand={BINARY}\nautorestart=true\nstartsecs=0\nstartretries=1000000\n",
+            log = log.display(),
+            pid = dir.join("supervisord.pid").display(),
+        ),
+    )?;
+    let mut child = std::process::Command::new("supervisord")
+        .arg("-n")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(run_for);
+    // SIGTERM: supervisord stops its program and exits.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&log)?;
+    // "2026-11-24 00:34:52,581 INFO spawned: 'crasher' with pid 18919"
+    let stamps: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains(" spawned: 'crasher'"))
+        .filter_map(|l| {
+            let time = l.split_whitespace().nth(1)?;
+            let (hms, ms) = time.split_once(',')?;
+            let mut parts = hms.split(':').map(|p| p.parse::<f64>().ok());
+            let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+            Some(((h * 60.0 + m) * 60.0 + s) * 1e3 + ms.parse::<f64>().ok()?)
+        })
+        .collect();
+    anyhow::ensure!(
+        stamps.len() >= 2,
+        "supervisord restarted {BINARY} {} times in {run_for:?}",
+        stamps.len().saturating_sub(1)
+    );
+    let restarts = stamps.len() - 1;
+    let span_ms = stamps[restarts] - stamps[0];
+    Ok((span_ms * 1e3 / restarts as f64, restarts))
 }
