@@ -60,6 +60,10 @@ pub struct CgroupStats {
 pub struct TaskCgroup {
     cgroup: Cgroup,
     path: String,
+    /// Its directories, one per hierarchy (co-mounted controllers once), worked out once:
+    /// resolving them takes a `readlink` per path component, and they are read on every
+    /// look at the cgroup.
+    dirs: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for TaskCgroup {
@@ -99,7 +103,7 @@ impl TaskCgroup {
         let controllers = (!v2).then(|| V1_CONTROLLERS.iter().map(|c| c.to_string()).collect());
         let cgroup = Cgroup::new_with_specified_controllers(hier, &path, controllers)
             .map_err(failed(&path))?;
-        let task_cgroup = TaskCgroup { cgroup, path };
+        let task_cgroup = TaskCgroup::new(cgroup, path);
         if let Err(e) = task_cgroup.apply(resources) {
             let _ = task_cgroup.cgroup.delete();
             return Err(e);
@@ -118,7 +122,7 @@ impl TaskCgroup {
             let controllers = V1_CONTROLLERS.iter().map(|c| c.to_string()).collect();
             Cgroup::load_with_specified_controllers(hier, &path, controllers)
         };
-        cgroup.exists().then_some(TaskCgroup { cgroup, path })
+        cgroup.exists().then(|| TaskCgroup::new(cgroup, path))
     }
 
     fn apply(&self, r: &Resources) -> Result<(), CgroupError> {
@@ -154,14 +158,19 @@ impl TaskCgroup {
     }
 
     /// The directories of the cgroup, one per distinct hierarchy.
-    fn dirs(&self) -> Vec<PathBuf> {
+    fn new(cgroup: Cgroup, path: String) -> TaskCgroup {
         let mut seen = BTreeSet::new();
-        self.cgroup
+        let dirs = cgroup
             .subsystems()
             .iter()
             .map(|s| s.to_controller().path().to_path_buf())
             .filter(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
-            .collect()
+            .collect();
+        TaskCgroup { cgroup, path, dirs }
+    }
+
+    fn dirs(&self) -> Vec<PathBuf> {
+        self.dirs.clone()
     }
 
     /// The `cgroup.procs` files a process writes `0` to, to join the cgroup.
