@@ -48,6 +48,11 @@ pub(crate) enum KernelWire {
         /// and a `Down` with `NoSuchActor` is on its way).
         reply: Reply<bool>,
     },
+    /// The sending node is stopping on purpose: when its sessions close, that is no failure.
+    Leaving {
+        /// The node.
+        node: String,
+    },
     /// Forget a served monitor.
     Demonitor {
         /// The monitor.
@@ -249,7 +254,7 @@ impl Kernel {
 
 /// Sends a message to another node's kernel, if it is connected. A kernel never waits for
 /// a connection: when the peer is gone, its own side fires `NodeDown`.
-fn to_kernel(node: &str, wire: KernelWire) {
+pub(crate) fn to_kernel(node: &str, wire: KernelWire) {
     let addr = Addr::<KernelMsg>::on(node, kernel_path(node));
     match addr.lookup() {
         Ok(target) => {
@@ -650,6 +655,14 @@ impl KernelState {
                     };
                     self.exit_signal(&end, exit);
                 }
+            }
+            KernelWire::Leaving { node } => {
+                self.node
+                    .shared
+                    .peers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .leaving(&node);
             }
             KernelWire::Unlink { id } => {
                 for initiator in [true, false] {

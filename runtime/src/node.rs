@@ -625,6 +625,16 @@ impl Node {
     /// listener.
     pub async fn stop(&self) {
         let shared = &self.shared;
+        // Peers hear that this is a stop, not a failure (best effort: the news travels on
+        // the sessions about to close, ahead of the close).
+        for peer in self.connected_peers() {
+            crate::kernel::to_kernel(
+                &peer,
+                crate::kernel::KernelWire::Leaving {
+                    node: self.name().to_string(),
+                },
+            );
+        }
         shared.heartbeat.stop().await;
         shared.inspector.stop().await;
         shared.spawner.stop().await;
@@ -650,10 +660,22 @@ impl Subscription {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        let event = f(&mut shared.peers.lock().unwrap_or_else(|p| p.into_inner()));
+        let (event, left) = {
+            let mut peers = shared.peers.lock().unwrap_or_else(|p| p.into_inner());
+            let event = f(&mut peers);
+            let left = match &event {
+                Some(NodeEvent::Down { node, .. }) => peers.left(node),
+                _ => false,
+            };
+            (event, left)
+        };
         if let Some(event) = event {
             match &event {
                 NodeEvent::Up { node, addr } => tracing::info!(peer = %node, %addr, "node up"),
+                // A peer that said it was stopping (a command's node, say) is no alarm.
+                NodeEvent::Down { node, addr } if left => {
+                    tracing::info!(peer = %node, %addr, "node left")
+                }
                 NodeEvent::Down { node, addr } => tracing::warn!(peer = %node, %addr, "node down"),
                 NodeEvent::HandshakeFailed { node, addr } => {
                     shared

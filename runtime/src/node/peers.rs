@@ -29,6 +29,8 @@ pub(crate) struct Peers {
     known: HashMap<String, SocketAddr>,
     /// ractor_cluster session number → session.
     sessions: HashMap<u64, Session>,
+    /// Peers that said they are stopping: their going is no failure.
+    leaving: std::collections::HashSet<String>,
 }
 
 /// Splits ractor_cluster's `name@host` into troupe's node name.
@@ -37,6 +39,16 @@ pub(crate) fn node_name(full: &str) -> &str {
 }
 
 impl Peers {
+    /// A peer said it is stopping.
+    pub(crate) fn leaving(&mut self, name: &str) {
+        self.leaving.insert(name.to_string());
+    }
+
+    /// Whether a peer that went down had said it was stopping (and forgets that it had).
+    pub(crate) fn left(&mut self, name: &str) -> bool {
+        self.leaving.remove(name)
+    }
+
     pub(crate) fn add_known(&mut self, name: &str, addr: SocketAddr) {
         self.known.insert(name.to_string(), addr);
     }
@@ -120,6 +132,8 @@ impl Peers {
     ) -> Option<NodeEvent> {
         let name = node_name(full_name?).to_string();
         let was_connected = self.is_connected(&name);
+        // Back again: a later going is news again.
+        self.leaving.remove(&name);
         let advertised = advertised.and_then(|a| a.parse::<SocketAddr>().ok());
         let s = self.sessions.get_mut(&session)?;
         s.ready = true;
@@ -187,6 +201,23 @@ mod tests {
         assert!(matches!(p.closed(2, None), Some(NodeEvent::Down { .. })));
         assert_eq!(p.known_addr("b"), Some("127.0.0.2:4000".parse().unwrap()));
         assert_eq!(p.unconnected().len(), 1);
+    }
+
+    #[test]
+    fn a_peer_that_said_it_leaves_has_left_once_and_is_news_again_after_it_returns() {
+        let mut p = Peers::default();
+        p.opened(1, "127.0.0.2:4000".into());
+        p.ready(1, Some("b@127.0.0.2"), None);
+        p.leaving("b");
+        assert!(matches!(p.closed(1, None), Some(NodeEvent::Down { .. })));
+        assert!(p.left("b"));
+        assert!(!p.left("b"), "forgotten once told");
+        // It comes back: a later going, unannounced, is a failure again.
+        p.leaving("b");
+        p.opened(2, "127.0.0.2:4000".into());
+        p.ready(2, Some("b@127.0.0.2"), None);
+        assert!(matches!(p.closed(2, None), Some(NodeEvent::Down { .. })));
+        assert!(!p.left("b"));
     }
 
     #[test]
