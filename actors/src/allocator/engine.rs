@@ -366,14 +366,24 @@ impl Engine {
     /// What the unreserved pools can give to anyone without eating into what unmet
     /// guarantees still need.
     fn spare(&self) -> Resources {
-        let free = self.agents.values().fold(Resources::ZERO, |t, a| {
+        self.spare_of(self.unreserved_free())
+    }
+
+    /// What the unreserved pools of every agent have free.
+    fn unreserved_free(&self) -> Resources {
+        self.agents.values().fold(Resources::ZERO, |t, a| {
             t.plus(a.pools.get(&None).map_or(Resources::ZERO, Pool::free))
-        });
+        })
+    }
+
+    /// [`Engine::spare`] given what the unreserved pools have free: a cycle keeps that sum
+    /// as it goes rather than adding up every agent for every offer.
+    fn spare_of(&self, unreserved_free: Resources) -> Resources {
         let needed = self
             .guarantees
             .keys()
             .fold(Resources::ZERO, |t, role| t.plus(self.unmet(role)));
-        free.minus(needed)
+        unreserved_free.minus(needed)
     }
 
     /// What `role` may still be offered under its own and its ancestors' limits (`None`:
@@ -483,6 +493,7 @@ impl Engine {
         }
         let mut offers = Vec::new();
         let agents: Vec<AgentId> = self.agents.keys().cloned().collect();
+        let mut unreserved_free = self.unreserved_free();
         for stage in [Stage::Guarantees, Stage::All] {
             for agent in &agents {
                 let pools: Vec<Option<String>> = self.agents[agent].pools.keys().cloned().collect();
@@ -490,7 +501,7 @@ impl Engine {
                 let (reserved, unreserved): (Vec<_>, Vec<_>) =
                     pools.into_iter().partition(Option::is_some);
                 for pool in reserved.into_iter().chain(unreserved) {
-                    self.allocate_pool(agent, pool, stage, now, &mut offers);
+                    self.allocate_pool(agent, pool, stage, now, &mut unreserved_free, &mut offers);
                 }
             }
         }
@@ -505,6 +516,7 @@ impl Engine {
         pool: Option<String>,
         stage: Stage,
         now: Duration,
+        unreserved_free: &mut Resources,
         offers: &mut Vec<Offer>,
     ) {
         let mut offered_here: Vec<FrameworkId> = Vec::new();
@@ -525,7 +537,9 @@ impl Engine {
                     Stage::Guarantees => amount = amount.min(self.unmet(&role)),
                     // Reserved resources are the role's own; unreserved ones are shared,
                     // less what unmet guarantees need.
-                    Stage::All if pool.is_none() => amount = amount.min(self.spare()),
+                    Stage::All if pool.is_none() => {
+                        amount = amount.min(self.spare_of(*unreserved_free))
+                    }
                     Stage::All => {}
                 }
                 if !allocatable(&amount) {
@@ -544,6 +558,9 @@ impl Engine {
                 return;
             };
             self.charge(&framework, &role, agent, &pool, amount);
+            if pool.is_none() {
+                *unreserved_free = unreserved_free.minus(amount);
+            }
             if let Some(p) = self
                 .agents
                 .get_mut(agent)
