@@ -191,6 +191,23 @@ fn the_repl_on_a_terminal_completes_paths_keeps_history_inspects_stops_and_survi
     let out = repl.expect(prompt, SCREEN).unwrap();
     assert!(out.contains("state [all]"), "{out}");
 
+    // `watch PATH` shows the actor's Down and its restart as they happen.
+    repl.send(&format!("watch {observer}\r")).unwrap();
+    repl.expect(&format!("watching {observer}"), SCREEN)
+        .unwrap();
+    let (code, out, err) = troupe_tests::troupe_with_input(
+        TROUPE,
+        &stage.addr,
+        &["repl"],
+        Some(&format!("stop {observer} watched\n")),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    repl.expect(&format!("{observer} down: error: watched"), SCREEN)
+        .unwrap();
+    repl.expect("restarts 2", SCREEN).unwrap();
+    repl.send("\x03").unwrap();
+    repl.expect(prompt, SCREEN).unwrap();
+
     // Ctrl-C cancels a command that would run forever, not the REPL.
     // It shows the cluster's events as they happen meanwhile.
     repl.send("watch\r").unwrap();
