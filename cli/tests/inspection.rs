@@ -226,6 +226,17 @@ fn the_repl_on_a_terminal_completes_paths_keeps_history_inspects_stops_and_survi
     repl.send("call master help\r").unwrap();
     repl.expect(prompt, SCREEN).unwrap();
 
+    // An attached `run` takes Ctrl-C as the command line does: the task is killed, and the
+    // REPL goes on.
+    repl.send("run --name sleeper -- sleep 30\r").unwrap();
+    repl.expect("running on", SCREEN).unwrap();
+    repl.send("\x03").unwrap();
+    repl.expect("killing sleeper-", SCREEN).unwrap();
+    let out = repl.expect(prompt, SCREEN).unwrap();
+    assert!(out.contains("killed"), "{out}");
+    repl.send("call master help\r").unwrap();
+    repl.expect(prompt, SCREEN).unwrap();
+
     // Ctrl-D leaves, cleanly.
     repl.send("\x04").unwrap();
     assert!(repl.wait_exit(SCREEN).unwrap().success());
