@@ -115,6 +115,8 @@ struct Session {
     client: Client,
     master: SocketAddr,
     known: Arc<Mutex<Known>>,
+    /// The background refresh of `known`'s paths, if one was started.
+    refreshing: Mutex<Option<tokio::task::JoinHandle<()>>>,
     interrupts: Signal,
 }
 
@@ -133,11 +135,21 @@ pub(crate) async fn run(args: ReplArgs) -> Result<u8, Failure> {
         master: args.cluster.master,
         client,
         known,
+        refreshing: Mutex::new(None),
         interrupts,
     };
-    session.refresh_paths().await;
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let code = if interactive {
+        // Completion knows the tree from the first prompt on.
+        session.refresh_paths();
+        let first = session
+            .refreshing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(refresh) = first {
+            let _ = refresh.await;
+        }
         let history = args.history.clone().or_else(default_history);
         session.interactive(history).await
     } else {
@@ -173,16 +185,30 @@ enum Read {
 }
 
 impl Session {
-    async fn refresh_paths(&mut self) {
-        let master = self.master.to_string();
-        if let Ok(Ok((_, index))) = tokio::time::timeout(
-            std::time::Duration::from_secs(3),
-            actors::index(&self.client, &master),
-        )
-        .await
-        {
-            self.known.lock().unwrap_or_else(|p| p.into_inner()).paths = index.names;
+    /// Refreshes the paths completion offers, in the background: asking every node of a
+    /// large cluster takes a while, and the prompt does not wait for it. One refresh at a
+    /// time; a command that ends while one runs does not start another.
+    fn refresh_paths(&self) {
+        let mut refreshing = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+        if refreshing.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
         }
+        let (node, master, addr) = (
+            self.client.node.clone(),
+            self.client.master.clone(),
+            self.master.to_string(),
+        );
+        let known = self.known.clone();
+        *refreshing = Some(tokio::spawn(async move {
+            let asked = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                actors::index_through(&node, &master, &addr),
+            )
+            .await;
+            if let Ok(Ok((_, index))) = asked {
+                known.lock().unwrap_or_else(|p| p.into_inner()).paths = index.names;
+            }
+        }));
     }
 
     /// The terminal: rustyline on a thread of its own (it blocks), one line at a time.
@@ -204,7 +230,7 @@ impl Session {
             match lines.recv().await {
                 Some(Read::Line(line)) => match self.execute(&line).await {
                     Outcome::Exit => break,
-                    Outcome::Done | Outcome::Failed => self.refresh_paths().await,
+                    Outcome::Done | Outcome::Failed => self.refresh_paths(),
                 },
                 Some(Read::Interrupted) => continue,
                 Some(Read::End) | None => break,

@@ -110,8 +110,24 @@ fn preferred_name(a: &ActorSnapshot, parent: Option<&str>) -> Option<String> {
 
 /// The cluster's tree now, indexed.
 pub(crate) async fn index(client: &Client, master: &str) -> Result<(ClusterTree, Index), Failure> {
-    let state = client.state(false).await?;
-    let tree = gather(&client.node, &state, Some(master.to_string())).await;
+    index_through(&client.node, &client.master, master).await
+}
+
+/// [`index`] through a node and the master's address, for work that outlives a borrow of
+/// the client (the REPL's background refresh).
+pub(crate) async fn index_through(
+    node: &troupe_runtime::Node,
+    master: &Addr<troupe_actors::protocol::MasterMsg>,
+    master_addr: &str,
+) -> Result<(ClusterTree, Index), Failure> {
+    let state = master
+        .call(
+            |reply| troupe_actors::protocol::MasterMsg::State { all: false, reply },
+            super::super::client::REQUEST_TIMEOUT,
+        )
+        .await
+        .map_err(call_failure)?;
+    let tree = gather(node, &state, Some(master_addr.to_string())).await;
     let index = Index::of(&tree);
     Ok((tree, index))
 }
