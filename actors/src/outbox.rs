@@ -29,3 +29,31 @@ impl<M: ractor::Message> Outbox<M> {
         let _ = self.tx.send(message);
     }
 }
+
+/// An outbox that holds at most `capacity` messages: for a receiver that may fall behind
+/// for good (an event subscriber), where memory must stay bounded and a dropped message is
+/// better than a master that swells.
+#[derive(Debug)]
+pub struct BoundedOutbox<M> {
+    tx: mpsc::Sender<M>,
+}
+
+impl<M: ractor::Message> BoundedOutbox<M> {
+    /// An outbox to `addr` holding at most `capacity` messages.
+    pub fn new(addr: Addr<M>, capacity: usize) -> BoundedOutbox<M> {
+        let (tx, mut rx) = mpsc::channel::<M>(capacity.max(1));
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                if let Err(e) = addr.send(message).await {
+                    tracing::debug!(to = %addr, cause = %e.error, "message not delivered");
+                }
+            }
+        });
+        BoundedOutbox { tx }
+    }
+
+    /// Queues a message; `false` when the outbox is full and the message was dropped.
+    pub fn send(&self, message: M) -> bool {
+        self.tx.try_send(message).is_ok()
+    }
+}

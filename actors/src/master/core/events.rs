@@ -1,7 +1,9 @@
 //! The master's event stream: task state changes, agents registered, unreachable and
 //! removed, frameworks subscribed, disconnected and removed. Subscribers (the REPL's `watch`,
 //! applications) name an [`EventMsg`] receiver on any node; each gets its own outbox, so a
-//! slow one never stalls the core, and a monitor ends its subscription when it stops.
+//! slow one never stalls the core, and a monitor ends its subscription when it stops. An
+//! outbox holds 10,000 events at most: a subscriber further behind loses the newest ones,
+//! and sees the gap in their numbers.
 //!
 //! The stream starts when the subscription does: it replays nothing. A subscriber that needs
 //! the whole picture asks for `State` after subscribing and applies events on top.
@@ -9,14 +11,20 @@
 use troupe_runtime::Addr;
 
 use super::CoreState;
-use crate::outbox::Outbox;
+use crate::outbox::BoundedOutbox;
 use crate::protocol::{ClusterEvent, EventMsg, MasterMsg, TaskId, now_ms};
 
 /// One subscriber of the event stream.
 pub(super) struct Subscriber {
-    outbox: Outbox<EventMsg>,
+    outbox: BoundedOutbox<EventMsg>,
     watch: Option<troupe_runtime::Ref>,
+    /// Events it missed because it fell behind.
+    dropped: u64,
 }
+
+/// How many events may wait for one subscriber; beyond, new ones are dropped for it (it
+/// sees a gap in the numbers) rather than held in the master's memory.
+const SUBSCRIBER_BACKLOG: usize = 10_000;
 
 /// The most subscribers one master serves; each costs an outbox and a monitor.
 const MAX_SUBSCRIBERS: usize = 1_000;
@@ -49,8 +57,9 @@ impl CoreState {
         if let Some(old) = self.subscribers.insert(
             to,
             Subscriber {
-                outbox: Outbox::new(addr),
+                outbox: BoundedOutbox::new(addr, SUBSCRIBER_BACKLOG),
                 watch,
+                dropped: 0,
             },
         ) {
             if let Some(watch) = old.watch {
@@ -79,8 +88,13 @@ impl CoreState {
             at_ms: now_ms(),
             event,
         };
-        for sub in self.subscribers.values() {
-            sub.outbox.send(message.clone());
+        for (path, sub) in self.subscribers.iter_mut() {
+            if !sub.outbox.send(message.clone()) {
+                sub.dropped += 1;
+                if sub.dropped.is_power_of_two() {
+                    tracing::warn!(subscriber = %path, dropped = sub.dropped, "an event subscriber falls behind; its events are dropped");
+                }
+            }
         }
     }
 
