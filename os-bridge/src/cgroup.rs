@@ -86,6 +86,29 @@ fn failed(path: &str) -> impl Fn(cgroups_rs::error::Error) -> CgroupError + '_ {
     }
 }
 
+/// The host's cgroup hierarchies, as cgroups-rs describes them. Reading them parses
+/// `/proc/self/mountinfo`, which every task's cgroup would otherwise do again; the mounts
+/// do not change under a running agent, so they are read once per process.
+fn hierarchy() -> Box<dyn cgroups_rs::Hierarchy> {
+    use cgroups_rs::hierarchies::{V1, V2, is_cgroup2_unified_mode};
+    enum Mounts {
+        V1(V1),
+        V2(V2),
+    }
+    static MOUNTS: std::sync::OnceLock<Mounts> = std::sync::OnceLock::new();
+    let mounts = MOUNTS.get_or_init(|| {
+        if is_cgroup2_unified_mode() {
+            Mounts::V2(V2::new())
+        } else {
+            Mounts::V1(V1::new())
+        }
+    });
+    match mounts {
+        Mounts::V1(v1) => Box::new(v1.clone()),
+        Mounts::V2(v2) => Box::new(v2.clone()),
+    }
+}
+
 impl TaskCgroup {
     /// Creates the cgroup of `task` under `agent` with these limits.
     pub fn create(
@@ -98,7 +121,7 @@ impl TaskCgroup {
             return Err(CgroupError::NotRoot { uid });
         }
         let path = task_path(agent, task);
-        let hier = cgroups_rs::hierarchies::auto();
+        let hier = hierarchy();
         let v2 = hier.v2();
         let controllers = (!v2).then(|| V1_CONTROLLERS.iter().map(|c| c.to_string()).collect());
         let cgroup = Cgroup::new_with_specified_controllers(hier, &path, controllers)
@@ -114,7 +137,7 @@ impl TaskCgroup {
     /// Opens the existing cgroup of `task` under `agent` (for a new owner re-adopting it).
     pub fn open(agent: &str, task: &str) -> Option<TaskCgroup> {
         let path = task_path(agent, task);
-        let hier = cgroups_rs::hierarchies::auto();
+        let hier = hierarchy();
         let v2 = hier.v2();
         let cgroup = if v2 {
             Cgroup::load(hier, &path)
