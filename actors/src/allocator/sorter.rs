@@ -74,6 +74,9 @@ pub struct Sorter {
     root: Node,
     weights: HashMap<String, f64>,
     agents: BTreeMap<AgentId, Resources>,
+    /// The sum of `agents`, worked out when first asked after a change: every share divides
+    /// by it, and a sort asks for every client's share.
+    total: std::sync::OnceLock<Resources>,
     policy: Arc<dyn SortPolicy>,
 }
 
@@ -99,6 +102,7 @@ impl Sorter {
             root: Node::default(),
             weights: HashMap::new(),
             agents: BTreeMap::new(),
+            total: std::sync::OnceLock::new(),
             policy,
         }
     }
@@ -198,18 +202,22 @@ impl Sorter {
     /// Adds an agent's resources to the cluster total (or replaces them).
     pub fn add_agent(&mut self, agent: AgentId, total: Resources) {
         self.agents.insert(agent, total);
+        self.total = std::sync::OnceLock::new();
     }
 
     /// Takes an agent's resources out of the total.
     pub fn remove_agent(&mut self, agent: &AgentId) {
         self.agents.remove(agent);
+        self.total = std::sync::OnceLock::new();
     }
 
     /// The cluster total.
     pub fn total(&self) -> Resources {
-        self.agents
-            .values()
-            .fold(Resources::ZERO, |t, r| t.plus(*r))
+        *self.total.get_or_init(|| {
+            self.agents
+                .values()
+                .fold(Resources::ZERO, |t, r| t.plus(*r))
+        })
     }
 
     /// Records resources given to a client: its allocation and its allocation count grow,
