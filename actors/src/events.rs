@@ -10,7 +10,9 @@
 //! ```
 //!
 //! An inbox of this process (at `events/<node>/<n>`) takes the master's [`EventMsg`]s and
-//! hands them to the channel behind [`Events::next`]. The master drops a
+//! hands them to the channel behind [`Events::next`], which holds 10,000 at most: a reader
+//! further behind loses the newest, and sees the gap in their numbers (as it does when the
+//! master's own outbox to it fills). The master drops a
 //! subscriber that stops; dropping [`Events`] unsubscribes. The stream replays nothing:
 //! ask the master for `State` after subscribing, and apply events on top.
 
@@ -22,6 +24,10 @@ use tokio::sync::mpsc;
 use troupe_runtime::{Addr, Node};
 
 use crate::protocol::{ClusterEvent, EventMsg, MasterMsg};
+
+/// How many events may wait for [`Events::next`]; beyond, new ones are dropped (the
+/// numbers show the gap), so a slow reader's memory stays bounded.
+const BACKLOG: usize = 10_000;
 
 /// How long subscribing may take.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,7 +59,7 @@ pub enum EventsError {
 
 /// A subscription to the master's events.
 pub struct Events {
-    rx: mpsc::UnboundedReceiver<EventMsg>,
+    rx: mpsc::Receiver<EventMsg>,
     receiver: ActorRef<EventMsg>,
     path: String,
     master: Addr<MasterMsg>,
@@ -70,7 +76,7 @@ impl Events {
             node.name(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let (receiver, rx) = troupe_runtime::inbox::inbox::<EventMsg>(&path)
+        let (receiver, rx) = troupe_runtime::inbox::bounded_inbox::<EventMsg>(&path, BACKLOG)
             .await
             .map_err(|e| EventsError::Receiver(e.to_string()))?;
         // The stream ends when the master core goes: its subscriptions went with it.

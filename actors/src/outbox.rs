@@ -32,24 +32,32 @@ impl<M: ractor::Message> Outbox<M> {
 
 /// An outbox that holds at most `capacity` messages: for a receiver that may fall behind
 /// for good (an event subscriber), where memory must stay bounded and a dropped message is
-/// better than a master that swells.
+/// better than a master that swells. Dropping it drops what is still queued: the receiver
+/// it was for is gone or unwanted.
 #[derive(Debug)]
 pub struct BoundedOutbox<M> {
     tx: mpsc::Sender<M>,
+    sender: tokio::task::JoinHandle<()>,
+}
+
+impl<M> Drop for BoundedOutbox<M> {
+    fn drop(&mut self) {
+        self.sender.abort();
+    }
 }
 
 impl<M: ractor::Message> BoundedOutbox<M> {
     /// An outbox to `addr` holding at most `capacity` messages.
     pub fn new(addr: Addr<M>, capacity: usize) -> BoundedOutbox<M> {
         let (tx, mut rx) = mpsc::channel::<M>(capacity.max(1));
-        tokio::spawn(async move {
+        let sender = tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
                 if let Err(e) = addr.send(message).await {
                     tracing::debug!(to = %addr, cause = %e.error, "message not delivered");
                 }
             }
         });
-        BoundedOutbox { tx }
+        BoundedOutbox { tx, sender }
     }
 
     /// Queues a message; `false` when the outbox is full and the message was dropped.

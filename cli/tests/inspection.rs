@@ -275,6 +275,7 @@ fn the_repl_reads_commands_from_a_pipe_with_the_same_results() {
          tree\n\
          call master help\n\
          call task/{task} info\n\
+         send task/{task} info\n\
          top --limit 100\n\
          paths\n",
         task = stage.task
@@ -294,6 +295,12 @@ fn the_repl_reads_commands_from_a_pipe_with_the_same_results() {
     );
     assert!(out.contains("state [all]"), "{out}");
     assert!(out.contains(&format!("\"pid\": {}", stage.pid)), "{out}");
+    // `send` delivers and returns: the answer is not waited for, nor printed twice.
+    assert!(
+        out.contains(&format!("sent to task/{}", stage.task)),
+        "{out}"
+    );
+    assert_eq!(out.matches("\"pid\":").count(), 1, "{out}");
     assert!(out.contains(&format!("task/{}\n", stage.task)), "{out}");
     // `top` ranks actors by the messages they handled; the master core counts its own.
     let master_row = out

@@ -12,38 +12,64 @@ pub async fn inbox<M: Message>(
     path: &str,
 ) -> Result<(ActorRef<M>, mpsc::UnboundedReceiver<M>), ractor::SpawnErr> {
     let (tx, rx) = mpsc::unbounded_channel();
+    let sink: Sink<M> = Box::new(move |message| tx.send(message).map_err(|_| Closed));
+    Ok((start(path, sink).await?, rx))
+}
+
+/// An inbox that holds at most `capacity` messages not yet taken: a message that finds it
+/// full is dropped, for a sender that may run far ahead of the reader (an event stream,
+/// whose numbers then show the gap). Otherwise as [`inbox`].
+pub async fn bounded_inbox<M: Message>(
+    path: &str,
+    capacity: usize,
+) -> Result<(ActorRef<M>, mpsc::Receiver<M>), ractor::SpawnErr> {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let sink: Sink<M> = Box::new(move |message| match tx.try_send(message) {
+        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+    });
+    Ok((start(path, sink).await?, rx))
+}
+
+/// The reader is gone.
+struct Closed;
+
+/// Where an inbox puts a message.
+type Sink<M> = Box<dyn FnMut(M) -> Result<(), Closed> + Send>;
+
+async fn start<M: Message>(path: &str, sink: Sink<M>) -> Result<ActorRef<M>, ractor::SpawnErr> {
     let (actor, _) = Actor::spawn(
         None,
         Inbox(std::marker::PhantomData),
-        (path.to_string(), tx),
+        (path.to_string(), sink),
     )
     .await?;
-    Ok((actor, rx))
+    Ok(actor)
 }
 
 struct Inbox<M>(std::marker::PhantomData<fn() -> M>);
 
 impl<M: Message> Actor for Inbox<M> {
     type Msg = M;
-    type State = mpsc::UnboundedSender<M>;
-    type Arguments = (String, mpsc::UnboundedSender<M>);
+    type State = Sink<M>;
+    type Arguments = (String, Sink<M>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<M>,
-        (path, tx): Self::Arguments,
+        (path, sink): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         crate::addr::register(&path, &myself)?;
-        Ok(tx)
+        Ok(sink)
     }
 
     async fn handle(
         &self,
         myself: ActorRef<M>,
         message: M,
-        tx: &mut Self::State,
+        sink: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if tx.send(message).is_err() {
+        if sink(message).is_err() {
             myself.stop(None);
         }
         Ok(())

@@ -103,7 +103,12 @@ pub fn serve<M: TextProtocol>() {
                     actor
                         .cast(message)
                         .map_err(|e| format!("cannot deliver: {e}"))?;
-                    Ok(Delivered::Answer(answer))
+                    // A `send` does not wait: the answer, when one comes, is dropped.
+                    Ok(if call {
+                        Delivered::Answer(answer)
+                    } else {
+                        Delivered::Sent
+                    })
                 }
             }
         }),

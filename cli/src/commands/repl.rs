@@ -339,7 +339,7 @@ impl Session {
         if matches!(parsed, Line::Exit) {
             return Outcome::Exit;
         }
-        let first_ctrl_c_is_the_command_s = matches!(&parsed, Line::Troupe(c) if matches!(c.as_ref(), Command::Run(r) if r.attached()));
+        let first_ctrl_c_is_the_command_s = matches!(&parsed, Line::Troupe(c) if matches!(c.as_ref(), Command::Run(r) if r.kills_on_ctrl_c()));
         let master = self.master.to_string();
         let client = &self.client;
         let work = async move {

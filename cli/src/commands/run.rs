@@ -50,9 +50,9 @@ pub(crate) struct RunArgs {
 }
 
 impl RunArgs {
-    /// Whether it follows its task (not `--detach`).
-    pub(crate) fn attached(&self) -> bool {
-        !self.detach
+    /// Whether it follows one task and takes Ctrl-C as "kill it" (not `--detach`, one copy).
+    pub(crate) fn kills_on_ctrl_c(&self) -> bool {
+        !self.detach && self.count == 1
     }
 }
 

@@ -53,7 +53,8 @@ pub(crate) struct NodeTree {
     pub(crate) snapshot: Option<NodeSnapshot>,
 }
 
-async fn snapshot_of(node: &str, roles: Vec<String>, addr: Option<String>) -> NodeTree {
+/// One node's entry: its snapshot, or why it did not answer.
+pub(crate) async fn snapshot_of(node: &str, roles: Vec<String>, addr: Option<String>) -> NodeTree {
     match inspect(node, INSPECT_TIMEOUT).await {
         Ok(snapshot) => NodeTree {
             node: node.to_string(),

@@ -17,7 +17,7 @@ use crate::protocol::{ClusterEvent, EventMsg, MasterMsg, TaskId, now_ms};
 /// One subscriber of the event stream.
 pub(super) struct Subscriber {
     outbox: BoundedOutbox<EventMsg>,
-    watch: Option<troupe_runtime::Ref>,
+    watch: troupe_runtime::Ref,
     /// Events it missed because it fell behind.
     dropped: u64,
 }
@@ -49,11 +49,12 @@ impl CoreState {
         };
         let myself = self.myself.clone();
         let path = to.clone();
+        // Without a monitor, nothing would end the subscription: refuse it instead.
         let watch = troupe_runtime::monitor_with(&addr, move |_down| {
             let _ = myself.cast(MasterMsg::UnsubscribeEvents { to: path });
         })
         .await
-        .ok();
+        .map_err(|e| format!("cannot watch the subscriber {to}: {e}"))?;
         if let Some(old) = self.subscribers.insert(
             to,
             Subscriber {
@@ -62,18 +63,14 @@ impl CoreState {
                 dropped: 0,
             },
         ) {
-            if let Some(watch) = old.watch {
-                troupe_runtime::demonitor(&watch);
-            }
+            troupe_runtime::demonitor(&old.watch);
         }
         Ok(())
     }
 
     pub(super) fn unsubscribe_events(&mut self, to: &str) {
         if let Some(sub) = self.subscribers.remove(to) {
-            if let Some(watch) = sub.watch {
-                troupe_runtime::demonitor(&watch);
-            }
+            troupe_runtime::demonitor(&sub.watch);
         }
     }
 
@@ -108,9 +105,7 @@ impl CoreState {
 
     pub(super) fn drop_subscribers(&mut self) {
         for (_, sub) in std::mem::take(&mut self.subscribers) {
-            if let Some(watch) = sub.watch {
-                troupe_runtime::demonitor(&watch);
-            }
+            troupe_runtime::demonitor(&sub.watch);
         }
     }
 }

@@ -19,7 +19,7 @@ use troupe_runtime::inspector::{ActorKind, ActorSnapshot, InspectorMsg, inspecto
 
 use super::super::Failure;
 use super::super::client::{Client, call_failure};
-use super::super::tree::{ClusterTree, gather};
+use super::super::tree::{ClusterTree, gather, snapshot_of};
 
 /// How long an inspector has to act.
 const ACT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -187,9 +187,12 @@ pub(crate) async fn stop(found: &Found, reason: String) -> Result<(), Failure> {
         .map_err(call_failure)?
         .map_err(Failure::from)?;
     let how = match down {
-        Some((_, down)) => match tokio::time::timeout(ACT_TIMEOUT, down).await {
+        Some((monitor, down)) => match tokio::time::timeout(ACT_TIMEOUT, down).await {
             Ok(Ok(down)) => format!(": down, {}", down.reason),
-            _ => format!(": not down after {ACT_TIMEOUT:?}"),
+            _ => {
+                troupe_runtime::demonitor(&monitor);
+                format!(": not down after {ACT_TIMEOUT:?}")
+            }
         },
         None => String::new(),
     };
@@ -375,12 +378,10 @@ pub(crate) async fn watch(client: &Client, master: &str, args: WatchArgs) -> Res
     let mut events = troupe_actors::events::Events::subscribe(client.master.clone())
         .await
         .map_err(Failure::from)?;
-    watch_loop(client, master, found, &mut events, args.duration).await
+    watch_loop(found, &mut events, args.duration).await
 }
 
 async fn watch_loop(
-    client: &Client,
-    master: &str,
     found: Option<Found>,
     events: &mut troupe_actors::events::Events,
     duration: Option<f64>,
@@ -397,35 +398,26 @@ async fn watch_loop(
         Some(f) => println!("watching {} on {}: {}", f.name, f.node, summary(&f.actor)),
         None => println!("watching the cluster's events"),
     }
-    // A monitor tells of the actor's end at once; polling tells of the rest.
-    let mut down = match found
-        .as_ref()
-        .and_then(|f| f.actor.paths.first().map(|p| (f, p)))
-    {
-        Some((f, path)) => {
-            let addr = Addr::<EventMsg>::on(f.node.clone(), path.clone());
-            troupe_runtime::monitor_channel(&addr)
-                .await
-                .ok()
-                .map(|(_, rx)| rx)
-        }
+    // A monitor tells of the actor's end at once; polling its node tells of the rest.
+    let mut down = match &found {
+        Some(f) => monitor_found(f).await,
         None => None,
     };
     let mut last = found.as_ref().map(|f| summary(&f.actor));
     let mut poll = tokio::time::interval(Duration::from_millis(500));
     poll.tick().await;
-    loop {
+    let result = loop {
         tokio::select! {
-            _ = &mut deadline => return Ok(()),
+            _ = &mut deadline => break Ok(()),
             event = events.next() => {
                 let Some(troupe_actors::events::Event { event, .. }) = event else {
-                    return Err(Failure::from("the master's event stream ended: the master core went away"));
+                    break Err(Failure::from("the master's event stream ended: the master core went away"));
                 };
                 if concerns(&event, found.as_ref()) {
                     println!("{} {}", stamp(), describe_event(&event));
                 }
             }
-            gone = async { match down.as_mut() { Some(rx) => rx.await.ok(), None => std::future::pending().await } } => {
+            gone = async { match down.as_mut() { Some((_, rx)) => rx.await.ok(), None => std::future::pending().await } } => {
                 down = None;
                 if let (Some(d), Some(f)) = (gone, &found) {
                     println!("{} {} down: {}", stamp(), f.name, d.reason);
@@ -433,25 +425,44 @@ async fn watch_loop(
             }
             _ = poll.tick(), if found.is_some() => {
                 let Some(f) = &found else { continue };
-                let now = match index(client, master).await {
-                    Ok((_, index)) => index.find(&f.name).ok().map(|n| summary(&n.actor)),
-                    Err(_) => continue,
+                let tree = ClusterTree {
+                    nodes: vec![snapshot_of(&f.node, Vec::new(), None).await],
                 };
-                let now = now.unwrap_or_else(|| "not running".to_string());
+                if !tree.nodes[0].reachable {
+                    continue;
+                }
+                let now = Index::of(&tree)
+                    .find(&f.name)
+                    .ok()
+                    .map(|n| summary(&n.actor))
+                    .unwrap_or_else(|| "not running".to_string());
                 if last.as_deref() != Some(now.as_str()) {
                     println!("{} {} {now}", stamp(), f.name);
                     // A new actor at the path: watch for its end too.
                     if down.is_none() {
-                        if let Some(path) = f.actor.paths.first() {
-                            let addr = Addr::<EventMsg>::on(f.node.clone(), path.clone());
-                            down = troupe_runtime::monitor_channel(&addr).await.ok().map(|(_, rx)| rx);
-                        }
+                        down = monitor_found(f).await;
                     }
                     last = Some(now);
                 }
             }
         }
+    };
+    if let Some((monitor, _)) = down {
+        troupe_runtime::demonitor(&monitor);
     }
+    result
+}
+
+/// A monitor of the actor at `found`'s registered path, if it has one.
+async fn monitor_found(
+    found: &Found,
+) -> Option<(
+    troupe_runtime::Ref,
+    tokio::sync::oneshot::Receiver<troupe_runtime::Down>,
+)> {
+    let path = found.actor.paths.first()?;
+    let addr = Addr::<EventMsg>::on(found.node.clone(), path.clone());
+    troupe_runtime::monitor_channel(&addr).await.ok()
 }
 
 /// What `top` sorts by.

@@ -32,7 +32,11 @@ pub(crate) struct ReplHelper {
 impl ReplHelper {
     fn candidates(&self, line: &str) -> (usize, Vec<String>) {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        let start = line.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        let start = line
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace())
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let word = &line[start..];
         let before: Vec<&str> = line[..start].split_whitespace().collect();
         let mut out: Vec<String> = Vec::new();
@@ -134,5 +138,10 @@ mod tests {
         );
         assert_eq!(h.candidates("logs sl"), (5, vec!["sleep-1".into()]));
         assert_eq!(h.candidates("ps x"), (3, Vec::<String>::new()));
+        // A wide space is a separator too, and no char boundary is split.
+        assert_eq!(
+            h.candidates("info\u{a0}master/al"),
+            (6, vec!["master/allocator".into()])
+        );
     }
 }
