@@ -294,16 +294,14 @@ impl Session {
         // `kill PATH` kills an actor; `kill TASK` (any other name) is troupe's task kill.
         if first == "kill" && words.len() == 2 {
             let master = self.master.to_string();
-            if let Ok((_, index)) = actors::index(&self.client, &master).await {
-                if let Ok(found) = index.find(&words[1]) {
-                    return match actors::kill(found).await {
-                        Ok(()) => Outcome::Done,
-                        Err(e) => {
-                            eprintln!("troupe: {}", e.message);
-                            Outcome::Failed
-                        }
-                    };
-                }
+            if let Ok(found) = actors::resolve(&self.client, &master, &words[1]).await {
+                return match actors::kill(&found).await {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => {
+                        eprintln!("troupe: {}", e.message);
+                        Outcome::Failed
+                    }
+                };
             }
         }
         let words = self.with_master(words);
@@ -404,20 +402,20 @@ async fn run_actor_command(client: &Client, master: &str, line: Line) -> Result<
             Err(Failure::from("no message: try `call PATH help`"))
         }
         Line::Send(args) => {
-            let (_, index) = actors::index(client, master).await?;
-            actors::text(index.find(&args.path)?, &args.message, false).await
+            let found = actors::resolve(client, master, &args.path).await?;
+            actors::text(&found, &args.message, false).await
         }
         Line::Call(args) => {
-            let (_, index) = actors::index(client, master).await?;
-            actors::text(index.find(&args.path)?, &args.message, true).await
+            let found = actors::resolve(client, master, &args.path).await?;
+            actors::text(&found, &args.message, true).await
         }
         Line::Stop(args) => {
-            let (_, index) = actors::index(client, master).await?;
-            actors::stop(index.find(&args.path)?, args.reason).await
+            let found = actors::resolve(client, master, &args.path).await?;
+            actors::stop(&found, args.reason).await
         }
         Line::Info(args) => {
-            let (_, index) = actors::index(client, master).await?;
-            print!("{}", actors::info(index.find(&args.path)?));
+            let found = actors::resolve(client, master, &args.path).await?;
+            print!("{}", actors::info(&found));
             Ok(())
         }
         Line::Watch(args) => actors::watch(client, master, args).await,

@@ -132,6 +132,56 @@ pub(crate) async fn index_through(
     Ok((tree, index))
 }
 
+/// The actor named `name`, asking as few nodes as its name allows: `NODE:ID` its node,
+/// `task/<id>` the node of the task's agent (through the master's `Locate`), `agent/<id>`
+/// that agent's node, anything else the master's node first; only a name none of those
+/// knows makes it ask every node, as `paths` does. A large cluster is not walked for a
+/// name whose node is known.
+pub(crate) async fn resolve(client: &Client, master: &str, name: &str) -> Result<Found, Failure> {
+    let one_node = |node: String, addr: Option<String>| async move {
+        let tree = ClusterTree {
+            nodes: vec![snapshot_of(&node, Vec::new(), addr).await],
+        };
+        Index::of(&tree).find(name).ok().cloned()
+    };
+    let node = if let Some((node, _)) = name.split_once(':') {
+        Some((node.to_string(), None))
+    } else if let Some(task) = name.strip_prefix("task/") {
+        match client
+            .locate(&troupe_actors::protocol::TaskId(task.to_string()))
+            .await
+        {
+            Ok(location) => location.agent.map(|agent| {
+                let addr = agent.addr.clone();
+                client.agent(&agent);
+                (agent.node, Some(addr))
+            }),
+            Err(_) => None,
+        }
+    } else if let Some(rest) = name.strip_prefix("agent/") {
+        let id = rest.split('/').next().unwrap_or(rest);
+        client
+            .state(false)
+            .await?
+            .agents
+            .into_iter()
+            .find(|a| a.info.id.0 == id)
+            .map(|a| {
+                let addr = a.info.addr.clone();
+                client.agent(&a.info);
+                (a.info.node, Some(addr))
+            })
+    } else {
+        Some((client.master_node.clone(), Some(master.to_string())))
+    };
+    if let Some((node, addr)) = node {
+        if let Some(found) = one_node(node, addr).await {
+            return Ok(found);
+        }
+    }
+    Ok(index(client, master).await?.1.find(name)?.clone())
+}
+
 fn inspector(node: &str) -> Addr<InspectorMsg> {
     Addr::on(node.to_string(), inspector_path(node))
 }
@@ -372,7 +422,7 @@ fn stamp() -> String {
 /// restarts, as they happen, until Ctrl-C (which cancels it) or `--for` runs out.
 pub(crate) async fn watch(client: &Client, master: &str, args: WatchArgs) -> Result<(), Failure> {
     let found = match &args.path {
-        Some(path) => Some(index(client, master).await?.1.find(path)?.clone()),
+        Some(path) => Some(resolve(client, master, path).await?),
         None => None,
     };
     let mut events = troupe_actors::events::Events::subscribe(client.master.clone())
