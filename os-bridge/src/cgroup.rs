@@ -136,7 +136,12 @@ impl TaskCgroup {
 
     /// Opens the existing cgroup of `task` under `agent` (for a new owner re-adopting it).
     pub fn open(agent: &str, task: &str) -> Option<TaskCgroup> {
-        let path = task_path(agent, task);
+        let cgroup = TaskCgroup::load(task_path(agent, task));
+        cgroup.cgroup.exists().then_some(cgroup)
+    }
+
+    /// The cgroup at `path`, whether it exists or not.
+    fn load(path: String) -> TaskCgroup {
         let hier = hierarchy();
         let v2 = hier.v2();
         let cgroup = if v2 {
@@ -145,7 +150,7 @@ impl TaskCgroup {
             let controllers = V1_CONTROLLERS.iter().map(|c| c.to_string()).collect();
             Cgroup::load_with_specified_controllers(hier, &path, controllers)
         };
-        cgroup.exists().then(|| TaskCgroup::new(cgroup, path))
+        TaskCgroup::new(cgroup, path)
     }
 
     fn apply(&self, r: &Resources) -> Result<(), CgroupError> {
@@ -314,7 +319,6 @@ impl TaskCgroup {
         loop {
             let _ = self.cgroup.delete();
             if !self.dirs().iter().any(|d| d.exists()) {
-                remove_empty_parents(&self.dirs());
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -330,13 +334,59 @@ impl TaskCgroup {
     }
 }
 
-/// Removes `troupe/<agent>` when the last task of the agent is gone (a non-empty directory
-/// refuses, which is the point). `troupe` itself stays: another agent may be creating a
-/// task under it at this moment.
-fn remove_empty_parents(dirs: &[PathBuf]) {
-    for dir in dirs {
-        if let Some(agent_dir) = dir.parent() {
-            let _ = std::fs::remove_dir(agent_dir);
+/// Removes the owner's cgroup directory, `troupe/<agent>`, in every hierarchy, if no task
+/// cgroup is left in it. An owner does this when it stops; a task's removal leaves it, so
+/// that the next task (or the restart of this one) does not make it again. Returns whether
+/// it is gone.
+pub fn remove_owner_if_empty(agent: &str) -> bool {
+    remove_owner_dirs(agent, false, Duration::ZERO)
+}
+
+/// Removes everything under `troupe/<agent>`, in every hierarchy: the processes left in task
+/// cgroups are killed, the task cgroups and then the owner's removed, retrying for up to
+/// `limit` while the kernel finishes taking down a removed cgroup (until then its parent is
+/// busy). For cleaning up after an owner that is gone for good: tests, benchmarks. Blocks;
+/// returns whether all of it is gone.
+pub fn remove_owner(agent: &str, limit: Duration) -> bool {
+    remove_owner_dirs(agent, true, limit)
+}
+
+fn remove_owner_dirs(agent: &str, kill: bool, limit: Duration) -> bool {
+    if rustix::process::geteuid().as_raw() != 0 || agent.is_empty() || agent.contains('/') {
+        return true;
+    }
+    let owner = TaskCgroup::load(format!("troupe/{agent}"));
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        for dir in &owner.dirs {
+            if kill {
+                for task in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                    if !task.path().is_dir() {
+                        continue;
+                    }
+                    let procs = std::fs::read_to_string(task.path().join("cgroup.procs"));
+                    for pid in procs.iter().flat_map(|p| p.lines()) {
+                        if let Some(pid) = pid
+                            .trim()
+                            .parse()
+                            .ok()
+                            .and_then(rustix::process::Pid::from_raw)
+                        {
+                            let _ =
+                                rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                        }
+                    }
+                    let _ = std::fs::remove_dir(task.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
         }
+        if owner.dirs.iter().all(|d| !d.exists()) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -8,6 +8,8 @@
 //!   graceful stop, stats, re-adoption after the owner restarts.
 //! * [`shim`]: the small parent process between an owner and its task, which records the
 //!   task's exit so that it is never lost; the `troupe-shim` binary runs it.
+//! * [`launcher`]: one long-lived shim per owner that forks the shim of each task, so that
+//!   no launch execs a shim binary.
 //! * [`logs`]: task logs in sandbox files, rotated by size, with live tails from an offset.
 //! * [`cgroup`]: a task's cgroup (`troupe/<agent>/<task>`), limits, stats, kill and removal.
 //! * [`host`]: what this host offers (cpus, memory, disk, name, labels), within its own
@@ -17,6 +19,7 @@
 pub mod actor;
 pub mod cgroup;
 pub mod host;
+pub mod launcher;
 pub mod logs;
 pub mod process;
 pub mod procfs;

@@ -15,8 +15,7 @@ use std::time::Duration;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::ChildStdout;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -253,46 +252,27 @@ impl Process {
                 cg.remove(Duration::from_secs(5)).await;
             }
         }
-        if let Err(e) = shim::write_status(&status_dir, LAUNCH, &plan) {
-            cleanup(&cgroup).await;
-            return Err(setup("launch plan", e));
-        }
-        let mut child = match tokio::process::Command::new(&ctx.shim)
-            .args(&ctx.shim_args)
-            .arg(status_dir.join(LAUNCH))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
+        let (mut shim, mut reports) = match ShimHandle::start(&ctx, &plan, &status_dir) {
+            Ok(started) => started,
             Err(e) => {
                 cleanup(&cgroup).await;
                 return Err(setup(&format!("shim {}", ctx.shim.display()), e));
             }
         };
-        // The shim reports on its standard output; the files are the fallback.
-        let mut reports = child.stdout.take().map(|out| BufReader::new(out).lines());
-        let next_report = async |reports: &mut Option<Lines<BufReader<ChildStdout>>>| match reports
-        {
-            Some(lines) => match lines.next_line().await {
-                Ok(Some(line)) => shim::Report::parse(&line),
-                _ => None,
-            },
-            None => None,
-        };
         let started: Started =
-            match tokio::time::timeout(Duration::from_secs(30), next_report(&mut reports)).await {
+            match tokio::time::timeout(Duration::from_secs(30), shim.next_report(&mut reports))
+                .await
+            {
                 Ok(Some(shim::Report::Started(started))) => started,
                 Ok(Some(shim::Report::Failed(failed))) => {
-                    let _ = child.wait().await;
+                    shim.reap().await;
                     cleanup(&cgroup).await;
                     return Err(StartError::FailedToStart(failed.error));
                 }
                 Ok(_) => {
                     // No report: the shim died early, or could not write. The files say the
                     // rest.
-                    let _ = child.wait().await;
+                    shim.reap().await;
                     match (
                         shim::read_status::<Started>(&status_dir, shim::STARTED),
                         shim::read_status::<Failed>(&status_dir, shim::FAILED),
@@ -311,7 +291,7 @@ impl Process {
                     }
                 }
                 Err(_) => {
-                    let _ = child.kill().await;
+                    shim.kill().await;
                     cleanup(&cgroup).await;
                     return Err(StartError::Setup(
                         "the shim did not report within 30 s".into(),
@@ -323,14 +303,14 @@ impl Process {
         let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let exit = loop {
-                match next_report(&mut reports).await {
+                match shim.next_report(&mut reports).await {
                     Some(shim::Report::Exit(exit)) => break Some(exit),
                     Some(_) => continue,
                     None => break None,
                 }
             };
             let _ = exit_tx.send(exit);
-            let _ = child.wait().await;
+            shim.reap().await;
         });
         let checkpoint = Checkpoint {
             agent: ctx.agent.clone(),
@@ -656,6 +636,91 @@ impl Inner {
         }
         debug!(task = %self.ctx.task, %reason, "task ended");
         reason
+    }
+}
+
+/// The shim's report lines.
+type Reports = Lines<BufReader<Box<dyn AsyncRead + Send + Unpin>>>;
+
+/// A task's shim, as its owner holds it.
+enum ShimHandle {
+    /// Forked by this owner's launcher (see [`crate::launcher`]), which reaps it: a pidfd
+    /// once the shim has told its pid.
+    Forked(Option<OwnedFd>),
+    /// Exec'd by this owner (the shim program is not a launcher): its child.
+    Exec(tokio::process::Child),
+}
+
+impl ShimHandle {
+    /// Starts the shim of `plan`: through the launcher when there is one, else by exec
+    /// with the plan in a file.
+    fn start(
+        ctx: &TaskContext,
+        plan: &LaunchPlan,
+        status_dir: &Path,
+    ) -> std::io::Result<(ShimHandle, Reports)> {
+        match crate::launcher::launch(&ctx.shim, &ctx.shim_args, plan) {
+            Ok(Some(pipe)) => {
+                let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe)?;
+                let reader: Box<dyn AsyncRead + Send + Unpin> = Box::new(pipe);
+                return Ok((ShimHandle::Forked(None), BufReader::new(reader).lines()));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(task = %ctx.task, cause = %e, "the launcher failed; exec'ing a shim");
+            }
+        }
+        shim::write_status(status_dir, LAUNCH, plan)?;
+        let mut child = tokio::process::Command::new(&ctx.shim)
+            .args(&ctx.shim_args)
+            .arg(status_dir.join(LAUNCH))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("the shim has no standard output"))?;
+        let reader: Box<dyn AsyncRead + Send + Unpin> = Box::new(stdout);
+        Ok((ShimHandle::Exec(child), BufReader::new(reader).lines()))
+    }
+
+    /// The next report of the shim, `None` once it has no more to say. The forked shim's
+    /// pid is taken in passing.
+    async fn next_report(&mut self, reports: &mut Reports) -> Option<shim::Report> {
+        loop {
+            let line = reports.next_line().await.ok()??;
+            match shim::Report::parse(&line)? {
+                shim::Report::Shim(shim::ShimPid { pid }) => {
+                    if let ShimHandle::Forked(pidfd) = self {
+                        *pidfd = Pid::from_raw(pid)
+                            .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok());
+                    }
+                }
+                report => return Some(report),
+            }
+        }
+    }
+
+    /// Reaps an exec'd shim (the launcher reaps those it forked).
+    async fn reap(&mut self) {
+        if let ShimHandle::Exec(child) = self {
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Kills the shim (it is stuck).
+    async fn kill(&mut self) {
+        match self {
+            ShimHandle::Exec(child) => {
+                let _ = child.kill().await;
+            }
+            ShimHandle::Forked(Some(pidfd)) => {
+                let _ = rustix::process::pidfd_send_signal(pidfd.as_fd(), Signal::KILL);
+            }
+            ShimHandle::Forked(None) => {}
+        }
     }
 }
 

@@ -81,6 +81,14 @@ pub struct Exit {
     pub signal: Option<i32>,
 }
 
+/// The shim's pid, which a shim forked by a launcher reports first (an exec'd shim is its
+/// owner's child, and the owner knows its pid already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimPid {
+    /// The shim's pid.
+    pub pid: i32,
+}
+
 /// The argument that makes a program that calls [`main_if_shim`] act as the shim.
 pub const SHIM_FLAG: &str = "--troupe-shim";
 
@@ -95,12 +103,16 @@ pub fn main_if_shim() {
     shim_main(args.next());
 }
 
-/// The shim's `main`: a session of its own, the launch plan from `path`, the task run.
+/// The shim's `main`: a session of its own, the launch plan from `path`, the task run; or,
+/// given [`crate::launcher::LAUNCHER_FLAG`] instead of a path, the launcher's.
 pub fn shim_main(path: Option<std::ffi::OsString>) -> ! {
     // A session of its own: the owner's terminal, process group and death are not ours.
     let _ = rustix::process::setsid();
+    if path.as_deref() == Some(std::ffi::OsStr::new(crate::launcher::LAUNCHER_FLAG)) {
+        crate::launcher::launcher_main();
+    }
     let Some(path) = path else {
-        eprintln!("usage: troupe-shim LAUNCH.json");
+        eprintln!("usage: troupe-shim LAUNCH.json | troupe-shim --launcher");
         std::process::exit(2);
     };
     let plan: LaunchPlan = match std::fs::read(&path)
@@ -125,6 +137,8 @@ pub const STARTED: &str = "started.json";
 pub const FAILED: &str = "failed.json";
 /// See [`STARTED`].
 pub const EXIT: &str = "exit.json";
+/// The name of the report of a forked shim's pid (a report only, never a file).
+pub const SHIM: &str = "shim";
 
 /// Writes `value` as JSON to `dir/name`, whole or not at all (written beside it, then
 /// renamed over it).
@@ -284,7 +298,7 @@ pub fn run(plan: &LaunchPlan) -> i32 {
 /// Tells the owner too, on standard output (a pipe the owner reads), once the record is on
 /// disk: the owner need not poll. If the owner is gone the write fails, and the files are
 /// what a new owner reads.
-fn tell_owner<T: Serialize>(name: &str, value: &T) {
+pub(crate) fn tell_owner<T: Serialize>(name: &str, value: &T) {
     if let Ok(json) = serde_json::to_string(value) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{name} {json}");
@@ -295,6 +309,8 @@ fn tell_owner<T: Serialize>(name: &str, value: &T) {
 /// One line of the shim's report to its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
+    /// The shim's pid (from a shim forked by a launcher).
+    Shim(ShimPid),
     /// The task runs.
     Started(Started),
     /// The task never ran.
@@ -308,6 +324,7 @@ impl Report {
     pub fn parse(line: &str) -> Option<Report> {
         let (name, json) = line.trim_end().split_once(' ')?;
         match name {
+            SHIM => serde_json::from_str(json).ok().map(Report::Shim),
             STARTED => serde_json::from_str(json).ok().map(Report::Started),
             FAILED => serde_json::from_str(json).ok().map(Report::Failed),
             EXIT => serde_json::from_str(json).ok().map(Report::Exit),

@@ -338,6 +338,8 @@ pub struct TaskLitter {
     pub root: std::path::PathBuf,
     /// The agent id the tasks' cgroups are under.
     pub agent: String,
+    /// A whole work directory to remove as well.
+    pub work: Option<std::path::PathBuf>,
 }
 
 impl TaskLitter {
@@ -347,7 +349,14 @@ impl TaskLitter {
         TaskLitter {
             root,
             agent: agent.to_string(),
+            work: None,
         }
+    }
+
+    /// This litter, removing the whole work directory `work` as well.
+    pub fn and_work_dir(mut self, work: std::path::PathBuf) -> TaskLitter {
+        self.work = Some(work);
+        self
     }
 }
 
@@ -379,24 +388,11 @@ impl Drop for TaskLitter {
                 }
             }
         }
-        for hierarchy in ["memory", "pids", "cpu,cpuacct", "freezer", "unified", ""] {
-            let dir = std::path::Path::new("/sys/fs/cgroup")
-                .join(hierarchy)
-                .join("troupe")
-                .join(&self.agent);
-            if let Ok(tasks) = std::fs::read_dir(&dir) {
-                for task in tasks.flatten().filter(|t| t.path().is_dir()) {
-                    if let Ok(procs) = std::fs::read_to_string(task.path().join("cgroup.procs")) {
-                        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
-                            kill(pid, false);
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                    let _ = std::fs::remove_dir(task.path());
-                }
-                let _ = std::fs::remove_dir(&dir);
-            }
-        }
+        // Every hierarchy's `troupe/<agent>`: what is left in it killed, then removed.
+        troupe_os::cgroup::remove_owner(&self.agent, Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&self.root);
+        if let Some(work) = &self.work {
+            let _ = std::fs::remove_dir_all(work);
+        }
     }
 }

@@ -46,11 +46,14 @@ async fn cluster_with(
     })
     .await
     .expect("the embedded cluster starts");
-    let litter = cluster
+    let mut litter: Vec<TaskLitter> = cluster
         .agent_ids
         .iter()
         .map(|id| TaskLitter::new(work.join(id).join("sandboxes"), id))
         .collect();
+    if let Some(first) = litter.pop() {
+        litter.push(first.and_work_dir(work));
+    }
     (cluster, litter)
 }
 

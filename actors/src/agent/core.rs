@@ -193,6 +193,10 @@ impl Actor for AgentCore {
         if state.dirty {
             state.flush();
         }
+        // The agent's cgroup directory goes when no task is left in it (running tasks
+        // outlive the agent, and keep it).
+        let agent = state.id().to_string();
+        tokio::task::spawn_blocking(move || troupe_os::cgroup::remove_owner_if_empty(&agent));
         Ok(())
     }
 

@@ -5,9 +5,10 @@
 //! Without root these tests skip with a reason, and fail when `TROUPE_REQUIRE_ROOT=1`.
 
 mod actor;
+mod launcher;
 mod logs;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -65,29 +66,7 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         // Whatever a failed test left: kill it, remove its cgroups and sandbox.
-        for hierarchy in ["memory", "pids", "cpu,cpuacct", "freezer", "unified", ""] {
-            let dir = Path::new("/sys/fs/cgroup")
-                .join(hierarchy)
-                .join("troupe")
-                .join(&self.agent);
-            if let Ok(tasks) = std::fs::read_dir(&dir) {
-                for task in tasks.flatten() {
-                    if let Ok(procs) = std::fs::read_to_string(task.path().join("cgroup.procs")) {
-                        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
-                            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                                let _ = rustix::process::kill_process(
-                                    pid,
-                                    rustix::process::Signal::KILL,
-                                );
-                            }
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                    let _ = std::fs::remove_dir(task.path());
-                }
-                let _ = std::fs::remove_dir(&dir);
-            }
-        }
+        troupe_os::cgroup::remove_owner(&self.agent, Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }

@@ -1,0 +1,360 @@
+//! The launcher: one long-lived shim per owner process that forks a shim for each task,
+//! so that a launch or a restart does not exec a shim binary.
+//!
+//! ```text
+//!   owner (agent, supervisor...)          multi-threaded: must not fork and keep running
+//!     └── troupe-shim --launcher          single-threaded; started once, on first launch
+//!           ├── shim (forked)  task A      as before: the parent of its task (shim.rs)
+//!           │     └── task A
+//!           └── shim (forked)  task B
+//!                 └── task B
+//! ```
+//!
+//! Exec'ing the shim costs about as much as the task's own fork and exec (the dynamic
+//! loader, the runtime's start) and, started from the owner, blocks an owner thread until
+//! the exec is done. A fork of the small single-threaded launcher costs a fraction of that,
+//! and the owner only writes a message.
+//!
+//! The owner and the launcher share a Unix stream socket (the launcher's standard input).
+//! Each request is a frame: a little-endian `u32` length and the [`LaunchPlan`] as JSON,
+//! with the write end of a pipe attached (`SCM_RIGHTS`). The launcher forks; the child
+//! becomes the task's shim, with that pipe as its standard output, where it reports exactly
+//! as an exec'd shim does ([`crate::shim::Report`]). The launcher first writes
+//! [`HELLO`] to the socket: a shim binary too old to be a launcher writes nothing and exits,
+//! and the owner then execs a shim per task as before, so an older `troupe-shim` beside a
+//! newer owner still works.
+//!
+//! A launcher ends when its owner does (its end of the socket reads end-of-file); the
+//! shims it forked live on, in sessions of their own, as exec'd shims do. A launcher that
+//! died is started again on the next launch. The launcher reaps its shims itself.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use tracing::{debug, warn};
+
+use crate::shim::{self, LaunchPlan};
+
+/// The argument, after the shim program's own, that makes it a launcher.
+pub const LAUNCHER_FLAG: &str = "--launcher";
+
+/// What a launcher writes first, so that its owner knows it speaks this protocol.
+pub const HELLO: &[u8] = b"troupe-launcher 1\n";
+
+/// The largest launch plan a launcher reads (an environment and arguments can be large;
+/// Linux caps them together at a few MiB).
+const MAX_PLAN: usize = 16 << 20;
+
+/// How long a starting launcher may take to say hello, and a request to be taken.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The launchers of this process, one per shim program.
+static LAUNCHERS: Mutex<Option<HashMap<ShimCommand, State>>> = Mutex::new(None);
+
+/// A shim program and the arguments before its own.
+type ShimCommand = (PathBuf, Vec<String>);
+
+enum State {
+    Running(Launcher),
+    /// The program is not a launcher (an older shim): exec it per task.
+    Unsupported,
+}
+
+struct Launcher {
+    socket: OwnedFd,
+    process: std::process::Child,
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // Its socket closes with this; it then exits by itself. Reap it if it already has.
+        let _ = self.process.try_wait();
+    }
+}
+
+/// Asks the launcher of `shim` to start a shim for `plan`. Returns the read end of the
+/// pipe the shim reports on, or `None` when `shim` cannot be a launcher (exec it instead).
+pub(crate) fn launch(
+    shim: &Path,
+    shim_args: &[String],
+    plan: &LaunchPlan,
+) -> std::io::Result<Option<OwnedFd>> {
+    let body = serde_json::to_vec(plan).map_err(std::io::Error::other)?;
+    let key = (shim.to_path_buf(), shim_args.to_vec());
+    let mut launchers = LAUNCHERS.lock().unwrap_or_else(|p| p.into_inner());
+    let launchers = launchers.get_or_insert_with(HashMap::new);
+    // A launcher that died since the last launch gets one fresh start.
+    for attempt in 0..2 {
+        if !launchers.contains_key(&key) {
+            let state = match Launcher::start(shim, shim_args) {
+                Ok(launcher) => State::Running(launcher),
+                Err(e) => {
+                    warn!(shim = %shim.display(), cause = %e, "the shim program cannot be a launcher; a shim is exec'd per task");
+                    State::Unsupported
+                }
+            };
+            launchers.insert(key.clone(), state);
+        }
+        let Some(State::Running(launcher)) = launchers.get(&key) else {
+            return Ok(None);
+        };
+        let (reports, report_writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        match launcher.send(&body, report_writer) {
+            Ok(()) => return Ok(Some(reports)),
+            Err(e) if attempt == 0 => {
+                debug!(shim = %shim.display(), cause = %e, "the launcher is gone; starting another");
+                launchers.remove(&key);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns on its second attempt")
+}
+
+impl Launcher {
+    /// Starts `shim [shim_args] --launcher` and waits for its hello.
+    fn start(shim: &Path, shim_args: &[String]) -> std::io::Result<Launcher> {
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
+        let mut process = Command::new(shim)
+            .args(shim_args)
+            .arg(LAUNCHER_FLAG)
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        rustix::net::sockopt::set_socket_timeout(
+            &ours,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(TIMEOUT),
+        )?;
+        rustix::net::sockopt::set_socket_timeout(
+            &ours,
+            rustix::net::sockopt::Timeout::Send,
+            Some(TIMEOUT),
+        )?;
+        let mut hello = [0u8; HELLO.len()];
+        let said = std::fs::File::from(ours.try_clone()?).read_exact(&mut hello);
+        if said.is_err() || hello != HELLO {
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(std::io::Error::other(match said {
+                Err(e) => format!("no hello from `{} {LAUNCHER_FLAG}`: {e}", shim.display()),
+                Ok(()) => format!("`{} {LAUNCHER_FLAG}` said something else", shim.display()),
+            }));
+        }
+        debug!(shim = %shim.display(), pid = process.id(), "launcher started");
+        Ok(Launcher {
+            socket: ours,
+            process,
+        })
+    }
+
+    /// Sends one request: the frame, with `reports` (a pipe's write end) attached.
+    fn send(&self, body: &[u8], reports: OwnedFd) -> std::io::Result<()> {
+        let len = u32::try_from(body.len())
+            .ok()
+            .filter(|&n| n as usize <= MAX_PLAN)
+            .ok_or_else(|| std::io::Error::other("the launch plan is too large"))?;
+        let header = len.to_le_bytes();
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut ancillary = SendAncillaryBuffer::new(&mut space);
+        let fds = [reports.as_fd()];
+        ancillary.push(SendAncillaryMessage::ScmRights(&fds));
+        let parts = [IoSlice::new(&header), IoSlice::new(body)];
+        let sent = rustix::net::sendmsg(&self.socket, &parts, &mut ancillary, SendFlags::NOSIGNAL)?;
+        // The fd went with the first byte; whatever did not fit follows without it.
+        let frame_len = header.len() + body.len();
+        if sent < frame_len {
+            let mut rest = Vec::with_capacity(frame_len - sent);
+            rest.extend_from_slice(&header);
+            rest.extend_from_slice(body);
+            let mut socket = std::fs::File::from(self.socket.try_clone()?);
+            socket.write_all(&rest[sent..])?;
+        }
+        Ok(())
+    }
+}
+
+/// The launcher's `main`: serves requests on standard input until it closes.
+pub fn launcher_main() -> ! {
+    // A session of its own: a Ctrl-C at the owner's terminal is not for it.
+    let _ = rustix::process::setsid();
+    let socket = rustix::stdio::stdin();
+    if write_all(socket, HELLO).is_err() {
+        std::process::exit(1);
+    }
+    loop {
+        reap_shims();
+        // Wake now and then to reap shims that ended while no request came.
+        let mut fds = [rustix::event::PollFd::new(
+            &socket,
+            rustix::event::PollFlags::IN,
+        )];
+        let timeout = rustix::event::Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => std::process::exit(1),
+        }
+        let (plan, reports) = match read_request(socket) {
+            Ok(Some(request)) => request,
+            // The owner is gone.
+            Ok(None) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("troupe-shim --launcher: {e}");
+                std::process::exit(1);
+            }
+        };
+        let plan: LaunchPlan = match serde_json::from_slice(&plan) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let failed = shim::Failed {
+                    error: format!("the launcher cannot read the launch plan: {e}"),
+                };
+                let line = format!(
+                    "{} {}\n",
+                    shim::FAILED,
+                    serde_json::to_string(&failed).unwrap_or_default()
+                );
+                let _ = write_all(&reports, line.as_bytes());
+                continue;
+            }
+        };
+        fork_shim(&plan, reports);
+    }
+}
+
+/// Reads one request: the plan's bytes and the report pipe sent with them. `None` at
+/// end-of-file.
+fn read_request(socket: impl AsFd) -> std::io::Result<Option<(Vec<u8>, OwnedFd)>> {
+    let mut header = [0u8; 4];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+    let received = loop {
+        match rustix::net::recvmsg(
+            &socket,
+            &mut [IoSliceMut::new(&mut header)],
+            &mut ancillary,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::WAITALL,
+        ) {
+            Ok(msg) => break msg.bytes,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut reports = None;
+    for message in ancillary.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = message {
+            for fd in fds {
+                reports.get_or_insert(fd);
+            }
+        }
+    }
+    if received == 0 {
+        return Ok(None);
+    }
+    if received < header.len() {
+        return Err(std::io::Error::other("a request ended inside its header"));
+    }
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_PLAN {
+        return Err(std::io::Error::other(format!(
+            "a launch plan of {len} bytes is over the limit"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    read_exact(&socket, &mut body)?;
+    let reports =
+        reports.ok_or_else(|| std::io::Error::other("a request came without its report pipe"))?;
+    Ok(Some((body, reports)))
+}
+
+/// Forks the shim of one task. The child reports on `reports` and never returns.
+#[allow(unsafe_code)]
+fn fork_shim(plan: &LaunchPlan, reports: OwnedFd) {
+    // SAFETY: the launcher is single-threaded, so the child is a whole copy of it and may
+    // allocate and run any code, as an exec'd shim would.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        0 => {
+            // The child: the report pipe as standard output, nothing of the launcher's.
+            let _ = rustix::stdio::dup2_stdout(&reports);
+            drop(reports);
+            if let Ok(null) = std::fs::File::open("/dev/null") {
+                let _ = rustix::stdio::dup2_stdin(&null);
+            }
+            let _ = rustix::process::setsid();
+            shim::tell_owner(
+                shim::SHIM,
+                &shim::ShimPid {
+                    pid: std::process::id() as i32,
+                },
+            );
+            std::process::exit(shim::run(plan));
+        }
+        -1 => {
+            let failed = shim::Failed {
+                error: format!(
+                    "the launcher cannot fork: {}",
+                    std::io::Error::last_os_error()
+                ),
+            };
+            let line = format!(
+                "{} {}\n",
+                shim::FAILED,
+                serde_json::to_string(&failed).unwrap_or_default()
+            );
+            let _ = write_all(&reports, line.as_bytes());
+        }
+        // The parent: the child holds the pipe now.
+        _ => drop(reports),
+    }
+}
+
+/// Reaps every shim that has ended.
+fn reap_shims() {
+    while let Ok(Some(_)) = rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG) {}
+}
+
+fn read_exact(fd: impl AsFd, mut buf: &mut [u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::read(&fd, &mut *buf) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn write_all(fd: impl AsFd, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::io::write(&fd, bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
