@@ -25,7 +25,7 @@ use crate::procfs;
 use crate::shim::{self, Exit, Failed, LaunchPlan, Started};
 use crate::spec::{ExitReason, ProcessSpec, SpecError, signal_number};
 
-/// The file the final [`ExitReason`] of a task's run is recorded in.
+/// The record of the final [`ExitReason`] of a task's run.
 const OUTCOME: &str = "outcome.json";
 
 /// Where a task lives on this host.
@@ -77,7 +77,7 @@ impl TaskContext {
     /// How the task's last run ended, once its owner concluded it (the record outlives
     /// the process actor, so an owner that learns of the end late still knows how).
     pub fn outcome(&self) -> Option<ExitReason> {
-        shim::read_status(&self.status_dir(), OUTCOME)
+        shim::read_record(&self.status_dir(), OUTCOME)
     }
 }
 
@@ -151,6 +151,13 @@ pub struct Checkpoint {
     pub logs: [PathBuf; 2],
 }
 
+impl Checkpoint {
+    /// The checkpoint recorded in a task's status directory ([`TaskContext::status_dir`]).
+    pub fn read(status_dir: &Path) -> Option<Checkpoint> {
+        shim::read_record(status_dir, CHECKPOINT)
+    }
+}
+
 /// Resource use of a task.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessStats {
@@ -202,9 +209,7 @@ impl Process {
         let status_dir = ctx.status_dir();
         let setup = |what: &str, e: std::io::Error| StartError::Setup(format!("{what}: {e}"));
         std::fs::create_dir_all(&status_dir).map_err(|e| setup("sandbox", e))?;
-        for stale in [shim::STARTED, shim::FAILED, shim::EXIT, CHECKPOINT, OUTCOME] {
-            let _ = std::fs::remove_file(status_dir.join(stale));
-        }
+        shim::clear_records(&status_dir).map_err(|e| setup("records", e))?;
         let cgroup = match TaskCgroup::create(&ctx.agent, &ctx.task, &spec.resources) {
             Ok(cg) => Some(cg),
             Err(e @ CgroupError::NotRoot { .. }) => {
@@ -274,8 +279,8 @@ impl Process {
                     // rest.
                     shim.reap().await;
                     match (
-                        shim::read_status::<Started>(&status_dir, shim::STARTED),
-                        shim::read_status::<Failed>(&status_dir, shim::FAILED),
+                        shim::read_record::<Started>(&status_dir, shim::STARTED),
+                        shim::read_record::<Failed>(&status_dir, shim::FAILED),
                     ) {
                         (Some(started), _) => started,
                         (None, Some(failed)) => {
@@ -323,7 +328,7 @@ impl Process {
             sandbox: sandbox.clone(),
             logs: [stdout, stderr],
         };
-        if let Err(e) = shim::write_status(&status_dir, CHECKPOINT, &checkpoint) {
+        if let Err(e) = shim::append_record(&status_dir, CHECKPOINT, &checkpoint) {
             warn!(task = %ctx.task, cause = %e, "cannot write the checkpoint; a new owner will not find this task");
         }
         debug!(task = %ctx.task, pid = started.pid, "task started");
@@ -342,10 +347,9 @@ impl Process {
     /// is refused, and the task reported gone.
     pub async fn adopt(ctx: TaskContext) -> Result<Process, AdoptError> {
         let status_dir = ctx.status_dir();
-        let checkpoint: Checkpoint =
-            shim::read_status(&status_dir, CHECKPOINT).ok_or_else(|| AdoptError::NoCheckpoint {
-                task: ctx.task.clone(),
-            })?;
+        let checkpoint = Checkpoint::read(&status_dir).ok_or_else(|| AdoptError::NoCheckpoint {
+            task: ctx.task.clone(),
+        })?;
         Process::adopt_checkpoint(ctx, checkpoint).await
     }
 
@@ -358,7 +362,7 @@ impl Process {
             .cgroup
             .as_ref()
             .and_then(|_| TaskCgroup::open(&checkpoint.agent, &checkpoint.task));
-        let ended = shim::read_status::<Exit>(&ctx.status_dir(), shim::EXIT).is_some();
+        let ended = shim::read_record::<Exit>(&ctx.status_dir(), shim::EXIT).is_some();
         let same = procfs::start_time(checkpoint.pid) == Some(checkpoint.start_time);
         if !ended && !same {
             if let Some(cg) = &cgroup {
@@ -594,7 +598,7 @@ impl Inner {
             if reported.is_some() {
                 break reported;
             }
-            if let Some(exit) = shim::read_status::<Exit>(&status_dir, shim::EXIT) {
+            if let Some(exit) = shim::read_record::<Exit>(&status_dir, shim::EXIT) {
                 break Some(exit);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -628,12 +632,7 @@ impl Inner {
             self.signal_group(9);
         }
         // The outcome outlives the actor, for an owner that learns of the end late.
-        if let Ok(bytes) = serde_json::to_vec(&reason) {
-            let tmp = status_dir.join(".outcome.json.tmp");
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, status_dir.join(OUTCOME));
-            }
-        }
+        let _ = shim::append_record(&status_dir, OUTCOME, &reason);
         debug!(task = %self.ctx.task, %reason, "task ended");
         reason
     }

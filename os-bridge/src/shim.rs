@@ -12,9 +12,11 @@
 //! (or a new owner after a restart) reads them. The shim is single-threaded, so the work
 //! between fork and exec (new session, joining the cgroup, rlimits) is safe there.
 //!
-//! Files, each written whole and renamed into place:
+//! Records, appended to one file, `records`, in the status directory (see [`append_record`]):
 //! * `started.json`: the task's pid and start time, or `failed.json`: why it never ran;
 //! * `exit.json`: its exit code or signal.
+//!
+//! (The owner adds its own there: the checkpoint and the outcome.)
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -140,12 +142,64 @@ pub const EXIT: &str = "exit.json";
 /// The name of the report of a forked shim's pid (a report only, never a file).
 pub const SHIM: &str = "shim";
 
-/// Writes `value` as JSON to `dir/name`, whole or not at all (written beside it, then
-/// renamed over it).
+/// The file of a task's records, in its status directory.
+pub const RECORDS: &str = "records";
+
+/// Appends record `name` with `value` to the task's records in `dir`, as one line, `NAME
+/// JSON`, in one write. The last whole record of a name is the one that counts; a record
+/// cut short by a crash is no record (each starts on a line of its own, so it cannot spoil
+/// the next one).
 ///
-/// Not synced to disk: these records serve an owner that restarts while the host stays up
-/// (the page cache survives a crashed process), and a task does not outlive its host. An
-/// fsync per record cost milliseconds per launch.
+/// One file per task, appended to, and not a file per record renamed into place: every new
+/// file is an inode to allocate, and on a busy filesystem that was the largest cost of a
+/// launch. Not synced to disk: the records serve an owner that restarts while the host
+/// stays up (the page cache survives a crashed process), and a task does not outlive its
+/// host. An fsync per record cost milliseconds per launch.
+pub fn append_record<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
+    let mut line = Vec::with_capacity(256);
+    line.push(b'\n');
+    line.extend_from_slice(name.as_bytes());
+    line.push(b' ');
+    serde_json::to_writer(&mut line, value).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(RECORDS))?
+        .write_all(&line)
+}
+
+/// The last whole record `name` of the task in `dir`; or, from an older shim, the file of
+/// that name.
+pub fn read_record<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Option<T> {
+    if let Ok(records) = std::fs::read(dir.join(RECORDS)) {
+        // What follows the last newline is a record still being written, or cut short.
+        let whole = records.rsplit(|b| *b == b'\n').skip(1);
+        let found = whole
+            .filter_map(|line| {
+                let json = line.strip_prefix(name.as_bytes())?.strip_prefix(b" ")?;
+                serde_json::from_slice(json).ok()
+            })
+            .next();
+        if found.is_some() {
+            return found;
+        }
+    }
+    read_status(dir, name)
+}
+
+/// Forgets the records of an earlier run in `dir` (the file is emptied, not made again).
+pub fn clear_records(dir: &Path) -> std::io::Result<()> {
+    File::create(dir.join(RECORDS))?;
+    // What an older shim wrote as files.
+    for name in [STARTED, FAILED, EXIT] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    Ok(())
+}
+
+/// Writes `value` as JSON to `dir/name`, whole or not at all (written beside it, then
+/// renamed over it). For the launch plan of an exec'd shim.
 pub fn write_status<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = File::create(&tmp)?;
@@ -154,7 +208,7 @@ pub fn write_status<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io:
     std::fs::rename(&tmp, dir.join(name))
 }
 
-/// Reads `dir/name`, if it is there and whole.
+/// Reads `dir/name`, if it is there and whole (a record of an older shim).
 pub fn read_status<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Option<T> {
     let bytes = std::fs::read(dir.join(name)).ok()?;
     serde_json::from_slice(&bytes).ok()
@@ -198,7 +252,7 @@ fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
 pub fn run(plan: &LaunchPlan) -> i32 {
     let fail = |error: String| -> i32 {
         let failed = Failed { error };
-        let written = write_status(&plan.status_dir, FAILED, &failed);
+        let written = append_record(&plan.status_dir, FAILED, &failed);
         tell_owner(FAILED, &failed);
         match written {
             Ok(()) => 0,
@@ -270,7 +324,7 @@ pub fn run(plan: &LaunchPlan) -> i32 {
         shim_pid: std::process::id() as i32,
     };
     // Without its start recorded nobody could find the task: better not to run it.
-    if write_status(&plan.status_dir, STARTED, &started).is_err() {
+    if append_record(&plan.status_dir, STARTED, &started).is_err() {
         let _ = child.kill();
         let _ = child.wait();
         return 1;
@@ -287,7 +341,7 @@ pub fn run(plan: &LaunchPlan) -> i32 {
         code: status.code(),
         signal: status.signal(),
     };
-    let written = write_status(&plan.status_dir, EXIT, &exit);
+    let written = append_record(&plan.status_dir, EXIT, &exit);
     tell_owner(EXIT, &exit);
     match written {
         Ok(()) => 0,
@@ -355,5 +409,58 @@ fn prepare_child(
             }
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("troupe-records-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_last_whole_record_of_a_name_counts_and_a_torn_one_spoils_nothing() {
+        let dir = dir("torn");
+        let exit = |code| Exit {
+            code: Some(code),
+            signal: None,
+        };
+        append_record(&dir, EXIT, &exit(1)).unwrap();
+        append_record(&dir, STARTED, &Failed { error: "x".into() }).unwrap();
+        append_record(&dir, EXIT, &exit(2)).unwrap();
+        assert_eq!(read_record::<Exit>(&dir, EXIT), Some(exit(2)));
+        // A record cut short by a crash: it is not read, and the next one still is.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.join(RECORDS))
+            .unwrap();
+        file.write_all(b"\nexit.json {\"code\":3,\"sig").unwrap();
+        assert_eq!(read_record::<Exit>(&dir, EXIT), Some(exit(2)));
+        append_record(&dir, EXIT, &exit(4)).unwrap();
+        assert_eq!(read_record::<Exit>(&dir, EXIT), Some(exit(4)));
+        // A record of another name, or of none, is not taken for this one.
+        assert_eq!(read_record::<Exit>(&dir, "exit"), None);
+        clear_records(&dir).unwrap();
+        assert_eq!(read_record::<Exit>(&dir, EXIT), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_an_older_shim_wrote_as_a_file_is_read() {
+        let dir = dir("legacy");
+        let exit = Exit {
+            code: None,
+            signal: Some(9),
+        };
+        write_status(&dir, EXIT, &exit).unwrap();
+        assert_eq!(read_record::<Exit>(&dir, EXIT), Some(exit));
+        clear_records(&dir).unwrap();
+        assert_eq!(read_record::<Exit>(&dir, EXIT), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

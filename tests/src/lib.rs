@@ -374,14 +374,7 @@ impl Drop for TaskLitter {
         };
         if let Ok(tasks) = std::fs::read_dir(&self.root) {
             for task in tasks.flatten() {
-                let checkpoint = task.path().join(".troupe").join("checkpoint.json");
-                if let Ok(c) = std::fs::read(&checkpoint)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| {
-                        serde_json::from_slice::<troupe_os::Checkpoint>(&b)
-                            .map_err(|e| e.to_string())
-                    })
-                {
+                if let Some(c) = troupe_os::Checkpoint::read(&task.path().join(".troupe")) {
                     if troupe_os::procfs::start_time(c.pid) == Some(c.start_time) {
                         kill(c.pid, true);
                     }

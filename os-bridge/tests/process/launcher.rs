@@ -19,7 +19,10 @@ fn launchers() -> Vec<i32> {
         };
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // pid (comm) state ppid ...
-        let mut after = stat.rsplit_once(')').map_or("", |(_, a)| a).split_whitespace();
+        let mut after = stat
+            .rsplit_once(')')
+            .map_or("", |(_, a)| a)
+            .split_whitespace();
         let (state, ppid) = (after.next(), after.next());
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let is_launcher = cmdline

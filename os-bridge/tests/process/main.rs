@@ -429,9 +429,7 @@ async fn what_a_task_leaves_behind_when_it_exits_is_killed() {
 async fn a_faked_checkpoint_with_a_reused_pid_is_refused() {
     let Some(fx) = Fixture::new() else { return };
     let p = fx.spawn("victim", ProcessSpec::new(["sleep", "100"])).await;
-    let path = fx.ctx("victim").status_dir().join("checkpoint.json");
-    let mut checkpoint: troupe_os::Checkpoint =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut checkpoint = troupe_os::Checkpoint::read(&fx.ctx("victim").status_dir()).unwrap();
     checkpoint.start_time += 1;
     let adopted = Process::adopt_checkpoint(fx.ctx("victim"), checkpoint).await;
     assert!(
