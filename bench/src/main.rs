@@ -63,7 +63,16 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown cpu".into());
     let kernel = rustix_kernel();
-    format!("{cpus} cpus ({model}), Linux {kernel}")
+    // Whether a task joins its cgroup at once or after an RCU grace period: it moves the
+    // launch figures by several milliseconds (docs/processes.md).
+    let cgroups = if !troupe_os::cgroup::available() {
+        "no cgroups (not root)"
+    } else if troupe_os::cgroup::favors_dynmods() {
+        "cgroups with favordynmods"
+    } else {
+        "cgroups without favordynmods"
+    };
+    format!("{cpus} cpus ({model}), Linux {kernel}, {cgroups}")
 }
 
 fn rustix_kernel() -> String {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
-use troupe_runtime::supervisor::{ChildSpec, Shutdown, StartCtx, StartOutcome};
+use troupe_runtime::supervisor::{ChildSpec, Restart, Shutdown, StartCtx, StartOutcome};
 use troupe_runtime::text::Parsed;
 use troupe_runtime::{Addr, Child, Reply};
 
@@ -369,7 +369,7 @@ async fn describe(cell: ractor::ActorCell) -> Option<troupe_runtime::inspector::
 }
 
 /// A supervisor child that runs `spec` as task `ctx.task` (each restart reuses the task's
-/// sandbox, so its logs go on). Its shutdown gives the process its grace period and 5 s
+/// sandbox, so its logs go on, and its cgroup, see [`crate::cgroup::CgroupKeeper`]). Its shutdown gives the process its grace period and 5 s
 /// more, so that a supervisor never kills the actor while its process is still stopping.
 pub fn process_child(child: ChildSpec, spec: ProcessSpec, ctx: TaskContext) -> Child {
     let mut child = child;
@@ -379,6 +379,12 @@ pub fn process_child(child: ChildSpec, spec: ProcessSpec, ctx: TaskContext) -> C
     if child.shutdown.is_none() {
         child.shutdown = Some(Shutdown::Timeout(spec.grace + Duration::from_secs(5)));
     }
+    // A child that may run again keeps its emptied cgroup for the next run.
+    let ctx = if matches!(child.restart, Restart::Temporary) || ctx.keep_cgroup.is_some() {
+        ctx
+    } else {
+        ctx.keeping_cgroup()
+    };
     Child::new(child, move |start: StartCtx| {
         let args = ProcessArgs {
             spec: spec.clone(),

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cgroups_rs::{Cgroup, MaxValue};
@@ -257,7 +258,7 @@ impl TaskCgroup {
                 cpu_ns: keyed(read(dir.clone(), "cpu.stat"), "usage_usec").unwrap_or(0) * 1000,
                 memory_bytes: number(read(dir.clone(), "memory.current")).unwrap_or(0),
                 memory_peak_bytes: number(read(dir.clone(), "memory.peak")).unwrap_or(0),
-                oom_kills: keyed(read(dir, "memory.events"), "oom_kill").unwrap_or(0),
+                oom_kills: self.oom_kills(),
                 processes,
             }
         } else {
@@ -267,10 +268,27 @@ impl TaskCgroup {
                 memory_bytes: number(read(memory.clone(), "memory.usage_in_bytes")).unwrap_or(0),
                 memory_peak_bytes: number(read(memory.clone(), "memory.max_usage_in_bytes"))
                     .unwrap_or(0),
-                oom_kills: keyed(read(memory, "memory.oom_control"), "oom_kill").unwrap_or(0),
+                oom_kills: self.oom_kills(),
                 processes,
             }
         }
+    }
+
+    /// The processes the kernel killed in it for exceeding its memory limit, ever.
+    pub fn oom_kills(&self) -> u64 {
+        let (dir, file) = if self.cgroup.v2() {
+            (self.controller_dir(""), "memory.events")
+        } else {
+            (self.controller_dir("memory"), "memory.oom_control")
+        };
+        dir.and_then(|d| std::fs::read_to_string(d.join(file)).ok())
+            .and_then(|text| {
+                text.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == "oom_kill").then(|| v.trim().parse().ok()).flatten()
+                })
+            })
+            .unwrap_or(0)
     }
 
     /// Kills every process in the cgroup and waits (up to `limit`) until it is empty. On v1
@@ -312,6 +330,28 @@ impl TaskCgroup {
         }
     }
 
+    /// Resets what can be reset of the stats for a new run in the same cgroup (v1: cpu time
+    /// and memory peak).
+    fn reset_stats(&self) {
+        if self.cgroup.v2() {
+            return;
+        }
+        if let Some(dir) = self.controller_dir("cpuacct") {
+            let _ = std::fs::write(dir.join("cpuacct.usage"), "0");
+        }
+        if let Some(dir) = self.controller_dir("memory") {
+            let _ = std::fs::write(dir.join("memory.max_usage_in_bytes"), "0");
+        }
+    }
+
+    /// Removes the cgroup's directories now, once each, without killing or waiting: for a
+    /// cgroup known to be empty.
+    fn remove_empty(&self) {
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
     /// Removes the cgroup, killing what is left in it first. Returns whether it is gone.
     pub async fn remove(&self, limit: Duration) -> bool {
         self.kill_all(limit).await;
@@ -331,6 +371,91 @@ impl TaskCgroup {
     /// The directories that make up this cgroup (for tests and diagnostics).
     pub fn directories(&self) -> Vec<PathBuf> {
         self.dirs()
+    }
+}
+
+/// How long [`CgroupKeeper`] keeps an emptied cgroup for the next run of its task.
+pub const KEEP_FOR: Duration = Duration::from_secs(1);
+
+/// Keeps a task's emptied cgroup between one run and the next, so that a restart does not
+/// remove and make it again: five directories on a v1 host, with their limits, about a
+/// fifth of a restart. A supervised process child has one (see
+/// [`crate::actor::process_child`]); a cgroup kept and not taken again within [`KEEP_FOR`]
+/// is removed, and so is one kept when the last clone of the keeper goes (its supervisor
+/// stopped).
+///
+/// systemd keeps a service's cgroup across its restarts the same way. The stats a task
+/// reads are its run's own: on v1 its cpu time and memory peak are reset when the cgroup
+/// is taken again, and an OOM kill counts only when it happened in this run (the kernel's
+/// counter cannot be reset); on v2 the cpu time goes on from the earlier runs.
+#[derive(Debug, Clone, Default)]
+pub struct CgroupKeeper {
+    kept: Arc<Mutex<Kept>>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    cgroup: Option<(Arc<TaskCgroup>, Resources)>,
+    /// Counts keeps and takes, so that a deferred removal removes only the cgroup it was
+    /// set for.
+    generation: u64,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some((cgroup, _)) = self.cgroup.take() {
+            cgroup.remove_empty();
+        }
+    }
+}
+
+impl CgroupKeeper {
+    /// A keeper with nothing kept.
+    pub fn new() -> CgroupKeeper {
+        CgroupKeeper::default()
+    }
+
+    /// Keeps `cgroup`, emptied, with the limits it has, for [`KEEP_FOR`].
+    pub(crate) fn keep(&self, cgroup: Arc<TaskCgroup>, resources: Resources) {
+        let generation = {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            kept.generation += 1;
+            kept.cgroup = Some((cgroup, resources));
+            kept.generation
+        };
+        let keeper = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(KEEP_FOR).await;
+            let expired = {
+                let mut kept = keeper.kept.lock().unwrap_or_else(|p| p.into_inner());
+                (kept.generation == generation)
+                    .then(|| kept.cgroup.take())
+                    .flatten()
+            };
+            if let Some((cgroup, _)) = expired {
+                cgroup.remove(Duration::from_secs(10)).await;
+            }
+        });
+    }
+
+    /// The kept cgroup, if it is still there, set to `resources`, its stats reset.
+    pub(crate) fn take(&self, resources: &Resources) -> Option<Arc<TaskCgroup>> {
+        let (cgroup, limits) = {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            kept.generation += 1;
+            kept.cgroup.take()?
+        };
+        if !cgroup.dirs.iter().all(|d| d.is_dir()) || !cgroup.is_empty() {
+            // Removed under it, or somehow not empty: not for a new run.
+            cgroup.remove_empty();
+            return None;
+        }
+        if limits != *resources && cgroup.apply(resources).is_err() {
+            cgroup.remove_empty();
+            return None;
+        }
+        cgroup.reset_stats();
+        Some(cgroup)
     }
 }
 

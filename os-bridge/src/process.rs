@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::cgroup::{CgroupError, CgroupStats, TaskCgroup};
+use crate::cgroup::{CgroupError, CgroupKeeper, CgroupStats, TaskCgroup};
 use crate::logs::LogStream;
 use crate::procfs;
 use crate::shim::{self, Exit, Failed, LaunchPlan, Started};
@@ -42,6 +42,9 @@ pub struct TaskContext {
     pub shim: PathBuf,
     /// Arguments that come before the launch file on the shim's command line.
     pub shim_args: Vec<String>,
+    /// Where the task's emptied cgroup waits for its next run, when it has runs to come (a
+    /// supervised process); without one, the cgroup is removed when the task ends.
+    pub keep_cgroup: Option<CgroupKeeper>,
 }
 
 impl TaskContext {
@@ -54,7 +57,15 @@ impl TaskContext {
             sandbox_root: sandbox_root.into(),
             shim,
             shim_args,
+            keep_cgroup: None,
         }
+    }
+
+    /// This context, keeping the task's emptied cgroup for its next run (see
+    /// [`CgroupKeeper`]).
+    pub fn keeping_cgroup(mut self) -> TaskContext {
+        self.keep_cgroup = Some(CgroupKeeper::new());
+        self
     }
 
     /// This context with the `troupe-shim` binary at `path` as its shim.
@@ -177,7 +188,9 @@ struct Inner {
     spec: ProcessSpec,
     pid: i32,
     start_time: u64,
-    cgroup: Option<TaskCgroup>,
+    cgroup: Option<Arc<TaskCgroup>>,
+    /// The cgroup's OOM kills before this run (a kept cgroup has its earlier runs').
+    oom_baseline: u64,
     stop_requested: AtomicBool,
     exit: watch::Receiver<Option<ExitReason>>,
     logs: [LogStream; 2],
@@ -210,13 +223,21 @@ impl Process {
         let setup = |what: &str, e: std::io::Error| StartError::Setup(format!("{what}: {e}"));
         std::fs::create_dir_all(&status_dir).map_err(|e| setup("sandbox", e))?;
         shim::clear_records(&status_dir).map_err(|e| setup("records", e))?;
-        let cgroup = match TaskCgroup::create(&ctx.agent, &ctx.task, &spec.resources) {
-            Ok(cg) => Some(cg),
-            Err(e @ CgroupError::NotRoot { .. }) => {
-                NO_CGROUP_WARNING.call_once(|| warn!(cause = %e, "tasks run without cgroups"));
-                None
-            }
-            Err(e) => return Err(StartError::Setup(e.to_string())),
+        let kept = ctx
+            .keep_cgroup
+            .as_ref()
+            .and_then(|keeper| keeper.take(&spec.resources));
+        let oom_baseline = kept.as_ref().map_or(0, |cg| cg.oom_kills());
+        let cgroup = match kept {
+            Some(cg) => Some(cg),
+            None => match TaskCgroup::create(&ctx.agent, &ctx.task, &spec.resources) {
+                Ok(cg) => Some(Arc::new(cg)),
+                Err(e @ CgroupError::NotRoot { .. }) => {
+                    NO_CGROUP_WARNING.call_once(|| warn!(cause = %e, "tasks run without cgroups"));
+                    None
+                }
+                Err(e) => return Err(StartError::Setup(e.to_string())),
+            },
         };
         let cwd = match &spec.cwd {
             Some(dir) if dir.is_absolute() => dir.clone(),
@@ -252,7 +273,7 @@ impl Process {
             stderr: stderr.clone(),
             status_dir: status_dir.clone(),
         };
-        async fn cleanup(cgroup: &Option<TaskCgroup>) {
+        async fn cleanup(cgroup: &Option<Arc<TaskCgroup>>) {
             if let Some(cg) = cgroup {
                 cg.remove(Duration::from_secs(5)).await;
             }
@@ -337,7 +358,7 @@ impl Process {
             spec,
             started.pid,
             started.start_time,
-            cgroup,
+            (cgroup, oom_baseline),
             Some(exit_rx),
         ))
     }
@@ -361,7 +382,8 @@ impl Process {
         let cgroup = checkpoint
             .cgroup
             .as_ref()
-            .and_then(|_| TaskCgroup::open(&checkpoint.agent, &checkpoint.task));
+            .and_then(|_| TaskCgroup::open(&checkpoint.agent, &checkpoint.task))
+            .map(Arc::new);
         let ended = shim::read_record::<Exit>(&ctx.status_dir(), shim::EXIT).is_some();
         let same = procfs::start_time(checkpoint.pid) == Some(checkpoint.start_time);
         if !ended && !same {
@@ -382,7 +404,7 @@ impl Process {
             checkpoint.spec,
             checkpoint.pid,
             checkpoint.start_time,
-            cgroup,
+            (cgroup, 0),
             None,
         ))
     }
@@ -395,7 +417,7 @@ impl Process {
         spec: ProcessSpec,
         pid: i32,
         start_time: u64,
-        cgroup: Option<TaskCgroup>,
+        (cgroup, oom_baseline): (Option<Arc<TaskCgroup>>, u64),
         reported: Option<tokio::sync::oneshot::Receiver<Option<Exit>>>,
     ) -> Process {
         let (tx, rx) = watch::channel(None);
@@ -416,6 +438,7 @@ impl Process {
             pid,
             start_time,
             cgroup,
+            oom_baseline,
             stop_requested: AtomicBool::new(false),
             exit: rx,
             logs,
@@ -478,7 +501,7 @@ impl Process {
         self.inner
             .cgroup
             .as_ref()
-            .map(TaskCgroup::directories)
+            .map(|cg| cg.directories())
             .unwrap_or_default()
     }
 
@@ -512,7 +535,8 @@ impl Process {
 
     /// Stops the task: its stop signal to its whole process group, then, after the grace
     /// period, SIGKILL to everything left in its cgroup (or group). Returns once the task
-    /// has ended and its cgroup is empty and removed.
+    /// has ended and its cgroup is empty and removed (or kept, see
+    /// [`TaskContext::keep_cgroup`]).
     pub async fn stop(&self) -> ExitReason {
         if let Some(reason) = self.exit_reason() {
             return reason;
@@ -606,7 +630,7 @@ impl Inner {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
-        let oom_kills = self.cgroup.as_ref().map_or(0, |c| c.stats().oom_kills);
+        let oom_kills = self.cgroup.as_ref().map_or(0, |c| c.oom_kills());
         let reason = match exit {
             None => ExitReason::Gone(
                 "the task ended but its exit was not recorded (its shim died)".into(),
@@ -614,7 +638,7 @@ impl Inner {
             Some(_) if self.stop_requested.load(Ordering::SeqCst) => ExitReason::Killed,
             Some(Exit {
                 signal: Some(9), ..
-            }) if oom_kills > 0 => ExitReason::OomKilled,
+            }) if oom_kills > self.oom_baseline => ExitReason::OomKilled,
             Some(Exit {
                 signal: Some(sig), ..
             }) => ExitReason::Signaled(sig),
@@ -623,10 +647,19 @@ impl Inner {
             }) => ExitReason::Exited(code),
             Some(_) => ExitReason::Gone("the recorded exit has neither code nor signal".into()),
         };
-        // A task is its cgroup: nothing it started outlives it.
+        // A task is its cgroup: nothing it started outlives it. An emptied cgroup with runs
+        // to come is kept for the next.
         if let Some(cg) = &self.cgroup {
-            if !cg.remove(Duration::from_secs(10)).await {
-                warn!(task = %self.ctx.task, cgroup = %cg.path(), "cannot remove the cgroup");
+            let keeper = self.ctx.keep_cgroup.as_ref();
+            match keeper {
+                Some(keeper) if cg.kill_all(Duration::from_secs(10)).await => {
+                    keeper.keep(cg.clone(), self.spec.resources.clone());
+                }
+                _ => {
+                    if !cg.remove(Duration::from_secs(10)).await {
+                        warn!(task = %self.ctx.task, cgroup = %cg.path(), "cannot remove the cgroup");
+                    }
+                }
             }
         } else {
             self.signal_group(9);

@@ -175,3 +175,58 @@ async fn a_supervisor_restarts_a_crashing_binary_and_gives_up_beyond_its_intensi
     let runs = std::fs::read_to_string(fx.root.join("crasher").join("runs")).unwrap();
     assert_eq!(runs.lines().count(), 4, "the first run and three restarts");
 }
+
+/// systemd keeps a service's cgroup across its restarts; so does a supervised process: the
+/// same directory serves every run (its inode does not change), and it goes once no run
+/// follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_process_keeps_its_cgroup_which_goes_once_no_run_follows() {
+    let Some(fx) = Fixture::new() else { return };
+    let _node = node().await;
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists();
+    let base = if v1 {
+        "/sys/fs/cgroup/memory"
+    } else {
+        "/sys/fs/cgroup"
+    };
+    // Each run notes its memory cgroup's directory and inode; the third stays up.
+    let script = format!(
+        "cg=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3); \
+         [ -z \"$cg\" ] && cg=$(grep '^0::' /proc/self/cgroup | cut -d: -f3); \
+         echo {base}$cg > dir; stat -c %i {base}$cg >> inodes; \
+         [ $(wc -l < inodes) -ge 3 ] && exec sleep 1000; exit 1"
+    );
+    let flags = SupFlags::new(Strategy::OneForOne).intensity(5, Duration::from_secs(30));
+    let sup = SupervisorRef::start(SupervisorSpec::new(flags).child(process_child(
+        ChildSpec::worker("keeper"),
+        sh(&script).grace(Duration::from_millis(200)),
+        fx.ctx("keeper"),
+    )))
+    .await
+    .unwrap();
+    let sandbox = fx.root.join("keeper");
+    let inodes = || std::fs::read_to_string(sandbox.join("inodes")).unwrap_or_default();
+    assert!(
+        super::until(CALL, || inodes().lines().count() >= 3).await,
+        "three runs: {:?}",
+        inodes()
+    );
+    let inodes: Vec<String> = inodes().lines().map(str::to_string).collect();
+    assert!(
+        inodes.iter().all(|i| *i == inodes[0]),
+        "one cgroup for every run: {inodes:?}"
+    );
+    let dir =
+        std::path::PathBuf::from(std::fs::read_to_string(sandbox.join("dir")).unwrap().trim());
+    assert!(dir.ends_with("keeper"), "{}", dir.display());
+    assert!(dir.is_dir());
+    sup.stop().await;
+    assert!(
+        super::until(troupe_os::cgroup::KEEP_FOR + Duration::from_secs(5), || {
+            !dir.exists()
+        })
+        .await,
+        "the kept cgroup {} is removed",
+        dir.display()
+    );
+}
