@@ -85,6 +85,14 @@ fn main() -> anyhow::Result<()> {
     // The restart measure's tasks are parented by this binary acting as the shim.
     troupe_os::shim::main_if_shim();
     let cli = Cli::parse();
+    // RUST_LOG=troupe_os=debug,troupe_actors=debug shows where a measure's time goes, with
+    // microsecond timestamps, on standard error.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

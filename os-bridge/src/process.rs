@@ -278,6 +278,7 @@ impl Process {
                 cg.remove(Duration::from_secs(5)).await;
             }
         }
+        tracing::trace!(task = %ctx.task, "sandbox and cgroup ready");
         let (mut shim, mut reports) = match ShimHandle::start(&ctx, &plan, &status_dir) {
             Ok(started) => started,
             Err(e) => {

@@ -209,6 +209,7 @@ impl Actor for AgentCore {
         state.counter.handled();
         match message {
             AgentMsg::Launch { framework, tasks } => {
+                tracing::trace!(agent = %state.id(), tasks = tasks.len(), "launch received");
                 let admitted = state.admit(framework, tasks);
                 // A task is in the checkpoint before its process runs, so that a restarted
                 // agent never has a process it does not know of.
@@ -499,6 +500,7 @@ impl AgentState {
                     "its process runs"
                 };
                 self.update(id, TaskState::Running, reason.into(), None);
+                tracing::trace!(agent = %self.id(), task = %id, "running, and the update sent");
                 self.watch(id, ctx).await;
             }
             Err(e) => {
