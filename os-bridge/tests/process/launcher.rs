@@ -93,3 +93,95 @@ async fn a_shim_program_that_cannot_be_a_launcher_is_execd_per_task() {
     }
     assert!(launchers().is_empty());
 }
+
+/// Sends one frame (`len` in the header, `body` after it) with `fd` attached, if any.
+fn send_frame(
+    socket: &std::os::unix::net::UnixStream,
+    len: u32,
+    body: &[u8],
+    fd: Option<std::os::fd::BorrowedFd<'_>>,
+) {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let header = len.to_le_bytes();
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ancillary = SendAncillaryBuffer::new(&mut space);
+    let fds: Vec<_> = fd.into_iter().collect();
+    if !fds.is_empty() {
+        ancillary.push(SendAncillaryMessage::ScmRights(&fds));
+    }
+    let parts = [std::io::IoSlice::new(&header), std::io::IoSlice::new(body)];
+    rustix::net::sendmsg(socket, &parts, &mut ancillary, SendFlags::empty()).unwrap();
+}
+
+/// The launcher's side of its protocol: a plan it cannot read is answered with a failure
+/// on that request's pipe, and it serves the next; a frame without its pipe, or cut short,
+/// ends it with an error (its owner starts another), never a panic.
+#[test]
+fn a_launcher_answers_a_bad_plan_and_ends_on_a_broken_frame() {
+    use std::io::{BufRead, Read};
+    let start = || {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_troupe-shim"))
+            .arg(LAUNCHER_FLAG)
+            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+                theirs,
+            )))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut hello = [0u8; troupe_os::launcher::HELLO.len()];
+        (&ours).read_exact(&mut hello).unwrap();
+        assert_eq!(hello, troupe_os::launcher::HELLO);
+        (ours, child)
+    };
+    let (socket, mut launcher) = start();
+    for _ in 0..2 {
+        let (reports, report_writer) = std::io::pipe().unwrap();
+        let body = b"{not a plan";
+        send_frame(
+            &socket,
+            body.len() as u32,
+            body,
+            Some(std::os::fd::AsFd::as_fd(&report_writer)),
+        );
+        drop(report_writer);
+        let mut line = String::new();
+        std::io::BufReader::new(reports)
+            .read_line(&mut line)
+            .unwrap();
+        match troupe_os::shim::Report::parse(&line) {
+            Some(troupe_os::shim::Report::Failed(failed)) => {
+                assert!(
+                    failed.error.contains("cannot read the launch plan"),
+                    "{failed:?}"
+                )
+            }
+            other => panic!("not a failure: {line:?} {other:?}"),
+        }
+    }
+    // A frame without its report pipe.
+    send_frame(&socket, 2, b"{}", None);
+    let status = launcher.wait().unwrap();
+    let mut stderr = String::new();
+    launcher
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("without its report pipe"), "{stderr}");
+
+    // A frame cut short by its owner's end.
+    let (socket, mut launcher) = start();
+    let (_reports, report_writer) = std::io::pipe().unwrap();
+    send_frame(
+        &socket,
+        100,
+        b"{\"argv\"",
+        Some(std::os::fd::AsFd::as_fd(&report_writer)),
+    );
+    drop(socket);
+    let status = launcher.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+}
