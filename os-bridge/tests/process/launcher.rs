@@ -136,7 +136,7 @@ fn a_launcher_answers_a_bad_plan_and_ends_on_a_broken_frame() {
     };
     let (socket, mut launcher) = start();
     for _ in 0..2 {
-        let (reports, report_writer) = std::io::pipe().unwrap();
+        let (reports, report_writer) = rustix::pipe::pipe().unwrap();
         let body = b"{not a plan";
         send_frame(
             &socket,
@@ -146,7 +146,7 @@ fn a_launcher_answers_a_bad_plan_and_ends_on_a_broken_frame() {
         );
         drop(report_writer);
         let mut line = String::new();
-        std::io::BufReader::new(reports)
+        std::io::BufReader::new(std::fs::File::from(reports))
             .read_line(&mut line)
             .unwrap();
         match troupe_os::shim::Report::parse(&line) {
@@ -174,7 +174,7 @@ fn a_launcher_answers_a_bad_plan_and_ends_on_a_broken_frame() {
 
     // A frame cut short by its owner's end.
     let (socket, mut launcher) = start();
-    let (_reports, report_writer) = std::io::pipe().unwrap();
+    let (_reports, report_writer) = rustix::pipe::pipe().unwrap();
     send_frame(
         &socket,
         100,
