@@ -7,8 +7,11 @@
 //! * Registered, it sends its observer on the master a heartbeat every 200 ms.
 //! * Each task's updates go through [`StatusUpdates`]: in order, retried with backoff until
 //!   the framework acknowledges them. The manager and the task table are checkpointed to
-//!   `<work-dir>/agent.json`: a launched task before its process starts, other changes at
-//!   the next tick.
+//!   `<work-dir>/agent.json` at the next tick after a change. A launched task must be on
+//!   disk before its process starts, and rewriting the whole checkpoint for each launch
+//!   costs in proportion to the tasks the agent has: so a launch appends the tasks it
+//!   admits to `<work-dir>/agent.journal`, which the next checkpoint supersedes (see
+//!   [`load_checkpoint`]).
 //! * A task runs as a process actor under the executors supervisor; the core monitors it,
 //!   and its `Down` (or, when the process ended before the monitor was placed, the outcome
 //!   the process actor recorded in the sandbox) says how it ended.
@@ -66,6 +69,17 @@ struct AgentTask {
 struct Checkpoint {
     tasks: BTreeMap<TaskId, AgentTask>,
     updates: StatusUpdates,
+    /// Counts the checkpoints written; the journal's entries of the same generation came
+    /// after this checkpoint, older ones are in it.
+    #[serde(default)]
+    generation: u64,
+}
+
+/// One entry of the journal: the tasks one launch admitted.
+#[derive(Debug, Serialize, Deserialize)]
+struct Admitted {
+    generation: u64,
+    tasks: Vec<(TaskId, AgentTask)>,
 }
 
 /// The core's state.
@@ -96,6 +110,38 @@ fn checkpoint_path(config: &AgentConfig) -> PathBuf {
     config.work_dir.join("agent.json")
 }
 
+fn journal_path(config: &AgentConfig) -> PathBuf {
+    config.work_dir.join("agent.journal")
+}
+
+/// The checkpoint, with the tasks the journal admitted after it was written. A journal entry
+/// of an older generation is already in the checkpoint; one cut short by a crash was being
+/// written before its tasks' processes started, so nothing ran of it.
+fn load_checkpoint(config: &AgentConfig) -> Result<Checkpoint, String> {
+    let mut book: Checkpoint = match std::fs::read(checkpoint_path(config)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "the checkpoint {} is not valid ({e}); move it away to start afresh",
+                checkpoint_path(config).display()
+            )
+        })?,
+        Err(_) => Checkpoint::default(),
+    };
+    let journal = std::fs::read(journal_path(config)).unwrap_or_default();
+    for line in journal.split(|b| *b == b'\n') {
+        let Ok(entry) = serde_json::from_slice::<Admitted>(line) else {
+            continue;
+        };
+        if entry.generation != book.generation {
+            continue;
+        }
+        for (id, task) in entry.tasks {
+            book.tasks.entry(id).or_insert(task);
+        }
+    }
+    Ok(book)
+}
+
 impl Actor for AgentCore {
     type Msg = AgentMsg;
     type State = AgentState;
@@ -122,15 +168,7 @@ impl Actor for AgentCore {
             resources,
             attributes: config.attributes.clone(),
         };
-        let book: Checkpoint = match std::fs::read(checkpoint_path(&config)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "the checkpoint {} is not valid ({e}); move it away to start afresh",
-                    checkpoint_path(&config).display()
-                )
-            })?,
-            Err(_) => Checkpoint::default(),
-        };
+        let book = load_checkpoint(&config)?;
         let to_adopt = book
             .tasks
             .iter()
@@ -211,9 +249,9 @@ impl Actor for AgentCore {
             AgentMsg::Launch { framework, tasks } => {
                 tracing::trace!(agent = %state.id(), tasks = tasks.len(), "launch received");
                 let admitted = state.admit(framework, tasks);
-                // A task is in the checkpoint before its process runs, so that a restarted
-                // agent never has a process it does not know of.
-                state.flush();
+                // A task is on disk before its process runs, so that a restarted agent never
+                // has a process it does not know of.
+                state.journal(&admitted);
                 for (id, spec) in admitted {
                     state.start_process(&id, spec, false).await;
                 }
@@ -355,18 +393,62 @@ impl AgentState {
         self.dirty = true;
     }
 
-    /// Writes the checkpoint now (written beside it and renamed over it).
+    /// Writes the checkpoint now (written beside it and renamed over it), which supersedes
+    /// the journal.
     fn flush(&mut self) {
         self.dirty = false;
+        let previous = self.book.generation;
+        self.book.generation += 1;
         let path = checkpoint_path(&self.config);
         let write = || -> std::io::Result<()> {
             let bytes = serde_json::to_vec(&self.book).map_err(std::io::Error::other)?;
             let tmp = path.with_extension("json.tmp");
             std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, &path)?;
+            // Emptied, not removed: the next launch appends to it without making a file.
+            if std::fs::metadata(journal_path(&self.config)).is_ok_and(|m| m.len() > 0) {
+                std::fs::File::create(journal_path(&self.config))?;
+            }
+            Ok(())
         };
         if let Err(e) = write() {
+            // The journal's entries go on counting from the checkpoint on disk.
+            self.book.generation = previous;
+            self.dirty = true;
             tracing::error!(agent = %self.id(), path = %path.display(), cause = %e, "cannot write the checkpoint");
+        }
+    }
+
+    /// Appends the tasks just admitted to the journal, in one write; the checkpoint is
+    /// written at the next tick. If the journal cannot be written, the checkpoint is, now.
+    fn journal(&mut self, admitted: &[(TaskId, troupe_os::ProcessSpec)]) {
+        if admitted.is_empty() {
+            return;
+        }
+        let entry = Admitted {
+            generation: self.book.generation,
+            tasks: admitted
+                .iter()
+                .filter_map(|(id, _)| Some((id.clone(), self.book.tasks.get(id)?.clone())))
+                .collect(),
+        };
+        let append = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+            line.insert(0, b'\n');
+            line.push(b'\n');
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(journal_path(&self.config))?
+                .write_all(&line)
+        };
+        match append() {
+            Ok(()) => self.save(),
+            Err(e) => {
+                tracing::warn!(agent = %self.id(), cause = %e, "cannot append to the journal; writing the checkpoint");
+                self.flush();
+            }
         }
     }
 
@@ -717,5 +799,70 @@ impl AgentState {
                 })
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> (TaskId, AgentTask) {
+        let id = TaskId(id.into());
+        let task = AgentTask {
+            framework: FrameworkId("f".into()),
+            info: TaskInfo {
+                id: id.clone(),
+                name: String::new(),
+                command: troupe_os::ProcessSpec::new(["true"]),
+                resources: Resources::new(0.1, 1.0),
+            },
+            status: TaskStatus::new(id.clone(), TaskState::Staging, Source::Agent, 0),
+        };
+        (id, task)
+    }
+
+    fn entry(generation: u64, ids: &[&str]) -> Vec<u8> {
+        let mut line = serde_json::to_vec(&Admitted {
+            generation,
+            tasks: ids.iter().map(|id| task(id)).collect(),
+        })
+        .unwrap();
+        line.insert(0, b'\n');
+        line.push(b'\n');
+        line
+    }
+
+    #[test]
+    fn the_journal_adds_what_was_admitted_after_the_checkpoint_and_nothing_older() {
+        let dir = std::env::temp_dir().join(format!("troupe-agent-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = AgentConfig::new("a", &dir);
+        // No checkpoint yet: the journal alone (generation 0).
+        std::fs::write(journal_path(&config), entry(0, &["t0"])).unwrap();
+        let book = load_checkpoint(&config).unwrap();
+        assert_eq!(
+            book.tasks.keys().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+            ["t0"]
+        );
+
+        // A checkpoint of generation 3 holding t1; t0 ended and was dropped from it.
+        let mut book = Checkpoint {
+            generation: 3,
+            ..Checkpoint::default()
+        };
+        let (id, t1) = task("t1");
+        book.tasks.insert(id, t1);
+        std::fs::write(checkpoint_path(&config), serde_json::to_vec(&book).unwrap()).unwrap();
+        let mut journal = entry(2, &["t0"]); // before the checkpoint: in it, or gone
+        journal.extend(entry(3, &["t2", "t3"]));
+        journal.extend(b"\n{\"generation\":3,\"tasks\":[[\"t4\""); // cut short by a crash
+        std::fs::write(journal_path(&config), journal).unwrap();
+        let book = load_checkpoint(&config).unwrap();
+        assert_eq!(
+            book.tasks.keys().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+            ["t1", "t2", "t3"]
+        );
+        assert_eq!(book.generation, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
