@@ -6,8 +6,9 @@
 //! [`TaskCgroup::procs_files`], so nothing it runs ever escapes accounting. Stats are read
 //! from the controller files directly, the same on v1 and v2.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -122,6 +123,8 @@ impl TaskCgroup {
             return Err(CgroupError::NotRoot { uid });
         }
         let path = task_path(agent, task);
+        // A cgroup of this path kept for another run is this run's now (see CgroupKeeper).
+        kept_paths().remove(&path);
         let hier = hierarchy();
         let v2 = hier.v2();
         let controllers = (!v2).then(|| V1_CONTROLLERS.iter().map(|c| c.to_string()).collect());
@@ -382,12 +385,13 @@ pub const KEEP_FOR: Duration = Duration::from_secs(1);
 /// fifth of a restart. A supervised process child has one (see
 /// [`crate::actor::process_child`]); a cgroup kept and not taken again within [`KEEP_FOR`]
 /// is removed, and so is one kept when the last clone of the keeper goes (its supervisor
-/// stopped).
+/// stopped). A new run of the same task from elsewhere (another supervisor) claims a kept
+/// cgroup of its path, and the keeper then leaves it alone.
 ///
-/// systemd keeps a service's cgroup across its restarts the same way. The stats a task
-/// reads are its run's own: on v1 its cpu time and memory peak are reset when the cgroup
-/// is taken again, and an OOM kill counts only when it happened in this run (the kernel's
-/// counter cannot be reset); on v2 the cpu time goes on from the earlier runs.
+/// systemd keeps a service's cgroup across its restarts the same way. On v1 a run's cpu
+/// time and memory peak are its own (reset when the cgroup is taken again); on v2 both go on
+/// from the earlier runs. An OOM kill counts only when it happened in this run (the
+/// kernel's counter cannot be reset).
 #[derive(Debug, Clone, Default)]
 pub struct CgroupKeeper {
     kept: Arc<Mutex<Kept>>,
@@ -395,16 +399,34 @@ pub struct CgroupKeeper {
 
 #[derive(Debug, Default)]
 struct Kept {
-    cgroup: Option<(Arc<TaskCgroup>, Resources)>,
-    /// Counts keeps and takes, so that a deferred removal removes only the cgroup it was
-    /// set for.
-    generation: u64,
+    /// The cgroup, the limits it has, and the token of its keep in [`KEPT`].
+    cgroup: Option<(Arc<TaskCgroup>, Resources, u64)>,
+}
+
+/// The cgroups kept now, by path, with the token of their keep: one table for the whole
+/// process, so that a run that makes the cgroup of a kept path anew ([`TaskCgroup::create`])
+/// claims it, and its keeper's expiry cannot remove it under the new run.
+static KEPT: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+static NEXT_KEEP: AtomicU64 = AtomicU64::new(1);
+
+fn kept_paths() -> std::sync::MutexGuard<'static, BTreeMap<String, u64>> {
+    KEPT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes `cgroup` (empty since it was kept) if its keep `token` still holds.
+fn release(cgroup: &TaskCgroup, token: u64) {
+    let mut kept = kept_paths();
+    if kept.get(&cgroup.path) == Some(&token) {
+        kept.remove(&cgroup.path);
+        // Under the table's lock: a new run of the path waits to make it until it is gone.
+        cgroup.remove_empty();
+    }
 }
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        if let Some((cgroup, _)) = self.cgroup.take() {
-            cgroup.remove_empty();
+        if let Some((cgroup, _, token)) = self.cgroup.take() {
+            release(&cgroup, token);
         }
     }
 }
@@ -417,34 +439,51 @@ impl CgroupKeeper {
 
     /// Keeps `cgroup`, emptied, with the limits it has, for [`KEEP_FOR`].
     pub(crate) fn keep(&self, cgroup: Arc<TaskCgroup>, resources: Resources) {
-        let generation = {
-            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-            kept.generation += 1;
-            kept.cgroup = Some((cgroup, resources));
-            kept.generation
-        };
+        let token = NEXT_KEEP.fetch_add(1, Ordering::Relaxed);
+        kept_paths().insert(cgroup.path.clone(), token);
+        let earlier = self
+            .kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cgroup
+            .replace((cgroup, resources, token));
+        if let Some((earlier, _, earlier_token)) = earlier {
+            // Kept and never taken: released, unless it is the same path (kept anew above).
+            release(&earlier, earlier_token);
+        }
         let keeper = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(KEEP_FOR).await;
             let expired = {
                 let mut kept = keeper.kept.lock().unwrap_or_else(|p| p.into_inner());
-                (kept.generation == generation)
-                    .then(|| kept.cgroup.take())
-                    .flatten()
+                match &kept.cgroup {
+                    Some((_, _, t)) if *t == token => kept.cgroup.take(),
+                    _ => None,
+                }
             };
-            if let Some((cgroup, _)) = expired {
-                cgroup.remove(Duration::from_secs(10)).await;
+            if let Some((cgroup, _, token)) = expired {
+                release(&cgroup, token);
             }
         });
     }
 
-    /// The kept cgroup, if it is still there, set to `resources`, its stats reset.
+    /// The kept cgroup, if it is still there and still this keeper's, set to `resources`,
+    /// its stats reset.
     pub(crate) fn take(&self, resources: &Resources) -> Option<Arc<TaskCgroup>> {
-        let (cgroup, limits) = {
-            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-            kept.generation += 1;
-            kept.cgroup.take()?
-        };
+        let (cgroup, limits, token) = self
+            .kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cgroup
+            .take()?;
+        {
+            let mut kept = kept_paths();
+            if kept.get(&cgroup.path) != Some(&token) {
+                // Claimed by a new run from elsewhere: not ours to use or remove.
+                return None;
+            }
+            kept.remove(&cgroup.path);
+        }
         if !cgroup.dirs.iter().all(|d| d.is_dir()) || !cgroup.is_empty() {
             // Removed under it, or somehow not empty: not for a new run.
             cgroup.remove_empty();

@@ -13,7 +13,8 @@
 //! Exec'ing the shim costs about as much as the task's own fork and exec (the dynamic
 //! loader, the runtime's start) and, started from the owner, blocks an owner thread until
 //! the exec is done. A fork of the small single-threaded launcher costs a fraction of that,
-//! and the owner only writes a message.
+//! and the owner only writes a message (from a thread that may block: a launcher that has
+//! stopped reading holds the write up to a timeout).
 //!
 //! The owner and the launcher share a Unix stream socket (the launcher's standard input).
 //! Each request is a frame: a little-endian `u32` length and the [`LaunchPlan`] as JSON,
@@ -77,33 +78,54 @@ struct Launcher {
 
 impl Drop for Launcher {
     fn drop(&mut self) {
-        // Its socket closes with this; it then exits by itself. Reap it if it already has.
-        let _ = self.process.try_wait();
+        // Dropped when it failed a request: whatever state it is in, it is done. (Its shims
+        // are in sessions of their own and live on.)
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
+}
+
+/// Why a launcher could not be had.
+enum StartFailure {
+    /// The program ended, or closed its end, without the hello: not a launcher.
+    NotALauncher(String),
+    /// Something that may pass (no process slot, a slow start): try again next time.
+    Failed(std::io::Error),
 }
 
 /// Asks the launcher of `shim` to start a shim for `plan`. Returns the read end of the
 /// pipe the shim reports on, or `None` when `shim` cannot be a launcher (exec it instead).
+///
+/// Blocks: on a launcher's start (up to [`TIMEOUT`] for its hello), and on a request the
+/// launcher does not take (up to [`TIMEOUT`]). Call it where blocking is allowed.
 pub(crate) fn launch(
     shim: &Path,
     shim_args: &[String],
     plan: &LaunchPlan,
 ) -> std::io::Result<Option<OwnedFd>> {
     let body = serde_json::to_vec(plan).map_err(std::io::Error::other)?;
+    if body.len() > MAX_PLAN {
+        return Err(std::io::Error::other(format!(
+            "a launch plan of {} bytes is over the launcher's limit",
+            body.len()
+        )));
+    }
     let key = (shim.to_path_buf(), shim_args.to_vec());
     let mut launchers = LAUNCHERS.lock().unwrap_or_else(|p| p.into_inner());
     let launchers = launchers.get_or_insert_with(HashMap::new);
     // A launcher that died since the last launch gets one fresh start.
     for attempt in 0..2 {
         if !launchers.contains_key(&key) {
-            let state = match Launcher::start(shim, shim_args) {
-                Ok(launcher) => State::Running(launcher),
-                Err(e) => {
-                    warn!(shim = %shim.display(), cause = %e, "the shim program cannot be a launcher; a shim is exec'd per task");
-                    State::Unsupported
+            match Launcher::start(shim, shim_args) {
+                Ok(launcher) => {
+                    launchers.insert(key.clone(), State::Running(launcher));
                 }
-            };
-            launchers.insert(key.clone(), state);
+                Err(StartFailure::NotALauncher(why)) => {
+                    warn!(shim = %shim.display(), cause = %why, "the shim program cannot be a launcher; a shim is exec'd per task");
+                    launchers.insert(key.clone(), State::Unsupported);
+                }
+                Err(StartFailure::Failed(e)) => return Err(e),
+            }
         }
         let Some(State::Running(launcher)) = launchers.get(&key) else {
             return Ok(None);
@@ -111,11 +133,14 @@ pub(crate) fn launch(
         let (reports, report_writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         match launcher.send(&body, report_writer) {
             Ok(()) => return Ok(Some(reports)),
-            Err(e) if attempt == 0 => {
-                debug!(shim = %shim.display(), cause = %e, "the launcher is gone; starting another");
+            Err(e) => {
+                // Gone, stuck, or with part of a frame sent: it is done either way.
                 launchers.remove(&key);
+                if attempt == 1 {
+                    return Err(e);
+                }
+                debug!(shim = %shim.display(), cause = %e, "the launcher failed a request; starting another");
             }
-            Err(e) => return Err(e),
         }
     }
     unreachable!("the loop returns on its second attempt")
@@ -123,7 +148,14 @@ pub(crate) fn launch(
 
 impl Launcher {
     /// Starts `shim [shim_args] --launcher` and waits for its hello.
-    fn start(shim: &Path, shim_args: &[String]) -> std::io::Result<Launcher> {
+    fn start(shim: &Path, shim_args: &[String]) -> Result<Launcher, StartFailure> {
+        Launcher::try_start(shim, shim_args).map_err(StartFailure::Failed)?
+    }
+
+    fn try_start(
+        shim: &Path,
+        shim_args: &[String],
+    ) -> std::io::Result<Result<Launcher, StartFailure>> {
         let (ours, theirs) = rustix::net::socketpair(
             rustix::net::AddressFamily::UNIX,
             rustix::net::SocketType::STREAM,
@@ -149,19 +181,34 @@ impl Launcher {
         )?;
         let mut hello = [0u8; HELLO.len()];
         let said = std::fs::File::from(ours.try_clone()?).read_exact(&mut hello);
-        if said.is_err() || hello != HELLO {
+        let failure = match said {
+            Ok(()) if hello == HELLO => None,
+            Ok(()) => Some(StartFailure::NotALauncher(format!(
+                "`{} {LAUNCHER_FLAG}` said something else",
+                shim.display()
+            ))),
+            // It ended, or closed its end, without a word.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Some(StartFailure::NotALauncher(format!(
+                    "`{} {LAUNCHER_FLAG}` ended without a hello",
+                    shim.display()
+                )))
+            }
+            Err(e) => Some(StartFailure::Failed(std::io::Error::other(format!(
+                "no hello from `{} {LAUNCHER_FLAG}`: {e}",
+                shim.display()
+            )))),
+        };
+        if let Some(failure) = failure {
             let _ = process.kill();
             let _ = process.wait();
-            return Err(std::io::Error::other(match said {
-                Err(e) => format!("no hello from `{} {LAUNCHER_FLAG}`: {e}", shim.display()),
-                Ok(()) => format!("`{} {LAUNCHER_FLAG}` said something else", shim.display()),
-            }));
+            return Ok(Err(failure));
         }
         debug!(shim = %shim.display(), pid = process.id(), "launcher started");
-        Ok(Launcher {
+        Ok(Ok(Launcher {
             socket: ours,
             process,
-        })
+        }))
     }
 
     /// Sends one request: the frame, with `reports` (a pipe's write end) attached.
@@ -192,6 +239,15 @@ impl Launcher {
 
 /// The launcher's `main`: serves requests on standard input until it closes.
 pub fn launcher_main() -> ! {
+    // It forks and runs on in the child, which is sound only with one thread: a program
+    // that became the shim after starting threads (a runtime) is not a launcher. Without
+    // the hello its owner execs a shim per task instead.
+    if threads() != Some(1) {
+        eprintln!(
+            "troupe-shim {LAUNCHER_FLAG}: this process runs threads, so it cannot fork shims (call main_if_shim before starting any)"
+        );
+        std::process::exit(2);
+    }
     // A session of its own: a Ctrl-C at the owner's terminal is not for it.
     let _ = rustix::process::setsid();
     let socket = rustix::stdio::stdin();
@@ -330,9 +386,21 @@ fn fork_shim(plan: &LaunchPlan, reports: OwnedFd) {
     }
 }
 
-/// Reaps every shim that has ended.
+/// Reaps every shim that has ended. (Not `waitpid(None)`: that is `wait4(0)`, children in
+/// this process group only, and each shim leads a session of its own.)
 fn reap_shims() {
-    while let Ok(Some(_)) = rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG) {}
+    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+}
+
+/// The threads of this process, from `/proc/self/status`.
+fn threads() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn read_exact(fd: impl AsFd, mut buf: &mut [u8]) -> std::io::Result<()> {

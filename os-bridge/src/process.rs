@@ -22,11 +22,8 @@ use tracing::{debug, warn};
 use crate::cgroup::{CgroupError, CgroupKeeper, CgroupStats, TaskCgroup};
 use crate::logs::LogStream;
 use crate::procfs;
-use crate::shim::{self, Exit, Failed, LaunchPlan, Started};
+use crate::shim::{self, CHECKPOINT, Exit, Failed, LaunchPlan, OUTCOME, Started};
 use crate::spec::{ExitReason, ProcessSpec, SpecError, signal_number};
-
-/// The record of the final [`ExitReason`] of a task's run.
-const OUTCOME: &str = "outcome.json";
 
 /// Where a task lives on this host.
 #[derive(Debug, Clone)]
@@ -180,7 +177,6 @@ pub struct ProcessStats {
     pub from_cgroup: bool,
 }
 
-const CHECKPOINT: &str = "checkpoint.json";
 const LAUNCH: &str = "launch.json";
 
 struct Inner {
@@ -279,7 +275,7 @@ impl Process {
             }
         }
         tracing::trace!(task = %ctx.task, "sandbox and cgroup ready");
-        let (mut shim, mut reports) = match ShimHandle::start(&ctx, &plan, &status_dir) {
+        let (mut shim, mut reports) = match ShimHandle::start(&ctx, &plan, &status_dir).await {
             Ok(started) => started,
             Err(e) => {
                 cleanup(&cgroup).await;
@@ -687,12 +683,19 @@ enum ShimHandle {
 impl ShimHandle {
     /// Starts the shim of `plan`: through the launcher when there is one, else by exec
     /// with the plan in a file.
-    fn start(
+    async fn start(
         ctx: &TaskContext,
         plan: &LaunchPlan,
         status_dir: &Path,
     ) -> std::io::Result<(ShimHandle, Reports)> {
-        match crate::launcher::launch(&ctx.shim, &ctx.shim_args, plan) {
+        // The launcher's socket and start block: not on a runtime worker.
+        let launched = {
+            let (shim, args, plan) = (ctx.shim.clone(), ctx.shim_args.clone(), plan.clone());
+            tokio::task::spawn_blocking(move || crate::launcher::launch(&shim, &args, &plan))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        };
+        match launched {
             Ok(Some(pipe)) => {
                 let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe)?;
                 let reader: Box<dyn AsyncRead + Send + Unpin> = Box::new(pipe);

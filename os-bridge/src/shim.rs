@@ -95,8 +95,9 @@ pub struct ShimPid {
 pub const SHIM_FLAG: &str = "--troupe-shim";
 
 /// Acts as the shim and exits, if this process was started as one (`PROGRAM --troupe-shim
-/// LAUNCH.json`); returns otherwise. A program that owns tasks calls this first thing in
-/// `main`, and then needs no separate shim binary.
+/// LAUNCH.json`, or `PROGRAM --troupe-shim --launcher`); returns otherwise. A program that
+/// owns tasks calls this first thing in `main`, before it starts any thread (an async
+/// runtime included: a launcher forks), and then needs no separate shim binary.
 pub fn main_if_shim() {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(std::ffi::OsStr::new(SHIM_FLAG)) {
@@ -139,6 +140,10 @@ pub const STARTED: &str = "started.json";
 pub const FAILED: &str = "failed.json";
 /// See [`STARTED`].
 pub const EXIT: &str = "exit.json";
+/// The owner's record of what a new owner needs to find the task again.
+pub const CHECKPOINT: &str = "checkpoint.json";
+/// The owner's record of how the task's run ended.
+pub const OUTCOME: &str = "outcome.json";
 /// The name of the report of a forked shim's pid (a report only, never a file).
 pub const SHIM: &str = "shim";
 
@@ -188,11 +193,12 @@ pub fn read_record<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Opti
     read_status(dir, name)
 }
 
-/// Forgets the records of an earlier run in `dir` (the file is emptied, not made again).
+/// Forgets the records of an earlier run in `dir` (the file is emptied, not made again),
+/// and what an older version wrote as files (the owner's too: `checkpoint.json`,
+/// `outcome.json`), which [`read_record`] would otherwise still find.
 pub fn clear_records(dir: &Path) -> std::io::Result<()> {
     File::create(dir.join(RECORDS))?;
-    // What an older shim wrote as files.
-    for name in [STARTED, FAILED, EXIT] {
+    for name in [STARTED, FAILED, EXIT, CHECKPOINT, OUTCOME] {
         let _ = std::fs::remove_file(dir.join(name));
     }
     Ok(())

@@ -19,10 +19,14 @@ use troupe_runtime::{Addr, SupFlags, SupervisorRef, SupervisorSpec};
 
 const CALL: Duration = Duration::from_secs(10);
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    // This binary is also the shim that parents the task.
+fn main() -> anyhow::Result<()> {
+    // This binary is also the shim that parents the task, and its launcher: before any
+    // thread starts (a launcher forks, which is sound only with one thread).
     troupe_os::shim::main_if_shim();
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

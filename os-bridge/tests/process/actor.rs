@@ -230,3 +230,24 @@ async fn a_restarted_process_keeps_its_cgroup_which_goes_once_no_run_follows() {
         dir.display()
     );
 }
+
+/// A kept cgroup that a new run of the same task claims (from another supervisor, without
+/// the keeper) is the new run's: the old keeper's expiry neither kills nor removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_cgroup_claimed_by_a_new_run_is_left_to_it() {
+    let Some(fx) = Fixture::new() else { return };
+    let kept = troupe_os::Process::spawn(sh("exit 0"), fx.ctx("shared").keeping_cgroup())
+        .await
+        .unwrap();
+    within(CALL, kept.wait()).await;
+    let dirs = kept.cgroup_dirs();
+    assert!(dirs.iter().all(|d| d.is_dir()), "kept after the run");
+
+    let claimed = fx.spawn("shared", sh("sleep 100")).await;
+    assert_eq!(claimed.cgroup_dirs(), dirs);
+    tokio::time::sleep(troupe_os::cgroup::KEEP_FOR + Duration::from_millis(500)).await;
+    assert!(claimed.exit_reason().is_none(), "the new run was killed");
+    assert!(dirs.iter().all(|d| d.is_dir()), "its cgroup was removed");
+    assert_eq!(within(CALL, claimed.stop()).await, ExitReason::Killed);
+    assert!(dirs.iter().all(|d| !d.exists()));
+}

@@ -9,9 +9,9 @@ use troupe_os::launcher::LAUNCHER_FLAG;
 
 use crate::{Fixture, sh, until, within};
 
-/// This process's children that run as a launcher (zombies left out).
-fn launchers() -> Vec<i32> {
-    let me = std::process::id().to_string();
+/// The children of `parent`: pid, state (`Z` for one not reaped yet) and command line.
+fn children(parent: u32) -> Vec<(i32, String, Vec<u8>)> {
+    let parent = parent.to_string();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -24,15 +24,26 @@ fn launchers() -> Vec<i32> {
             .map_or("", |(_, a)| a)
             .split_whitespace();
         let (state, ppid) = (after.next(), after.next());
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let is_launcher = cmdline
-            .split(|b| *b == 0)
-            .any(|arg| arg == LAUNCHER_FLAG.as_bytes());
-        if ppid == Some(me.as_str()) && state != Some("Z") && is_launcher {
-            found.push(pid);
+        if ppid == Some(parent.as_str()) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, state.unwrap_or("").to_string(), cmdline));
         }
     }
     found
+}
+
+/// This process's children that run as a launcher (zombies left out).
+fn launchers() -> Vec<i32> {
+    children(std::process::id())
+        .into_iter()
+        .filter(|(_, state, cmdline)| {
+            state != "Z"
+                && cmdline
+                    .split(|b| *b == 0)
+                    .any(|arg| arg == LAUNCHER_FLAG.as_bytes())
+        })
+        .map(|(pid, _, _)| pid)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,4 +195,30 @@ fn a_launcher_answers_a_bad_plan_and_ends_on_a_broken_frame() {
     drop(socket);
     let status = launcher.wait().unwrap();
     assert_eq!(status.code(), Some(1));
+}
+
+/// The children of `pid` that have ended and are not reaped yet.
+fn zombie_children(pid: i32) -> usize {
+    children(pid as u32)
+        .into_iter()
+        .filter(|(_, state, _)| state == "Z")
+        .count()
+}
+
+/// Each shim leads a session of its own, so the launcher must wait for any child, not for
+/// those of its process group: no shim is left a zombie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_reaps_the_shims_it_forked() {
+    let Some(fx) = Fixture::new() else { return };
+    for i in 0..4 {
+        let p = fx.spawn(&format!("t{i}"), sh("exit 0")).await;
+        within(Duration::from_secs(10), p.wait()).await;
+    }
+    let launcher = launchers();
+    assert_eq!(launcher.len(), 1);
+    assert!(
+        until(Duration::from_secs(5), || zombie_children(launcher[0]) == 0).await,
+        "{} shims left unreaped",
+        zombie_children(launcher[0])
+    );
 }
