@@ -174,6 +174,7 @@ pub async fn monitor_with<M: Message>(
             let _ = done.await;
         }
         Ok(t) => {
+            node.session_settled(&t.node, SESSION_SETTLES_WITHIN).await;
             kernel::place_remote_monitor(&node, &kernel, id.clone(), t.node, path, sink).await;
         }
         Err(AddrError::NoSuchActor { .. }) => {
@@ -242,6 +243,10 @@ pub fn trap_exit<M: Message + From<Exit>>(actor: &ActorRef<M>) -> Result<(), Lin
     Ok(())
 }
 
+/// How long a watch or link of an actor found on a peer waits for that peer's session to
+/// be recorded as up (it can be found a moment before), before taking the peer for down.
+const SESSION_SETTLES_WITHIN: Duration = Duration::from_secs(1);
+
 /// How long [`link`] waits for the peer's node to confirm.
 pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -255,6 +260,10 @@ pub async fn link<A: Message, B: Message>(
     let node = Node::current().ok_or(LinkError::NoNode)?;
     let kernel = node.kernel().ok_or(LinkError::NoNode)?;
     let target = peer.locate().await?;
+    if target.node != node.name() {
+        node.session_settled(&target.node, SESSION_SETTLES_WITHIN)
+            .await;
+    }
     let id = Ref::new(node.name());
     kernel::establish_link(
         &node,

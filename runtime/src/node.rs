@@ -473,6 +473,23 @@ impl Node {
         node == self.name() || self.peers().is_connected(node)
     }
 
+    /// Waits, up to `within`, until `peer`'s session is recorded as up; returns whether it
+    /// is. A peer's actors can be known here (its process groups arrive over its session) a
+    /// moment before ractor_cluster reports the session, so a watch placed on one in that
+    /// moment would take the peer for down.
+    pub(crate) async fn session_settled(&self, peer: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.is_connected(peer) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub(crate) fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
         self.shared.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
