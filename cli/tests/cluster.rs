@@ -10,15 +10,12 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use troupe_actors::framework::{Driver, FrameworkSettings};
 use troupe_actors::protocol::{Resources, TaskId, TaskState, TaskStatus};
 use troupe_tests::cluster::{Seen, TestFramework, sh_task};
-use troupe_tests::{ChildNode, TEST_COOKIE, TaskLitter, start_local_node};
+use troupe_tests::{ChildNode, ScratchDir, TEST_COOKIE, TaskLitter, start_local_node};
 
 const TROUPE: &str = env!("CARGO_BIN_EXE_troupe");
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("troupe-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("cli-{name}"))
 }
 
 /// Whether a cgroup of `agent` still has task directories (root only; `false` otherwise).
@@ -200,7 +197,6 @@ async fn a_master_and_three_agent_processes_run_100_tasks_each_ending_once_at_th
     drop(agents);
     drop(master);
     drop(litter);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Runs `troupe ARGS` against the master at `addr`; returns code, stdout and stderr.
@@ -399,7 +395,6 @@ fn dev_run_exits_with_the_task_code_ps_lists_it_logs_follow_and_kill_ends_it() {
     let (code, _, err) = troupe("127.0.0.1:1", &["ps"]);
     assert_eq!(code, 2, "{err}");
     drop(cluster);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A port free now, for a process that must come back on the same address.
@@ -446,7 +441,6 @@ fn agent_of(master: &str, name: &str, work: &Path) -> ChildNode {
 /// A master and one agent as processes, and a framework in this process whose one task is
 /// seen running: the stage of the failure tests.
 struct OneTask {
-    dir: PathBuf,
     addr: String,
     master: Option<ChildNode>,
     agent: Option<ChildNode>,
@@ -456,6 +450,8 @@ struct OneTask {
     /// Every status seen, in order.
     log: Vec<TaskStatus>,
     _litter: TaskLitter,
+    /// Last: removed once the nodes above are stopped, also when the test fails.
+    dir: ScratchDir,
 }
 
 impl OneTask {
@@ -547,7 +543,6 @@ impl OneTask {
         self.driver.stop();
         drop(self.agent);
         drop(self.master);
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -710,7 +705,6 @@ fn tree_draws_the_master_the_agents_and_the_processes_of_tasks() {
     let (code, _, _) = troupe(&addr, &["kill", &id]);
     assert_eq!(code, 0);
     drop(cluster);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The value of the sample `name{labels}` in a Prometheus text page, checked to parse.
@@ -817,5 +811,4 @@ fn master_and_agent_processes_serve_health_and_metrics_over_http() {
     // With the master gone, its /health does not answer at all.
     drop(master);
     assert!(troupe_tests::http_get(&master_http, "/health", limit).is_err());
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,22 +1,19 @@
 //! Inspecting a live cluster as operators do: `troupe repl` on a real pseudo-terminal and
 //! from a pipe, and the HTTP routes of `troupe dev --http`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use troupe_tests::pty::Pty;
-use troupe_tests::{ChildNode, TEST_COOKIE, TaskLitter};
+use troupe_tests::{ChildNode, ScratchDir, TEST_COOKIE, TaskLitter};
 
 const TROUPE: &str = env!("CARGO_BIN_EXE_troupe");
 
 /// Room for slow, shared machines: these are bounds, not timings under test.
 const SCREEN: Duration = Duration::from_secs(20);
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("troupe-insp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("insp-{name}"))
 }
 
 /// Runs `troupe ARGS` against the master at `addr`; returns code, stdout and stderr.
@@ -31,8 +28,9 @@ struct Stage {
     addr: String,
     task: String,
     pid: i32,
-    dir: PathBuf,
     _litter: Vec<TaskLitter>,
+    /// Last: removed once the cluster above is stopped, also when the test fails.
+    dir: ScratchDir,
 }
 
 impl Stage {
@@ -93,7 +91,6 @@ impl Stage {
         let (code, _, err) = troupe(&self.addr, &["kill", &self.task]);
         assert_eq!(code, 0, "{err}");
         drop(self.cluster);
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -417,5 +414,4 @@ fn http_health_state_tree_and_metrics_agree_and_health_fails_without_a_master() 
     // And once the process is gone, nothing answers at all.
     drop(stage.cluster);
     assert!(get(&http, "/health").is_err());
-    let _ = std::fs::remove_dir_all(&stage.dir);
 }

@@ -329,6 +329,41 @@ impl Drop for CpuHog {
     }
 }
 
+/// A directory of a test under the temp directory, emptied when made and removed with all in
+/// it when dropped: also when the test fails, which a removal at its end would not do.
+#[derive(Debug)]
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    /// `<temp>/troupe-<name>-<pid>`, empty.
+    pub fn new(name: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!("troupe-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        ScratchDir(dir)
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for ScratchDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// What the tasks of one test may leave behind, removed when dropped, even if the test
 /// failed half-way: their processes (found by their checkpoints and cgroups), their cgroups
 /// (`troupe/<agent>`) and their sandbox root.
