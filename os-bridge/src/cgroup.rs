@@ -516,35 +516,33 @@ pub fn remove_owner(agent: &str, limit: Duration) -> bool {
 }
 
 fn remove_owner_dirs(agent: &str, kill: bool, limit: Duration) -> bool {
-    if rustix::process::geteuid().as_raw() != 0 || agent.is_empty() || agent.contains('/') {
+    if !available() || agent.is_empty() || agent.contains('/') {
         return true;
     }
     let owner = TaskCgroup::load(format!("troupe/{agent}"));
     let deadline = std::time::Instant::now() + limit;
     loop {
-        for dir in &owner.dirs {
-            if kill {
-                for task in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                    if !task.path().is_dir() {
-                        continue;
-                    }
-                    let procs = std::fs::read_to_string(task.path().join("cgroup.procs"));
-                    for pid in procs.iter().flat_map(|p| p.lines()) {
-                        if let Some(pid) = pid
-                            .trim()
-                            .parse()
-                            .ok()
-                            .and_then(rustix::process::Pid::from_raw)
-                        {
-                            let _ =
-                                rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                        }
-                    }
-                    let _ = std::fs::remove_dir(task.path());
+        if kill {
+            let tasks: BTreeSet<String> = owner
+                .dirs
+                .iter()
+                .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+                .filter(|entry| entry.path().is_dir())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect();
+            for task in tasks {
+                let cgroup = TaskCgroup::load(task_path(agent, &task));
+                for pid in cgroup
+                    .pids()
+                    .into_iter()
+                    .filter_map(rustix::process::Pid::from_raw)
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                 }
+                cgroup.remove_empty();
             }
-            let _ = std::fs::remove_dir(dir);
         }
+        owner.remove_empty();
         if owner.dirs.iter().all(|d| !d.exists()) {
             return true;
         }

@@ -149,38 +149,33 @@ pub(crate) fn launch(
 impl Launcher {
     /// Starts `shim [shim_args] --launcher` and waits for its hello.
     fn start(shim: &Path, shim_args: &[String]) -> Result<Launcher, StartFailure> {
-        Launcher::try_start(shim, shim_args).map_err(StartFailure::Failed)?
-    }
-
-    fn try_start(
-        shim: &Path,
-        shim_args: &[String],
-    ) -> std::io::Result<Result<Launcher, StartFailure>> {
+        let failed = StartFailure::Failed;
         let (ours, theirs) = rustix::net::socketpair(
             rustix::net::AddressFamily::UNIX,
             rustix::net::SocketType::STREAM,
             rustix::net::SocketFlags::CLOEXEC,
             None,
-        )?;
+        )
+        .map_err(|e| failed(e.into()))?;
         let mut process = Command::new(shim)
             .args(shim_args)
             .arg(LAUNCHER_FLAG)
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()?;
-        rustix::net::sockopt::set_socket_timeout(
-            &ours,
-            rustix::net::sockopt::Timeout::Recv,
-            Some(TIMEOUT),
-        )?;
-        rustix::net::sockopt::set_socket_timeout(
-            &ours,
-            rustix::net::sockopt::Timeout::Send,
-            Some(TIMEOUT),
-        )?;
+            .spawn()
+            .map_err(failed)?;
         let mut hello = [0u8; HELLO.len()];
-        let said = std::fs::File::from(ours.try_clone()?).read_exact(&mut hello);
+        let said = [
+            rustix::net::sockopt::Timeout::Recv,
+            rustix::net::sockopt::Timeout::Send,
+        ]
+        .into_iter()
+        .try_for_each(|which| {
+            rustix::net::sockopt::set_socket_timeout(&ours, which, Some(TIMEOUT))
+                .map_err(std::io::Error::from)
+        })
+        .and_then(|()| std::fs::File::from(ours.try_clone()?).read_exact(&mut hello));
         let failure = match said {
             Ok(()) if hello == HELLO => None,
             Ok(()) => Some(StartFailure::NotALauncher(format!(
@@ -202,13 +197,13 @@ impl Launcher {
         if let Some(failure) = failure {
             let _ = process.kill();
             let _ = process.wait();
-            return Ok(Err(failure));
+            return Err(failure);
         }
         debug!(shim = %shim.display(), pid = process.id(), "launcher started");
-        Ok(Ok(Launcher {
+        Ok(Launcher {
             socket: ours,
             process,
-        }))
+        })
     }
 
     /// Sends one request: the frame, with `reports` (a pipe's write end) attached.
@@ -283,15 +278,10 @@ pub fn launcher_main() -> ! {
         let plan: LaunchPlan = match serde_json::from_slice(&plan) {
             Ok(plan) => plan,
             Err(e) => {
-                let failed = shim::Failed {
-                    error: format!("the launcher cannot read the launch plan: {e}"),
-                };
-                let line = format!(
-                    "{} {}\n",
-                    shim::FAILED,
-                    serde_json::to_string(&failed).unwrap_or_default()
+                refuse(
+                    &reports,
+                    format!("the launcher cannot read the launch plan: {e}"),
                 );
-                let _ = write_all(&reports, line.as_bytes());
                 continue;
             }
         };
@@ -367,22 +357,23 @@ fn fork_shim(plan: &LaunchPlan, reports: OwnedFd) {
             );
             std::process::exit(shim::run(plan));
         }
-        -1 => {
-            let failed = shim::Failed {
-                error: format!(
-                    "the launcher cannot fork: {}",
-                    std::io::Error::last_os_error()
-                ),
-            };
-            let line = format!(
-                "{} {}\n",
-                shim::FAILED,
-                serde_json::to_string(&failed).unwrap_or_default()
-            );
-            let _ = write_all(&reports, line.as_bytes());
-        }
+        -1 => refuse(
+            &reports,
+            format!(
+                "the launcher cannot fork: {}",
+                std::io::Error::last_os_error()
+            ),
+        ),
         // The parent: the child holds the pipe now.
         _ => drop(reports),
+    }
+}
+
+/// Answers a request it cannot serve with a failure on its report pipe, as a shim reports
+/// a task that never ran.
+fn refuse(reports: &OwnedFd, error: String) {
+    if let Some(line) = shim::report_line(shim::FAILED, &shim::Failed { error }) {
+        let _ = write_all(reports, line.as_bytes());
     }
 }
 

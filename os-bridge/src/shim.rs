@@ -359,11 +359,18 @@ pub fn run(plan: &LaunchPlan) -> i32 {
 /// disk: the owner need not poll. If the owner is gone the write fails, and the files are
 /// what a new owner reads.
 pub(crate) fn tell_owner<T: Serialize>(name: &str, value: &T) {
-    if let Ok(json) = serde_json::to_string(value) {
+    if let Some(line) = report_line(name, value) {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{name} {json}");
+        let _ = out.write_all(line.as_bytes());
         let _ = out.flush();
     }
+}
+
+/// One line of a report, as [`Report::parse`] reads it: `NAME JSON` and a newline.
+pub(crate) fn report_line<T: Serialize>(name: &str, value: &T) -> Option<String> {
+    serde_json::to_string(value)
+        .ok()
+        .map(|json| format!("{name} {json}\n"))
 }
 
 /// One line of the shim's report to its owner.

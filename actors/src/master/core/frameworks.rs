@@ -1,7 +1,7 @@
 //! The framework registry: subscriptions (again, after a failover), disconnections and
 //! failover timeouts, removal, and reconciliation.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use troupe_runtime::Addr;
 
@@ -12,10 +12,6 @@ use crate::protocol::{
     AgentId, AgentMsg, ClusterEvent, FrameworkId, FrameworkInfo, MasterMsg, SchedulerMsg, TaskId,
     TaskState, now_ms,
 };
-
-/// How long a subscribing framework's driver may take to become known on this node (its
-/// node's session coming up) before it is watched.
-const DRIVER_KNOWN_WITHIN: Duration = Duration::from_secs(1);
 
 impl CoreState {
     pub(super) async fn subscribe(
@@ -72,15 +68,6 @@ impl CoreState {
             self.return_offer(&offer, None).await;
         }
         let driver = Addr::<SchedulerMsg>::new(info.driver.clone());
-        // A driver whose node connected a moment ago may be known here only once that
-        // node's session is up, which can come just after its first message: the Subscribe.
-        // Watched before then, it would look gone at once, and the framework be taken for
-        // disconnected right after it subscribed (its updates then held back until it
-        // subscribes again).
-        let known_by = tokio::time::Instant::now() + DRIVER_KNOWN_WITHIN;
-        while driver.resolve().await.is_err() && tokio::time::Instant::now() < known_by {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         let core = self.myself.clone();
         let (fw, path) = (id.clone(), info.driver.clone());
         let watch = troupe_runtime::monitor_with(&driver, move |_| {
