@@ -209,7 +209,8 @@ impl Driver {
     }
 
     /// Launches `tasks` on `offers` (all of one agent). What they leave of the offers goes
-    /// back to the pool at once.
+    /// back to the pool at once. Launching no task declines the offers, as in Mesos, for
+    /// the default 5 s.
     pub fn launch(&self, offers: &[OfferId], tasks: Vec<TaskInfo>) {
         self.tell(|framework| MasterMsg::Accept {
             framework,
@@ -219,8 +220,9 @@ impl Driver {
         });
     }
 
-    /// Declines offers: their agents are not offered to this framework for `refuse`
-    /// (Mesos' `refuse_seconds`; [`crate::allocator::engine::DEFAULT_REFUSE`] is 5 s).
+    /// Declines offers: no more than what they hold (from the same agent and pool) is
+    /// offered to this framework for `refuse` (Mesos' `refuse_seconds`;
+    /// [`crate::allocator::engine::DEFAULT_REFUSE`] is 5 s).
     pub fn decline(&self, offers: &[OfferId], refuse: Duration) {
         self.tell(|framework| MasterMsg::Decline {
             framework,

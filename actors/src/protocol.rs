@@ -547,11 +547,13 @@ pub enum MasterMsg {
         offers: Vec<OfferId>,
         /// The tasks.
         tasks: Vec<TaskInfo>,
-        /// How long the rest of the offers is not offered to it again.
+        /// How long the rest of the offers is not offered to it again: not at all when
+        /// `None`, unless `tasks` is empty (a decline, for the default 5 s).
         #[serde(default)]
         refuse_ms: Option<u64>,
     },
-    /// A framework declines offers; their agents are not offered to it for `refuse_ms`.
+    /// A framework declines offers; no more than they hold (on the same agent and pool) is
+    /// offered to it for `refuse_ms`.
     Decline {
         /// Which framework.
         framework: FrameworkId,

@@ -391,3 +391,52 @@ async fn the_event_stream_tells_a_subscriber_of_frameworks_and_each_state_of_a_t
     assert!(ended.is_ok(), "the stream ends with the master core");
     cluster.stop().await;
 }
+
+/// A launch of nothing declines the offer for the default 5 s, but only what was offered:
+/// what a launch leaves is offered again at once, and so is more than was refused (a task
+/// ended meanwhile). Before, a framework that could not use an offer was offered it again
+/// in the next cycle, as fast as the master could go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_of_nothing_refuses_only_what_was_offered() {
+    let (cluster, _litter) = cluster("cl-refuse", 1).await;
+    let (fw, mut seen) = TestFramework::manual();
+    let driver = Driver::start(FrameworkSettings::new("picky"), None, fw)
+        .await
+        .unwrap();
+    let whole = next_offers(&mut seen).await.remove(0);
+    assert_eq!(whole.resources, Resources::new(2.0, 1024.0));
+    let task = sh_task("brief", "sleep 1");
+    let used = task.resources;
+    driver.launch(&[whole.id], vec![task]);
+    // What the task leaves comes back unfiltered.
+    let rest = next_offers(&mut seen).await.remove(0);
+    assert_eq!(rest.resources, whole.resources.minus(used));
+    driver.launch(&[rest.id], vec![]);
+    let declined = tokio::time::Instant::now();
+    // Not offered again while nothing else is free.
+    let quiet = tokio::time::timeout(Duration::from_millis(600), async {
+        loop {
+            match seen.recv().await {
+                Some(Seen::Offers(offers)) => return offers,
+                Some(_) => continue,
+                None => return Vec::new(),
+            }
+        }
+    })
+    .await;
+    assert!(
+        quiet.is_err(),
+        "what a launch of nothing declined was offered again at once: {quiet:?}"
+    );
+    // The task ends: the agent has more free than was refused, and it is offered before
+    // the refusal ends.
+    let again = next_offers(&mut seen).await.remove(0);
+    assert!(
+        declined.elapsed() < Duration::from_secs(4),
+        "offered only after {:?}",
+        declined.elapsed()
+    );
+    assert_eq!(again.resources, whole.resources);
+    driver.stop();
+    cluster.stop().await;
+}

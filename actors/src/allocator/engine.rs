@@ -108,8 +108,26 @@ struct Framework {
     role: String,
     active: bool,
     suppressed: bool,
-    /// Agent → until when its resources are not offered to this framework.
-    filters: BTreeMap<AgentId, Duration>,
+    /// Per agent, what this framework refused there and until when.
+    filters: BTreeMap<AgentId, Vec<Refusal>>,
+}
+
+/// Resources a framework refused (declined, or left unused in a launch), as in Mesos'
+/// `RefusedOfferFilter`: until `until`, an offer of no more than them from the same pool
+/// is not made to it again. More (a task on the agent ended meanwhile) is offered at once:
+/// a framework that left 0 cpus and 4 GiB unused still hears of the next free cpu.
+#[derive(Debug, Clone, PartialEq)]
+struct Refusal {
+    pool: Option<String>,
+    resources: Resources,
+    until: Duration,
+}
+
+impl Refusal {
+    /// Whether offering `amount` of `pool` at `now` is what was refused.
+    fn covers(&self, pool: &Option<String>, amount: &Resources, now: Duration) -> bool {
+        now < self.until && &self.pool == pool && self.resources.contains(amount)
+    }
 }
 
 /// The allocation engine.
@@ -420,8 +438,9 @@ impl Engine {
         }
     }
 
-    /// It declined an offer: the resources come back, and the agent's resources are not
-    /// offered to it again before `now + refuse`.
+    /// It declined an offer, or left part of it unused: the resources come back, and no
+    /// more than them (from the same pool of the same agent) is offered to it again before
+    /// `now + refuse` (at least one allocation interval). A zero `refuse` filters nothing.
     pub fn decline(&mut self, offer: &Offer, refuse: Duration, now: Duration) {
         let (framework, agent) = (&offer.framework, &offer.agent);
         self.recover(
@@ -432,8 +451,11 @@ impl Engine {
         );
         if let Some(fw) = self.frameworks.get_mut(framework) {
             if !refuse.is_zero() {
-                fw.filters
-                    .insert(agent.clone(), now + refuse.max(self.interval));
+                fw.filters.entry(agent.clone()).or_default().push(Refusal {
+                    pool: offer.reservation.clone(),
+                    resources: offer.resources,
+                    until: now + refuse.max(self.interval),
+                });
             }
         }
     }
@@ -477,9 +499,23 @@ impl Engine {
         }
     }
 
-    fn wants(&self, framework: &FrameworkId, agent: &AgentId, now: Duration) -> bool {
+    /// Whether `framework` is to be offered `amount` of `pool` on `agent` at `now`: it is
+    /// active, not suppressed, and refused no such offer lately.
+    fn wants(
+        &self,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        pool: &Option<String>,
+        amount: &Resources,
+        now: Duration,
+    ) -> bool {
         self.frameworks.get(framework).is_some_and(|fw| {
-            fw.active && !fw.suppressed && fw.filters.get(agent).is_none_or(|until| now >= *until)
+            fw.active
+                && !fw.suppressed
+                && fw
+                    .filters
+                    .get(agent)
+                    .is_none_or(|refused| !refused.iter().any(|r| r.covers(pool, amount, now)))
         })
     }
 
@@ -489,7 +525,10 @@ impl Engine {
     /// on to the next in line.
     pub fn allocate(&mut self, now: Duration) -> Vec<Offer> {
         for fw in self.frameworks.values_mut() {
-            fw.filters.retain(|_, until| now < *until);
+            fw.filters.retain(|_, refused| {
+                refused.retain(|r| now < r.until);
+                !refused.is_empty()
+            });
         }
         let mut offers = Vec::new();
         let agents: Vec<AgentId> = self.agents.keys().cloned().collect();
@@ -550,7 +589,9 @@ impl Engine {
                         .sort()
                         .into_iter()
                         .map(FrameworkId)
-                        .find(|fw| !offered_here.contains(fw) && self.wants(fw, agent, now))
+                        .find(|fw| {
+                            !offered_here.contains(fw) && self.wants(fw, agent, &pool, &amount, now)
+                        })
                         .map(|fw| (fw, role.clone(), amount))
                 })
             });
@@ -608,19 +649,32 @@ impl Engine {
                     }
                 }
             }
-            let usable = a
+            let usable: Vec<(&Option<String>, Resources)> = a
                 .pools
                 .iter()
                 .filter(|(pool, _)| pool.as_deref().is_none_or(|r| may_use(&fw.role, r)))
-                .fold(Resources::ZERO, |t, (_, p)| t.plus(p.free()));
+                .map(|(pool, p)| (pool, p.free()))
+                .filter(|(_, free)| !free.is_empty())
+                .collect();
             if usable.is_empty() {
                 continue;
             }
             any_free = true;
-            if let Some(until) = fw.filters.get(id).filter(|until| now < **until) {
+            // Filtered when what every usable pool has free was refused; offered again
+            // when the last refusal that covers it ends.
+            let refused = fw.filters.get(id).map(Vec::as_slice).unwrap_or_default();
+            let covering = |(pool, free): &(&Option<String>, Resources)| {
+                refused
+                    .iter()
+                    .filter(|r| r.covers(pool, free, now))
+                    .map(|r| r.until)
+                    .max()
+            };
+            let until: Option<Vec<Duration>> = usable.iter().map(covering).collect();
+            if let Some(until) = until.and_then(|u| u.into_iter().min()) {
                 why.push(NotOffered::Filtered {
                     agent: id.clone(),
-                    until: *until,
+                    until,
                 });
             }
         }
@@ -709,6 +763,51 @@ mod tests {
         e.decline(&offer, secs(60), secs(0));
         let next = e.allocate(secs(0));
         assert_eq!(next[0].framework, "f2".into());
+    }
+
+    #[test]
+    fn a_refusal_filters_only_what_was_refused() {
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(4.0, 4096.0));
+        e.add_framework("f1".into(), "r");
+        let whole = e.allocate(secs(0)).remove(0);
+        // A task takes a quarter; the framework refuses the rest.
+        let task = Resources::new(1.0, 1024.0);
+        let rest = Offer {
+            resources: whole.resources.minus(task),
+            ..whole.clone()
+        };
+        e.decline(&rest, secs(60), secs(0));
+        assert!(
+            e.allocate(secs(1)).is_empty(),
+            "the rest is not offered again"
+        );
+        assert_eq!(
+            e.explain(&"f1".into(), secs(1)),
+            [NotOffered::Filtered {
+                agent: "a1".into(),
+                until: secs(60)
+            }]
+        );
+        // The task ends: more than was refused is free, so it is offered at once.
+        e.recover(&"f1".into(), &"a1".into(), task, None);
+        assert_eq!(e.explain(&"f1".into(), secs(2)), []);
+        let again = e.allocate(secs(2));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].resources, whole.resources);
+        // A refusal of unreserved resources does not filter a reservation.
+        let mut e = Engine::new();
+        e.add_agent("a1".into(), Resources::new(4.0, 4096.0));
+        e.reserve(&"a1".into(), "r", Resources::new(1.0, 1024.0));
+        e.add_framework("f1".into(), "r");
+        let offers = e.allocate(secs(0));
+        let unreserved = offers.iter().find(|o| o.reservation.is_none()).unwrap();
+        e.decline(unreserved, secs(60), secs(0));
+        let reserved = offers.iter().find(|o| o.reservation.is_some()).unwrap();
+        e.recover(&"f1".into(), &"a1".into(), reserved.resources, Some("r"));
+        let again = e.allocate(secs(1));
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0].reservation.as_deref(), Some("r"));
     }
 
     #[test]

@@ -109,6 +109,7 @@ impl CoreState {
             .iter()
             .map(|(_, o)| (o.reservation.clone(), o.resources))
             .collect();
+        let launches_nothing = tasks.is_empty();
         let verdicts = validate_launch(total, &tasks, |id| self.tasks.contains_key(id));
         if valid {
             for id in &offer_ids {
@@ -177,7 +178,15 @@ impl CoreState {
                 }
             }
         }
-        // What the tasks leave of the offers goes back.
+        // What the tasks leave of the offers goes back: unfiltered, unless the framework
+        // asked for a filter, so that a framework launching a task per offer is offered the
+        // rest at once. A launch of nothing is a decline (as in Mesos), filtered for the
+        // default time: a framework that cannot use what it was offered is not offered
+        // exactly that again and again.
+        let refuse = match refuse {
+            None if launches_nothing => Some(crate::allocator::engine::DEFAULT_REFUSE),
+            refuse => refuse,
+        };
         if let Some(agent) = &agent {
             for (reservation, left) in pools {
                 if !left.is_empty() && valid {
