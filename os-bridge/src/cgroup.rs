@@ -111,6 +111,24 @@ fn hierarchy() -> Box<dyn cgroups_rs::Hierarchy> {
     }
 }
 
+/// The hierarchy a cgroup directory `dir` (`<mount>/<path>`) is in: its mount point with
+/// links resolved. Resolved once per mount point and process (a `readlink` per path
+/// component), not once per task.
+fn hierarchy_of(dir: &std::path::Path, path: &str) -> PathBuf {
+    static RESOLVED: Mutex<BTreeMap<PathBuf, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mount = dir
+        .to_str()
+        .and_then(|d| d.strip_suffix(path))
+        .map_or_else(|| dir.to_path_buf(), PathBuf::from);
+    let mut resolved = RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(real) = resolved.get(&mount) {
+        return real.clone();
+    }
+    let real = std::fs::canonicalize(&mount).unwrap_or_else(|_| mount.clone());
+    resolved.insert(mount, real.clone());
+    real
+}
+
 impl TaskCgroup {
     /// Creates the cgroup of `task` under `agent` with these limits.
     pub fn create(
@@ -189,14 +207,15 @@ impl TaskCgroup {
         &self.path
     }
 
-    /// The directories of the cgroup, one per distinct hierarchy.
+    /// The directories of the cgroup, one per distinct hierarchy: controllers mounted
+    /// together (`cpu` and `cpuacct` as links to `cpu,cpuacct`) share one.
     fn new(cgroup: Cgroup, path: String) -> TaskCgroup {
         let mut seen = BTreeSet::new();
         let dirs = cgroup
             .subsystems()
             .iter()
             .map(|s| s.to_controller().path().to_path_buf())
-            .filter(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
+            .filter(|p| seen.insert(hierarchy_of(p, &path)))
             .collect();
         TaskCgroup { cgroup, path, dirs }
     }

@@ -96,6 +96,13 @@ pub fn default_shim() -> (PathBuf, Vec<String>) {
     if let Some(path) = std::env::var_os("TROUPE_SHIM") {
         return (PathBuf::from(path), Vec::new());
     }
+    // Found once per process: every task's context asks, and the answer (a `readlink` of
+    // `/proc/self/exe` and a look beside it) does not change while it runs.
+    static BESIDE_EXE: std::sync::OnceLock<(PathBuf, Vec<String>)> = std::sync::OnceLock::new();
+    BESIDE_EXE.get_or_init(shim_beside_exe).clone()
+}
+
+fn shim_beside_exe() -> (PathBuf, Vec<String>) {
     let exe = std::env::current_exe().ok();
     let beside = exe.as_ref().and_then(|exe| {
         // Test binaries live one level below the binaries (`target/debug/deps`).
