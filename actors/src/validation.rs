@@ -4,6 +4,9 @@
 //! * the offer is not (or no longer) outstanding → `Dropped` (nothing wrong with the task;
 //!   it can be launched again on a fresh offer);
 //! * the id is already in use by the framework, or twice in the launch → `Error`;
+//! * the id cannot name a sandbox directory and a cgroup (empty, `.` or `..`, a `/` or a
+//!   control character in it, over 200 bytes, or troupe's reserved `.troupe-` prefix) →
+//!   `Error`;
 //! * the command is invalid (no program, unknown stop signal, bad limits) → `Error`;
 //! * the resources are invalid (negative, none at all) → `Error`;
 //! * the task does not fit in what is left of the offer after the tasks before it →
@@ -61,6 +64,9 @@ pub fn validate_launch(
             }
             if task.id.0.is_empty() {
                 return refuse(TaskState::Error, "the task id is empty".into());
+            }
+            if let Err(e) = troupe_os::warm::check_task_name(&task.id.0) {
+                return refuse(TaskState::Error, format!("invalid task id: {e}"));
             }
             if let Err(e) = task.command.validate() {
                 return refuse(TaskState::Error, format!("invalid command: {e}"));
@@ -143,6 +149,21 @@ mod tests {
             panic!()
         };
         assert!(reason.contains("exceed what is left"), "{reason}");
+    }
+
+    #[test]
+    fn an_id_that_cannot_name_a_directory_is_refused() {
+        let offer = Some(Resources::new(4.0, 1024.0));
+        for id in ["..", "../../etc", "a/b", ".troupe-warm-1-2", "tab\there"] {
+            let verdicts = validate_launch(offer, &[task(id, 1.0, &["true"])], |_| false);
+            let Verdict::Refused { state, reason, .. } = &verdicts[0] else {
+                panic!("{id} launched")
+            };
+            assert_eq!(*state, TaskState::Error);
+            assert!(reason.contains("invalid task id"), "{id}: {reason}");
+        }
+        let fine = validate_launch(offer, &[task("web.1-a_b", 1.0, &["true"])], |_| false);
+        assert!(matches!(fine[0], Verdict::Launch(_)));
     }
 
     #[test]

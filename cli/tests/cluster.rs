@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 use troupe_actors::framework::{Driver, FrameworkSettings};
 use troupe_actors::protocol::{Resources, TaskId, TaskState, TaskStatus};
+use troupe_os::warm::RESERVED_PREFIX;
 use troupe_tests::cluster::{Seen, TestFramework, sh_task};
 use troupe_tests::{ChildNode, ScratchDir, TEST_COOKIE, TaskLitter, start_local_node};
 
@@ -19,8 +20,10 @@ fn scratch(name: &str) -> ScratchDir {
 }
 
 /// Whether a cgroup of `agent` still has task directories (root only; `false` otherwise).
+/// The task cgroups left under `troupe/<agent>` (the agent's warm cgroups, made ahead for
+/// launches to come, are not a task's).
 fn cgroups_left(agent: &str) -> Vec<PathBuf> {
-    ["memory", "pids", "cpu,cpuacct", "freezer"]
+    ["memory", "pids", "cpu", "cpuacct", "cpu,cpuacct", "freezer"]
         .iter()
         .map(|h| {
             Path::new("/sys/fs/cgroup")
@@ -30,6 +33,10 @@ fn cgroups_left(agent: &str) -> Vec<PathBuf> {
         })
         .filter_map(|dir| std::fs::read_dir(dir).ok())
         .flat_map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(RESERVED_PREFIX))
+        })
         .collect()
 }
 

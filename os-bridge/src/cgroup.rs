@@ -130,11 +130,13 @@ fn hierarchy_of(dir: &std::path::Path, path: &str) -> PathBuf {
 }
 
 impl TaskCgroup {
-    /// Creates the cgroup of `task` under `agent` with these limits.
+    /// Creates the cgroup of `task` under `agent` with these limits; with `warm`, by
+    /// renaming one made ahead when there is one (see [`crate::warm`]).
     pub fn create(
         agent: &str,
         task: &str,
         resources: &Resources,
+        warm: bool,
     ) -> Result<TaskCgroup, CgroupError> {
         let uid = rustix::process::geteuid().as_raw();
         if uid != 0 {
@@ -143,6 +145,16 @@ impl TaskCgroup {
         let path = task_path(agent, task);
         // A cgroup of this path kept for another run is this run's now (see CgroupKeeper).
         kept_paths().remove(&path);
+        // One made ahead, renamed (v1), when there is one.
+        if let Some(warm) = warm
+            .then(|| crate::warm::take_cgroup(agent, task))
+            .flatten()
+        {
+            match warm.apply(resources) {
+                Ok(()) => return Ok(warm),
+                Err(_) => warm.remove_empty(),
+            }
+        }
         let hier = hierarchy();
         let v2 = hier.v2();
         let controllers = (!v2).then(|| V1_CONTROLLERS.iter().map(|c| c.to_string()).collect());
@@ -154,6 +166,40 @@ impl TaskCgroup {
             return Err(e);
         }
         Ok(task_cgroup)
+    }
+
+    /// Makes the cgroup `troupe/<agent>/<name>` with no limits (a warm one, see
+    /// [`crate::warm`]); `None` when it cannot be made.
+    pub(crate) fn make_bare(agent: &str, name: &str) -> Option<TaskCgroup> {
+        if !available() {
+            return None;
+        }
+        let path = task_path(agent, name);
+        let hier = hierarchy();
+        let controllers =
+            (!hier.v2()).then(|| V1_CONTROLLERS.iter().map(|c| c.to_string()).collect());
+        match Cgroup::new_with_specified_controllers(hier, &path, controllers) {
+            Ok(cgroup) => Some(TaskCgroup::new(cgroup, path)),
+            Err(e) => {
+                tracing::debug!(%path, cause = %e, "cannot make a warm cgroup");
+                None
+            }
+        }
+    }
+
+    /// This (empty) cgroup renamed to `troupe/<agent>/<task>` in every hierarchy, or, when a
+    /// rename fails, `None` with this cgroup removed (what was renamed renamed back first).
+    pub(crate) fn rename(self, agent: &str, task: &str) -> Option<TaskCgroup> {
+        for (done, dir) in self.dirs.iter().enumerate() {
+            if std::fs::rename(dir, dir.with_file_name(task)).is_err() {
+                for dir in &self.dirs[..done] {
+                    let _ = std::fs::rename(dir.with_file_name(task), dir);
+                }
+                self.remove_empty();
+                return None;
+            }
+        }
+        Some(TaskCgroup::load(task_path(agent, task)))
     }
 
     /// Opens the existing cgroup of `task` under `agent` (for a new owner re-adopting it).
@@ -368,7 +414,7 @@ impl TaskCgroup {
 
     /// Removes the cgroup's directories now, once each, without killing or waiting: for a
     /// cgroup known to be empty.
-    fn remove_empty(&self) {
+    pub(crate) fn remove_empty(&self) {
         for dir in &self.dirs {
             let _ = std::fs::remove_dir(dir);
         }
@@ -542,14 +588,7 @@ fn remove_owner_dirs(agent: &str, kill: bool, limit: Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
     loop {
         if kill {
-            let tasks: BTreeSet<String> = owner
-                .dirs
-                .iter()
-                .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
-                .filter(|entry| entry.path().is_dir())
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .collect();
-            for task in tasks {
+            for task in task_names(agent) {
                 let cgroup = TaskCgroup::load(task_path(agent, &task));
                 for pid in cgroup
                     .pids()
@@ -575,6 +614,22 @@ fn remove_owner_dirs(agent: &str, kill: bool, limit: Duration) -> bool {
 /// Whether this process may make task cgroups (it runs as root).
 pub fn available() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+/// Whether a cgroup can be renamed here (within its parent): on v1 hierarchies, as root.
+pub(crate) fn renamable() -> bool {
+    available() && !hierarchy().v2()
+}
+
+/// The names of the cgroups under `troupe/<agent>`, in any hierarchy.
+pub fn task_names(agent: &str) -> BTreeSet<String> {
+    TaskCgroup::load(format!("troupe/{agent}"))
+        .dirs
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .filter(|entry| entry.path().is_dir())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// The mount option that makes the kernel favour dynamic cgroup changes.

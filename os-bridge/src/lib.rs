@@ -12,6 +12,7 @@
 //!   no launch execs a shim binary.
 //! * [`logs`]: task logs in sandbox files, rotated by size, with live tails from an offset.
 //! * [`cgroup`]: a task's cgroup (`troupe/<agent>/<task>`), limits, stats, kill and removal.
+//! * [`warm`]: sandboxes and cgroups made ahead of launches, renamed into place by one.
 //! * [`host`]: what this host offers (cpus, memory, disk, name, labels), within its own
 //!   cgroup's limits.
 //! * [`procfs`]: what `/proc` says of a process.
@@ -25,6 +26,7 @@ pub mod process;
 pub mod procfs;
 pub mod shim;
 pub mod spec;
+pub mod warm;
 
 pub use actor::{ProcessActor, ProcessMsg, process_child};
 pub use process::{Checkpoint, Process, ProcessStats, StartError, TaskContext};

@@ -42,6 +42,9 @@ pub struct TaskContext {
     /// Where the task's emptied cgroup waits for its next run, when it has runs to come (a
     /// supervised process); without one, the cgroup is removed when the task ends.
     pub keep_cgroup: Option<CgroupKeeper>,
+    /// Whether launches in this context take sandboxes and cgroups made ahead, and keep
+    /// some ready (see [`crate::warm`]): for an owner of many launches, such as an agent.
+    pub warm: bool,
 }
 
 impl TaskContext {
@@ -55,7 +58,15 @@ impl TaskContext {
             shim,
             shim_args,
             keep_cgroup: None,
+            warm: false,
         }
+    }
+
+    /// This context, taking a sandbox and a cgroup made ahead when one is ready, and
+    /// keeping some ready for the next launches (see [`crate::warm`]).
+    pub fn warming(mut self) -> TaskContext {
+        self.warm = true;
+        self
     }
 
     /// This context, keeping the task's emptied cgroup for its next run (see
@@ -79,7 +90,7 @@ impl TaskContext {
 
     /// Where the task's own records (start, exit, checkpoint) are kept.
     pub fn status_dir(&self) -> PathBuf {
-        self.sandbox().join(".troupe")
+        status_dir_in(&self.sandbox())
     }
 
     /// How the task's last run ended, once its owner concluded it (the record outlives
@@ -221,11 +232,15 @@ impl Process {
     /// returns once the task runs (or could not).
     pub async fn spawn(spec: ProcessSpec, ctx: TaskContext) -> Result<Process, StartError> {
         spec.validate()?;
+        crate::warm::check_task_name(&ctx.task).map_err(StartError::Setup)?;
         let sandbox = ctx.sandbox();
         let status_dir = ctx.status_dir();
         let setup = |what: &str, e: std::io::Error| StartError::Setup(format!("{what}: {e}"));
-        std::fs::create_dir_all(&status_dir).map_err(|e| setup("sandbox", e))?;
-        shim::clear_records(&status_dir).map_err(|e| setup("records", e))?;
+        // A warm sandbox comes with empty records; one of an earlier run is cleared.
+        if !(ctx.warm && crate::warm::take_sandbox(&ctx.sandbox_root, &sandbox)) {
+            std::fs::create_dir_all(&status_dir).map_err(|e| setup("sandbox", e))?;
+            shim::clear_records(&status_dir).map_err(|e| setup("records", e))?;
+        }
         let kept = ctx
             .keep_cgroup
             .as_ref()
@@ -233,7 +248,7 @@ impl Process {
         let oom_baseline = kept.as_ref().map_or(0, |cg| cg.oom_kills());
         let cgroup = match kept {
             Some(cg) => Some(cg),
-            None => match TaskCgroup::create(&ctx.agent, &ctx.task, &spec.resources) {
+            None => match TaskCgroup::create(&ctx.agent, &ctx.task, &spec.resources, ctx.warm) {
                 Ok(cg) => Some(Arc::new(cg)),
                 Err(e @ CgroupError::NotRoot { .. }) => {
                     NO_CGROUP_WARNING.call_once(|| warn!(cause = %e, "tasks run without cgroups"));
@@ -785,6 +800,11 @@ fn open_pidfd(pid: i32, start_time: u64) -> Option<OwnedFd> {
     let fd = rustix::process::pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
     // Checked after opening: if the start time still matches, the fd names our process.
     (procfs::start_time(pid) == Some(start_time)).then_some(fd)
+}
+
+/// The status directory of a sandbox (see [`TaskContext::status_dir`]).
+pub(crate) fn status_dir_in(sandbox: &Path) -> PathBuf {
+    sandbox.join(".troupe")
 }
 
 /// The log files of a sandbox.

@@ -231,10 +231,16 @@ impl Actor for AgentCore {
         if state.dirty {
             state.flush();
         }
-        // The agent's cgroup directory goes when no task is left in it (running tasks
-        // outlive the agent, and keep it).
+        // The warm sandboxes and cgroups go; the agent's cgroup directory goes when no task
+        // is left in it (running tasks outlive the agent, and keep it).
         let agent = state.id().to_string();
-        tokio::task::spawn_blocking(move || troupe_os::cgroup::remove_owner_if_empty(&agent));
+        let root = state.config.sandbox_root();
+        // Awaited: whoever stops the agent may remove its work directory next.
+        let _ = tokio::task::spawn_blocking(move || {
+            troupe_os::warm::drain(&root, &agent);
+            troupe_os::cgroup::remove_owner_if_empty(&agent)
+        })
+        .await;
         Ok(())
     }
 
@@ -491,7 +497,7 @@ impl AgentState {
     }
 
     fn context(&self, task: &TaskId) -> TaskContext {
-        TaskContext::new(&self.config.id.0, &task.0, self.config.sandbox_root())
+        TaskContext::new(&self.config.id.0, &task.0, self.config.sandbox_root()).warming()
     }
 
     async fn executors(&mut self) -> Option<SupervisorRef> {

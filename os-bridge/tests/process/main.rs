@@ -54,6 +54,7 @@ impl Fixture {
             shim: PathBuf::from(env!("CARGO_BIN_EXE_troupe-shim")),
             shim_args: Vec::new(),
             keep_cgroup: None,
+            warm: false,
         }
     }
 
@@ -66,7 +67,9 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        // Whatever a failed test left: kill it, remove its cgroups and sandbox.
+        // Whatever a failed test left: kill it, remove its cgroups and sandbox (the warm
+        // ones first, so that none is made after).
+        troupe_os::warm::drain(&self.root, &self.agent);
         troupe_os::cgroup::remove_owner(&self.agent, Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&self.root);
     }
@@ -467,4 +470,95 @@ async fn the_limits_of_a_cgroup_are_read_back() {
     assert_eq!(seen.cpus, Some(0.5));
     assert_eq!(seen.memory_bytes, Some(256 * 1024 * 1024));
     within(Duration::from_secs(20), p.stop()).await;
+}
+
+/// A launch takes a sandbox (and, on cgroup v1, a cgroup) made ahead, renamed into place,
+/// instead of making them; the pool fills again, and a drain leaves nothing warm behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_takes_a_warm_sandbox_and_cgroup_and_a_drain_leaves_none() {
+    use std::os::unix::fs::MetadataExt;
+    use troupe_os::warm::{self, WARM};
+    let Some(fx) = Fixture::new() else { return };
+    let warming = |task: &str| fx.ctx(task).warming();
+    let first = Process::spawn(sh("exit 0"), warming("first"))
+        .await
+        .unwrap();
+    within(Duration::from_secs(10), first.wait()).await;
+    let v1 = !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let filled = until(Duration::from_secs(10), || {
+        let (sandboxes, cgroups) = warm::ready(&fx.root, &fx.agent);
+        sandboxes == WARM && (!v1 || cgroups == WARM)
+    })
+    .await;
+    assert!(
+        filled,
+        "the pools fill: {:?}",
+        warm::ready(&fx.root, &fx.agent)
+    );
+    let inodes = |dirs: Vec<PathBuf>| -> Vec<u64> {
+        dirs.iter()
+            .filter_map(|d| std::fs::metadata(d).ok())
+            .map(|m| m.ino())
+            .collect()
+    };
+    let warm_dir = fx.root.join(".troupe-warm");
+    let warm_sandboxes = inodes(
+        std::fs::read_dir(&warm_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect(),
+    );
+    let pids_dir = PathBuf::from("/sys/fs/cgroup/pids/troupe").join(&fx.agent);
+    let warm_cgroups = inodes(
+        troupe_os::cgroup::task_names(&fx.agent)
+            .into_iter()
+            .filter(|n| n.starts_with(".troupe-warm"))
+            .map(|n| pids_dir.join(n))
+            .collect(),
+    );
+    let second = Process::spawn(sh("echo warm"), warming("second"))
+        .await
+        .unwrap();
+    let sandbox = inodes(vec![fx.root.join("second")]);
+    assert!(
+        warm_sandboxes.contains(&sandbox[0]),
+        "the sandbox is a warm one, renamed"
+    );
+    if v1 {
+        let cgroup = inodes(vec![pids_dir.join("second")]);
+        assert!(
+            warm_cgroups.contains(&cgroup[0]),
+            "the cgroup is a warm one, renamed"
+        );
+    }
+    assert_eq!(
+        within(Duration::from_secs(10), second.wait()).await,
+        ExitReason::Exited(0)
+    );
+    assert_eq!(
+        std::fs::read_to_string(second.log_paths().0).unwrap(),
+        "warm\n"
+    );
+    warm::drain(&fx.root, &fx.agent);
+    assert_eq!(warm::ready(&fx.root, &fx.agent), (0, 0));
+    assert!(!warm_dir.exists(), "no warm sandbox is left");
+    let left: Vec<String> = troupe_os::cgroup::task_names(&fx.agent)
+        .into_iter()
+        .filter(|n| n.starts_with(".troupe-warm"))
+        .collect();
+    assert!(left.is_empty(), "warm cgroups left: {left:?}");
+}
+
+/// A task name that is not a plain directory name is refused before anything is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_name_that_would_leave_the_sandbox_root_is_refused() {
+    let Some(fx) = Fixture::new() else { return };
+    for name in ["../escape", "a/b", "..", ".troupe-warm"] {
+        match Process::spawn(sh("true"), fx.ctx(name)).await {
+            Err(StartError::Setup(why)) => assert!(why.contains("task name"), "{name}: {why}"),
+            other => panic!("{name}: {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(!fx.root.parent().unwrap().join("escape").exists());
 }
