@@ -72,7 +72,42 @@ fn machine() -> String {
     } else {
         "cgroups without favordynmods"
     };
-    format!("{cpus} cpus ({model}), Linux {kernel}, {cgroups}")
+    let work = std::env::temp_dir();
+    format!(
+        "{cpus} cpus ({model}), Linux {kernel}, {cgroups}, sandboxes in {} on {}",
+        work.display(),
+        filesystem_of(&work)
+    )
+}
+
+/// The filesystem a directory is on, as the cluster measures' sandboxes see it: its type,
+/// and for ext4 whether it has a journal (without one, making an inode checks each
+/// candidate for a recent deletion, slowly after many deletions: see docs/benchmarks.md).
+fn filesystem_of(dir: &std::path::Path) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    // The mount with the longest mount point that holds `dir`.
+    let Some((source, fstype)) = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            Some((f.next()?, f.next()?, f.next()?))
+        })
+        .filter(|(_, point, _)| dir.starts_with(point))
+        .max_by_key(|(_, point, _)| point.len())
+        .map(|(source, _, fstype)| (source, fstype))
+    else {
+        return "an unknown filesystem".into();
+    };
+    if fstype != "ext4" {
+        return fstype.to_string();
+    }
+    let device = source.rsplit('/').next().unwrap_or(source);
+    match std::fs::read_to_string(format!("/sys/fs/ext4/{device}/journal_task")) {
+        Ok(task) if task.trim() == "<none>" => "ext4 without a journal".into(),
+        Ok(_) => "ext4 with a journal".into(),
+        Err(_) => "ext4".into(),
+    }
 }
 
 fn rustix_kernel() -> String {
