@@ -152,7 +152,9 @@ impl TaskCgroup {
         {
             match warm.apply(resources) {
                 Ok(()) => return Ok(warm),
-                Err(_) => warm.remove_empty(),
+                Err(_) => {
+                    warm.remove_empty();
+                }
             }
         }
         let hier = hierarchy();
@@ -302,9 +304,17 @@ impl TaskCgroup {
         pids.into_iter().collect()
     }
 
-    /// Whether no process is left in it.
+    /// Whether no process is left in it. A task's processes join every hierarchy
+    /// together, so on v1 one is asked: the pids controller's (it has one for each, as the
+    /// others do), else every one.
     pub fn is_empty(&self) -> bool {
-        self.pids().is_empty()
+        let procs = match self.controller_dir("pids").filter(|_| !self.cgroup.v2()) {
+            Some(dir) => vec![dir.join("cgroup.procs")],
+            None => self.procs_files(),
+        };
+        procs
+            .iter()
+            .all(|file| std::fs::read_to_string(file).map_or(true, |text| text.trim().is_empty()))
     }
 
     /// Resource use now.
@@ -413,11 +423,17 @@ impl TaskCgroup {
     }
 
     /// Removes the cgroup's directories now, once each, without killing or waiting: for a
-    /// cgroup known to be empty.
-    pub(crate) fn remove_empty(&self) {
+    /// cgroup known to be empty. Returns whether all of them are gone.
+    pub(crate) fn remove_empty(&self) -> bool {
+        let mut gone = true;
         for dir in &self.dirs {
-            let _ = std::fs::remove_dir(dir);
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => gone = false,
+            }
         }
+        gone
     }
 
     /// Removes the cgroup, killing what is left in it first. Returns whether it is gone.
@@ -425,8 +441,7 @@ impl TaskCgroup {
         self.kill_all(limit).await;
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let _ = self.cgroup.delete();
-            if !self.dirs().iter().any(|d| d.exists()) {
+            if self.remove_empty() {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

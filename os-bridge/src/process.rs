@@ -649,7 +649,8 @@ impl Inner {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
-        let oom_kills = self.cgroup.as_ref().map_or(0, |c| c.oom_kills());
+        // An OOM kill is a SIGKILL: the counter is read only then.
+        let oom_kills = || self.cgroup.as_ref().map_or(0, |c| c.oom_kills());
         let reason = match exit {
             None => ExitReason::Gone(
                 "the task ended but its exit was not recorded (its shim died)".into(),
@@ -657,7 +658,7 @@ impl Inner {
             Some(_) if self.stop_requested.load(Ordering::SeqCst) => ExitReason::Killed,
             Some(Exit {
                 signal: Some(9), ..
-            }) if oom_kills > self.oom_baseline => ExitReason::OomKilled,
+            }) if oom_kills() > self.oom_baseline => ExitReason::OomKilled,
             Some(Exit {
                 signal: Some(sig), ..
             }) => ExitReason::Signaled(sig),

@@ -197,9 +197,14 @@ pub fn read_record<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Opti
 /// and what an older version wrote as files (the owner's too: `checkpoint.json`,
 /// `outcome.json`), which [`read_record`] would otherwise still find.
 pub fn clear_records(dir: &Path) -> std::io::Result<()> {
-    File::create(dir.join(RECORDS))?;
-    for name in [STARTED, FAILED, EXIT, CHECKPOINT, OUTCOME] {
-        let _ = std::fs::remove_file(dir.join(name));
+    let records = dir.join(RECORDS);
+    // Where the records file is already, an earlier launch removed the older files.
+    let first = !records.exists();
+    File::create(records)?;
+    if first {
+        for name in [STARTED, FAILED, EXIT, CHECKPOINT, OUTCOME] {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
     }
     Ok(())
 }

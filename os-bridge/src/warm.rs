@@ -264,7 +264,9 @@ fn fill_cgroups(agent: &str, pool: Arc<Mutex<Pool<TaskCgroup>>>) {
     fill(
         pool,
         move || TaskCgroup::make_bare(&make, &warm_cgroup_name()),
-        |made| made.remove_empty(),
+        |made| {
+            made.remove_empty();
+        },
         move || sweep_cgroups(&sweep),
     );
 }

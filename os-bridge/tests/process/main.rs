@@ -517,7 +517,8 @@ async fn a_launch_takes_a_warm_sandbox_and_cgroup_and_a_drain_leaves_none() {
             .map(|n| pids_dir.join(n))
             .collect(),
     );
-    let second = Process::spawn(sh("echo warm"), warming("second"))
+    // It runs until stopped, so that its cgroup is there to look at.
+    let second = Process::spawn(sh("echo warm; exec sleep 30"), warming("second"))
         .await
         .unwrap();
     let sandbox = inodes(vec![fx.root.join("second")]);
@@ -532,13 +533,15 @@ async fn a_launch_takes_a_warm_sandbox_and_cgroup_and_a_drain_leaves_none() {
             "the cgroup is a warm one, renamed"
         );
     }
+    let out = second.log_paths().0;
+    let logged = until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&out).is_ok_and(|text| text == "warm\n")
+    })
+    .await;
+    assert!(logged, "its output goes to the warm sandbox's log");
     assert_eq!(
-        within(Duration::from_secs(10), second.wait()).await,
-        ExitReason::Exited(0)
-    );
-    assert_eq!(
-        std::fs::read_to_string(second.log_paths().0).unwrap(),
-        "warm\n"
+        within(Duration::from_secs(10), second.stop()).await,
+        ExitReason::Killed
     );
     warm::drain(&fx.root, &fx.agent);
     assert_eq!(warm::ready(&fx.root, &fx.agent), (0, 0));
