@@ -147,6 +147,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let wanted = |name: &str| cli.names.is_empty() || cli.names.iter().any(|n| n == name);
+    let _work_dirs = measures::WorkDirs;
     let mut report = Report {
         machine: machine(),
         quick: cli.quick,

@@ -142,7 +142,7 @@ impl Bench {
             cluster.stop().await;
         }
         self.node.stop().await;
-        let _ = std::fs::remove_dir_all(&self.work);
+        super::remove_at_the_end(self.work.clone());
     }
 
     async fn next_offer(&self) -> anyhow::Result<OfferInfo> {
@@ -401,7 +401,7 @@ pub(crate) async fn agent_failure(quick: bool) -> anyhow::Result<Vec<Figure>> {
     driver.stop();
     master_tree.stop().await;
     node.stop().await;
-    let _ = std::fs::remove_dir_all(&work);
+    super::remove_at_the_end(work);
     let interval = AGENT_HEARTBEAT.as_secs_f64() * 1e3;
     let (c50, c99) = percentiles(crash);
     let (s50, s99) = percentiles(silent);

@@ -40,7 +40,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Figure> {
     }
     let troupe = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
     sup.stop().await;
-    let _ = std::fs::remove_dir_all(&root);
+    super::remove_at_the_end(root);
     tokio::task::spawn_blocking(|| {
         troupe_os::cgroup::remove_owner("bench", Duration::from_secs(5))
     })
