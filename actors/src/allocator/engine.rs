@@ -451,11 +451,20 @@ impl Engine {
         );
         if let Some(fw) = self.frameworks.get_mut(framework) {
             if !refuse.is_zero() {
-                fw.filters.entry(agent.clone()).or_default().push(Refusal {
+                let refusal = Refusal {
                     pool: offer.reservation.clone(),
                     resources: offer.resources,
                     until: now + refuse.max(self.interval),
+                };
+                let refused = fw.filters.entry(agent.clone()).or_default();
+                // One it outlasts and covers says nothing more: the list stays as short as
+                // the distinct refusals.
+                refused.retain(|r| {
+                    !(r.pool == refusal.pool
+                        && refusal.resources.contains(&r.resources)
+                        && refusal.until >= r.until)
                 });
+                refused.push(refusal);
             }
         }
     }
@@ -795,6 +804,12 @@ mod tests {
         let again = e.allocate(secs(2));
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].resources, whole.resources);
+        // A later refusal that covers and outlasts an earlier one replaces it.
+        let offer = again.into_iter().next().unwrap();
+        e.decline(&offer, secs(60), secs(2));
+        let refused = &e.frameworks[&FrameworkId::from("f1")].filters[&AgentId::from("a1")];
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].resources, whole.resources);
         // A refusal of unreserved resources does not filter a reservation.
         let mut e = Engine::new();
         e.add_agent("a1".into(), Resources::new(4.0, 4096.0));
