@@ -146,7 +146,58 @@ pub(crate) fn launch(
     unreachable!("the loop returns on its second attempt")
 }
 
+/// Asks the launcher of `shim` to start a shim for `plan` if one runs already and takes the
+/// request at once: never blocks, so an owner calls it on its runtime and saves the trip
+/// to a blocking thread and back (two thread wake-ups a launch). `None` when there is no
+/// such launcher yet, another thread holds the launchers, or the request would wait; the
+/// caller then goes through [`launch`], which also starts a launcher anew when this one
+/// failed.
+pub(crate) fn launch_now(shim: &Path, shim_args: &[String], plan: &LaunchPlan) -> Option<OwnedFd> {
+    let body = serde_json::to_vec(plan).ok()?;
+    if body.len() > MAX_PLAN {
+        return None;
+    }
+    let key = (shim.to_path_buf(), shim_args.to_vec());
+    let mut launchers = LAUNCHERS.try_lock().ok()?;
+    let launchers = launchers.as_mut()?;
+    let Some(State::Running(launcher)) = launchers.get(&key) else {
+        return None;
+    };
+    let (reports, report_writer) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok()?;
+    match launcher.send_now(&body, report_writer) {
+        Ok(true) => Some(reports),
+        Ok(false) => None,
+        Err(e) => {
+            // Gone, or with part of a frame sent: done either way; `launch` starts another.
+            debug!(shim = %shim.display(), cause = %e, "the launcher failed a request");
+            launchers.remove(&key);
+            None
+        }
+    }
+}
+
 impl Launcher {
+    /// Sends a request if the socket takes all of it now: `Ok(false)` when it would wait
+    /// (nothing sent), an error when the launcher is gone or took only part of it.
+    fn send_now(&self, body: &[u8], reports: OwnedFd) -> std::io::Result<bool> {
+        let header = u32::try_from(body.len())
+            .map_err(|_| std::io::Error::other("the launch plan is too large"))?
+            .to_le_bytes();
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut ancillary = SendAncillaryBuffer::new(&mut space);
+        let fds = [reports.as_fd()];
+        ancillary.push(SendAncillaryMessage::ScmRights(&fds));
+        let parts = [IoSlice::new(&header), IoSlice::new(body)];
+        let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+        match rustix::net::sendmsg(&self.socket, &parts, &mut ancillary, flags) {
+            Ok(sent) if sent == header.len() + body.len() => Ok(true),
+            Ok(_) => Err(std::io::Error::other("the launcher took part of a request")),
+            Err(rustix::io::Errno::AGAIN) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Starts `shim [shim_args] --launcher` and waits for its hello.
     fn start(shim: &Path, shim_args: &[String]) -> Result<Launcher, StartFailure> {
         let failed = StartFailure::Failed;

@@ -711,7 +711,17 @@ impl ShimHandle {
         plan: &LaunchPlan,
         status_dir: &Path,
     ) -> std::io::Result<(ShimHandle, Reports)> {
-        // The launcher's socket and start block: not on a runtime worker.
+        // A running launcher takes the request at once, on this thread; its start, and a
+        // request it does not take at once, block: not on a runtime worker.
+        // A shim forked by the launcher reports on the pipe sent with the request.
+        let forked = |pipe: OwnedFd| -> std::io::Result<(ShimHandle, Reports)> {
+            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe)?;
+            let reader: Box<dyn AsyncRead + Send + Unpin> = Box::new(pipe);
+            Ok((ShimHandle::Forked(None), BufReader::new(reader).lines()))
+        };
+        if let Some(pipe) = crate::launcher::launch_now(&ctx.shim, &ctx.shim_args, plan) {
+            return forked(pipe);
+        }
         let launched = {
             let (shim, args, plan) = (ctx.shim.clone(), ctx.shim_args.clone(), plan.clone());
             tokio::task::spawn_blocking(move || crate::launcher::launch(&shim, &args, &plan))
@@ -719,11 +729,7 @@ impl ShimHandle {
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         };
         match launched {
-            Ok(Some(pipe)) => {
-                let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe)?;
-                let reader: Box<dyn AsyncRead + Send + Unpin> = Box::new(pipe);
-                return Ok((ShimHandle::Forked(None), BufReader::new(reader).lines()));
-            }
+            Ok(Some(pipe)) => return forked(pipe),
             Ok(None) => {}
             Err(e) => {
                 warn!(task = %ctx.task, cause = %e, "the launcher failed; exec'ing a shim");
