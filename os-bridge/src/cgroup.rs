@@ -422,18 +422,13 @@ impl TaskCgroup {
         }
     }
 
-    /// Removes the cgroup's directories now, once each, without killing or waiting: for a
-    /// cgroup known to be empty. Returns whether all of them are gone.
+    /// Removes the cgroup's directories now, without killing or waiting: for a cgroup
+    /// known to be empty (cgroups the task made inside it go first). Returns whether all of
+    /// them are gone.
     pub(crate) fn remove_empty(&self) -> bool {
-        let mut gone = true;
-        for dir in &self.dirs {
-            match std::fs::remove_dir(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(_) => gone = false,
-            }
-        }
-        gone
+        self.dirs
+            .iter()
+            .fold(true, |gone, dir| remove_tree(dir) && gone)
     }
 
     /// Removes the cgroup, killing what is left in it first. Returns whether it is gone.
@@ -623,6 +618,26 @@ fn remove_owner_dirs(agent: &str, kill: bool, limit: Duration) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Removes the cgroup directory `dir`, and first, when it has some, the cgroups inside it,
+/// deepest first (a cgroup with children cannot be removed). Returns whether it is gone.
+fn remove_tree(dir: &std::path::Path) -> bool {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+        Err(_) => {}
+    }
+    // A cgroup directory's files are the kernel's; its directories are cgroups.
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path());
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 

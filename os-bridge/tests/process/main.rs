@@ -565,3 +565,30 @@ async fn a_task_name_that_would_leave_the_sandbox_root_is_refused() {
     }
     assert!(!fx.root.parent().unwrap().join("escape").exists());
 }
+
+/// A cgroup the task made inside its own goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cgroup_the_task_made_inside_its_own_is_removed_with_it() {
+    let Some(fx) = Fixture::new() else { return };
+    if !std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() {
+        eprintln!("skipped: no v1 pids hierarchy");
+        return;
+    }
+    let p = fx
+        .spawn(
+            "nester",
+            sh("mkdir /sys/fs/cgroup/pids$(grep ':pids:' /proc/self/cgroup | cut -d: -f3)/inner"),
+        )
+        .await;
+    assert_eq!(
+        within(Duration::from_secs(20), p.wait()).await,
+        ExitReason::Exited(0),
+        "the task made its inner cgroup"
+    );
+    let dirs = p.cgroup_dirs();
+    assert!(
+        dirs.iter().all(|d| !d.exists()),
+        "left: {:?}",
+        dirs.iter().filter(|d| d.exists()).collect::<Vec<_>>()
+    );
+}
