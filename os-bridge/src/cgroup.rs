@@ -426,9 +426,12 @@ impl TaskCgroup {
     /// known to be empty (cgroups the task made inside it go first). Returns whether all of
     /// them are gone.
     pub(crate) fn remove_empty(&self) -> bool {
-        self.dirs
-            .iter()
-            .fold(true, |gone, dir| remove_tree(dir) && gone)
+        // Every one is tried, whatever the others do.
+        let mut gone = true;
+        for dir in &self.dirs {
+            gone &= remove_tree(dir);
+        }
+        gone
     }
 
     /// Removes the cgroup, killing what is left in it first. Returns whether it is gone.
