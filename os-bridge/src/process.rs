@@ -236,10 +236,32 @@ impl Process {
         let sandbox = ctx.sandbox();
         let status_dir = ctx.status_dir();
         let setup = |what: &str, e: std::io::Error| StartError::Setup(format!("{what}: {e}"));
+        // A relative working directory is inside the sandbox, and the task's own: checked
+        // before anything is made for the task.
+        let cwd_inside = match &spec.cwd {
+            Some(dir) if !dir.is_absolute() => {
+                if dir.components().any(|c| c.as_os_str() == "..") {
+                    return Err(StartError::Setup(format!(
+                        "the working directory {} leaves the sandbox",
+                        dir.display()
+                    )));
+                }
+                Some(dir.clone())
+            }
+            _ => None,
+        };
         // A warm sandbox comes with empty records; one of an earlier run is cleared.
         if !(ctx.warm && crate::warm::take_sandbox(&ctx.sandbox_root, &sandbox)) {
             std::fs::create_dir_all(&status_dir).map_err(|e| setup("sandbox", e))?;
             shim::clear_records(&status_dir).map_err(|e| setup("records", e))?;
+        }
+        if let Some(dir) = &cwd_inside {
+            std::fs::create_dir_all(sandbox.join(dir))
+                .map_err(|e| setup("working directory", e))?;
+        }
+        if let Some(uid) = spec.uid {
+            give_to_user(&sandbox, cwd_inside.as_deref(), uid, spec.gid)
+                .map_err(|e| setup("sandbox owner", e))?;
         }
         let kept = ctx
             .keep_cgroup
@@ -257,22 +279,10 @@ impl Process {
                 Err(e) => return Err(StartError::Setup(e.to_string())),
             },
         };
-        let cwd = match &spec.cwd {
-            Some(dir) if dir.is_absolute() => dir.clone(),
-            Some(dir) => {
-                // A directory inside the sandbox is the task's own: make it.
-                let inside = sandbox.join(dir);
-                if !inside.starts_with(&sandbox) || dir.components().any(|c| c.as_os_str() == "..")
-                {
-                    return Err(StartError::Setup(format!(
-                        "the working directory {} leaves the sandbox",
-                        dir.display()
-                    )));
-                }
-                std::fs::create_dir_all(&inside).map_err(|e| setup("working directory", e))?;
-                inside
-            }
-            None => sandbox.clone(),
+        let cwd = match (&spec.cwd, &cwd_inside) {
+            (_, Some(dir)) => sandbox.join(dir),
+            (Some(dir), None) => dir.clone(),
+            (None, None) => sandbox.clone(),
         };
         let (stdout, stderr) = log_paths(&sandbox);
         let plan = LaunchPlan {
@@ -807,6 +817,26 @@ fn open_pidfd(pid: i32, start_time: u64) -> Option<OwnedFd> {
     let fd = rustix::process::pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
     // Checked after opening: if the start time still matches, the fd names our process.
     (procfs::start_time(pid) == Some(start_time)).then_some(fd)
+}
+
+/// Makes the sandbox, and the working directory made inside it, the task's user's (`uid`,
+/// and `gid` when given), as Mesos gives a sandbox to its task's user: a task run as
+/// another user can make files where it runs. Its records and logs stay root's.
+fn give_to_user(
+    sandbox: &Path,
+    cwd_inside: Option<&Path>,
+    uid: u32,
+    gid: Option<u32>,
+) -> std::io::Result<()> {
+    let owner = Some(rustix::fs::Uid::from_raw(uid));
+    let group = gid.map(rustix::fs::Gid::from_raw);
+    rustix::fs::chown(sandbox, owner, group)?;
+    let mut dir = sandbox.to_path_buf();
+    for part in cwd_inside.into_iter().flat_map(Path::components) {
+        dir.push(part);
+        rustix::fs::chown(&dir, owner, group)?;
+    }
+    Ok(())
 }
 
 /// The status directory of a sandbox (see [`TaskContext::status_dir`]).

@@ -386,7 +386,9 @@ async fn a_stop_without_grace_kills_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_runs_as_its_user_in_its_working_directory() {
     let Some(fx) = Fixture::new() else { return };
-    let mut spec = sh("id -u; id -g; pwd").env("PATH", "/usr/bin:/bin");
+    // It can make files where it runs, and in its sandbox (Mesos gives a sandbox to its
+    // task's user).
+    let mut spec = sh("id -u; id -g; pwd; touch here ../../top").env("PATH", "/usr/bin:/bin");
     spec.uid = Some(65534);
     spec.gid = Some(65534);
     spec.cwd = Some("work/dir".into());
@@ -398,12 +400,20 @@ async fn a_task_runs_as_its_user_in_its_working_directory() {
     let out = std::fs::read_to_string(p.log_paths().0).unwrap();
     let expected = format!("65534\n65534\n{}\n", p.sandbox().join("work/dir").display());
     assert_eq!(out, expected);
+    assert!(p.sandbox().join("work/dir/here").exists());
+    assert!(p.sandbox().join("top").exists());
+    // A working directory that leaves the sandbox is refused before anything is made.
     let mut escape = ProcessSpec::new(["true"]);
     escape.cwd = Some("../..".into());
     assert!(matches!(
         Process::spawn(escape, fx.ctx("escape")).await,
         Err(StartError::Setup(_))
     ));
+    assert!(!fx.root.join("escape").exists(), "no sandbox was made");
+    assert!(
+        !troupe_os::cgroup::task_names(&fx.agent).contains("escape"),
+        "no cgroup was made"
+    );
 }
 
 /// A task whose main process exits leaves nothing behind either (Nomad:
