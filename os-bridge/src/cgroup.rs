@@ -293,28 +293,42 @@ impl TaskCgroup {
         })
     }
 
-    /// The pids in the cgroup now.
+    /// The pids in the cgroup now, with those in cgroups the task made inside it.
     pub fn pids(&self) -> Vec<i32> {
-        let mut pids = BTreeSet::new();
-        for file in self.procs_files() {
-            if let Ok(text) = std::fs::read_to_string(&file) {
+        fn collect(dir: &std::path::Path, pids: &mut BTreeSet<i32>) {
+            if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
                 pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
             }
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    collect(&entry.path(), pids);
+                }
+            }
+        }
+        let mut pids = BTreeSet::new();
+        for dir in &self.dirs {
+            collect(dir, &mut pids);
         }
         pids.into_iter().collect()
     }
 
-    /// Whether no process is left in it. A task's processes join every hierarchy
-    /// together, so on v1 one is asked: the pids controller's (it has one for each, as the
-    /// others do), else every one.
+    /// Whether no process is left in it, nor in a cgroup the task made inside it. Usually
+    /// one file says so for the whole subtree: `populated` in `cgroup.events` on v2, the
+    /// pids controller's count on v1 (a task's processes join every hierarchy together).
+    /// That count includes processes that ended and wait to be reaped (by init, for the
+    /// orphans of a task), so when it is not zero the live ones are listed.
     pub fn is_empty(&self) -> bool {
-        let procs = match self.controller_dir("pids").filter(|_| !self.cgroup.v2()) {
-            Some(dir) => vec![dir.join("cgroup.procs")],
-            None => self.procs_files(),
+        let read = |dir: Option<PathBuf>, file: &str| std::fs::read_to_string(dir?.join(file)).ok();
+        let said = if self.cgroup.v2() {
+            read(self.controller_dir(""), "cgroup.events").and_then(|events| {
+                events
+                    .lines()
+                    .find_map(|l| l.strip_prefix("populated ").map(|n| n.trim() == "0"))
+            })
+        } else {
+            read(self.controller_dir("pids"), "pids.current").map(|n| n.trim() == "0")
         };
-        procs
-            .iter()
-            .all(|file| std::fs::read_to_string(file).map_or(true, |text| text.trim().is_empty()))
+        said == Some(true) || self.pids().is_empty()
     }
 
     /// Resource use now.

@@ -602,3 +602,43 @@ async fn a_cgroup_the_task_made_inside_its_own_is_removed_with_it() {
         dirs.iter().filter(|d| d.exists()).collect::<Vec<_>>()
     );
 }
+
+/// A process the task put in cgroups it made inside its own, out of its process group, is
+/// still the task's: killed when the task ends, and its cgroups removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_hidden_in_an_inner_cgroup_is_killed_with_the_task() {
+    let Some(fx) = Fixture::new() else { return };
+    if !std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() {
+        eprintln!("skipped: no v1 hierarchies");
+        return;
+    }
+    let script = r#"
+        setsid sleep 300 &
+        s=$!
+        for h in cpu cpuacct memory pids freezer; do
+            d=/sys/fs/cgroup/$h$(grep ":$h:" /proc/self/cgroup | cut -d: -f3)/inner
+            mkdir $d && echo $s > $d/cgroup.procs || exit 1
+        done
+        echo $s
+    "#;
+    let p = fx.spawn("hider", sh(script)).await;
+    assert_eq!(
+        within(Duration::from_secs(20), p.wait()).await,
+        ExitReason::Exited(0),
+        "it hid its process"
+    );
+    let out = std::fs::read_to_string(p.log_paths().0).unwrap();
+    let hidden: i32 = out.trim().parse().expect("the hidden pid");
+    let dead = until(Duration::from_secs(10), || !alive(hidden)).await;
+    if !dead {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(hidden).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert!(dead, "the hidden process {hidden} outlived its task");
+    assert!(
+        p.cgroup_dirs().iter().all(|d| !d.exists()),
+        "the cgroups are removed"
+    );
+}
