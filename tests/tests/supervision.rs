@@ -52,6 +52,14 @@ async fn spawn_on_starts_a_kind_on_another_node() {
         .await
         .unwrap();
     assert!(alive("b", addr.path()).await);
+    // What a spawn returns resolves at once: the node's answer does not overtake the news
+    // of the registration.
+    for _ in 0..20 {
+        let more = spawn_on::<VictimMsg>("b", "victim", Args::none())
+            .await
+            .unwrap();
+        assert!(more.resolve().await.is_ok(), "{} not found", more.path());
+    }
     let unknown = spawn_on::<VictimMsg>("b", "no-such-kind", Args::none()).await;
     assert!(
         matches!(unknown, Err(SpawnError::UnknownKind { .. })),
