@@ -103,13 +103,7 @@ pub(crate) fn launch(
     shim_args: &[String],
     plan: &LaunchPlan,
 ) -> std::io::Result<Option<OwnedFd>> {
-    let body = serde_json::to_vec(plan).map_err(std::io::Error::other)?;
-    if body.len() > MAX_PLAN {
-        return Err(std::io::Error::other(format!(
-            "a launch plan of {} bytes is over the launcher's limit",
-            body.len()
-        )));
-    }
+    let body = encode(plan)?;
     let key = (shim.to_path_buf(), shim_args.to_vec());
     let mut launchers = LAUNCHERS.lock().unwrap_or_else(|p| p.into_inner());
     let launchers = launchers.get_or_insert_with(HashMap::new);
@@ -153,10 +147,7 @@ pub(crate) fn launch(
 /// caller then goes through [`launch`], which also starts a launcher anew when this one
 /// failed.
 pub(crate) fn launch_now(shim: &Path, shim_args: &[String], plan: &LaunchPlan) -> Option<OwnedFd> {
-    let body = serde_json::to_vec(plan).ok()?;
-    if body.len() > MAX_PLAN {
-        return None;
-    }
+    let body = encode(plan).ok()?;
     let key = (shim.to_path_buf(), shim_args.to_vec());
     let mut launchers = LAUNCHERS.try_lock().ok()?;
     let launchers = launchers.as_mut()?;
@@ -175,6 +166,18 @@ pub(crate) fn launch_now(shim: &Path, shim_args: &[String], plan: &LaunchPlan) -
             None
         }
     }
+}
+
+/// A request's body: the plan as JSON, within the launcher's limit.
+fn encode(plan: &LaunchPlan) -> std::io::Result<Vec<u8>> {
+    let body = serde_json::to_vec(plan).map_err(std::io::Error::other)?;
+    if body.len() > MAX_PLAN {
+        return Err(std::io::Error::other(format!(
+            "a launch plan of {} bytes is over the launcher's limit",
+            body.len()
+        )));
+    }
+    Ok(body)
 }
 
 impl Launcher {
