@@ -8,6 +8,8 @@
 //!   graceful stop, stats, re-adoption after the owner restarts.
 //! * [`shim`]: the small parent process between an owner and its task, which records the
 //!   task's exit so that it is never lost; the `troupe-shim` binary runs it.
+//! * `exec`: the shim's start of a task: a clone sharing its memory (no fork's copy), the
+//!   task's cgroups, limits and user, the exec.
 //! * [`launcher`]: one long-lived shim per owner that forks the shim of each task, so that
 //!   no launch execs a shim binary.
 //! * [`logs`]: task logs in sandbox files, rotated by size, with live tails from an offset.
@@ -19,6 +21,7 @@
 
 pub mod actor;
 pub mod cgroup;
+mod exec;
 pub mod host;
 pub mod launcher;
 pub mod logs;

@@ -20,12 +20,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+use crate::exec::{self, TaskExec};
 use crate::procfs;
 use crate::spec::Rlimit;
 
@@ -111,6 +111,7 @@ pub fn main_if_shim() {
 pub fn shim_main(path: Option<std::ffi::OsString>) -> ! {
     // A session of its own: the owner's terminal, process group and death are not ours.
     let _ = rustix::process::setsid();
+    exec::default_signal_dispositions();
     if path.as_deref() == Some(std::ffi::OsStr::new(crate::launcher::LAUNCHER_FLAG)) {
         crate::launcher::launcher_main();
     }
@@ -308,27 +309,24 @@ pub fn run(plan: &LaunchPlan) -> i32 {
             None => return fail(format!("unknown rlimit resource {:?}", r.resource)),
         }
     }
-    let mut cmd = Command::new(&program);
-    cmd.arg0(&plan.argv[0])
-        .args(&plan.argv[1..])
-        .env_clear()
-        .envs(plan.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&plan.cwd)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    if let Some(gid) = plan.gid {
-        cmd.gid(gid);
-    }
-    if let Some(uid) = plan.uid {
-        cmd.uid(uid);
-    }
-    prepare_child(&mut cmd, procs, limits);
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => return fail(e.to_string()),
+    let stdin = match File::open("/dev/null") {
+        Ok(null) => OwnedFd::from(null),
+        Err(e) => return fail(format!("cannot open /dev/null: {e}")),
     };
-    let pid = child.id() as i32;
+    let command = exec::Command {
+        program: &program,
+        argv: &plan.argv,
+        env: &plan.env,
+        cwd: &plan.cwd,
+        uid: plan.uid,
+        gid: plan.gid,
+    };
+    let stdio = [stdin, stdout.into(), stderr.into()];
+    let task = match TaskExec::new(command, stdio, procs, limits).and_then(|t| t.spawn()) {
+        Ok(pid) => pid,
+        Err(e) => return fail(e),
+    };
+    let pid = task.as_raw_nonzero().get();
     let started = Started {
         pid,
         start_time: procfs::start_time(pid).unwrap_or(0),
@@ -336,27 +334,34 @@ pub fn run(plan: &LaunchPlan) -> i32 {
     };
     // Without its start recorded nobody could find the task: better not to run it.
     if append_record(&plan.status_dir, STARTED, &started).is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
+        let _ = rustix::process::kill_process(task, rustix::process::Signal::KILL);
+        let _ = wait_for(task);
         return 1;
     }
     tell_owner(STARTED, &started);
-    let status = loop {
-        match child.wait() {
-            Ok(status) => break status,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return 1,
-        }
+    let Some(status) = wait_for(task) else {
+        return 1;
     };
     let exit = Exit {
-        code: status.code(),
-        signal: status.signal(),
+        code: status.exit_status(),
+        signal: status.terminating_signal(),
     };
     let written = append_record(&plan.status_dir, EXIT, &exit);
     tell_owner(EXIT, &exit);
     match written {
         Ok(()) => 0,
         Err(_) => 1,
+    }
+}
+
+/// Waits for the task to end; `None` if it cannot be waited for.
+fn wait_for(task: rustix::process::Pid) -> Option<rustix::process::WaitStatus> {
+    loop {
+        match rustix::process::waitpid(Some(task), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, status))) => return Some(status),
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok(None) | Err(_) => return None,
+        }
     }
 }
 
@@ -402,31 +407,6 @@ impl Report {
             EXIT => serde_json::from_str(json).ok().map(Report::Exit),
             _ => None,
         }
-    }
-}
-
-/// Arranges what the task does between fork and exec: a session of its own, its cgroups,
-/// its limits.
-#[allow(unsafe_code)]
-fn prepare_child(
-    cmd: &mut Command,
-    procs: Vec<File>,
-    limits: Vec<(rustix::process::Resource, rustix::process::Rlimit)>,
-) {
-    // SAFETY: the closure runs in the forked child of this single-threaded shim, before
-    // exec. It only makes raw system calls (setsid, write, setrlimit) on values prepared
-    // before the fork, and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            rustix::process::setsid()?;
-            for file in &procs {
-                rustix::io::write(file, b"0")?;
-            }
-            for (resource, limit) in &limits {
-                rustix::process::setrlimit(*resource, *limit)?;
-            }
-            Ok(())
-        });
     }
 }
 

@@ -194,6 +194,77 @@ async fn a_task_that_cannot_start_says_why() {
     );
 }
 
+/// What a task finds when it starts: its own session and process group, in its cgroup
+/// (every hierarchy), with its limits, no signal blocked or ignored (the shim ignores
+/// SIGPIPE, and an ignored signal would stay so across exec), standard input empty and its
+/// output in the sandbox's logs. And a working directory it cannot enter is refused, saying
+/// so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_starts_in_its_session_cgroup_and_limits_with_default_signals() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut spec = sh("read line; echo \"read: $line\"; exec sleep 30");
+    spec.rlimits = vec![troupe_os::spec::Rlimit {
+        resource: "nofile".into(),
+        soft: Some(100),
+        hard: Some(200),
+    }];
+    let p = fx.spawn("state", spec).await;
+    let pid = p.pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("SigBlk:"), "0000000000000000", "{status}");
+    assert_eq!(field("SigIgn:"), "0000000000000000", "{status}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // Fields 5 and 6 of stat: the process group and the session.
+    assert_eq!(after_comm[2], pid.to_string(), "its own group: {stat}");
+    assert_eq!(after_comm[3], pid.to_string(), "its own session: {stat}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>();
+    assert_eq!(nofile, ["100", "200"], "{limits}");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let inside = format!("/troupe/{}/state", fx.agent);
+    for dir in p.cgroup_dirs() {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{} holds the task; /proc says {cgroups}",
+            dir.display()
+        );
+    }
+    assert!(cgroups.contains(&inside), "{cgroups}");
+    // Standard input is empty: `read` got end-of-file at once, and said so in the log.
+    let stdout = p.log_paths().0;
+    assert!(
+        until(Duration::from_secs(10), || std::fs::read_to_string(&stdout)
+            .is_ok_and(|s| s.contains("read: \n")))
+        .await
+    );
+    within(Duration::from_secs(10), p.stop()).await;
+
+    let mut spec = ProcessSpec::new(["true"]);
+    spec.cwd = Some(fx.root.join("no-such-dir"));
+    let refused = Process::spawn(spec, fx.ctx("nocwd")).await;
+    assert!(
+        matches!(&refused, Err(StartError::FailedToStart(e)) if e.contains("working directory") && e.contains("No such file")),
+        "{refused:?}"
+    );
+}
+
 /// Nomad: TestExecutor_OOMKilled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_hog_over_its_limit_is_oom_killed() {
