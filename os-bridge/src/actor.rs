@@ -369,8 +369,9 @@ async fn describe(cell: ractor::ActorCell) -> Option<troupe_runtime::inspector::
 }
 
 /// A supervisor child that runs `spec` as task `ctx.task` (each restart reuses the task's
-/// sandbox, so its logs go on, and its cgroup, see [`crate::cgroup::CgroupKeeper`]). Its shutdown gives the process its grace period and 5 s
-/// more, so that a supervisor never kills the actor while its process is still stopping.
+/// sandbox, so its logs go on, and its cgroup and shim, see [`crate::keeper::RunKeeper`]).
+/// Its shutdown gives the process its grace period and 5 s more, so that a supervisor never
+/// kills the actor while its process is still stopping.
 pub fn process_child(child: ChildSpec, spec: ProcessSpec, ctx: TaskContext) -> Child {
     let mut child = child;
     if child.start.kind.is_empty() {
@@ -379,11 +380,11 @@ pub fn process_child(child: ChildSpec, spec: ProcessSpec, ctx: TaskContext) -> C
     if child.shutdown.is_none() {
         child.shutdown = Some(Shutdown::Timeout(spec.grace + Duration::from_secs(5)));
     }
-    // A child that may run again keeps its emptied cgroup for the next run.
-    let ctx = if matches!(child.restart, Restart::Temporary) || ctx.keep_cgroup.is_some() {
+    // A child that may run again keeps its emptied cgroup and its shim for the next run.
+    let ctx = if matches!(child.restart, Restart::Temporary) || ctx.keeper.is_some() {
         ctx
     } else {
-        ctx.keeping_cgroup()
+        ctx.keeping_between_runs()
     };
     Child::new(child, move |start: StartCtx| {
         let args = ProcessArgs {

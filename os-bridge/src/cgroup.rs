@@ -8,8 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use cgroups_rs::{Cgroup, MaxValue};
@@ -143,8 +142,8 @@ impl TaskCgroup {
             return Err(CgroupError::NotRoot { uid });
         }
         let path = task_path(agent, task);
-        // A cgroup of this path kept for another run is this run's now (see CgroupKeeper).
-        kept_paths().remove(&path);
+        // A cgroup of this path kept for another run is this run's now.
+        crate::keeper::claim(&path);
         // One made ahead, renamed (v1), when there is one.
         if let Some(warm) = warm
             .then(|| crate::warm::take_cgroup(agent, task))
@@ -223,7 +222,7 @@ impl TaskCgroup {
         TaskCgroup::new(cgroup, path)
     }
 
-    fn apply(&self, r: &Resources) -> Result<(), CgroupError> {
+    pub(crate) fn apply(&self, r: &Resources) -> Result<(), CgroupError> {
         let mut res = cgroups_rs::Resources::default();
         res.cpu.shares = r.cpu_shares;
         if let Some(cpus) = r.cpus {
@@ -424,7 +423,7 @@ impl TaskCgroup {
 
     /// Resets what can be reset of the stats for a new run in the same cgroup (v1: cpu time
     /// and memory peak).
-    fn reset_stats(&self) {
+    pub(crate) fn reset_stats(&self) {
         if self.cgroup.v2() {
             return;
         }
@@ -466,127 +465,6 @@ impl TaskCgroup {
     /// The directories that make up this cgroup (for tests and diagnostics).
     pub fn directories(&self) -> Vec<PathBuf> {
         self.dirs()
-    }
-}
-
-/// How long [`CgroupKeeper`] keeps an emptied cgroup for the next run of its task.
-pub const KEEP_FOR: Duration = Duration::from_secs(1);
-
-/// Keeps a task's emptied cgroup between one run and the next, so that a restart does not
-/// remove and make it again: five directories on a v1 host, with their limits, about a
-/// fifth of a restart. A supervised process child has one (see
-/// [`crate::actor::process_child`]); a cgroup kept and not taken again within [`KEEP_FOR`]
-/// is removed, and so is one kept when the last clone of the keeper goes (its supervisor
-/// stopped). A new run of the same task from elsewhere (another supervisor) claims a kept
-/// cgroup of its path, and the keeper then leaves it alone.
-///
-/// systemd keeps a service's cgroup across its restarts the same way. On v1 a run's cpu
-/// time and memory peak are its own (reset when the cgroup is taken again); on v2 both go on
-/// from the earlier runs. An OOM kill counts only when it happened in this run (the
-/// kernel's counter cannot be reset).
-#[derive(Debug, Clone, Default)]
-pub struct CgroupKeeper {
-    kept: Arc<Mutex<Kept>>,
-}
-
-#[derive(Debug, Default)]
-struct Kept {
-    /// The cgroup, the limits it has, and the token of its keep in [`KEPT`].
-    cgroup: Option<(Arc<TaskCgroup>, Resources, u64)>,
-}
-
-/// The cgroups kept now, by path, with the token of their keep: one table for the whole
-/// process, so that a run that makes the cgroup of a kept path anew ([`TaskCgroup::create`])
-/// claims it, and its keeper's expiry cannot remove it under the new run.
-static KEPT: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
-static NEXT_KEEP: AtomicU64 = AtomicU64::new(1);
-
-fn kept_paths() -> std::sync::MutexGuard<'static, BTreeMap<String, u64>> {
-    KEPT.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Removes `cgroup` (empty since it was kept) if its keep `token` still holds.
-fn release(cgroup: &TaskCgroup, token: u64) {
-    let mut kept = kept_paths();
-    if kept.get(&cgroup.path) == Some(&token) {
-        kept.remove(&cgroup.path);
-        // Under the table's lock: a new run of the path waits to make it until it is gone.
-        cgroup.remove_empty();
-    }
-}
-
-impl Drop for Kept {
-    fn drop(&mut self) {
-        if let Some((cgroup, _, token)) = self.cgroup.take() {
-            release(&cgroup, token);
-        }
-    }
-}
-
-impl CgroupKeeper {
-    /// A keeper with nothing kept.
-    pub fn new() -> CgroupKeeper {
-        CgroupKeeper::default()
-    }
-
-    /// Keeps `cgroup`, emptied, with the limits it has, for [`KEEP_FOR`].
-    pub(crate) fn keep(&self, cgroup: Arc<TaskCgroup>, resources: Resources) {
-        let token = NEXT_KEEP.fetch_add(1, Ordering::Relaxed);
-        kept_paths().insert(cgroup.path.clone(), token);
-        let earlier = self
-            .kept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cgroup
-            .replace((cgroup, resources, token));
-        if let Some((earlier, _, earlier_token)) = earlier {
-            // Kept and never taken: released, unless it is the same path (kept anew above).
-            release(&earlier, earlier_token);
-        }
-        let keeper = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(KEEP_FOR).await;
-            let expired = {
-                let mut kept = keeper.kept.lock().unwrap_or_else(|p| p.into_inner());
-                match &kept.cgroup {
-                    Some((_, _, t)) if *t == token => kept.cgroup.take(),
-                    _ => None,
-                }
-            };
-            if let Some((cgroup, _, token)) = expired {
-                release(&cgroup, token);
-            }
-        });
-    }
-
-    /// The kept cgroup, if it is still there and still this keeper's, set to `resources`,
-    /// its stats reset.
-    pub(crate) fn take(&self, resources: &Resources) -> Option<Arc<TaskCgroup>> {
-        let (cgroup, limits, token) = self
-            .kept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cgroup
-            .take()?;
-        {
-            let mut kept = kept_paths();
-            if kept.get(&cgroup.path) != Some(&token) {
-                // Claimed by a new run from elsewhere: not ours to use or remove.
-                return None;
-            }
-            kept.remove(&cgroup.path);
-        }
-        if !cgroup.dirs.iter().all(|d| d.is_dir()) || !cgroup.is_empty() {
-            // Removed under it, or somehow not empty: not for a new run.
-            cgroup.remove_empty();
-            return None;
-        }
-        if limits != *resources && cgroup.apply(resources).is_err() {
-            cgroup.remove_empty();
-            return None;
-        }
-        cgroup.reset_stats();
-        Some(cgroup)
     }
 }
 

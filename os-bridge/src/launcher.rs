@@ -18,8 +18,8 @@
 //!
 //! The owner and the launcher share a Unix stream socket (the launcher's standard input).
 //! Each request is a frame: a little-endian `u32` length and the [`LaunchPlan`] as JSON,
-//! with the write end of a pipe attached (`SCM_RIGHTS`). The launcher forks; the child
-//! becomes the task's shim, with that pipe as its standard output, where it reports exactly
+//! with one end of a socket pair attached (`SCM_RIGHTS`). The launcher forks; the child
+//! becomes the task's shim, with that socket as its standard output, where it reports exactly
 //! as an exec'd shim does ([`crate::shim::Report`]). The launcher first writes
 //! [`HELLO`] to the socket: a shim binary too old to be a launcher writes nothing and exits,
 //! and the owner then execs a shim per task as before, so an older `troupe-shim` beside a
@@ -54,7 +54,7 @@ pub const HELLO: &[u8] = b"troupe-launcher 1\n";
 
 /// The largest launch plan a launcher reads (an environment and arguments can be large;
 /// Linux caps them together at a few MiB).
-const MAX_PLAN: usize = 16 << 20;
+pub(crate) const MAX_PLAN: usize = 16 << 20;
 
 /// How long a starting launcher may take to say hello, and a request to be taken.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,7 +94,7 @@ enum StartFailure {
 }
 
 /// Asks the launcher of `shim` to start a shim for `plan`. Returns the read end of the
-/// pipe the shim reports on, or `None` when `shim` cannot be a launcher (exec it instead).
+/// socket the shim reports on, or `None` when `shim` cannot be a launcher (exec it instead).
 ///
 /// Blocks: on a launcher's start (up to [`TIMEOUT`] for its hello), and on a request the
 /// launcher does not take (up to [`TIMEOUT`]). Call it where blocking is allowed.
@@ -124,7 +124,7 @@ pub(crate) fn launch(
         let Some(State::Running(launcher)) = launchers.get(&key) else {
             return Ok(None);
         };
-        let (reports, report_writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (reports, report_writer) = report_socket()?;
         match launcher.send(&body, report_writer) {
             Ok(()) => return Ok(Some(reports)),
             Err(e) => {
@@ -154,8 +154,7 @@ pub(crate) fn launch_now(shim: &Path, shim_args: &[String], plan: &LaunchPlan) -
     let Some(State::Running(launcher)) = launchers.get(&key) else {
         return None;
     };
-    let (reports, report_writer) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok()?;
+    let (reports, report_writer) = report_socket().ok()?;
     match launcher.send_now(&body, report_writer) {
         Ok(true) => Some(reports),
         Ok(false) => None,
@@ -166,6 +165,17 @@ pub(crate) fn launch_now(shim: &Path, shim_args: &[String], plan: &LaunchPlan) -
             None
         }
     }
+}
+
+/// The socket a shim reports on and takes further plans on: the owner's end, and the end
+/// sent with the request.
+fn report_socket() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// A request's body: the plan as JSON, within the launcher's limit.
@@ -260,7 +270,7 @@ impl Launcher {
         })
     }
 
-    /// Sends one request: the frame, with `reports` (a pipe's write end) attached.
+    /// Sends one request: the frame, with `reports` (the shim's end of its socket) attached.
     fn send(&self, body: &[u8], reports: OwnedFd) -> std::io::Result<()> {
         let len = u32::try_from(body.len())
             .ok()
@@ -343,7 +353,7 @@ pub fn launcher_main() -> ! {
     }
 }
 
-/// Reads one request: the plan's bytes and the report pipe sent with them. `None` at
+/// Reads one request: the plan's bytes and the report socket sent with them. `None` at
 /// end-of-file.
 fn read_request(socket: impl AsFd) -> std::io::Result<Option<(Vec<u8>, OwnedFd)>> {
     let mut header = [0u8; 4];
@@ -384,7 +394,7 @@ fn read_request(socket: impl AsFd) -> std::io::Result<Option<(Vec<u8>, OwnedFd)>
     let mut body = vec![0u8; len];
     read_exact(&socket, &mut body)?;
     let reports =
-        reports.ok_or_else(|| std::io::Error::other("a request came without its report pipe"))?;
+        reports.ok_or_else(|| std::io::Error::other("a request came without its report socket"))?;
     Ok(Some((body, reports)))
 }
 
@@ -396,12 +406,15 @@ fn fork_shim(plan: &LaunchPlan, reports: OwnedFd) {
     let pid = unsafe { libc::fork() };
     match pid {
         0 => {
-            // The child: the report pipe as standard output, nothing of the launcher's.
+            // The child: the report socket as standard output, and as standard input when
+            // it stays for further runs; nothing of the launcher's.
             let _ = rustix::stdio::dup2_stdout(&reports);
-            drop(reports);
-            if let Ok(null) = std::fs::File::open("/dev/null") {
+            if plan.stay {
+                let _ = rustix::stdio::dup2_stdin(&reports);
+            } else if let Ok(null) = std::fs::File::open("/dev/null") {
                 let _ = rustix::stdio::dup2_stdin(&null);
             }
+            drop(reports);
             let _ = rustix::process::setsid();
             shim::tell_owner(
                 shim::SHIM,
@@ -409,7 +422,7 @@ fn fork_shim(plan: &LaunchPlan, reports: OwnedFd) {
                     pid: std::process::id() as i32,
                 },
             );
-            std::process::exit(shim::run(plan));
+            std::process::exit(shim::serve(plan));
         }
         -1 => refuse(
             &reports,
@@ -418,12 +431,12 @@ fn fork_shim(plan: &LaunchPlan, reports: OwnedFd) {
                 std::io::Error::last_os_error()
             ),
         ),
-        // The parent: the child holds the pipe now.
+        // The parent: the child holds the socket now.
         _ => drop(reports),
     }
 }
 
-/// Answers a request it cannot serve with a failure on its report pipe, as a shim reports
+/// Answers a request it cannot serve with a failure on its report socket, as a shim reports
 /// a task that never ran.
 fn refuse(reports: &OwnedFd, error: String) {
     if let Some(line) = shim::report_line(shim::FAILED, &shim::Failed { error }) {

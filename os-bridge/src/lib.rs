@@ -10,6 +10,8 @@
 //!   task's exit so that it is never lost; the `troupe-shim` binary runs it.
 //! * `exec`: the shim's start of a task: a clone sharing its memory (no fork's copy), the
 //!   task's cgroups, limits and user, the exec.
+//! * [`keeper`]: what a supervised task's run leaves for its next (the emptied cgroup, the
+//!   idle shim).
 //! * [`launcher`]: one long-lived shim per owner that forks the shim of each task, so that
 //!   no launch execs a shim binary.
 //! * [`logs`]: task logs in sandbox files, rotated by size, with live tails from an offset.
@@ -23,6 +25,7 @@ pub mod actor;
 pub mod cgroup;
 mod exec;
 pub mod host;
+pub mod keeper;
 pub mod launcher;
 pub mod logs;
 pub mod process;

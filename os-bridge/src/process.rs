@@ -15,11 +15,12 @@ use std::time::Duration;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::cgroup::{CgroupError, CgroupKeeper, CgroupStats, TaskCgroup};
+use crate::cgroup::{CgroupError, CgroupStats, TaskCgroup};
+use crate::keeper::RunKeeper;
 use crate::logs::LogStream;
 use crate::procfs;
 use crate::shim::{self, CHECKPOINT, Exit, Failed, LaunchPlan, OUTCOME, Started};
@@ -39,9 +40,10 @@ pub struct TaskContext {
     pub shim: PathBuf,
     /// Arguments that come before the launch file on the shim's command line.
     pub shim_args: Vec<String>,
-    /// Where the task's emptied cgroup waits for its next run, when it has runs to come (a
-    /// supervised process); without one, the cgroup is removed when the task ends.
-    pub keep_cgroup: Option<CgroupKeeper>,
+    /// Where the task's emptied cgroup and idle shim wait for its next run, when it has
+    /// runs to come (a supervised process); without one, the cgroup is removed and the shim
+    /// exits when the task ends.
+    pub keeper: Option<RunKeeper>,
     /// Whether launches in this context take sandboxes and cgroups made ahead, and keep
     /// some ready (see [`crate::warm`]): for an owner of many launches, such as an agent.
     pub warm: bool,
@@ -57,7 +59,7 @@ impl TaskContext {
             sandbox_root: sandbox_root.into(),
             shim,
             shim_args,
-            keep_cgroup: None,
+            keeper: None,
             warm: false,
         }
     }
@@ -69,10 +71,10 @@ impl TaskContext {
         self
     }
 
-    /// This context, keeping the task's emptied cgroup for its next run (see
-    /// [`CgroupKeeper`]).
-    pub fn keeping_cgroup(mut self) -> TaskContext {
-        self.keep_cgroup = Some(CgroupKeeper::new());
+    /// This context, keeping the task's emptied cgroup and idle shim for its next run (see
+    /// [`RunKeeper`]).
+    pub fn keeping_between_runs(mut self) -> TaskContext {
+        self.keeper = Some(RunKeeper::new());
         self
     }
 
@@ -264,9 +266,9 @@ impl Process {
                 .map_err(|e| setup("sandbox owner", e))?;
         }
         let kept = ctx
-            .keep_cgroup
+            .keeper
             .as_ref()
-            .and_then(|keeper| keeper.take(&spec.resources));
+            .and_then(|keeper| keeper.take_cgroup(&spec.resources));
         let oom_baseline = kept.as_ref().map_or(0, |cg| cg.oom_kills());
         let cgroup = match kept {
             Some(cg) => Some(cg),
@@ -300,6 +302,8 @@ impl Process {
             stdout: stdout.clone(),
             stderr: stderr.clone(),
             status_dir: status_dir.clone(),
+            // A task with runs to come keeps its shim for the next.
+            stay: ctx.keeper.is_some(),
         };
         async fn cleanup(cgroup: &Option<Arc<TaskCgroup>>) {
             if let Some(cg) = cgroup {
@@ -307,54 +311,19 @@ impl Process {
             }
         }
         tracing::trace!(task = %ctx.task, "sandbox and cgroup ready");
-        let (mut shim, mut reports) = match ShimHandle::start(&ctx, &plan, &status_dir).await {
-            Ok(started) => started,
+        let idle = ctx.keeper.as_ref().and_then(RunKeeper::take_shim);
+        let (mut shim, mut reports, started) = match start_run(&ctx, &plan, &status_dir, idle).await
+        {
+            Ok(run) => run,
             Err(e) => {
                 cleanup(&cgroup).await;
-                return Err(setup(&format!("shim {}", ctx.shim.display()), e));
+                return Err(e);
             }
         };
-        let started: Started =
-            match tokio::time::timeout(Duration::from_secs(30), shim.next_report(&mut reports))
-                .await
-            {
-                Ok(Some(shim::Report::Started(started))) => started,
-                Ok(Some(shim::Report::Failed(failed))) => {
-                    shim.reap().await;
-                    cleanup(&cgroup).await;
-                    return Err(StartError::FailedToStart(failed.error));
-                }
-                Ok(_) => {
-                    // No report: the shim died early, or could not write. The files say the
-                    // rest.
-                    shim.reap().await;
-                    match (
-                        shim::read_record::<Started>(&status_dir, shim::STARTED),
-                        shim::read_record::<Failed>(&status_dir, shim::FAILED),
-                    ) {
-                        (Some(started), _) => started,
-                        (None, Some(failed)) => {
-                            cleanup(&cgroup).await;
-                            return Err(StartError::FailedToStart(failed.error));
-                        }
-                        (None, None) => {
-                            cleanup(&cgroup).await;
-                            return Err(StartError::Setup(
-                                "the shim exited before the task started".into(),
-                            ));
-                        }
-                    }
-                }
-                Err(_) => {
-                    shim.kill().await;
-                    cleanup(&cgroup).await;
-                    return Err(StartError::Setup(
-                        "the shim did not report within 30 s".into(),
-                    ));
-                }
-            };
-        // The shim's exit report, read by the watcher; then reap the shim while this owner
-        // lives.
+        // The shim's exit report, read by the watcher. A shim that stays for the next run
+        // goes with it to the conclusion (and to the keeper); another is reaped while this
+        // owner lives.
+        let stays = plan.stay;
         let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let exit = loop {
@@ -364,8 +333,12 @@ impl Process {
                     None => break None,
                 }
             };
-            let _ = exit_tx.send(exit);
-            shim.reap().await;
+            if exit.is_some() && stays {
+                let _ = exit_tx.send((exit, IdleShim::of(shim, reports)));
+            } else {
+                let _ = exit_tx.send((exit, None));
+                shim.reap().await;
+            }
         });
         let checkpoint = Checkpoint {
             agent: ctx.agent.clone(),
@@ -447,7 +420,7 @@ impl Process {
         pid: i32,
         start_time: u64,
         (cgroup, oom_baseline): (Option<Arc<TaskCgroup>>, u64),
-        reported: Option<tokio::sync::oneshot::Receiver<Option<Exit>>>,
+        reported: Option<tokio::sync::oneshot::Receiver<(Option<Exit>, Option<IdleShim>)>>,
     ) -> Process {
         let (tx, rx) = watch::channel(None);
         let (stdout, stderr) = log_paths(&ctx.sandbox());
@@ -475,16 +448,16 @@ impl Process {
         let pidfd = open_pidfd(pid, start_time);
         let watched = inner.clone();
         tokio::spawn(async move {
-            let mut exit = None;
+            let (mut exit, mut idle) = (None, None);
             if let Some(reported) = reported {
-                exit = reported.await.ok().flatten();
+                (exit, idle) = reported.await.unwrap_or((None, None));
             }
             if exit.is_none() {
                 if let Some(fd) = pidfd {
                     wait_readable(fd).await;
                 }
             }
-            let reason = watched.conclude(exit).await;
+            let reason = watched.conclude(exit, idle).await;
             let _ = tx.send(Some(reason));
         });
         Process { inner }
@@ -565,7 +538,7 @@ impl Process {
     /// Stops the task: its stop signal to its whole process group, then, after the grace
     /// period, SIGKILL to everything left in its cgroup (or group). Returns once the task
     /// has ended and its cgroup is empty and removed (or kept, see
-    /// [`TaskContext::keep_cgroup`]).
+    /// [`TaskContext::keeper`]).
     pub async fn stop(&self) -> ExitReason {
         if let Some(reason) = self.exit_reason() {
             return reason;
@@ -642,8 +615,9 @@ impl Inner {
     }
 
     /// Works out how the task ended (from the shim's report, or its record), then kills
-    /// what it left behind and removes its cgroup.
-    async fn conclude(&self, reported: Option<Exit>) -> ExitReason {
+    /// what it left behind and removes its cgroup; or, with runs to come, keeps the emptied
+    /// cgroup and the `idle` shim for the next.
+    async fn conclude(&self, reported: Option<Exit>, idle: Option<IdleShim>) -> ExitReason {
         let status_dir = self.ctx.status_dir();
         // The shim records the exit right after reaping the task.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -678,12 +652,13 @@ impl Inner {
             Some(_) => ExitReason::Gone("the recorded exit has neither code nor signal".into()),
         };
         // A task is its cgroup: nothing it started outlives it. An emptied cgroup with runs
-        // to come is kept for the next.
+        // to come is kept for the next, with the shim; one that cannot be emptied is not,
+        // and the next run starts afresh.
+        let keeper = self.ctx.keeper.as_ref();
         if let Some(cg) = &self.cgroup {
-            let keeper = self.ctx.keep_cgroup.as_ref();
             match keeper {
                 Some(keeper) if cg.kill_all(Duration::from_secs(10)).await => {
-                    keeper.keep(cg.clone(), self.spec.resources.clone());
+                    keeper.keep(Some((cg.clone(), self.spec.resources.clone())), idle);
                 }
                 _ => {
                     if !cg.remove(Duration::from_secs(10)).await {
@@ -693,6 +668,9 @@ impl Inner {
             }
         } else {
             self.signal_group(9);
+            if let Some(keeper) = keeper {
+                keeper.keep(None, idle);
+            }
         }
         // The outcome outlives the actor, for an owner that learns of the end late.
         let _ = shim::append_record(&status_dir, OUTCOME, &reason);
@@ -704,11 +682,133 @@ impl Inner {
 /// The shim's report lines.
 type Reports = Lines<BufReader<Box<dyn AsyncRead + Send + Unpin>>>;
 
+/// Starts a run of the task: on the `idle` shim its last run left, when there is one and it
+/// takes the plan, else on a new shim. Returns once the task runs, with the shim and its
+/// reports.
+async fn start_run(
+    ctx: &TaskContext,
+    plan: &LaunchPlan,
+    status_dir: &Path,
+    idle: Option<IdleShim>,
+) -> Result<(ShimHandle, Reports, Started), StartError> {
+    if let Some(idle) = idle {
+        match idle.run(plan).await {
+            Ok((mut shim, mut reports)) => {
+                match first_report(&mut shim, &mut reports, status_dir).await {
+                    FirstReport::Started(started) => return Ok((shim, reports, started)),
+                    FirstReport::Refused(e) => return Err(e),
+                    // It was gone before it could take the plan: a new shim will.
+                    FirstReport::Silent => {}
+                }
+            }
+            Err(e) => {
+                debug!(task = %ctx.task, cause = %e, "the kept shim is gone; starting a new one")
+            }
+        }
+    }
+    let (mut shim, mut reports) = ShimHandle::start(ctx, plan, status_dir)
+        .await
+        .map_err(|e| StartError::Setup(format!("shim {}: {e}", ctx.shim.display())))?;
+    match first_report(&mut shim, &mut reports, status_dir).await {
+        FirstReport::Started(started) => Ok((shim, reports, started)),
+        FirstReport::Refused(e) => Err(e),
+        FirstReport::Silent => Err(StartError::Setup(
+            "the shim exited before the task started".into(),
+        )),
+    }
+}
+
+/// What a shim said first of a run.
+enum FirstReport {
+    /// The task runs.
+    Started(Started),
+    /// It never ran, and why.
+    Refused(StartError),
+    /// The shim ended without a report or a record of the run.
+    Silent,
+}
+
+/// Waits for the shim's first report of a run (up to 30 s); without one (the shim died
+/// early, or could not write), the records say the rest.
+async fn first_report(
+    shim: &mut ShimHandle,
+    reports: &mut Reports,
+    status_dir: &Path,
+) -> FirstReport {
+    match tokio::time::timeout(Duration::from_secs(30), shim.next_report(reports)).await {
+        Ok(Some(shim::Report::Started(started))) => FirstReport::Started(started),
+        Ok(Some(shim::Report::Failed(failed))) => {
+            shim.reap().await;
+            FirstReport::Refused(StartError::FailedToStart(failed.error))
+        }
+        Ok(_) => {
+            shim.reap().await;
+            match (
+                shim::read_record::<Started>(status_dir, shim::STARTED),
+                shim::read_record::<Failed>(status_dir, shim::FAILED),
+            ) {
+                (Some(started), _) => FirstReport::Started(started),
+                (None, Some(failed)) => {
+                    FirstReport::Refused(StartError::FailedToStart(failed.error))
+                }
+                (None, None) => FirstReport::Silent,
+            }
+        }
+        Err(_) => {
+            shim.kill().await;
+            FirstReport::Refused(StartError::Setup(
+                "the shim did not report within 30 s".into(),
+            ))
+        }
+    }
+}
+
+/// A shim whose task has ended, waiting for the plan of the task's next run (see
+/// [`crate::keeper`]). Dropping it closes its socket, and the shim exits.
+pub(crate) struct IdleShim {
+    shim: ShimHandle,
+    reports: Reports,
+}
+
+impl IdleShim {
+    /// The shim of a run that has ended, if it can take another (a forked shim: it reads
+    /// plans on the socket it reports on).
+    fn of(shim: ShimHandle, reports: Reports) -> Option<IdleShim> {
+        matches!(
+            shim,
+            ShimHandle::Forked {
+                requests: Some(_),
+                ..
+            }
+        )
+        .then_some(IdleShim { shim, reports })
+    }
+
+    /// Hands the shim the plan of the next run: one line of JSON.
+    async fn run(mut self, plan: &LaunchPlan) -> std::io::Result<(ShimHandle, Reports)> {
+        let ShimHandle::Forked {
+            requests: Some(requests),
+            ..
+        } = &mut self.shim
+        else {
+            return Err(std::io::Error::other("the shim takes no plans"));
+        };
+        let mut line = serde_json::to_vec(plan).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        requests.write_all(&line).await?;
+        Ok((self.shim, self.reports))
+    }
+}
+
 /// A task's shim, as its owner holds it.
 enum ShimHandle {
     /// Forked by this owner's launcher (see [`crate::launcher`]), which reaps it: a pidfd
-    /// once the shim has told its pid.
-    Forked(Option<OwnedFd>),
+    /// once the shim has told its pid, and the socket's writing half, on which a shim that
+    /// stays after its task takes the next run's plan.
+    Forked {
+        pidfd: Option<OwnedFd>,
+        requests: Option<tokio::net::unix::OwnedWriteHalf>,
+    },
     /// Exec'd by this owner (the shim program is not a launcher): its child.
     Exec(tokio::process::Child),
 }
@@ -723,14 +823,21 @@ impl ShimHandle {
     ) -> std::io::Result<(ShimHandle, Reports)> {
         // A running launcher takes the request at once, on this thread; its start, and a
         // request it does not take at once, block: not on a runtime worker.
-        // A shim forked by the launcher reports on the pipe sent with the request.
-        let forked = |pipe: OwnedFd| -> std::io::Result<(ShimHandle, Reports)> {
-            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe)?;
-            let reader: Box<dyn AsyncRead + Send + Unpin> = Box::new(pipe);
-            Ok((ShimHandle::Forked(None), BufReader::new(reader).lines()))
+        // A shim forked by the launcher reports on the socket sent with the request, and
+        // takes the plans of further runs on it.
+        let forked = |socket: OwnedFd| -> std::io::Result<(ShimHandle, Reports)> {
+            let socket = std::os::unix::net::UnixStream::from(socket);
+            socket.set_nonblocking(true)?;
+            let (reads, writes) = tokio::net::UnixStream::from_std(socket)?.into_split();
+            let reader: Box<dyn AsyncRead + Send + Unpin> = Box::new(reads);
+            let shim = ShimHandle::Forked {
+                pidfd: None,
+                requests: Some(writes),
+            };
+            Ok((shim, BufReader::new(reader).lines()))
         };
-        if let Some(pipe) = crate::launcher::launch_now(&ctx.shim, &ctx.shim_args, plan) {
-            return forked(pipe);
+        if let Some(socket) = crate::launcher::launch_now(&ctx.shim, &ctx.shim_args, plan) {
+            return forked(socket);
         }
         let launched = {
             let (shim, args, plan) = (ctx.shim.clone(), ctx.shim_args.clone(), plan.clone());
@@ -739,7 +846,7 @@ impl ShimHandle {
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         };
         match launched {
-            Ok(Some(pipe)) => return forked(pipe),
+            Ok(Some(socket)) => return forked(socket),
             Ok(None) => {}
             Err(e) => {
                 warn!(task = %ctx.task, cause = %e, "the launcher failed; exec'ing a shim");
@@ -768,7 +875,7 @@ impl ShimHandle {
             let line = reports.next_line().await.ok()??;
             match shim::Report::parse(&line)? {
                 shim::Report::Shim(shim::ShimPid { pid }) => {
-                    if let ShimHandle::Forked(pidfd) = self {
+                    if let ShimHandle::Forked { pidfd, .. } = self {
                         *pidfd = Pid::from_raw(pid)
                             .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok());
                     }
@@ -791,10 +898,12 @@ impl ShimHandle {
             ShimHandle::Exec(child) => {
                 let _ = child.kill().await;
             }
-            ShimHandle::Forked(Some(pidfd)) => {
+            ShimHandle::Forked {
+                pidfd: Some(pidfd), ..
+            } => {
                 let _ = rustix::process::pidfd_send_signal(pidfd.as_fd(), Signal::KILL);
             }
-            ShimHandle::Forked(None) => {}
+            ShimHandle::Forked { pidfd: None, .. } => {}
         }
     }
 }

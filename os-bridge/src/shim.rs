@@ -53,6 +53,11 @@ pub struct LaunchPlan {
     pub stderr: PathBuf,
     /// The directory of `started.json`, `failed.json` and `exit.json`.
     pub status_dir: PathBuf,
+    /// Whether the shim stays after the task ends, for the task's next run: it then reads
+    /// the next plan as one line of JSON on its standard input (the socket it reports on,
+    /// for a shim forked by a launcher) and runs it, until that input ends.
+    #[serde(default)]
+    pub stay: bool,
 }
 
 /// The task runs.
@@ -132,7 +137,47 @@ pub fn shim_main(path: Option<std::ffi::OsString>) -> ! {
             std::process::exit(2);
         }
     };
-    std::process::exit(run(&plan));
+    std::process::exit(serve(&plan));
+}
+
+/// Runs `plan`, and then, when it says to stay, the plans that follow on standard input, one
+/// a line, until that input ends (its owner let it go, or is gone). Returns the shim's exit
+/// code after its last run.
+pub fn serve(plan: &LaunchPlan) -> i32 {
+    use std::io::{BufRead, Read};
+    let mut code = run(plan);
+    if !plan.stay {
+        return code;
+    }
+    let mut input = std::io::stdin().lock();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = crate::launcher::MAX_PLAN as u64 + 1;
+        match (&mut input).take(limit).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return code,
+            Ok(_) if line.last() != Some(&b'\n') => {
+                // Over the limit, or cut short by the end of the input: no plan to run, and
+                // no telling where the next would start.
+                let error = "the shim got a plan over its limit, or cut short".to_string();
+                tell_owner(FAILED, &Failed { error });
+                return code;
+            }
+            Ok(_) => {}
+        }
+        match serde_json::from_slice::<LaunchPlan>(&line) {
+            Ok(next) => {
+                code = run(&next);
+                if !next.stay {
+                    return code;
+                }
+            }
+            Err(e) => {
+                let error = format!("the shim cannot read the plan: {e}");
+                tell_owner(FAILED, &Failed { error });
+            }
+        }
+    }
 }
 
 /// The file names in the status directory.

@@ -222,7 +222,7 @@ async fn a_restarted_process_keeps_its_cgroup_which_goes_once_no_run_follows() {
     assert!(dir.is_dir());
     sup.stop().await;
     assert!(
-        super::until(troupe_os::cgroup::KEEP_FOR + Duration::from_secs(5), || {
+        super::until(troupe_os::keeper::KEEP_FOR + Duration::from_secs(5), || {
             !dir.exists()
         })
         .await,
@@ -231,12 +231,97 @@ async fn a_restarted_process_keeps_its_cgroup_which_goes_once_no_run_follows() {
     );
 }
 
+/// A restart runs on the shim the last run left (every run has the same parent), and that
+/// shim goes when its supervisor stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_runs_on_the_shim_its_last_run_left_which_goes_with_the_supervisor() {
+    let Some(fx) = Fixture::new() else { return };
+    let _node = node().await;
+    let script = "echo $PPID >> shims; [ $(wc -l < shims) -ge 4 ] && exec sleep 1000; exit 3";
+    let flags = SupFlags::new(Strategy::OneForOne).intensity(5, Duration::from_secs(30));
+    let sup = SupervisorRef::start(SupervisorSpec::new(flags).child(process_child(
+        ChildSpec::worker("rerun"),
+        sh(script).grace(Duration::from_millis(200)),
+        fx.ctx("rerun"),
+    )))
+    .await
+    .unwrap();
+    let shims_file = fx.root.join("rerun").join("shims");
+    let shims = || std::fs::read_to_string(&shims_file).unwrap_or_default();
+    assert!(
+        super::until(CALL, || shims().lines().count() >= 4).await,
+        "four runs: {:?}",
+        shims()
+    );
+    let shims: Vec<i32> = shims().lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert!(
+        shims.iter().all(|s| *s == shims[0]),
+        "one shim for every run: {shims:?}"
+    );
+    assert!(troupe_os::procfs::is_running(shims[0]));
+    sup.stop().await;
+    assert!(
+        super::until(troupe_os::keeper::KEEP_FOR + Duration::from_secs(5), || {
+            !troupe_os::procfs::is_running(shims[0])
+        })
+        .await,
+        "the shim {} is gone with its supervisor",
+        shims[0]
+    );
+}
+
+/// A kept shim that died before the next run is replaced by a new one; a kept shim that no
+/// run takes within the keeper's time exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_kept_shim_is_replaced_and_an_untaken_one_exits() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.ctx("respawn").keeping_between_runs();
+    let shim_of = |p: &troupe_os::Process| {
+        let status_dir = p.sandbox().join(".troupe");
+        troupe_os::Checkpoint::read(&status_dir).unwrap().shim_pid
+    };
+    let first = troupe_os::Process::spawn(sh("exit 0"), ctx.clone())
+        .await
+        .unwrap();
+    within(CALL, first.wait()).await;
+    let shim = shim_of(&first);
+    assert!(troupe_os::procfs::is_running(shim), "kept after its run");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(shim).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(super::until(CALL, || !troupe_os::procfs::is_running(shim)).await);
+    let second = troupe_os::Process::spawn(sh("exit 0"), ctx.clone())
+        .await
+        .expect("a new shim runs it");
+    assert_eq!(within(CALL, second.wait()).await, ExitReason::Exited(0));
+    let replacement = shim_of(&second);
+    assert_ne!(replacement, shim);
+    let third = troupe_os::Process::spawn(sh("exit 0"), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        shim_of(&third),
+        replacement,
+        "the replacement is kept in turn"
+    );
+    within(CALL, third.wait()).await;
+    assert!(
+        super::until(troupe_os::keeper::KEEP_FOR + Duration::from_secs(5), || {
+            !troupe_os::procfs::is_running(replacement)
+        })
+        .await,
+        "an untaken shim exits"
+    );
+}
+
 /// A kept cgroup that a new run of the same task claims (from another supervisor, without
 /// the keeper) is the new run's: the old keeper's expiry neither kills nor removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_cgroup_claimed_by_a_new_run_is_left_to_it() {
     let Some(fx) = Fixture::new() else { return };
-    let kept = troupe_os::Process::spawn(sh("exit 0"), fx.ctx("shared").keeping_cgroup())
+    let kept = troupe_os::Process::spawn(sh("exit 0"), fx.ctx("shared").keeping_between_runs())
         .await
         .unwrap();
     within(CALL, kept.wait()).await;
@@ -245,7 +330,7 @@ async fn a_kept_cgroup_claimed_by_a_new_run_is_left_to_it() {
 
     let claimed = fx.spawn("shared", sh("sleep 100")).await;
     assert_eq!(claimed.cgroup_dirs(), dirs);
-    tokio::time::sleep(troupe_os::cgroup::KEEP_FOR + Duration::from_millis(500)).await;
+    tokio::time::sleep(troupe_os::keeper::KEEP_FOR + Duration::from_millis(500)).await;
     assert!(claimed.exit_reason().is_none(), "the new run was killed");
     assert!(dirs.iter().all(|d| d.is_dir()), "its cgroup was removed");
     assert_eq!(within(CALL, claimed.stop()).await, ExitReason::Killed);

@@ -170,7 +170,7 @@ fn a_launcher_answers_a_bad_plan_and_ends_on_a_broken_frame() {
             other => panic!("not a failure: {line:?} {other:?}"),
         }
     }
-    // A frame without its report pipe.
+    // A frame without its report socket.
     send_frame(&socket, 2, b"{}", None);
     let status = launcher.wait().unwrap();
     let mut stderr = String::new();
@@ -181,7 +181,7 @@ fn a_launcher_answers_a_bad_plan_and_ends_on_a_broken_frame() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("without its report pipe"), "{stderr}");
+    assert!(stderr.contains("without its report socket"), "{stderr}");
 
     // A frame cut short by its owner's end.
     let (socket, mut launcher) = start();

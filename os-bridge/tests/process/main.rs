@@ -53,7 +53,7 @@ impl Fixture {
             sandbox_root: self.root.clone(),
             shim: PathBuf::from(env!("CARGO_BIN_EXE_troupe-shim")),
             shim_args: Vec::new(),
-            keep_cgroup: None,
+            keeper: None,
             warm: false,
         }
     }

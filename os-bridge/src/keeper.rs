@@ -1,0 +1,178 @@
+//! What a task's run leaves for its next: the emptied cgroup and the idle shim.
+//!
+//! A supervised process is started again after each exit; the run it replaces leaves it
+//! two things that cost most of a restart to make again. Its cgroup (five directories on
+//! a v1 host, with their limits, about a fifth of a restart), as systemd keeps a service's
+//! across its restarts; and its shim, which after its task's exit waits for the next run's
+//! plan instead of exiting, so that a restart is a line on a socket and the shim's start of
+//! the task, not a launcher's fork of a new shim and that shim's setup (about a quarter).
+//!
+//! A [`RunKeeper`] holds both for [`KEEP_FOR`]; what is not taken by then is let go (the
+//! cgroup removed, the shim's socket closed, on which it exits), and so is what is kept
+//! when the last clone of the keeper goes (its supervisor stopped). A new run of the same
+//! task from elsewhere (another supervisor) claims a kept cgroup of its path, and the
+//! keeper then leaves it alone.
+//!
+//! On v1 a run's cpu time and memory peak are its own (reset when the cgroup is taken
+//! again); on v2 both go on from the earlier runs. An OOM kill counts only when it happened
+//! in this run (the kernel's counter cannot be reset).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cgroup::TaskCgroup;
+use crate::process::IdleShim;
+use crate::spec::Resources;
+
+/// How long a [`RunKeeper`] keeps what a run left for the next.
+pub const KEEP_FOR: Duration = Duration::from_secs(1);
+
+/// Keeps a task's emptied cgroup and idle shim between one run and the next (see the
+/// module's documentation). A supervised process child has one (see
+/// [`crate::actor::process_child`]).
+#[derive(Debug, Clone, Default)]
+pub struct RunKeeper {
+    kept: Arc<Mutex<Kept>>,
+}
+
+#[derive(Default)]
+struct Kept {
+    /// The cgroup, the limits it has, and the token of its keep in [`KEPT`].
+    cgroup: Option<(Arc<TaskCgroup>, Resources, u64)>,
+    /// The shim, waiting for a plan.
+    shim: Option<IdleShim>,
+    /// The latest keep's token: an expiry lets go only of what its own keep kept.
+    token: u64,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kept")
+            .field("cgroup", &self.cgroup.as_ref().map(|(cg, _, _)| cg.path()))
+            .field("shim", &self.shim.is_some())
+            .finish()
+    }
+}
+
+/// The cgroups kept now, by path, with the token of their keep: one table for the whole
+/// process, so that a run that makes the cgroup of a kept path anew ([`TaskCgroup::create`])
+/// claims it, and its keeper's expiry cannot remove it under the new run.
+static KEPT: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+static NEXT_KEEP: AtomicU64 = AtomicU64::new(1);
+
+fn kept_paths() -> std::sync::MutexGuard<'static, BTreeMap<String, u64>> {
+    KEPT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Claims the cgroup of `path` for a new run, if a keeper kept it: that keeper leaves it.
+pub(crate) fn claim(path: &str) {
+    kept_paths().remove(path);
+}
+
+/// Removes `cgroup` (empty since it was kept) if its keep `token` still holds.
+fn release(cgroup: &TaskCgroup, token: u64) {
+    let mut kept = kept_paths();
+    if kept.get(cgroup.path()) == Some(&token) {
+        kept.remove(cgroup.path());
+        // Under the table's lock: a new run of the path waits to make it until it is gone.
+        cgroup.remove_empty();
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some((cgroup, _, token)) = self.cgroup.take() {
+            release(&cgroup, token);
+        }
+    }
+}
+
+impl RunKeeper {
+    /// A keeper with nothing kept.
+    pub fn new() -> RunKeeper {
+        RunKeeper::default()
+    }
+
+    /// Keeps `cgroup` (emptied, with the limits it has) and `shim` for [`KEEP_FOR`],
+    /// letting go of whatever an earlier run left and no run took.
+    pub(crate) fn keep(
+        &self,
+        cgroup: Option<(Arc<TaskCgroup>, Resources)>,
+        shim: Option<IdleShim>,
+    ) {
+        let token = NEXT_KEEP.fetch_add(1, Ordering::Relaxed);
+        if let Some((cg, _)) = &cgroup {
+            kept_paths().insert(cg.path().to_string(), token);
+        }
+        let (earlier_cgroup, earlier_shim) = {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            kept.token = token;
+            (
+                std::mem::replace(&mut kept.cgroup, cgroup.map(|(cg, r)| (cg, r, token))),
+                std::mem::replace(&mut kept.shim, shim),
+            )
+        };
+        if let Some((earlier, _, earlier_token)) = earlier_cgroup {
+            // Kept and never taken: released, unless it is the same path (kept anew above).
+            release(&earlier, earlier_token);
+        }
+        drop(earlier_shim);
+        let keeper = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(KEEP_FOR).await;
+            let (cgroup, shim) = {
+                let mut kept = keeper.kept.lock().unwrap_or_else(|p| p.into_inner());
+                if kept.token != token {
+                    return;
+                }
+                (kept.cgroup.take(), kept.shim.take())
+            };
+            if let Some((cgroup, _, token)) = cgroup {
+                release(&cgroup, token);
+            }
+            // Its socket closes: the shim exits.
+            drop(shim);
+        });
+    }
+
+    /// The kept cgroup, if it is still there and still this keeper's, set to `resources`,
+    /// its stats reset.
+    pub(crate) fn take_cgroup(&self, resources: &Resources) -> Option<Arc<TaskCgroup>> {
+        let (cgroup, limits, token) = self
+            .kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cgroup
+            .take()?;
+        {
+            let mut kept = kept_paths();
+            if kept.get(cgroup.path()) != Some(&token) {
+                // Claimed by a new run from elsewhere: not ours to use or remove.
+                return None;
+            }
+            kept.remove(cgroup.path());
+        }
+        if !cgroup.directories().iter().all(|d| d.is_dir()) || !cgroup.is_empty() {
+            // Removed under it, or somehow not empty: not for a new run.
+            cgroup.remove_empty();
+            return None;
+        }
+        if limits != *resources && cgroup.apply(resources).is_err() {
+            cgroup.remove_empty();
+            return None;
+        }
+        cgroup.reset_stats();
+        Some(cgroup)
+    }
+
+    /// The kept shim, waiting for the next run's plan.
+    pub(crate) fn take_shim(&self) -> Option<IdleShim> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shim
+            .take()
+    }
+}
