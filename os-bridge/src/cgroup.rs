@@ -317,8 +317,28 @@ impl TaskCgroup {
     /// That count includes processes that ended and wait to be reaped (by init, for the
     /// orphans of a task), so when it is not zero the live ones are listed.
     pub fn is_empty(&self) -> bool {
+        self.says_empty() == Some(true) || self.pids().is_empty()
+    }
+
+    /// Whether it is still there and empty, for a kept cgroup about to serve a new run: one
+    /// read where [`TaskCgroup::is_empty`] would list no process in a cgroup that is gone.
+    /// (Its directories are made and removed together, so one that answers stands for all;
+    /// if another went missing anyway, the run fails to join it and the next makes a new
+    /// cgroup.)
+    pub(crate) fn is_there_and_empty(&self) -> bool {
+        match self.says_empty() {
+            Some(true) => true,
+            // The count includes processes that wait to be reaped.
+            Some(false) => self.pids().is_empty(),
+            None => false,
+        }
+    }
+
+    /// What the one file that covers the whole subtree says of its emptiness (see
+    /// [`TaskCgroup::is_empty`]); `None` when it cannot be read.
+    fn says_empty(&self) -> Option<bool> {
         let read = |dir: Option<PathBuf>, file: &str| std::fs::read_to_string(dir?.join(file)).ok();
-        let said = if self.cgroup.v2() {
+        if self.cgroup.v2() {
             read(self.controller_dir(""), "cgroup.events").and_then(|events| {
                 events
                     .lines()
@@ -326,8 +346,7 @@ impl TaskCgroup {
             })
         } else {
             read(self.controller_dir("pids"), "pids.current").map(|n| n.trim() == "0")
-        };
-        said == Some(true) || self.pids().is_empty()
+        }
     }
 
     /// Resource use now.

@@ -154,7 +154,7 @@ impl RunKeeper {
             }
             kept.remove(cgroup.path());
         }
-        if !cgroup.directories().iter().all(|d| d.is_dir()) || !cgroup.is_empty() {
+        if !cgroup.is_there_and_empty() {
             // Removed under it, or somehow not empty: not for a new run.
             cgroup.remove_empty();
             return None;

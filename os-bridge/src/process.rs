@@ -312,34 +312,18 @@ impl Process {
         }
         tracing::trace!(task = %ctx.task, "sandbox and cgroup ready");
         let idle = ctx.keeper.as_ref().and_then(RunKeeper::take_shim);
-        let (mut shim, mut reports, started) = match start_run(&ctx, &plan, &status_dir, idle).await
-        {
+        let (shim, reports, started) = match start_run(&ctx, &plan, &status_dir, idle).await {
             Ok(run) => run,
             Err(e) => {
                 cleanup(&cgroup).await;
                 return Err(e);
             }
         };
-        // The shim's exit report, read by the watcher. A shim that stays for the next run
-        // goes with it to the conclusion (and to the keeper); another is reaped while this
-        // owner lives.
-        let stays = plan.stay;
-        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let exit = loop {
-                match shim.next_report(&mut reports).await {
-                    Some(shim::Report::Exit(exit)) => break Some(exit),
-                    Some(_) => continue,
-                    None => break None,
-                }
-            };
-            if exit.is_some() && stays {
-                let _ = exit_tx.send((exit, IdleShim::of(shim, reports)));
-            } else {
-                let _ = exit_tx.send((exit, None));
-                shim.reap().await;
-            }
-        });
+        let reporting = Reporting {
+            shim,
+            reports,
+            stays: plan.stay,
+        };
         let checkpoint = Checkpoint {
             agent: ctx.agent.clone(),
             task: ctx.task.clone(),
@@ -361,7 +345,7 @@ impl Process {
             started.pid,
             started.start_time,
             (cgroup, oom_baseline),
-            Some(exit_rx),
+            Some(reporting),
         ))
     }
 
@@ -420,7 +404,7 @@ impl Process {
         pid: i32,
         start_time: u64,
         (cgroup, oom_baseline): (Option<Arc<TaskCgroup>>, u64),
-        reported: Option<tokio::sync::oneshot::Receiver<(Option<Exit>, Option<IdleShim>)>>,
+        reporting: Option<Reporting>,
     ) -> Process {
         let (tx, rx) = watch::channel(None);
         let (stdout, stderr) = log_paths(&ctx.sandbox());
@@ -445,19 +429,29 @@ impl Process {
             exit: rx,
             logs,
         });
-        let pidfd = open_pidfd(pid, start_time);
+        // An adopted task is watched through a pidfd from now; a task this owner started,
+        // through its shim's reports, and through a pidfd only if the shim goes silent (the
+        // start time, checked after opening it, keeps a reused pid out either way).
+        let pidfd = reporting
+            .is_none()
+            .then(|| open_pidfd(pid, start_time))
+            .flatten();
         let watched = inner.clone();
         tokio::spawn(async move {
-            let (mut exit, mut idle) = (None, None);
-            if let Some(reported) = reported {
-                (exit, idle) = reported.await.unwrap_or((None, None));
+            let (mut exit, mut idle, mut pidfd, mut shim_gone) = (None, None, pidfd, false);
+            if let Some(reporting) = reporting {
+                (exit, idle) = reporting.exit().await;
+                if exit.is_none() {
+                    shim_gone = true;
+                    pidfd = open_pidfd(pid, start_time);
+                }
             }
             if exit.is_none() {
                 if let Some(fd) = pidfd {
                     wait_readable(fd).await;
                 }
             }
-            let reason = watched.conclude(exit, idle).await;
+            let reason = watched.conclude(exit, idle, shim_gone).await;
             let _ = tx.send(Some(reason));
         });
         Process { inner }
@@ -617,10 +611,19 @@ impl Inner {
     /// Works out how the task ended (from the shim's report, or its record), then kills
     /// what it left behind and removes its cgroup; or, with runs to come, keeps the emptied
     /// cgroup and the `idle` shim for the next.
-    async fn conclude(&self, reported: Option<Exit>, idle: Option<IdleShim>) -> ExitReason {
+    ///
+    /// Without a report, the shim's record is waited for (the shim writes it right after
+    /// reaping the task), unless `shim_gone`: its report channel ended without the exit,
+    /// so whatever it recorded is there already.
+    async fn conclude(
+        &self,
+        reported: Option<Exit>,
+        idle: Option<IdleShim>,
+        shim_gone: bool,
+    ) -> ExitReason {
         let status_dir = self.ctx.status_dir();
-        // The shim records the exit right after reaping the task.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let wait = if shim_gone { 0 } else { 10 };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
         let exit = loop {
             if reported.is_some() {
                 break reported;
@@ -715,6 +718,37 @@ async fn start_run(
         FirstReport::Silent => Err(StartError::Setup(
             "the shim exited before the task started".into(),
         )),
+    }
+}
+
+/// A started run's shim and its reports, which end with the task's exit.
+struct Reporting {
+    shim: ShimHandle,
+    reports: Reports,
+    /// Whether the shim stays for the next run.
+    stays: bool,
+}
+
+impl Reporting {
+    /// The task's exit as the shim reports it (`None` if the shim goes silent first), and
+    /// the shim when it stays for the next run. A shim that does not is reaped while this
+    /// owner lives.
+    async fn exit(mut self) -> (Option<Exit>, Option<IdleShim>) {
+        let exit = loop {
+            match self.shim.next_report(&mut self.reports).await {
+                Some(shim::Report::Exit(exit)) => break Some(exit),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        if exit.is_some() && self.stays {
+            return (exit, IdleShim::of(self.shim, self.reports));
+        }
+        let mut shim = self.shim;
+        if matches!(shim, ShimHandle::Exec(_)) {
+            tokio::spawn(async move { shim.reap().await });
+        }
+        (exit, None)
     }
 }
 

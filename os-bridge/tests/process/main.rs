@@ -265,6 +265,31 @@ async fn a_task_starts_in_its_session_cgroup_and_limits_with_default_signals() {
     );
 }
 
+/// A shim killed while its task runs: the task runs on, its owner watches it through a
+/// pidfd from then on, and once it ends reports it gone, since no exit was recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_shim_dies_is_watched_to_its_end_and_reported_gone() {
+    let Some(fx) = Fixture::new() else { return };
+    let p = fx.spawn("orphan", ProcessSpec::new(["sleep", "1"])).await;
+    let shim = troupe_os::Checkpoint::read(&p.sandbox().join(".troupe"))
+        .unwrap()
+        .shim_pid;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(shim).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(alive(p.pid()), "the task outlives its shim");
+    assert!(p.exit_reason().is_none(), "not ended while it runs");
+    let reason = within(Duration::from_secs(10), p.wait()).await;
+    assert!(
+        matches!(&reason, ExitReason::Gone(why) if why.contains("shim died")),
+        "{reason:?}"
+    );
+    assert!(!alive(p.pid()));
+}
+
 /// Nomad: TestExecutor_OOMKilled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_hog_over_its_limit_is_oom_killed() {
