@@ -39,7 +39,6 @@ pub(crate) struct TaskExec {
     cwd: CString,
     /// Standard input, output and error, in that order.
     stdio: [OwnedFd; 3],
-    cgroup_procs: Vec<File>,
     rlimits: Vec<(rustix::process::Resource, rustix::process::Rlimit)>,
     uid: Option<rustix::process::Uid>,
     gid: Option<rustix::process::Gid>,
@@ -60,7 +59,7 @@ pub(crate) struct Command<'a> {
 /// The step of the task's setup that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-enum Step {
+pub(crate) enum Step {
     Session = 1,
     Cgroup,
     Limits,
@@ -97,10 +96,18 @@ struct Outcome {
     step: u8,
 }
 
-/// What the child gets: the plan, and where to say why it gave up.
+/// What the child gets: the plan, the cgroups to join, and where to say why it gave up.
 struct ChildArgs<'a> {
     exec: &'a TaskExec,
+    cgroup_procs: &'a [File],
     outcome: *mut Outcome,
+}
+
+/// Why the task did not start: the step that failed, and what to tell its owner.
+#[derive(Debug)]
+pub(crate) struct SpawnError {
+    pub step: Step,
+    pub message: String,
 }
 
 impl TaskExec {
@@ -109,7 +116,6 @@ impl TaskExec {
     pub(crate) fn new(
         command: Command<'_>,
         stdio: [OwnedFd; 3],
-        cgroup_procs: Vec<File>,
         rlimits: Vec<(rustix::process::Resource, rustix::process::Rlimit)>,
     ) -> Result<TaskExec, String> {
         let c = |what: &str, bytes: &[u8]| {
@@ -151,7 +157,6 @@ impl TaskExec {
             _env: env,
             cwd: c("the working directory", OsStr::new(command.cwd).as_bytes())?,
             stdio,
-            cgroup_procs,
             rlimits,
             uid: command.uid.map(rustix::process::Uid::from_raw_unchecked),
             gid: command.gid.map(rustix::process::Gid::from_raw_unchecked),
@@ -159,14 +164,16 @@ impl TaskExec {
         })
     }
 
-    /// Starts the task and returns its pid once it has exec'd; or, when a step before the
-    /// exec failed, why (the child is reaped).
+    /// Starts the task in the cgroups of `cgroup_procs` (open `cgroup.procs` files) and
+    /// returns its pid once it has exec'd; or, when a step before the exec failed, why (the
+    /// child is reaped).
     #[allow(unsafe_code)]
-    pub(crate) fn spawn(&self) -> Result<rustix::process::Pid, String> {
+    pub(crate) fn spawn(&self, cgroup_procs: &[File]) -> Result<rustix::process::Pid, SpawnError> {
         let mut stack = vec![0u8; STACK];
         let mut outcome = Outcome { errno: 0, step: 0 };
         let args = ChildArgs {
             exec: self,
+            cgroup_procs,
             outcome: &mut outcome,
         };
         // The top of the stack (it grows down), aligned as the ABI wants.
@@ -194,7 +201,10 @@ impl TaskExec {
         };
         drop(stack);
         if pid < 0 {
-            return Err(format!("cannot start the task: {clone_error}"));
+            return Err(SpawnError {
+                step: Step::Exec,
+                message: format!("cannot start the task: {clone_error}"),
+            });
         }
         // SAFETY: `pid` is the child just made, ours to wait for.
         let pid = unsafe { rustix::process::Pid::from_raw_unchecked(pid) };
@@ -207,7 +217,8 @@ impl TaskExec {
             rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
         {}
         let error = std::io::Error::from_raw_os_error(errno);
-        Err(match Step::from_raw(step) {
+        let step = Step::from_raw(step);
+        let message = match step {
             // The exec's own error, as the standard library gives it.
             Step::Exec => error.to_string(),
             Step::Session => format!("cannot start a session: {error}"),
@@ -227,7 +238,8 @@ impl TaskExec {
                 "cannot enter the working directory {}: {error}",
                 self.cwd.to_string_lossy()
             ),
-        })
+        };
+        Err(SpawnError { step, message })
     }
 }
 
@@ -238,7 +250,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the `ChildArgs` the shim passed, alive while this runs.
     let args = unsafe { &*(arg as *const ChildArgs<'_>) };
     let exec = args.exec;
-    let step = setup(exec);
+    let step = setup(exec, args.cgroup_procs);
     let (step, errno) = match step {
         Err(failed) => failed,
         // SAFETY: the pointers are NUL-terminated arrays of NUL-terminated strings owned by
@@ -267,14 +279,14 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
 
 /// The steps before the exec; the first that fails, with its errno.
 #[allow(unsafe_code)]
-fn setup(exec: &TaskExec) -> Result<(), (Step, c_int)> {
+fn setup(exec: &TaskExec, cgroup_procs: &[File]) -> Result<(), (Step, c_int)> {
     let fail = |step: Step| move |e: rustix::io::Errno| (step, e.raw_os_error());
     // SAFETY: resets one disposition in the child's own copy of the handlers (no
     // CLONE_SIGHAND); the shim ignores SIGPIPE, and an ignored signal stays ignored
     // across exec.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     rustix::process::setsid().map_err(fail(Step::Session))?;
-    for procs in &exec.cgroup_procs {
+    for procs in cgroup_procs {
         match rustix::io::write(procs, b"0") {
             Ok(1) => {}
             Ok(_) => return Err((Step::Cgroup, libc::EIO)),

@@ -254,8 +254,11 @@ impl Process {
         };
         // A warm sandbox comes with empty records; one of an earlier run is cleared.
         if !(ctx.warm && crate::warm::take_sandbox(&ctx.sandbox_root, &sandbox)) {
-            std::fs::create_dir_all(&status_dir).map_err(|e| setup("sandbox", e))?;
-            shim::clear_records(&status_dir).map_err(|e| setup("records", e))?;
+            // A sandbox of an earlier run (a restart's) is there: its records are cleared.
+            if shim::clear_records(&status_dir).is_err() {
+                std::fs::create_dir_all(&status_dir).map_err(|e| setup("sandbox", e))?;
+                shim::clear_records(&status_dir).map_err(|e| setup("records", e))?;
+            }
         }
         if let Some(dir) = &cwd_inside {
             std::fs::create_dir_all(sandbox.join(dir))

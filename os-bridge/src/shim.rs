@@ -145,7 +145,8 @@ pub fn shim_main(path: Option<std::ffi::OsString>) -> ! {
 /// code after its last run.
 pub fn serve(plan: &LaunchPlan) -> i32 {
     use std::io::{BufRead, Read};
-    let mut code = run(plan);
+    let mut joins = Joins::default();
+    let mut code = run_joining(plan, &mut joins);
     if !plan.stay {
         return code;
     }
@@ -167,7 +168,7 @@ pub fn serve(plan: &LaunchPlan) -> i32 {
         }
         match serde_json::from_slice::<LaunchPlan>(&line) {
             Ok(next) => {
-                code = run(&next);
+                code = run_joining(&next, &mut joins);
                 if !next.stay {
                     return code;
                 }
@@ -245,12 +246,14 @@ pub fn read_record<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Opti
 pub fn clear_records(dir: &Path) -> std::io::Result<()> {
     let records = dir.join(RECORDS);
     // Where the records file is already, an earlier launch removed the older files.
-    let first = !records.exists();
+    match OpenOptions::new().write(true).truncate(true).open(&records) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     File::create(records)?;
-    if first {
-        for name in [STARTED, FAILED, EXIT, CHECKPOINT, OUTCOME] {
-            let _ = std::fs::remove_file(dir.join(name));
-        }
+    for name in [STARTED, FAILED, EXIT, CHECKPOINT, OUTCOME] {
+        let _ = std::fs::remove_file(dir.join(name));
     }
     Ok(())
 }
@@ -304,9 +307,39 @@ fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
     })
 }
 
+/// The `cgroup.procs` files a shim's last run joined, kept open for the next run of a shim
+/// that stays: a restart into the same cgroup opens none.
+#[derive(Default)]
+struct Joins {
+    paths: Vec<PathBuf>,
+    files: Vec<File>,
+}
+
+impl Joins {
+    /// Opens the files at `paths`, in place of those open.
+    fn open(&mut self, paths: &[PathBuf]) -> Result<(), String> {
+        self.paths.clear();
+        self.files.clear();
+        for path in paths {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            self.files.push(file);
+        }
+        self.paths = paths.to_vec();
+        Ok(())
+    }
+}
+
 /// Runs the shim: starts the task, records its start, waits, records its exit. Returns
 /// the shim's exit code (0 once the outcome is recorded).
 pub fn run(plan: &LaunchPlan) -> i32 {
+    run_joining(plan, &mut Joins::default())
+}
+
+/// [`run`], with the cgroup files of an earlier run.
+fn run_joining(plan: &LaunchPlan, joins: &mut Joins) -> i32 {
     let fail = |error: String| -> i32 {
         let failed = Failed { error };
         let written = append_record(&plan.status_dir, FAILED, &failed);
@@ -323,11 +356,10 @@ pub fn run(plan: &LaunchPlan) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    let mut procs = Vec::new();
-    for path in &plan.cgroup_procs {
-        match OpenOptions::new().write(true).open(path) {
-            Ok(f) => procs.push(f),
-            Err(e) => return fail(format!("cannot open {}: {e}", path.display())),
+    let reused = joins.paths == plan.cgroup_procs;
+    if !reused {
+        if let Err(e) = joins.open(&plan.cgroup_procs) {
+            return fail(e);
         }
     }
     let open_log = |path: &Path| {
@@ -367,8 +399,23 @@ pub fn run(plan: &LaunchPlan) -> i32 {
         gid: plan.gid,
     };
     let stdio = [stdin, stdout.into(), stderr.into()];
-    let task = match TaskExec::new(command, stdio, procs, limits).and_then(|t| t.spawn()) {
-        Ok(pid) => pid,
+    let task = match TaskExec::new(command, stdio, limits) {
+        Ok(exec) => match exec.spawn(&joins.files) {
+            Ok(pid) => pid,
+            // The files of an earlier run name cgroups that may have been made anew since:
+            // opened again, once.
+            Err(e) if reused && e.step == exec::Step::Cgroup => {
+                match joins
+                    .open(&plan.cgroup_procs)
+                    .map(|()| exec.spawn(&joins.files))
+                {
+                    Ok(Ok(pid)) => pid,
+                    Ok(Err(e)) => return fail(e.message),
+                    Err(e) => return fail(e),
+                }
+            }
+            Err(e) => return fail(e.message),
+        },
         Err(e) => return fail(e),
     };
     let pid = task.as_raw_nonzero().get();

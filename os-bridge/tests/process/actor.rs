@@ -316,6 +316,39 @@ async fn a_dead_kept_shim_is_replaced_and_an_untaken_one_exits() {
     );
 }
 
+/// A kept shim whose kept cgroup was claimed, and then removed, by another run of the task
+/// runs the next run in the cgroup made anew (the files it kept open name the removed one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_shim_joins_the_cgroup_made_anew_after_its_own_was_removed() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.ctx("remade").keeping_between_runs();
+    let shim_of = |p: &troupe_os::Process| {
+        troupe_os::Checkpoint::read(&p.sandbox().join(".troupe"))
+            .unwrap()
+            .shim_pid
+    };
+    let first = troupe_os::Process::spawn(sh("exit 0"), ctx.clone())
+        .await
+        .unwrap();
+    within(CALL, first.wait()).await;
+    let claimed = fx.spawn("remade", sh("sleep 100")).await;
+    assert_eq!(within(CALL, claimed.stop()).await, ExitReason::Killed);
+    assert!(claimed.cgroup_dirs().iter().all(|d| !d.exists()), "removed");
+    let second = troupe_os::Process::spawn(sh("sleep 100"), ctx.clone())
+        .await
+        .expect("the kept shim runs it");
+    assert_eq!(shim_of(&second), shim_of(&first), "on the kept shim");
+    for dir in second.cgroup_dirs() {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l == second.pid().to_string()),
+            "in {}",
+            dir.display()
+        );
+    }
+    assert_eq!(within(CALL, second.stop()).await, ExitReason::Killed);
+}
+
 /// A kept cgroup that a new run of the same task claims (from another supervisor, without
 /// the keeper) is the new run's: the old keeper's expiry neither kills nor removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
