@@ -65,6 +65,10 @@ pub struct TaskCgroup {
     /// resolving them takes a `readlink` per path component, and they are read on every
     /// look at the cgroup.
     dirs: Vec<PathBuf>,
+    /// Its small control files, kept open once used: a kept cgroup has each read or
+    /// written once a run (emptiness, OOM count, stats reset), an open and a walk of seven
+    /// path components each otherwise.
+    files: Mutex<Vec<(PathBuf, std::fs::File)>>,
 }
 
 impl std::fmt::Debug for TaskCgroup {
@@ -264,7 +268,12 @@ impl TaskCgroup {
             .map(|s| s.to_controller().path().to_path_buf())
             .filter(|p| seen.insert(hierarchy_of(p, &path)))
             .collect();
-        TaskCgroup { cgroup, path, dirs }
+        TaskCgroup {
+            cgroup,
+            path,
+            dirs,
+            files: Mutex::new(Vec::new()),
+        }
     }
 
     fn dirs(&self) -> Vec<PathBuf> {
@@ -337,15 +346,16 @@ impl TaskCgroup {
     /// What the one file that covers the whole subtree says of its emptiness (see
     /// [`TaskCgroup::is_empty`]); `None` when it cannot be read.
     fn says_empty(&self) -> Option<bool> {
-        let read = |dir: Option<PathBuf>, file: &str| std::fs::read_to_string(dir?.join(file)).ok();
         if self.cgroup.v2() {
-            read(self.controller_dir(""), "cgroup.events").and_then(|events| {
+            let events = self.read_small(self.controller_dir(""), "cgroup.events");
+            events.and_then(|events| {
                 events
                     .lines()
                     .find_map(|l| l.strip_prefix("populated ").map(|n| n.trim() == "0"))
             })
         } else {
-            read(self.controller_dir("pids"), "pids.current").map(|n| n.trim() == "0")
+            self.read_small(self.controller_dir("pids"), "pids.current")
+                .map(|n| n.trim() == "0")
         }
     }
 
@@ -391,7 +401,7 @@ impl TaskCgroup {
         } else {
             (self.controller_dir("memory"), "memory.oom_control")
         };
-        dir.and_then(|d| std::fs::read_to_string(d.join(file)).ok())
+        self.read_small(dir, file)
             .and_then(|text| {
                 text.lines().find_map(|l| {
                     let (k, v) = l.split_once(' ')?;
@@ -446,12 +456,48 @@ impl TaskCgroup {
         if self.cgroup.v2() {
             return;
         }
-        if let Some(dir) = self.controller_dir("cpuacct") {
-            let _ = std::fs::write(dir.join("cpuacct.usage"), "0");
+        for (controller, file) in [
+            ("cpuacct", "cpuacct.usage"),
+            ("memory", "memory.max_usage_in_bytes"),
+        ] {
+            self.with_file(self.controller_dir(controller), file, true, |f| {
+                rustix::io::pwrite(f, b"0", 0).map_err(std::io::Error::from)
+            });
         }
-        if let Some(dir) = self.controller_dir("memory") {
-            let _ = std::fs::write(dir.join("memory.max_usage_in_bytes"), "0");
+    }
+
+    /// The text of a small control file (a few hundred bytes at most), through the open
+    /// file kept for it.
+    fn read_small(&self, dir: Option<PathBuf>, name: &str) -> Option<String> {
+        let mut buf = [0u8; 512];
+        let n = self.with_file(dir, name, false, |f| {
+            rustix::io::pread(f, &mut buf, 0).map_err(std::io::Error::from)
+        })?;
+        String::from_utf8(buf[..n].to_vec()).ok()
+    }
+
+    /// Runs `op` on control file `name` in `dir`, opened (for writing with `write`) the
+    /// first time and kept open. `None` when it cannot be opened or `op` fails.
+    fn with_file<T>(
+        &self,
+        dir: Option<PathBuf>,
+        name: &str,
+        write: bool,
+        op: impl FnOnce(&std::fs::File) -> std::io::Result<T>,
+    ) -> Option<T> {
+        let path = dir?.join(name);
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, file)) = files.iter().find(|(p, _)| *p == path) {
+            return op(file).ok();
         }
+        let file = std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(&path)
+            .ok()?;
+        let result = op(&file).ok();
+        files.push((path, file));
+        result
     }
 
     /// Removes the cgroup's directories now, without killing or waiting: for a cgroup
