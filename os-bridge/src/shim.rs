@@ -197,6 +197,13 @@ pub const SHIM: &str = "shim";
 /// The file of a task's records, in its status directory.
 pub const RECORDS: &str = "records";
 
+/// The record that starts a run: what comes before it is an earlier run's.
+pub const RUN: &str = "run";
+
+/// The size past which the records file is emptied at a run's start, rather than marked:
+/// a task restarted thousands of times keeps a few kilobytes of records, not megabytes.
+const RECORDS_KEPT: u64 = 64 * 1024;
+
 /// Appends record `name` with `value` to the task's records in `dir`, as one line, `NAME
 /// JSON`, in one write. The last whole record of a name is the one that counts; a record
 /// cut short by a crash is no record (each starts on a line of its own, so it cannot spoil
@@ -208,31 +215,41 @@ pub const RECORDS: &str = "records";
 /// stays up (the page cache survives a crashed process), and a task does not outlive its
 /// host. An fsync per record cost milliseconds per launch.
 pub fn append_record<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
+    append_to(&open_records(dir)?, name, value)
+}
+
+/// The records file of `dir`, open for appending.
+fn open_records(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(RECORDS))
+}
+
+/// Appends record `name` to the records file `records` (see [`append_record`]).
+fn append_to<T: Serialize>(mut records: &File, name: &str, value: &T) -> std::io::Result<()> {
     let mut line = Vec::with_capacity(256);
     line.push(b'\n');
     line.extend_from_slice(name.as_bytes());
     line.push(b' ');
     serde_json::to_writer(&mut line, value).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(RECORDS))?
-        .write_all(&line)
+    records.write_all(&line)
 }
 
 /// The last whole record `name` of the task in `dir`; or, from an older shim, the file of
 /// that name.
 pub fn read_record<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Option<T> {
     if let Ok(records) = std::fs::read(dir.join(RECORDS)) {
-        // What follows the last newline is a record still being written, or cut short.
+        // What follows the last newline is a record still being written, or cut short. The
+        // current run's records are those after the last `run` mark.
         let whole = records.rsplit(|b| *b == b'\n').skip(1);
-        let found = whole
-            .filter_map(|line| {
-                let json = line.strip_prefix(name.as_bytes())?.strip_prefix(b" ")?;
-                serde_json::from_slice(json).ok()
-            })
-            .next();
+        let mut this_run =
+            whole.take_while(|line| line.strip_prefix(RUN.as_bytes()) != Some(b" {}"));
+        let found = this_run.find_map(|line| {
+            let json = line.strip_prefix(name.as_bytes())?.strip_prefix(b" ")?;
+            serde_json::from_slice(json).ok()
+        });
         if found.is_some() {
             return found;
         }
@@ -240,14 +257,21 @@ pub fn read_record<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Opti
     read_status(dir, name)
 }
 
-/// Forgets the records of an earlier run in `dir` (the file is emptied, not made again),
-/// and what an older version wrote as files (the owner's too: `checkpoint.json`,
+/// Forgets the records of an earlier run in `dir`: a `run` mark is appended, after which
+/// [`read_record`] finds only the new run's (emptying the file instead costs a truncation,
+/// the largest part of this on ext4; it is emptied once past [`RECORDS_KEPT`]). Also
+/// removes what an older version wrote as files (the owner's too: `checkpoint.json`,
 /// `outcome.json`), which [`read_record`] would otherwise still find.
 pub fn clear_records(dir: &Path) -> std::io::Result<()> {
     let records = dir.join(RECORDS);
     // Where the records file is already, an earlier launch removed the older files.
-    match OpenOptions::new().write(true).truncate(true).open(&records) {
-        Ok(_) => return Ok(()),
+    match OpenOptions::new().append(true).open(&records) {
+        Ok(mut file) => {
+            if file.metadata()?.len() > RECORDS_KEPT {
+                return file.set_len(0);
+            }
+            return file.write_all(format!("\n{RUN} {{}}\n").as_bytes());
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -424,12 +448,17 @@ fn run_joining(plan: &LaunchPlan, joins: &mut Joins) -> i32 {
         start_time: procfs::start_time(pid).unwrap_or(0),
         shim_pid: std::process::id() as i32,
     };
-    // Without its start recorded nobody could find the task: better not to run it.
-    if append_record(&plan.status_dir, STARTED, &started).is_err() {
-        let _ = rustix::process::kill_process(task, rustix::process::Signal::KILL);
-        let _ = wait_for(task);
-        return 1;
-    }
+    // Without its start recorded nobody could find the task: better not to run it. The
+    // file stays open for the exit's record.
+    let records = open_records(&plan.status_dir);
+    let records = match records {
+        Ok(file) if append_to(&file, STARTED, &started).is_ok() => file,
+        _ => {
+            let _ = rustix::process::kill_process(task, rustix::process::Signal::KILL);
+            let _ = wait_for(task);
+            return 1;
+        }
+    };
     tell_owner(STARTED, &started);
     let Some(status) = wait_for(task) else {
         return 1;
@@ -438,7 +467,8 @@ fn run_joining(plan: &LaunchPlan, joins: &mut Joins) -> i32 {
         code: status.exit_status(),
         signal: status.terminating_signal(),
     };
-    let written = append_record(&plan.status_dir, EXIT, &exit);
+    let written = append_to(&records, EXIT, &exit);
+    drop(records);
     tell_owner(EXIT, &exit);
     match written {
         Ok(()) => 0,
@@ -536,6 +566,34 @@ mod tests {
         // A record of another name, or of none, is not taken for this one.
         assert_eq!(read_record::<Exit>(&dir, "exit"), None);
         clear_records(&dir).unwrap();
+        assert_eq!(read_record::<Exit>(&dir, EXIT), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_mark_hides_the_earlier_runs_records_and_a_long_file_is_emptied() {
+        let dir = dir("runs");
+        let exit = |code| Exit {
+            code: Some(code),
+            signal: None,
+        };
+        clear_records(&dir).unwrap();
+        append_record(&dir, EXIT, &exit(1)).unwrap();
+        append_record(&dir, STARTED, &Failed { error: "x".into() }).unwrap();
+        clear_records(&dir).unwrap();
+        assert_eq!(read_record::<Exit>(&dir, EXIT), None, "the earlier run's");
+        append_record(&dir, EXIT, &exit(2)).unwrap();
+        assert_eq!(read_record::<Exit>(&dir, EXIT), Some(exit(2)));
+        // A record whose value happens to be `{}` under another name is no mark.
+        append_record(&dir, "runner", &serde_json::json!({})).unwrap();
+        assert_eq!(read_record::<Exit>(&dir, EXIT), Some(exit(2)));
+        let records = dir.join(RECORDS);
+        while std::fs::metadata(&records).unwrap().len() <= RECORDS_KEPT {
+            clear_records(&dir).unwrap();
+            append_record(&dir, EXIT, &exit(3)).unwrap();
+        }
+        clear_records(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&records).unwrap().len(), 0, "emptied");
         assert_eq!(read_record::<Exit>(&dir, EXIT), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
