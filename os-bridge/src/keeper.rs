@@ -13,6 +13,12 @@
 //! task from elsewhere (another supervisor) claims a kept cgroup of its path, and the
 //! keeper then leaves it alone.
 //!
+//! A shim that no next run of its task is waiting for (the task is not supervised, its
+//! keeper let it go, or its cgroup could not be emptied) is a spare: any launch from this
+//! process with the same shim program takes it ([`take_spare`]) before the launcher forks a
+//! new one, so that a launch is, like a restart, a line on a socket. At most
+//! [`SPARE_SHIMS`] are kept per program; one more is let go (it exits).
+//!
 //! On v1 a run's cpu time and memory peak are its own (reset when the cgroup is taken
 //! again); on v2 both go on from the earlier runs. An OOM kill counts only when it happened
 //! in this run (the kernel's counter cannot be reset).
@@ -23,11 +29,47 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cgroup::TaskCgroup;
+use crate::launcher::ShimCommand;
 use crate::process::IdleShim;
 use crate::spec::Resources;
 
 /// How long a [`RunKeeper`] keeps what a run left for the next.
 pub const KEEP_FOR: Duration = Duration::from_secs(1);
+
+/// The most spare shims kept per shim program.
+pub const SPARE_SHIMS: usize = 8;
+
+/// The spare shims of this process, the most recently used last.
+static SPARES: Mutex<Vec<IdleShim>> = Mutex::new(Vec::new());
+
+fn spares() -> std::sync::MutexGuard<'static, Vec<IdleShim>> {
+    SPARES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keeps `shim` for any launch with its program, unless [`SPARE_SHIMS`] of that program
+/// are kept already (then it is let go, and exits).
+pub(crate) fn spare(shim: IdleShim) {
+    let mut spares = spares();
+    let same = spares.iter().filter(|s| s.command == shim.command).count();
+    if same < SPARE_SHIMS {
+        spares.push(shim);
+        return;
+    }
+    drop(spares);
+    drop(shim);
+}
+
+/// A spare shim of program `command`, the most recently used.
+pub(crate) fn take_spare(command: &ShimCommand) -> Option<IdleShim> {
+    let mut spares = spares();
+    let at = spares.iter().rposition(|s| s.command == *command)?;
+    Some(spares.remove(at))
+}
+
+/// How many spare shims this process keeps now (for tests and diagnostics).
+pub fn spare_shims() -> usize {
+    spares().len()
+}
 
 /// Keeps a task's emptied cgroup and idle shim between one run and the next (see the
 /// module's documentation). A supervised process child has one (see
@@ -86,6 +128,9 @@ impl Drop for Kept {
         if let Some((cgroup, _, token)) = self.cgroup.take() {
             release(&cgroup, token);
         }
+        if let Some(shim) = self.shim.take() {
+            spare(shim);
+        }
     }
 }
 
@@ -118,7 +163,9 @@ impl RunKeeper {
             // Kept and never taken: released, unless it is the same path (kept anew above).
             release(&earlier, earlier_token);
         }
-        drop(earlier_shim);
+        if let Some(shim) = earlier_shim {
+            spare(shim);
+        }
         let keeper = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(KEEP_FOR).await;
@@ -132,8 +179,9 @@ impl RunKeeper {
             if let Some((cgroup, _, token)) = cgroup {
                 release(&cgroup, token);
             }
-            // Its socket closes: the shim exits.
-            drop(shim);
+            if let Some(shim) = shim {
+                spare(shim);
+            }
         });
     }
 

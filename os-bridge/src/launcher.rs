@@ -63,7 +63,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 static LAUNCHERS: Mutex<Option<HashMap<ShimCommand, State>>> = Mutex::new(None);
 
 /// A shim program and the arguments before its own.
-type ShimCommand = (PathBuf, Vec<String>);
+pub(crate) type ShimCommand = (PathBuf, Vec<String>);
 
 enum State {
     Running(Launcher),

@@ -305,8 +305,9 @@ impl Process {
             stdout: stdout.clone(),
             stderr: stderr.clone(),
             status_dir: status_dir.clone(),
-            // A task with runs to come keeps its shim for the next.
-            stay: ctx.keeper.is_some(),
+            // The shim stays after the task, for the task's next run or another task's
+            // (see crate::keeper).
+            stay: true,
         };
         async fn cleanup(cgroup: &Option<Arc<TaskCgroup>>) {
             if let Some(cg) = cgroup {
@@ -314,7 +315,11 @@ impl Process {
             }
         }
         tracing::trace!(task = %ctx.task, "sandbox and cgroup ready");
-        let idle = ctx.keeper.as_ref().and_then(RunKeeper::take_shim);
+        let idle = ctx
+            .keeper
+            .as_ref()
+            .and_then(RunKeeper::take_shim)
+            .or_else(|| crate::keeper::take_spare(&(ctx.shim.clone(), ctx.shim_args.clone())));
         let (shim, reports, started) = match start_run(&ctx, &plan, &status_dir, idle).await {
             Ok(run) => run,
             Err(e) => {
@@ -326,6 +331,7 @@ impl Process {
             shim,
             reports,
             stays: plan.stay,
+            command: (ctx.shim.clone(), ctx.shim_args.clone()),
         };
         let checkpoint = Checkpoint {
             agent: ctx.agent.clone(),
@@ -661,10 +667,11 @@ impl Inner {
         // to come is kept for the next, with the shim; one that cannot be emptied is not,
         // and the next run starts afresh.
         let keeper = self.ctx.keeper.as_ref();
+        let mut idle = idle;
         if let Some(cg) = &self.cgroup {
             match keeper {
                 Some(keeper) if cg.kill_all(Duration::from_secs(10)).await => {
-                    keeper.keep(Some((cg.clone(), self.spec.resources.clone())), idle);
+                    keeper.keep(Some((cg.clone(), self.spec.resources.clone())), idle.take());
                 }
                 _ => {
                     if !cg.remove(Duration::from_secs(10)).await {
@@ -675,8 +682,12 @@ impl Inner {
         } else {
             self.signal_group(9);
             if let Some(keeper) = keeper {
-                keeper.keep(None, idle);
+                keeper.keep(None, idle.take());
             }
+        }
+        // A shim no next run of this task was kept for serves another task's launch.
+        if let Some(idle) = idle {
+            crate::keeper::spare(idle);
         }
         // The outcome outlives the actor, for an owner that learns of the end late.
         let _ = shim::append_record(&status_dir, OUTCOME, &reason);
@@ -730,6 +741,8 @@ struct Reporting {
     reports: Reports,
     /// Whether the shim stays for the next run.
     stays: bool,
+    /// The shim's program.
+    command: crate::launcher::ShimCommand,
 }
 
 impl Reporting {
@@ -745,7 +758,7 @@ impl Reporting {
             }
         };
         if exit.is_some() && self.stays {
-            return (exit, IdleShim::of(self.shim, self.reports));
+            return (exit, IdleShim::of(self.shim, self.reports, self.command));
         }
         let mut shim = self.shim;
         if matches!(shim, ShimHandle::Exec(_)) {
@@ -805,12 +818,18 @@ async fn first_report(
 pub(crate) struct IdleShim {
     shim: ShimHandle,
     reports: Reports,
+    /// Its program, which a launch must ask for to be given this shim.
+    pub(crate) command: crate::launcher::ShimCommand,
 }
 
 impl IdleShim {
     /// The shim of a run that has ended, if it can take another (a forked shim: it reads
     /// plans on the socket it reports on).
-    fn of(shim: ShimHandle, reports: Reports) -> Option<IdleShim> {
+    fn of(
+        shim: ShimHandle,
+        reports: Reports,
+        command: crate::launcher::ShimCommand,
+    ) -> Option<IdleShim> {
         matches!(
             shim,
             ShimHandle::Forked {
@@ -818,7 +837,11 @@ impl IdleShim {
                 ..
             }
         )
-        .then_some(IdleShim { shim, reports })
+        .then_some(IdleShim {
+            shim,
+            reports,
+            command,
+        })
     }
 
     /// Hands the shim the plan of the next run: one line of JSON.

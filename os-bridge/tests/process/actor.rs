@@ -232,9 +232,9 @@ async fn a_restarted_process_keeps_its_cgroup_which_goes_once_no_run_follows() {
 }
 
 /// A restart runs on the shim the last run left (every run has the same parent), and that
-/// shim goes when its supervisor stops.
+/// shim serves other tasks once its supervisor stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_runs_on_the_shim_its_last_run_left_which_goes_with_the_supervisor() {
+async fn a_restart_runs_on_the_shim_its_last_run_left_which_then_serves_other_tasks() {
     let Some(fx) = Fixture::new() else { return };
     let _node = node().await;
     let script = "echo $PPID >> shims; [ $(wc -l < shims) -ge 4 ] && exec sleep 1000; exit 3";
@@ -262,18 +262,61 @@ async fn a_restart_runs_on_the_shim_its_last_run_left_which_goes_with_the_superv
     sup.stop().await;
     assert!(
         super::until(troupe_os::keeper::KEEP_FOR + Duration::from_secs(5), || {
-            !troupe_os::procfs::is_running(shims[0])
+            troupe_os::keeper::spare_shims() == 1
         })
         .await,
-        "the shim {} is gone with its supervisor",
-        shims[0]
+        "a spare once its keeper lets it go"
+    );
+    let other = fx.spawn("other", sh("exit 0")).await;
+    let status_dir = other.sandbox().join(".troupe");
+    assert_eq!(
+        troupe_os::Checkpoint::read(&status_dir).unwrap().shim_pid,
+        shims[0],
+        "another task runs on it"
+    );
+    within(CALL, other.wait()).await;
+}
+
+/// Spare shims are kept up to their limit; the shims of more tasks ending at once exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spare_shims_are_kept_up_to_their_limit_and_the_rest_exit() {
+    let Some(fx) = Fixture::new() else { return };
+    let limit = troupe_os::keeper::SPARE_SHIMS;
+    let mut runs = Vec::new();
+    for i in 0..limit + 2 {
+        runs.push(fx.spawn(&format!("t{i}"), sh("sleep 0.5")).await);
+    }
+    let mut shims = Vec::new();
+    for p in &runs {
+        let status_dir = p.sandbox().join(".troupe");
+        shims.push(troupe_os::Checkpoint::read(&status_dir).unwrap().shim_pid);
+        assert_eq!(within(CALL, p.wait()).await, ExitReason::Exited(0));
+    }
+    shims.sort_unstable();
+    shims.dedup();
+    assert_eq!(
+        shims.len(),
+        limit + 2,
+        "a shim each while they ran together"
+    );
+    assert_eq!(troupe_os::keeper::spare_shims(), limit);
+    let running = || {
+        shims
+            .iter()
+            .filter(|s| troupe_os::procfs::is_running(**s))
+            .count()
+    };
+    assert!(
+        super::until(CALL, || running() == limit).await,
+        "{} shims run",
+        running()
     );
 }
 
 /// A kept shim that died before the next run is replaced by a new one; a kept shim that no
-/// run takes within the keeper's time exits.
+/// run takes within the keeper's time becomes a spare.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_kept_shim_is_replaced_and_an_untaken_one_exits() {
+async fn a_dead_kept_shim_is_replaced_and_an_untaken_one_becomes_a_spare() {
     let Some(fx) = Fixture::new() else { return };
     let ctx = fx.ctx("respawn").keeping_between_runs();
     let shim_of = |p: &troupe_os::Process| {
@@ -307,13 +350,15 @@ async fn a_dead_kept_shim_is_replaced_and_an_untaken_one_exits() {
         "the replacement is kept in turn"
     );
     within(CALL, third.wait()).await;
+    assert_eq!(troupe_os::keeper::spare_shims(), 0, "kept, not spare");
     assert!(
         super::until(troupe_os::keeper::KEEP_FOR + Duration::from_secs(5), || {
-            !troupe_os::procfs::is_running(replacement)
+            troupe_os::keeper::spare_shims() == 1
         })
         .await,
-        "an untaken shim exits"
+        "an untaken shim becomes a spare"
     );
+    assert!(troupe_os::procfs::is_running(replacement));
 }
 
 /// A kept shim whose kept cgroup was claimed, and then removed, by another run of the task

@@ -49,8 +49,9 @@ fn launchers() -> Vec<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_share_one_launcher_which_is_started_again_when_it_dies() {
     let Some(fx) = Fixture::new() else { return };
-    let first = fx.spawn("first", sh("exit 0")).await;
-    let second = fx.spawn("second", sh("exit 0")).await;
+    // Two at once: each needs a shim of its own, forked by the one launcher.
+    let first = fx.spawn("first", sh("sleep 0.3")).await;
+    let second = fx.spawn("second", sh("sleep 0.3")).await;
     for p in [&first, &second] {
         assert_eq!(
             within(Duration::from_secs(10), p.wait()).await,
@@ -66,11 +67,18 @@ async fn tasks_share_one_launcher_which_is_started_again_when_it_dies() {
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
     assert!(until(Duration::from_secs(5), || launchers().is_empty()).await);
 
-    let third = fx.spawn("third", sh("exit 3")).await;
-    assert_eq!(
-        within(Duration::from_secs(10), third.wait()).await,
-        ExitReason::Exited(3)
-    );
+    // The two shims are spares now (see keeper.rs): a third task at once needs a new one.
+    assert_eq!(troupe_os::keeper::spare_shims(), 2);
+    let mut runs = Vec::new();
+    for task in ["third", "fourth", "fifth"] {
+        runs.push(fx.spawn(task, sh("sleep 0.3; exit 3")).await);
+    }
+    for p in &runs {
+        assert_eq!(
+            within(Duration::from_secs(10), p.wait()).await,
+            ExitReason::Exited(3)
+        );
+    }
     let after = launchers();
     assert_eq!(after.len(), 1, "a new launcher: {after:?}");
     assert_ne!(after, before);
