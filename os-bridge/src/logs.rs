@@ -61,11 +61,13 @@ impl LogStream {
         done: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> LogStream {
         let (tx, rx) = mpsc::unbounded_channel();
-        let keeper = Keeper::new(path.clone(), policy.clone());
-        tokio::spawn(keeper.run(rx, done));
+        let (kept, max_files) = (path.clone(), policy.max_files);
+        // The keeper reads where the stream stands in its own task: a start (a restart's
+        // too) does not wait for those reads.
+        tokio::spawn(async move { Keeper::new(kept, policy).run(rx, done).await });
         LogStream {
             path,
-            max_files: policy.max_files,
+            max_files,
             requests: tx,
         }
     }
