@@ -253,6 +253,66 @@ impl TaskCgroup {
         Ok(())
     }
 
+    /// Sets every limit [`TaskCgroup::apply`] may have set back to none (no quota, the
+    /// default share, no memory or process limit), so that the next `apply` leaves nothing
+    /// of an earlier task's. Returns whether every limit that was there is gone.
+    pub(crate) fn reset_limits(&self) -> bool {
+        let write = |controller: &str, file: &str, value: &str| {
+            self.controller_dir(controller)
+                .is_some_and(|dir| std::fs::write(dir.join(file), value).is_ok())
+        };
+        if self.cgroup.v2() {
+            let _ = write("", "memory.swap.max", "max");
+            return [
+                write("", "cpu.max", "max"),
+                write("", "cpu.weight", "100"),
+                write("", "memory.max", "max"),
+                write("", "pids.max", "max"),
+            ]
+            .iter()
+            .all(|ok| *ok);
+        }
+        // Memory and swap first: the memory limit may never exceed it. (It exists only
+        // where swap accounting does.)
+        let _ = write("memory", "memory.memsw.limit_in_bytes", "-1");
+        [
+            write("memory", "memory.limit_in_bytes", "-1"),
+            write("cpu", "cpu.cfs_quota_us", "-1"),
+            write("cpu", "cpu.shares", "1024"),
+            write("pids", "pids.max", "max"),
+        ]
+        .iter()
+        .all(|ok| *ok)
+    }
+
+    /// Whether a cgroup the task made inside this one is there, in any hierarchy: a cgroup
+    /// directory's link count is two and one per directory in it.
+    pub(crate) fn has_inner_cgroups(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.dirs
+            .iter()
+            .any(|dir| std::fs::metadata(dir).map_or(true, |m| m.nlink() != 2))
+    }
+
+    /// Closes the control files kept open: the cgroup is another's now (recycled).
+    pub(crate) fn forget_files(&self) {
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Hands back to the kernel the memory an ended task left charged to this cgroup (the
+    /// page cache of what it wrote) on v1, where it would otherwise count against the next
+    /// task's limit; on v2 it does not carry over the same way and is left.
+    pub(crate) fn forget_charges(&self) {
+        if !self.cgroup.v2() {
+            self.with_file(
+                self.controller_dir("memory"),
+                "memory.force_empty",
+                true,
+                |f| rustix::io::pwrite(f, b"0", 0).map_err(std::io::Error::from),
+            );
+        }
+    }
+
     /// Its path under each hierarchy's root: `troupe/<agent>/<task>`.
     pub fn path(&self) -> &str {
         &self.path

@@ -207,7 +207,8 @@ impl RunKeeper {
             cgroup.remove_empty();
             return None;
         }
-        if limits != *resources && cgroup.apply(resources).is_err() {
+        // An earlier run's limits go first: `apply` leaves alone what it is not given.
+        if limits != *resources && (!cgroup.reset_limits() || cgroup.apply(resources).is_err()) {
             cgroup.remove_empty();
             return None;
         }

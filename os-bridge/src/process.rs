@@ -272,7 +272,10 @@ impl Process {
             .keeper
             .as_ref()
             .and_then(|keeper| keeper.take_cgroup(&spec.resources));
-        let oom_baseline = kept.as_ref().map_or(0, |cg| cg.oom_kills());
+        // A cgroup that served an earlier run (kept, or recycled into the warm pool) has
+        // that run's OOM kills on its counter, which the kernel cannot reset.
+        let reused_kept = kept.is_some();
+        let reused = reused_kept || ctx.warm;
         let cgroup = match kept {
             Some(cg) => Some(cg),
             None => match TaskCgroup::create(&ctx.agent, &ctx.task, &spec.resources, ctx.warm) {
@@ -283,6 +286,10 @@ impl Process {
                 }
                 Err(e) => return Err(StartError::Setup(e.to_string())),
             },
+        };
+        let oom_baseline = match &cgroup {
+            Some(cg) if reused => cg.oom_kills(),
+            _ => 0,
         };
         let cwd = match (&spec.cwd, &cwd_inside) {
             (_, Some(dir)) => sandbox.join(dir),
@@ -308,6 +315,7 @@ impl Process {
             // The shim stays after the task, for the task's next run or another task's
             // (see crate::keeper).
             stay: true,
+            same_cgroup: false,
         };
         async fn cleanup(cgroup: &Option<Arc<TaskCgroup>>) {
             if let Some(cg) = cgroup {
@@ -315,10 +323,14 @@ impl Process {
             }
         }
         tracing::trace!(task = %ctx.task, "sandbox and cgroup ready");
-        let idle = ctx
-            .keeper
-            .as_ref()
-            .and_then(RunKeeper::take_shim)
+        let kept_shim = ctx.keeper.as_ref().and_then(RunKeeper::take_shim);
+        // The kept shim of a run whose kept cgroup this run took may join it through the
+        // files it kept open.
+        let plan = LaunchPlan {
+            same_cgroup: kept_shim.is_some() && reused_kept,
+            ..plan
+        };
+        let idle = kept_shim
             .or_else(|| crate::keeper::take_spare(&(ctx.shim.clone(), ctx.shim_args.clone())));
         let (shim, reports, started) = match start_run(&ctx, &plan, &status_dir, idle).await {
             Ok(run) => run,
@@ -674,7 +686,11 @@ impl Inner {
                     keeper.keep(Some((cg.clone(), self.spec.resources.clone())), idle.take());
                 }
                 _ => {
-                    if !cg.remove(Duration::from_secs(10)).await {
+                    // An owner of many launches takes it back for the next launch instead.
+                    let recycled = self.ctx.warm
+                        && cg.kill_all(Duration::from_secs(10)).await
+                        && crate::warm::recycle(&self.ctx.agent, cg);
+                    if !recycled && !cg.remove(Duration::from_secs(10)).await {
                         warn!(task = %self.ctx.task, cgroup = %cg.path(), "cannot remove the cgroup");
                     }
                 }

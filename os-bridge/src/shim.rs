@@ -58,6 +58,12 @@ pub struct LaunchPlan {
     /// for a shim forked by a launcher) and runs it, until that input ends.
     #[serde(default)]
     pub stay: bool,
+    /// Whether the cgroup is the very one the shim's last run joined (a kept cgroup, given
+    /// with the shim that ran in it): the shim may join it through the files it kept open.
+    /// Otherwise the same paths may name another cgroup now (one recycled under this name),
+    /// and the files are opened again.
+    #[serde(default)]
+    pub same_cgroup: bool,
 }
 
 /// The task runs.
@@ -380,7 +386,7 @@ fn run_joining(plan: &LaunchPlan, joins: &mut Joins) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    let reused = joins.paths == plan.cgroup_procs;
+    let reused = plan.same_cgroup && joins.paths == plan.cgroup_procs;
     if !reused {
         if let Err(e) = joins.open(&plan.cgroup_procs) {
             return fail(e);

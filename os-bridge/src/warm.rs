@@ -285,6 +285,59 @@ pub(crate) fn take_cgroup(agent: &str, task: &str) -> Option<TaskCgroup> {
     taken
 }
 
+/// The most ended tasks' cgroups an agent's pool takes back ([`recycle`]), beyond the
+/// [`WARM`] it makes ahead: as many as end at once in a busy agent.
+pub const RECYCLED: usize = 4 * WARM;
+
+/// Takes the emptied cgroup of an ended task of `agent` back into the agent's pool, for the
+/// next launch to rename into place, instead of removing it and making another: a v1
+/// cgroup's removal and making are about a tenth of all cpu when tasks come and go fast.
+/// Its limits are reset, the memory left charged to it handed back, its stats reset and
+/// its OOM count kept as a baseline (the kernel's cannot be reset: see
+/// `Process::spawn`). False when it cannot be (v2, no pool or a closed or full one, a
+/// cgroup the task made inside it, a reset or rename that fails): the caller removes it.
+pub(crate) fn recycle(agent: &str, cgroup: &TaskCgroup) -> bool {
+    if !cgroup::renamable() {
+        return false;
+    }
+    let Some(pool) = lock(&CGROUPS).get(agent).cloned() else {
+        return false;
+    };
+    let room = |p: &Pool<TaskCgroup>| !p.closed && p.ready.len() < RECYCLED;
+    if !room(&lock(&pool))
+        || !cgroup.is_there_and_empty()
+        || cgroup.has_inner_cgroups()
+        || !cgroup.reset_limits()
+    {
+        return false;
+    }
+    cgroup.forget_charges();
+    cgroup.reset_stats();
+    let name = warm_cgroup_name();
+    let dirs = cgroup.directories();
+    for (done, dir) in dirs.iter().enumerate() {
+        if std::fs::rename(dir, dir.with_file_name(&name)).is_err() {
+            for dir in &dirs[..done] {
+                let _ = std::fs::rename(dir.with_file_name(&name), dir);
+            }
+            return false;
+        }
+    }
+    // What the ended task's handle kept open is this cgroup's, under its new name.
+    cgroup.forget_files();
+    let warm = TaskCgroup::open(agent, &name);
+    let mut p = lock(&pool);
+    match warm {
+        Some(warm) if room(&p) => p.ready.push(warm),
+        Some(warm) => {
+            drop(p);
+            warm.remove_empty();
+        }
+        None => {}
+    }
+    true
+}
+
 /// Closes `pool` and hands back what was ready, once its filling thread (if any) is done
 /// (it removes what it makes after the close), or after 5 s.
 fn close<T>(pool: &Mutex<Pool<T>>) -> Vec<T> {
