@@ -299,18 +299,19 @@ impl TaskCgroup {
         self.files.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// Hands back to the kernel the memory an ended task left charged to this cgroup (the
-    /// page cache of what it wrote) on v1, where it would otherwise count against the next
-    /// task's limit; on v2 it does not carry over the same way and is left.
-    pub(crate) fn forget_charges(&self) {
-        if !self.cgroup.v2() {
-            self.with_file(
-                self.controller_dir("memory"),
-                "memory.force_empty",
-                true,
-                |f| rustix::io::pwrite(f, b"0", 0).map_err(std::io::Error::from),
-            );
-        }
+    /// The memory still charged to it (v1 `memory.usage_in_bytes`, v2 `memory.current`):
+    /// after its processes are gone, what the kernel has not freed yet (their kernel
+    /// memory) and the page cache of what they wrote.
+    pub(crate) fn charged_bytes(&self) -> Option<u64> {
+        let (dir, file) = if self.cgroup.v2() {
+            ("", "memory.current")
+        } else {
+            ("memory", "memory.usage_in_bytes")
+        };
+        self.read_small(self.controller_dir(dir), file)?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Its path under each hierarchy's root: `troupe/<agent>/<task>`.

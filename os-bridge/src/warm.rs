@@ -289,12 +289,19 @@ pub(crate) fn take_cgroup(agent: &str, task: &str) -> Option<TaskCgroup> {
 /// [`WARM`] it makes ahead: as many as end at once in a busy agent.
 pub const RECYCLED: usize = 4 * WARM;
 
+/// The most memory an ended task may leave charged to its cgroup for the cgroup to be
+/// taken back: the kernel memory of its exited processes not yet freed, a few pages of
+/// cache (a `/bin/true` leaves about 160 KiB). The next task's memory figures include it.
+/// Handing it back instead (`memory.force_empty`) drains every cpu's page lists and cost
+/// more than the removal it would save.
+pub const RECYCLE_CHARGED: u64 = 1 << 20;
+
 /// Takes the emptied cgroup of an ended task of `agent` back into the agent's pool, for the
 /// next launch to rename into place, instead of removing it and making another: a v1
 /// cgroup's removal and making are about a tenth of all cpu when tasks come and go fast.
-/// Its limits are reset, the memory left charged to it handed back, its stats reset and
-/// its OOM count kept as a baseline (the kernel's cannot be reset: see
-/// `Process::spawn`). False when it cannot be (v2, no pool or a closed or full one, a
+/// Its limits and stats are reset, and its OOM count is read as a baseline by the next
+/// task (the kernel's cannot be reset: see `Process::spawn`). False when it cannot be (v2,
+/// no pool or a closed or full one, more than [`RECYCLE_CHARGED`] left charged to it, a
 /// cgroup the task made inside it, a reset or rename that fails): the caller removes it.
 pub(crate) fn recycle(agent: &str, cgroup: &TaskCgroup) -> bool {
     if !cgroup::renamable() {
@@ -306,12 +313,12 @@ pub(crate) fn recycle(agent: &str, cgroup: &TaskCgroup) -> bool {
     let room = |p: &Pool<TaskCgroup>| !p.closed && p.ready.len() < RECYCLED;
     if !room(&lock(&pool))
         || !cgroup.is_there_and_empty()
+        || cgroup.charged_bytes().is_none_or(|b| b > RECYCLE_CHARGED)
         || cgroup.has_inner_cgroups()
         || !cgroup.reset_limits()
     {
         return false;
     }
-    cgroup.forget_charges();
     cgroup.reset_stats();
     let name = warm_cgroup_name();
     let dirs = cgroup.directories();
