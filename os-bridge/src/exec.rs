@@ -27,6 +27,12 @@ use std::path::Path;
 /// unoptimised.
 const STACK: usize = 128 * 1024;
 
+std::thread_local! {
+    /// The child's stack, kept for the next start: a shim that stays starts many tasks,
+    /// and a fresh one is an allocation and a page fault per page the child touches.
+    static CHILD_STACK: std::cell::RefCell<Option<Box<[u8]>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Everything the task's setup and exec need, made before the clone.
 pub(crate) struct TaskExec {
     program: CString,
@@ -169,7 +175,9 @@ impl TaskExec {
     /// child is reaped).
     #[allow(unsafe_code)]
     pub(crate) fn spawn(&self, cgroup_procs: &[File]) -> Result<rustix::process::Pid, SpawnError> {
-        let mut stack = vec![0u8; STACK];
+        let mut stack = CHILD_STACK
+            .with(|kept| kept.borrow_mut().take())
+            .unwrap_or_else(|| vec![0u8; STACK].into_boxed_slice());
         let mut outcome = Outcome { errno: 0, step: 0 };
         let args = ChildArgs {
             exec: self,
@@ -199,7 +207,8 @@ impl TaskExec {
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
             (pid, clone_error)
         };
-        drop(stack);
+        // The child is done with it (it has exec'd or exited).
+        CHILD_STACK.with(|kept| *kept.borrow_mut() = Some(stack));
         if pid < 0 {
             return Err(SpawnError {
                 step: Step::Exec,
