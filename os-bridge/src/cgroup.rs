@@ -285,6 +285,21 @@ impl TaskCgroup {
         .all(|ok| *ok)
     }
 
+    /// Sets back what a task running as root may have changed in its own cgroup and that
+    /// would change how the next task in it is treated: the OOM killer (v1
+    /// `memory.oom_control` can turn it off) and the soft memory limit. Returns whether both
+    /// took (on v2 there is nothing of the kind to reset).
+    pub(crate) fn reset_settings(&self) -> bool {
+        if self.cgroup.v2() {
+            return true;
+        }
+        let write = |file: &str, value: &str| {
+            self.controller_dir("memory")
+                .is_some_and(|dir| std::fs::write(dir.join(file), value).is_ok())
+        };
+        write("memory.oom_control", "0") & write("memory.soft_limit_in_bytes", "-1")
+    }
+
     /// Whether a cgroup the task made inside this one is there, in any hierarchy: a cgroup
     /// directory's link count is two and one per directory in it.
     pub(crate) fn has_inner_cgroups(&self) -> bool {

@@ -299,7 +299,8 @@ pub const RECYCLE_CHARGED: u64 = 1 << 20;
 /// Takes the emptied cgroup of an ended task of `agent` back into the agent's pool, for the
 /// next launch to rename into place, instead of removing it and making another: a v1
 /// cgroup's removal and making are about a tenth of all cpu when tasks come and go fast.
-/// Its limits and stats are reset, and its OOM count is read as a baseline by the next
+/// Its limits, stats and what a root task may have changed of its treatment (the OOM
+/// killer turned off, a soft limit) are reset, and its OOM count is read as a baseline by the next
 /// task (the kernel's cannot be reset: see `Process::spawn`). False when it cannot be (v2,
 /// no pool or a closed or full one, more than [`RECYCLE_CHARGED`] left charged to it, a
 /// cgroup the task made inside it, a reset or rename that fails): the caller removes it.
@@ -316,6 +317,7 @@ pub(crate) fn recycle(agent: &str, cgroup: &TaskCgroup) -> bool {
         || cgroup.charged_bytes().is_none_or(|b| b > RECYCLE_CHARGED)
         || cgroup.has_inner_cgroups()
         || !cgroup.reset_limits()
+        || !cgroup.reset_settings()
     {
         return false;
     }

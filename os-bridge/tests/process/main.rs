@@ -673,7 +673,12 @@ async fn an_ended_tasks_cgroup_is_recycled_reset_and_never_joined_by_its_old_nam
         return;
     }
     let warming = |task: &str| fx.ctx(task).warming();
-    let mut spec = sh("sleep 0.3");
+    // As root, it turns its own cgroup's OOM killer off and sets a soft limit: neither may
+    // reach the next task.
+    let mut spec = sh(
+        "d=/sys/fs/cgroup/memory$(grep ':memory:' /proc/self/cgroup | cut -d: -f3); \
+         echo 1 > $d/memory.oom_control && echo 1048576 > $d/memory.soft_limit_in_bytes && sleep 0.3",
+    );
     spec.resources = Resources {
         cpus: Some(0.5),
         cpu_shares: Some(512),
@@ -716,6 +721,14 @@ async fn an_ended_tasks_cgroup_is_recycled_reset_and_never_joined_by_its_old_nam
         .parse::<u64>()
         .unwrap();
     assert!(unlimited > 1 << 60, "memory limit {unlimited}");
+    let soft = read("memory", "memory.soft_limit_in_bytes")
+        .parse::<u64>()
+        .unwrap();
+    assert!(soft > 1 << 60, "soft limit {soft}");
+    assert!(
+        read("memory", "memory.oom_control").contains("oom_kill_disable 0"),
+        "the OOM killer is on again"
+    );
 
     // Another task takes the recycled cgroup: started through another shim program (a
     // link to the same binary), so that the spare shim is left for what follows.
