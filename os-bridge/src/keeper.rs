@@ -15,7 +15,7 @@
 //!
 //! A shim that no next run of its task is waiting for (the task is not supervised, its
 //! keeper let it go, or its cgroup could not be emptied) is a spare: any launch from this
-//! process with the same shim program takes it ([`take_spare`]) before the launcher forks a
+//! process with the same shim program takes it (`take_spare`) before the launcher forks a
 //! new one, so that a launch is, like a restart, a line on a socket. At most
 //! [`SPARE_SHIMS`] are kept per program; one more is let go (it exits).
 //!

@@ -9,8 +9,12 @@
 //! The task's exit status goes only to its parent. With the owner as parent, a task that
 //! outlives its owner would end unobserved. So the owner starts the shim, the shim starts
 //! the task and waits for it, and writes what happened to files in the sandbox: the owner
-//! (or a new owner after a restart) reads them. The shim is single-threaded, so the work
-//! between fork and exec (new session, joining the cgroup, rlimits) is safe there.
+//! (or a new owner after a restart) reads them. The task is started by `crate::exec` (a
+//! clone sharing the shim's memory until the exec, with the task's setup in between).
+//!
+//! A shim whose plan says `stay` waits, once its task has ended, for the next plan on its
+//! standard input and runs it the same way, until that input ends ([`serve`]): the owner
+//! keeps it for the task's restart or for another launch (see `crate::keeper`).
 //!
 //! Records, appended to one file, `records`, in the status directory (see [`append_record`]):
 //! * `started.json`: the task's pid and start time, or `failed.json`: why it never ran;
@@ -265,7 +269,7 @@ pub fn read_record<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Opti
 
 /// Forgets the records of an earlier run in `dir`: a `run` mark is appended, after which
 /// [`read_record`] finds only the new run's (emptying the file instead costs a truncation,
-/// the largest part of this on ext4; it is emptied once past [`RECORDS_KEPT`]). Also
+/// the largest part of this on ext4; it is emptied once past 64 KiB). Also
 /// removes what an older version wrote as files (the owner's too: `checkpoint.json`,
 /// `outcome.json`), which [`read_record`] would otherwise still find.
 pub fn clear_records(dir: &Path) -> std::io::Result<()> {
@@ -493,9 +497,9 @@ fn wait_for(task: rustix::process::Pid) -> Option<rustix::process::WaitStatus> {
     }
 }
 
-/// Tells the owner too, on standard output (a pipe the owner reads), once the record is on
-/// disk: the owner need not poll. If the owner is gone the write fails, and the files are
-/// what a new owner reads.
+/// Tells the owner too, on standard output (the socket or pipe the owner reads), once the
+/// record is on disk: the owner need not poll. If the owner is gone the write fails, and the
+/// files are what a new owner reads.
 pub(crate) fn tell_owner<T: Serialize>(name: &str, value: &T) {
     if let Some(line) = report_line(name, value) {
         let mut out = std::io::stdout().lock();

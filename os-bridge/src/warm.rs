@@ -285,7 +285,7 @@ pub(crate) fn take_cgroup(agent: &str, task: &str) -> Option<TaskCgroup> {
     taken
 }
 
-/// The most ended tasks' cgroups an agent's pool takes back ([`recycle`]), beyond the
+/// The most ended tasks' cgroups an agent's pool takes back (`recycle`), beyond the
 /// [`WARM`] it makes ahead: as many as end at once in a busy agent.
 pub const RECYCLED: usize = 4 * WARM;
 
