@@ -707,6 +707,14 @@ pub enum AgentMsg {
         /// The answer.
         reply: Reply<Vec<TaskUsage>>,
     },
+    /// A task's process started, or could not, and why (from the agent's own start of it,
+    /// which runs beside the agent's other work).
+    Started {
+        /// The task.
+        task: TaskId,
+        /// `Err` with the reason when it did not start.
+        result: Result<(), String>,
+    },
     /// A task's process ended (from the agent's own watchers).
     Exited {
         /// The task.

@@ -440,3 +440,55 @@ async fn a_launch_of_nothing_refuses_only_what_was_offered() {
     driver.stop();
     cluster.stop().await;
 }
+
+/// Tasks killed right after their launch, while the agent is still starting their
+/// processes (it starts them beside its other work, so the kills are taken in the middle):
+/// each ends `Killed`, none is `Running` after its kill, and no process is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_killed_while_they_start_end_killed_and_leave_no_process() {
+    let (cluster, _litter) = cluster("cl-killstart", 1).await;
+    let (fw, mut seen) = TestFramework::manual();
+    let driver = Driver::start(FrameworkSettings::new("hasty"), None, fw)
+        .await
+        .unwrap();
+    let offer = next_offers(&mut seen).await.remove(0);
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let mut t = sh_task(&format!("k{i}"), "sleep 100");
+            t.resources = Resources::new(0.1, 16.0);
+            t
+        })
+        .collect();
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.id.clone()).collect();
+    driver.launch(&[offer.id], tasks);
+    for id in &ids {
+        driver.kill(id);
+    }
+    let ended = until_all_end(&mut seen, ids.len(), Duration::from_secs(30)).await;
+    for id in &ids {
+        let statuses = ended
+            .get(id)
+            .unwrap_or_else(|| panic!("{id:?} never ended"));
+        let last = statuses.last().unwrap();
+        assert_eq!(last.state, TaskState::Killed, "{id:?}: {statuses:?}");
+        if let Some(killing) = statuses.iter().position(|s| s.state == TaskState::Killing) {
+            assert!(
+                !statuses[killing..]
+                    .iter()
+                    .any(|s| s.state == TaskState::Running),
+                "{id:?} ran after its kill: {statuses:?}"
+            );
+        }
+    }
+    // No process of theirs is left: nothing in the agent's task cgroups.
+    let agent = &cluster.agent_ids[0];
+    for name in troupe_os::cgroup::task_names(agent) {
+        let procs = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/pids/troupe/{agent}/{name}/cgroup.procs"
+        ))
+        .unwrap_or_default();
+        assert!(procs.trim().is_empty(), "{name} still runs {procs}");
+    }
+    driver.stop();
+    cluster.stop().await;
+}

@@ -259,7 +259,7 @@ impl Actor for AgentCore {
                 // has a process it does not know of.
                 state.journal(&admitted);
                 for (id, spec) in admitted {
-                    state.start_process(&id, spec, false).await;
+                    state.launch_process(&id, spec).await;
                 }
                 state.save();
             }
@@ -326,6 +326,10 @@ impl Actor for AgentCore {
                     }
                     reply.send(usage);
                 });
+            }
+            AgentMsg::Started { task, result } => {
+                state.started(&task, result, false).await;
+                state.save();
             }
             AgentMsg::Exited { task, reason } => {
                 state.exited(task, reason);
@@ -549,26 +553,63 @@ impl AgentState {
         admitted
     }
 
-    /// Starts (or adopts) a task's process actor and watches it.
+    /// Starts (or adopts) a task's process actor and watches it, before anything else the
+    /// agent does: for finding tasks again after a restart, one after another.
     async fn start_process(&mut self, id: &TaskId, spec: troupe_os::ProcessSpec, adopt: bool) {
         let Some(executors) = self.executors().await else {
-            self.update(
-                id,
-                TaskState::Failed,
-                "the agent's executors are not running".into(),
-                None,
-            );
+            self.not_started(id);
             return;
         };
-        let ctx = self.context(id);
+        let child = self.process_child(id, spec, adopt);
+        let result = executors
+            .start_child(child)
+            .await
+            .map(|_| ())
+            .map_err(start_failure);
+        self.started(id, result, adopt).await;
+    }
+
+    /// Starts a launched task's process actor beside the agent's other work: a start takes
+    /// the agent's sandbox and cgroup work, the shim's and the task's exec (about a
+    /// millisecond), and a launch of many tasks, a kill or an acknowledgement would wait
+    /// behind each. The outcome comes back as [`AgentMsg::Started`].
+    async fn launch_process(&mut self, id: &TaskId, spec: troupe_os::ProcessSpec) {
+        let Some(executors) = self.executors().await else {
+            self.not_started(id);
+            return;
+        };
+        let child = self.process_child(id, spec, false);
+        let me = self.myself.clone();
+        let task = id.clone();
+        tokio::spawn(async move {
+            let result = executors
+                .start_child(child)
+                .await
+                .map(|_| ())
+                .map_err(start_failure);
+            let _ = me.cast(AgentMsg::Started { task, result });
+        });
+    }
+
+    fn not_started(&mut self, id: &TaskId) {
+        self.update(
+            id,
+            TaskState::Failed,
+            "the agent's executors are not running".into(),
+            None,
+        );
+    }
+
+    /// The supervisor child that runs (or, with `adopt`, finds again) a task's process.
+    fn process_child(&mut self, id: &TaskId, spec: troupe_os::ProcessSpec, adopt: bool) -> Child {
         let grace = spec.grace;
         let args = ProcessArgs {
             spec,
-            ctx: ctx.clone(),
+            ctx: self.context(id),
             path: None,
             adopt,
         };
-        let child = Child::new(
+        Child::new(
             ChildSpec::worker(id.0.clone())
                 .restart(Restart::Temporary)
                 .shutdown(Shutdown::Timeout(grace + Duration::from_secs(5)))
@@ -577,31 +618,52 @@ impl AgentState {
                 let args = args.clone();
                 async move { start.spawn(ProcessActor, args).await }
             },
-        );
-        match executors.start_child(child).await {
-            Ok(_) => {
-                // After a restart too: the checkpoint may predate the task's `Running`
-                // (a no-op when it does not).
-                let reason = if adopt {
-                    "its process runs (found again after the agent restarted)"
+        )
+    }
+
+    /// What follows a task's start: `Running` and a watch, or `Failed` with the reason. A
+    /// task killed while it started is stopped now (the kill found no process to stop).
+    async fn started(&mut self, id: &TaskId, result: Result<(), String>, adopt: bool) {
+        match result {
+            Ok(()) => {
+                let killing = self
+                    .book
+                    .tasks
+                    .get(id)
+                    .is_some_and(|t| t.status.state == TaskState::Killing);
+                if killing {
+                    if let Some(grace) = self.book.tasks.get(id).map(|t| t.info.command.grace) {
+                        stop_process(id, grace);
+                    }
                 } else {
-                    "its process runs"
-                };
-                self.update(id, TaskState::Running, reason.into(), None);
-                tracing::trace!(agent = %self.id(), task = %id, "running, and the update sent");
-                self.watch(id, ctx).await;
+                    // After a restart too: the checkpoint may predate the task's `Running`
+                    // (a no-op when it does not).
+                    let reason = if adopt {
+                        "its process runs (found again after the agent restarted)"
+                    } else {
+                        "its process runs"
+                    };
+                    self.update(id, TaskState::Running, reason.into(), None);
+                    tracing::trace!(agent = %self.id(), task = %id, "running, and the update sent");
+                }
+                self.watch(id, self.context(id)).await;
             }
-            Err(e) => {
-                let text = match e {
-                    troupe_runtime::supervisor::ChildError::StartFailed { reason, .. } => reason,
-                    other => other.to_string(),
-                };
-                let reason = if adopt {
-                    format!("not found again after the agent restarted: {text}")
+            Err(text) => {
+                let killing = self
+                    .book
+                    .tasks
+                    .get(id)
+                    .is_some_and(|t| t.status.state == TaskState::Killing);
+                let (state, reason) = if killing {
+                    let reason = format!("killed while it started, and it did not start: {text}");
+                    (TaskState::Killed, reason)
+                } else if adopt {
+                    let reason = format!("not found again after the agent restarted: {text}");
+                    (TaskState::Failed, reason)
                 } else {
-                    text
+                    (TaskState::Failed, text)
                 };
-                self.update(id, TaskState::Failed, reason, None);
+                self.update(id, state, reason, None);
             }
         }
     }
@@ -661,16 +723,8 @@ impl AgentState {
             None,
         );
         self.save();
-        let actor = Addr::<ProcessMsg>::new(format!("task/{task}"));
-        tokio::spawn(async move {
-            // The Down that follows reports the end.
-            let _ = actor
-                .call(
-                    |reply| ProcessMsg::Stop { reply },
-                    grace + Duration::from_secs(15),
-                )
-                .await;
-        });
+        // A task still starting has no process actor yet: its start stops it once done.
+        stop_process(&task, grace);
     }
 
     async fn adopt_all(&mut self) {
@@ -805,6 +859,28 @@ impl AgentState {
                 })
                 .await;
         });
+    }
+}
+
+/// Asks task `task`'s process actor to stop its process gracefully (the `Down` that follows
+/// reports the end); nothing when there is no such actor (yet).
+fn stop_process(task: &TaskId, grace: Duration) {
+    let actor = Addr::<ProcessMsg>::new(format!("task/{task}"));
+    tokio::spawn(async move {
+        let _ = actor
+            .call(
+                |reply| ProcessMsg::Stop { reply },
+                grace + Duration::from_secs(15),
+            )
+            .await;
+    });
+}
+
+/// The reason a supervisor gives for a child that did not start.
+fn start_failure(e: troupe_runtime::supervisor::ChildError) -> String {
+    match e {
+        troupe_runtime::supervisor::ChildError::StartFailed { reason, .. } => reason,
+        other => other.to_string(),
     }
 }
 
