@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crate::cgroup::TaskCgroup;
 use crate::launcher::ShimCommand;
-use crate::process::IdleShim;
+use crate::shim_link::IdleShim;
 use crate::spec::Resources;
 
 /// How long a [`RunKeeper`] keeps what a run left for the next.

@@ -12,6 +12,8 @@
 //!   task's cgroups, limits and user, the exec.
 //! * [`keeper`]: what a supervised task's run leaves for its next (the emptied cgroup, the
 //!   idle shim).
+//! * `shim_link`: the owner's side of a shim: a run started on it, its reports, and the
+//!   shim kept idle after.
 //! * [`launcher`]: one long-lived shim per owner that forks the shim of each task, so that
 //!   no launch execs a shim binary.
 //! * [`logs`]: task logs in sandbox files, rotated by size, with live tails from an offset.
@@ -31,6 +33,7 @@ pub mod logs;
 pub mod process;
 pub mod procfs;
 pub mod shim;
+mod shim_link;
 pub mod spec;
 pub mod warm;
 
