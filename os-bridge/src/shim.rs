@@ -366,13 +366,9 @@ impl Joins {
     }
 }
 
-/// Runs the shim: starts the task, records its start, waits, records its exit. Returns
-/// the shim's exit code (0 once the outcome is recorded).
-pub fn run(plan: &LaunchPlan) -> i32 {
-    run_joining(plan, &mut Joins::default())
-}
-
-/// [`run`], with the cgroup files of an earlier run.
+/// One run of the shim: starts the task (joining its cgroups through `joins`, the files of
+/// an earlier run, when the plan says it is the same cgroup), records its start, waits,
+/// records its exit. Returns the shim's exit code (0 once the outcome is recorded).
 fn run_joining(plan: &LaunchPlan, joins: &mut Joins) -> i32 {
     let fail = |error: String| -> i32 {
         let failed = Failed { error };
