@@ -257,10 +257,8 @@ impl TaskCgroup {
     /// default share, no memory or process limit), so that the next `apply` leaves nothing
     /// of an earlier task's. Returns whether every limit that was there is gone.
     pub(crate) fn reset_limits(&self) -> bool {
-        let write = |controller: &str, file: &str, value: &str| {
-            self.controller_dir(controller)
-                .is_some_and(|dir| std::fs::write(dir.join(file), value).is_ok())
-        };
+        let write =
+            |controller: &str, file: &str, value: &str| self.write_control(controller, file, value);
         if self.cgroup.v2() {
             let _ = write("", "memory.swap.max", "max");
             return [
@@ -293,11 +291,15 @@ impl TaskCgroup {
         if self.cgroup.v2() {
             return true;
         }
-        let write = |file: &str, value: &str| {
-            self.controller_dir("memory")
-                .is_some_and(|dir| std::fs::write(dir.join(file), value).is_ok())
-        };
-        write("memory.oom_control", "0") & write("memory.soft_limit_in_bytes", "-1")
+        self.write_control("memory", "memory.oom_control", "0")
+            & self.write_control("memory", "memory.soft_limit_in_bytes", "-1")
+    }
+
+    /// Writes `value` to control file `file` of `controller`'s directory (`""` on v2);
+    /// whether it took.
+    fn write_control(&self, controller: &str, file: &str, value: &str) -> bool {
+        self.controller_dir(controller)
+            .is_some_and(|dir| std::fs::write(dir.join(file), value).is_ok())
     }
 
     /// Whether a cgroup the task made inside this one is there, in any hierarchy: a cgroup

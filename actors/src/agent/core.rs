@@ -624,13 +624,13 @@ impl AgentState {
     /// What follows a task's start: `Running` and a watch, or `Failed` with the reason. A
     /// task killed while it started is stopped now (the kill found no process to stop).
     async fn started(&mut self, id: &TaskId, result: Result<(), String>, adopt: bool) {
+        let killing = self
+            .book
+            .tasks
+            .get(id)
+            .is_some_and(|t| t.status.state == TaskState::Killing);
         match result {
             Ok(()) => {
-                let killing = self
-                    .book
-                    .tasks
-                    .get(id)
-                    .is_some_and(|t| t.status.state == TaskState::Killing);
                 if killing {
                     if let Some(grace) = self.book.tasks.get(id).map(|t| t.info.command.grace) {
                         stop_process(id, grace);
@@ -649,11 +649,6 @@ impl AgentState {
                 self.watch(id, self.context(id)).await;
             }
             Err(text) => {
-                let killing = self
-                    .book
-                    .tasks
-                    .get(id)
-                    .is_some_and(|t| t.status.state == TaskState::Killing);
                 let (state, reason) = if killing {
                     let reason = format!("killed while it started, and it did not start: {text}");
                     (TaskState::Killed, reason)

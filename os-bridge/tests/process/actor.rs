@@ -11,7 +11,7 @@ use troupe_runtime::{
     Addr, Cookie, DownReason, Node, NodeConfig, SupFlags, SupervisorRef, SupervisorSpec, ractor,
 };
 
-use super::{Fixture, sh, within};
+use super::{Fixture, sh, shim_of, within};
 
 async fn node() -> Node {
     let mut config = NodeConfig::new(
@@ -268,12 +268,7 @@ async fn a_restart_runs_on_the_shim_its_last_run_left_which_then_serves_other_ta
         "a spare once its keeper lets it go"
     );
     let other = fx.spawn("other", sh("exit 0")).await;
-    let status_dir = other.sandbox().join(".troupe");
-    assert_eq!(
-        troupe_os::Checkpoint::read(&status_dir).unwrap().shim_pid,
-        shims[0],
-        "another task runs on it"
-    );
+    assert_eq!(shim_of(&other), shims[0], "another task runs on it");
     within(CALL, other.wait()).await;
 }
 
@@ -288,8 +283,7 @@ async fn spare_shims_are_kept_up_to_their_limit_and_the_rest_exit() {
     }
     let mut shims = Vec::new();
     for p in &runs {
-        let status_dir = p.sandbox().join(".troupe");
-        shims.push(troupe_os::Checkpoint::read(&status_dir).unwrap().shim_pid);
+        shims.push(shim_of(p));
         assert_eq!(within(CALL, p.wait()).await, ExitReason::Exited(0));
     }
     shims.sort_unstable();
@@ -319,10 +313,6 @@ async fn spare_shims_are_kept_up_to_their_limit_and_the_rest_exit() {
 async fn a_dead_kept_shim_is_replaced_and_an_untaken_one_becomes_a_spare() {
     let Some(fx) = Fixture::new() else { return };
     let ctx = fx.ctx("respawn").keeping_between_runs();
-    let shim_of = |p: &troupe_os::Process| {
-        let status_dir = p.sandbox().join(".troupe");
-        troupe_os::Checkpoint::read(&status_dir).unwrap().shim_pid
-    };
     let first = troupe_os::Process::spawn(sh("exit 0"), ctx.clone())
         .await
         .unwrap();
@@ -367,11 +357,6 @@ async fn a_dead_kept_shim_is_replaced_and_an_untaken_one_becomes_a_spare() {
 async fn a_kept_shim_joins_the_cgroup_made_anew_after_its_own_was_removed() {
     let Some(fx) = Fixture::new() else { return };
     let ctx = fx.ctx("remade").keeping_between_runs();
-    let shim_of = |p: &troupe_os::Process| {
-        troupe_os::Checkpoint::read(&p.sandbox().join(".troupe"))
-            .unwrap()
-            .shim_pid
-    };
     let first = troupe_os::Process::spawn(sh("exit 0"), ctx.clone())
         .await
         .unwrap();

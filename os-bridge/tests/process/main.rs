@@ -99,6 +99,13 @@ fn alive(pid: i32) -> bool {
     troupe_os::procfs::is_running(pid)
 }
 
+/// The pid of the shim that runs (or ran) `p`, from its checkpoint.
+fn shim_of(p: &Process) -> i32 {
+    troupe_os::Checkpoint::read(&p.sandbox().join(".troupe"))
+        .expect("a checkpoint")
+        .shim_pid
+}
+
 /// Nomad: TestExecutor_Start_Wait_Failure_Code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_zero_exit_code_is_reported() {
@@ -271,9 +278,7 @@ async fn a_task_starts_in_its_session_cgroup_and_limits_with_default_signals() {
 async fn a_task_whose_shim_dies_is_watched_to_its_end_and_reported_gone() {
     let Some(fx) = Fixture::new() else { return };
     let p = fx.spawn("orphan", ProcessSpec::new(["sleep", "1"])).await;
-    let shim = troupe_os::Checkpoint::read(&p.sandbox().join(".troupe"))
-        .unwrap()
-        .shim_pid;
+    let shim = shim_of(&p);
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(shim).unwrap(),
         rustix::process::Signal::KILL,
@@ -687,12 +692,7 @@ async fn an_ended_tasks_cgroup_is_recycled_reset_and_never_joined_by_its_old_nam
     };
     let first = Process::spawn(spec, warming("limited")).await.unwrap();
     let inode = std::fs::metadata(pids_root.join("limited")).unwrap().ino();
-    let shim = |p: &Process| {
-        troupe_os::Checkpoint::read(&p.sandbox().join(".troupe"))
-            .unwrap()
-            .shim_pid
-    };
-    let first_shim = shim(&first);
+    let first_shim = shim_of(&first);
     assert_eq!(
         within(Duration::from_secs(10), first.wait()).await,
         ExitReason::Exited(0)
@@ -754,7 +754,7 @@ async fn an_ended_tasks_cgroup_is_recycled_reset_and_never_joined_by_its_old_nam
     let again = Process::spawn(sh("exec sleep 30"), warming("limited"))
         .await
         .unwrap();
-    assert_eq!(shim(&again), first_shim, "on the same shim");
+    assert_eq!(shim_of(&again), first_shim, "on the same shim");
     let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", again.pid())).unwrap();
     let pids_line = cgroups.lines().find(|l| l.contains(":pids:")).unwrap();
     assert!(
