@@ -23,6 +23,10 @@ use serde::de::DeserializeOwned;
 use crate::codec::{CodecError, Reply, ReplyError};
 use crate::node::{ConnectError, Node, SCOPE};
 
+/// How long a path not found waits for the news of its registration from a connected node
+/// (`crate::kernel::session_barrier`): a session round trip, unless the peer is stuck.
+const BARRIER_WAIT: Duration = Duration::from_secs(2);
+
 /// Why an address could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum AddrError {
@@ -307,10 +311,24 @@ impl<M: Message> Addr<M> {
                     return Err(self.connect_error(peer, e));
                 }
             }
-            Some(_) => return Err(self.no_such_actor()),
+            // The path may be registered already and its news still on the way: the
+            // message channel that told the caller about it overtakes the session.
+            Some(peer) => {
+                crate::kernel::session_barrier(peer, BARRIER_WAIT).await;
+            }
             None => {
-                if node.connect_known().await == 0 {
-                    return Err(self.no_such_actor());
+                node.connect_known().await;
+                let barriers: Vec<_> = node
+                    .connected_peers()
+                    .into_iter()
+                    .map(|peer| {
+                        tokio::spawn(async move {
+                            crate::kernel::session_barrier(&peer, BARRIER_WAIT).await
+                        })
+                    })
+                    .collect();
+                for barrier in barriers {
+                    let _ = barrier.await;
                 }
             }
         }
@@ -351,7 +369,7 @@ impl<M: Message> Addr<M> {
         {
             let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(target) = cached.as_ref().filter(|t| alive(&t.cell)) {
-                match target.cell.send_message(message) {
+                match crate::node::channel::deliver(target, message) {
                     Ok(()) => return Ok(()),
                     // It stopped since it was cached: look again below.
                     Err(MessagingErr::SendErr(back)) => {
@@ -364,8 +382,8 @@ impl<M: Message> Addr<M> {
         }
         // One retry: the actor found may stop before the message reaches it.
         for attempt in 0..2 {
-            let cell = match self.locate().await {
-                Ok(t) => t.cell,
+            let target = match self.locate().await {
+                Ok(t) => t,
                 Err(error) => {
                     return Err(SendError {
                         error,
@@ -373,7 +391,7 @@ impl<M: Message> Addr<M> {
                     });
                 }
             };
-            match cell.send_message(message) {
+            match crate::node::channel::deliver(&target, message) {
                 Ok(()) => return Ok(()),
                 Err(MessagingErr::SendErr(back)) if attempt == 0 => {
                     self.cached.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -28,6 +28,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::oneshot;
 
+use crate::node::channel::Answer;
+
 /// Why bytes could not be turned into a value, or a value into bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -147,8 +149,16 @@ pub mod millis {
 thread_local! {
     /// The byte-level reply channel produced while encoding a call.
     static OUTGOING_REPLY: RefCell<Option<RpcReplyPort<Vec<u8>>>> = const { RefCell::new(None) };
-    /// The byte-level reply channel of the call being decoded.
-    static INCOMING_REPLY: RefCell<Option<RpcReplyPort<Vec<u8>>>> = const { RefCell::new(None) };
+    /// Where the answer of the call being decoded goes.
+    static INCOMING_REPLY: RefCell<Option<Incoming>> = const { RefCell::new(None) };
+}
+
+/// Where a call that came from another node is answered.
+enum Incoming {
+    /// Through ractor_cluster's session: its byte-level reply channel.
+    Session(RpcReplyPort<Vec<u8>>),
+    /// Back on the message channel the call came over.
+    Channel(Answer),
 }
 
 /// Encodes a message into ractor's frame: a cast, or a call when the message carries a
@@ -190,13 +200,27 @@ pub fn decode_message<M: DeserializeOwned>(
 pub fn decode_frame<M: DeserializeOwned>(frame: SerializedMessage) -> Result<M, CodecError> {
     let expected = std::any::type_name::<M>();
     let (variant, args, reply) = match frame {
-        SerializedMessage::Cast { variant, args, .. } => (variant, args, None),
+        // A call over a message channel travels as a cast whose metadata names its answer
+        // port; the port is made first, so that a frame dropped below still tells the
+        // caller that no answer will come.
+        SerializedMessage::Cast {
+            variant,
+            args,
+            metadata,
+        } => (
+            variant,
+            args,
+            metadata
+                .as_deref()
+                .and_then(Answer::from_metadata)
+                .map(Incoming::Channel),
+        ),
         SerializedMessage::Call {
             variant,
             args,
             reply,
             ..
-        } => (variant, args, Some(reply)),
+        } => (variant, args, Some(Incoming::Session(reply))),
         SerializedMessage::CallReply(..) => {
             let err = CodecError::WrongType {
                 expected,
@@ -238,8 +262,9 @@ pub fn decode_frame<M: DeserializeOwned>(frame: SerializedMessage) -> Result<M, 
 /// The reply port of a call: the receiver of a request answers through it exactly once.
 ///
 /// A `Reply` travels inside the request message. When the request stays on this node it is a
-/// plain channel; when it crosses nodes it becomes ractor's byte-level reply channel and the
-/// answer is encoded with this module. A message may carry at most one `Reply`.
+/// plain channel; when it crosses nodes the answer is encoded with this module and goes back
+/// on the message channel the request came over (or through ractor's byte-level reply
+/// channel, from a peer without message channels). A message may carry at most one `Reply`.
 pub struct Reply<T> {
     port: Mutex<Option<Port<T>>>,
 }
@@ -250,8 +275,10 @@ enum Port<T> {
         answer: oneshot::Sender<T>,
         handoff: oneshot::Sender<oneshot::Receiver<Vec<u8>>>,
     },
-    /// The caller is on another node.
+    /// The caller is on another node and called through the session.
     Wire(RpcReplyPort<Vec<u8>>),
+    /// The caller is on another node and called over its message channel.
+    Channel(Answer),
 }
 
 impl<T> fmt::Debug for Reply<T> {
@@ -311,6 +338,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Reply<T> {
                     false
                 }
             },
+            Some(Port::Channel(answer)) => match encode(&value) {
+                Ok(bytes) => answer.send(&bytes),
+                Err(e) => {
+                    tracing::warn!(cause = %e, "cannot encode a reply");
+                    false
+                }
+            },
             None => false,
         }
     }
@@ -361,7 +395,7 @@ impl<T> Serialize for Reply<T> {
                 OUTGOING_REPLY.with(|slot| *slot.borrow_mut() = Some(RpcReplyPort::from(tx)));
                 serializer.serialize_unit()
             }
-            Some(port @ Port::Wire(_)) => {
+            Some(port @ (Port::Wire(_) | Port::Channel(_))) => {
                 *guard = Some(port);
                 Err(S::Error::custom(
                     "a reply port received from another node cannot be forwarded",
@@ -377,8 +411,11 @@ impl<'de, T> Deserialize<'de> for Reply<T> {
         use serde::de::Error;
         <()>::deserialize(deserializer)?;
         match INCOMING_REPLY.with(|slot| slot.borrow_mut().take()) {
-            Some(port) => Ok(Reply {
+            Some(Incoming::Session(port)) => Ok(Reply {
                 port: Mutex::new(Some(Port::Wire(port))),
+            }),
+            Some(Incoming::Channel(answer)) => Ok(Reply {
+                port: Mutex::new(Some(Port::Channel(answer))),
             }),
             None => Err(D::Error::custom(
                 "a reply port without a reply channel (a cast, or a second port)",

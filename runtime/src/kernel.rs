@@ -15,6 +15,7 @@
 //! wins, and the other finds nothing.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{
@@ -100,6 +101,20 @@ pub(crate) enum KernelWire {
     Unlink {
         /// The link.
         id: Ref,
+    },
+    /// Answered at once, through the session it came by: once the answer is in, every
+    /// process-group change this node sent before it has reached the asking node.
+    Sync {
+        /// The answer.
+        reply: Reply<()>,
+    },
+    /// The node `node` asks for a ticket to open its message channel to this node
+    /// (`crate::node::channel`); `None` when none can be issued.
+    OpenChannel {
+        /// The asking node.
+        node: String,
+        /// The offer.
+        reply: Reply<Option<crate::node::channel::ChannelOffer>>,
     },
 }
 
@@ -253,8 +268,48 @@ impl Kernel {
 }
 
 /// Sends a message to another node's kernel, if it is connected. A kernel never waits for
-/// a connection: when the peer is gone, its own side fires `NodeDown`.
+/// a connection: when the peer is gone, its own side fires `NodeDown`. The message takes the
+/// message channel, behind every message this node sent the peer before it (a `Down` comes
+/// after the dead actor's last messages).
 pub(crate) fn to_kernel(node: &str, wire: KernelWire) {
+    let addr = Addr::<KernelMsg>::on(node, kernel_path(node));
+    match addr.lookup() {
+        Ok(target) => {
+            if crate::node::channel::deliver(&target, KernelMsg::Wire(wire)).is_err() {
+                tracing::debug!(peer = %node, "kernel message to a stopping peer dropped");
+            }
+        }
+        Err(e) => {
+            tracing::debug!(peer = %node, cause = %e, "kernel message to an unreachable peer dropped")
+        }
+    }
+}
+
+/// Waits until the process-group changes `node` made before now have reached this node:
+/// a round trip through the ractor_cluster session, which carries them in order. A message
+/// channel is faster than the session, so an answer that says "registered" can arrive
+/// before the registration; an address that does not find a path asks this before it says
+/// there is no such actor. `false` when the peer did not answer within `within`.
+pub(crate) async fn session_barrier(node: &str, within: Duration) -> bool {
+    let Ok(target) = Addr::<KernelMsg>::on(node, kernel_path(node)).lookup() else {
+        return false;
+    };
+    let (reply, answer) = Reply::channel();
+    if target
+        .cell
+        .send_message(KernelMsg::Wire(KernelWire::Sync { reply }))
+        .is_err()
+    {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(within, answer.recv()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// [`to_kernel`] through the ractor_cluster session instead of the message channel.
+pub(crate) fn to_kernel_by_session(node: &str, wire: KernelWire) {
     let addr = Addr::<KernelMsg>::on(node, kernel_path(node));
     match addr.lookup() {
         Ok(target) => {
@@ -671,6 +726,16 @@ impl KernelState {
                         initiator,
                     });
                 }
+            }
+            KernelWire::Sync { reply } => {
+                reply.send(());
+            }
+            KernelWire::OpenChannel { node, reply } => {
+                let offer = self.node.shared.channels.offer(&node);
+                if let Err(e) = &offer {
+                    tracing::warn!(peer = %node, cause = %e, "cannot issue a message channel ticket");
+                }
+                reply.send(offer.ok());
             }
         }
     }

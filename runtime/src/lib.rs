@@ -58,6 +58,7 @@ pub use monitor::{
     Down, DownReason, Exit, LinkError, Ref, demonitor, link, monitor, monitor_channel,
     monitor_with, trap_exit, unlink,
 };
+pub use node::channel::ChannelInfo;
 pub use node::{ConnectError, Node, NodeConfig, NodeError, NodeEvent, Transport};
 pub use ping::{PingMsg, Pong, ping_path};
 pub use supervisor::{

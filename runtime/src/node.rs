@@ -3,6 +3,8 @@
 //! ```text
 //! Node (this module; one per OS process, as ractor's pg and registry are process-global)
 //! ├── ractor_cluster NodeServer      listener + one NodeSession per peer (Isolated mode)
+//! ├── message channels               one TCP connection each way per peer for messages
+//! │                                  (node/channel.rs; tasks, not actors)
 //! ├── kernel   node/<name>/kernel    monitors and links across nodes   (crate::kernel)
 //! └── ping     node/<name>/ping      answers `troupe ping`              (crate::ping)
 //! ```
@@ -12,6 +14,7 @@
 //! [`Node::add_peer`], and from every peer that connects to it; the first message sent to
 //! a known but unconnected node opens the connection ([`Node::ensure_connected`]).
 
+pub(crate) mod channel;
 mod peers;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -239,6 +242,7 @@ pub(crate) struct Shared {
     heartbeat: Slot<HeartbeatMsg>,
     spawner: Slot<SpawnerMsg>,
     inspector: Slot<InspectorMsg>,
+    pub(crate) channels: channel::Channels,
 }
 
 /// A handle to the running node of this OS process. Cheap to clone.
@@ -331,6 +335,15 @@ impl Node {
                 addr: listen,
                 cause: e.to_string(),
             })?;
+        let (channels, channel_listener) = channel::Channels::bind(listen.ip(), advertise.ip())
+            .await
+            .map_err(|e| {
+                server.stop(None);
+                NodeError::Listen {
+                    addr: SocketAddr::new(listen.ip(), 0),
+                    cause: format!("message channel listener: {e}"),
+                }
+            })?;
         let (events, _) = broadcast::channel(1024);
         let mut peers = Peers::default();
         for (name, addr) in &config.peers {
@@ -351,8 +364,10 @@ impl Node {
             heartbeat: Slot::empty(),
             spawner: Slot::empty(),
             inspector: Slot::empty(),
+            channels,
         });
         let node = Node { shared };
+        channel::Channels::start(&node, channel_listener);
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: "troupe-peers".into(),
             subscription: Box::new(Subscription {
@@ -451,6 +466,26 @@ impl Node {
         self.shared
             .handshake_failures
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Where peers open their message channels to this node (`node/channel.rs`): the
+    /// advertised address's host, a port of the system's choosing.
+    pub fn channel_addr(&self) -> SocketAddr {
+        self.shared.channels.addr()
+    }
+
+    /// Connections to the message channel listener refused for want of a good ticket.
+    pub fn channel_refusals(&self) -> u64 {
+        self.shared
+            .channels
+            .stats
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The message channels open now, both ways.
+    pub fn message_channels(&self) -> Vec<channel::ChannelInfo> {
+        self.shared.channels.list()
     }
 
     /// Subscribes to peers coming up and going down.
@@ -643,9 +678,10 @@ impl Node {
     pub async fn stop(&self) {
         let shared = &self.shared;
         // Peers hear that this is a stop, not a failure (best effort: the news travels on
-        // the sessions about to close, ahead of the close).
+        // the sessions about to close, ahead of the close, and not on a message channel,
+        // which could be overtaken by the close).
         for peer in self.connected_peers() {
-            crate::kernel::to_kernel(
+            crate::kernel::to_kernel_by_session(
                 &peer,
                 crate::kernel::KernelWire::Leaving {
                     node: self.name().to_string(),
@@ -657,6 +693,7 @@ impl Node {
         shared.spawner.stop().await;
         shared.ping.stop().await;
         shared.kernel.stop().await;
+        shared.channels.stop();
         let _ = self
             .shared
             .server

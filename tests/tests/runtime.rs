@@ -432,12 +432,20 @@ async fn hostile_bytes_on_the_port_hurt_no_one() {
         })
         .unwrap();
 
-    // b still serves, and counted both bad frames.
+    // b still serves, and counted both bad frames. (They went by the session, which the
+    // message channel that carries these calls may overtake: wait for them.)
     assert_eq!(echo("b", "after").await.unwrap(), "after");
-    let stats = Addr::<ControlMsg>::on("b", "control")
-        .call(|reply| ControlMsg::DecodeStats { reply }, CALL_TIMEOUT)
-        .await
-        .unwrap();
+    let mut stats = troupe_runtime::codec::DecodeStats::default();
+    for _ in 0..250 {
+        stats = Addr::<ControlMsg>::on("b", "control")
+            .call(|reply| ControlMsg::DecodeStats { reply }, CALL_TIMEOUT)
+            .await
+            .unwrap();
+        if stats.wrong_type >= 1 && stats.malformed >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(stats.wrong_type >= 1, "{stats:?}");
     assert!(stats.malformed >= 1, "{stats:?}");
     assert!(node.is_connected("b"));
@@ -497,4 +505,104 @@ async fn a_handle_re_resolves_after_its_target_restarts() {
         "two",
         "the same handle reaches the new actor"
     );
+}
+
+/// The message channel to `peer` this node opened, if it is open.
+fn outbound_channel(
+    node: &troupe_runtime::Node,
+    peer: &str,
+) -> Option<troupe_runtime::ChannelInfo> {
+    node.message_channels()
+        .into_iter()
+        .find(|c| c.peer == peer && c.outbound)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_message_channel_is_a_lost_connection_and_the_next_call_opens_another() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    assert_eq!(echo("b", "before").await.unwrap(), "before");
+    let first = outbound_channel(&node, "b").expect("the call went over a message channel");
+    assert_eq!(first.remote.ip(), b.addr.ip());
+    assert_ne!(
+        first.remote.port(),
+        b.addr.port(),
+        "a connection beside the session's"
+    );
+    spawn_victim("b", "victim/v1", false).await;
+    let rx = counted_monitor(&Addr::<VictimMsg>::on("b", "victim/v1")).await;
+
+    // Abort the channel's TCP connection under both ends (the session stays as it is).
+    let killed = std::process::Command::new("ss")
+        .args([
+            "-K",
+            "src",
+            &first.local.to_string(),
+            "dst",
+            &first.remote.to_string(),
+        ])
+        .output()
+        .expect("ss runs");
+    assert!(killed.status.success(), "{killed:?}");
+
+    // Messages on a lost channel are lost: the peer counts as disconnected and its monitors
+    // fire, as for a lost session.
+    let down = exactly_one_down(rx).await;
+    assert_eq!(down.reason, DownReason::NodeDown, "{down:?}");
+    assert_eq!(echo("b", "after").await.unwrap(), "after");
+    let second = outbound_channel(&node, "b").expect("a new channel");
+    assert_ne!(second.local, first.local);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_channel_listener_refuses_anything_but_a_good_ticket() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    assert_eq!(echo("b", "before").await.unwrap(), "before");
+    let addr = node.channel_addr();
+    assert_ne!(addr, node.advertise_addr());
+    let hello = |name: &str, ticket: &[u8]| -> Vec<u8> {
+        let mut out = b"troupe/1".to_vec();
+        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(ticket);
+        out
+    };
+    let attempts: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        hello("b", &[7; 32]),
+        hello("b", &[0; 32]),
+        [&b"troupe/1"[..], &u16::MAX.to_be_bytes()[..]].concat(),
+        [
+            &b"troupe/1"[..],
+            &2u16.to_be_bytes()[..],
+            &[0xff, 0xfe][..],
+            &[1; 32][..],
+        ]
+        .concat(),
+        b"troupe/1".to_vec(),
+    ];
+    for attempt in &attempts {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(attempt).unwrap();
+        // The half-sent ones end with the writer's close.
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+        assert!(answer.is_empty(), "refused without a word: {answer:?}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || node.channel_refusals()
+            == attempts.len() as u64)
+        .await,
+        "{} of {} counted",
+        node.channel_refusals(),
+        attempts.len()
+    );
+    // Nothing was harmed: the session and the channels serve on.
+    assert!(node.is_connected("b"));
+    assert_eq!(echo("b", "after").await.unwrap(), "after");
 }
