@@ -735,7 +735,7 @@ impl KernelState {
                 if let Err(e) = &offer {
                     tracing::warn!(peer = %node, cause = %e, "cannot issue a message channel ticket");
                 }
-                reply.send(offer.ok());
+                reply.send(offer.ok().flatten());
             }
         }
     }

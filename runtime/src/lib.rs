@@ -59,7 +59,7 @@ pub use monitor::{
     monitor_with, trap_exit, unlink,
 };
 pub use node::channel::ChannelInfo;
-pub use node::{ConnectError, Node, NodeConfig, NodeError, NodeEvent, Transport};
+pub use node::{ChannelConfig, ConnectError, Node, NodeConfig, NodeError, NodeEvent, Transport};
 pub use ping::{PingMsg, Pong, ping_path};
 pub use supervisor::{
     Child, ChildSpec, StartCtx, StartOutcome, SupFlags, SupervisorRef, SupervisorSpec,

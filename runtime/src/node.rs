@@ -42,7 +42,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Only plain TCP is offered today. TLS plugs in here: ractor_cluster takes a rustls acceptor
 /// (`IncomingEncryptionMode::Tls`) for the listener and a connector (`client_connect_enc`)
 /// for outgoing sessions, and [`Node::start`] and [`Node::connect`] are the two places that
-/// choose between them.
+/// choose between them; the message channel (`node/channel.rs`) would wrap its connections
+/// in the same acceptor and connector, in `accept` and `connect`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Transport {
@@ -71,6 +72,22 @@ pub struct NodeConfig {
     /// How peers are watched for silence; `None` turns heartbeats off (a closed connection
     /// is still noticed at once).
     pub heartbeat: Option<HeartbeatConfig>,
+    /// The message channel (`node/channel.rs`): where it listens, or off.
+    pub channel: ChannelConfig,
+}
+
+/// Where a node's message channel listens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChannelConfig {
+    /// On the listen address's host, a port of the system's choosing (told to peers over
+    /// the session).
+    #[default]
+    AnyPort,
+    /// On the listen address's host and this port: for firewalls.
+    Port(u16),
+    /// No channel: this node's messages go through the ractor_cluster sessions, and so do
+    /// its peers' messages to it.
+    Off,
 }
 
 impl NodeConfig {
@@ -85,6 +102,7 @@ impl NodeConfig {
             peers: Vec::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             heartbeat: Some(HeartbeatConfig::default()),
+            channel: ChannelConfig::AnyPort,
         }
     }
 }
@@ -335,15 +353,16 @@ impl Node {
                 addr: listen,
                 cause: e.to_string(),
             })?;
-        let (channels, channel_listener) = channel::Channels::bind(listen.ip(), advertise.ip())
-            .await
-            .map_err(|e| {
-                server.stop(None);
-                NodeError::Listen {
-                    addr: SocketAddr::new(listen.ip(), 0),
-                    cause: format!("message channel listener: {e}"),
-                }
-            })?;
+        let (channels, channel_listener) =
+            channel::Channels::bind(config.channel, listen.ip(), advertise.ip())
+                .await
+                .map_err(|e| {
+                    server.stop(None);
+                    NodeError::Listen {
+                        addr: SocketAddr::new(listen.ip(), 0),
+                        cause: format!("message channel listener: {e}"),
+                    }
+                })?;
         let (events, _) = broadcast::channel(1024);
         let mut peers = Peers::default();
         for (name, addr) in &config.peers {
@@ -469,8 +488,9 @@ impl Node {
     }
 
     /// Where peers open their message channels to this node (`node/channel.rs`): the
-    /// advertised address's host, a port of the system's choosing.
-    pub fn channel_addr(&self) -> SocketAddr {
+    /// advertised address's host and the port [`ChannelConfig`] asked for; `None` when the
+    /// channel is off.
+    pub fn channel_addr(&self) -> Option<SocketAddr> {
         self.shared.channels.addr()
     }
 

@@ -108,6 +108,25 @@ pub enum VictimMsg {
     },
     /// An exit signal from a linked actor, for a victim that traps exits.
     Exit(Exit),
+    /// Casts `count` numbered `EchoMsg::Seq` messages to the echo actor at `path` on
+    /// `node`, then stops in the given way.
+    SendThenDie {
+        /// The echo actor's node.
+        node: String,
+        /// Its path.
+        path: String,
+        /// How many messages.
+        count: u64,
+        /// How to stop after.
+        mode: StopMode,
+    },
+    /// Answers, then stops in the given way at once.
+    AnswerThenDie {
+        /// How to stop.
+        mode: StopMode,
+        /// The answer: the victim's path.
+        reply: Reply<String>,
+    },
 }
 
 impl From<Exit> for VictimMsg {
@@ -160,6 +179,20 @@ impl Victim {
     }
 }
 
+impl Victim {
+    fn die(&self, myself: &ActorRef<VictimMsg>, mode: StopMode) -> Result<(), ActorProcessingErr> {
+        match mode {
+            StopMode::Normal => myself.stop(None),
+            StopMode::Panic => panic!("victim {} panics on request", self.path),
+            StopMode::Error => {
+                return Err(format!("victim {} fails on request", self.path).into());
+            }
+            StopMode::Kill => myself.kill(),
+        }
+        Ok(())
+    }
+}
+
 impl Actor for Victim {
     type Msg = VictimMsg;
     type State = ();
@@ -176,15 +209,26 @@ impl Actor for Victim {
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            VictimMsg::Die { mode } => match mode {
-                StopMode::Normal => myself.stop(None),
-                StopMode::Panic => panic!("victim {} panics on request", self.path),
-                StopMode::Error => {
-                    return Err(format!("victim {} fails on request", self.path).into());
-                }
-                StopMode::Kill => myself.kill(),
-            },
+            VictimMsg::Die { mode } => return self.die(&myself, mode),
             VictimMsg::Exit(exit) => (self.exits)(exit),
+            VictimMsg::SendThenDie {
+                node,
+                path,
+                count,
+                mode,
+            } => {
+                let echo = Addr::<EchoMsg>::on(node, path);
+                for n in 0..count {
+                    echo.send(EchoMsg::Seq { n })
+                        .await
+                        .map_err(|e| format!("victim {} cannot send: {}", self.path, e.error))?;
+                }
+                return self.die(&myself, mode);
+            }
+            VictimMsg::AnswerThenDie { mode, reply } => {
+                reply.send(self.path.clone());
+                return self.die(&myself, mode);
+            }
         }
         Ok(())
     }

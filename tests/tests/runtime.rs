@@ -100,13 +100,18 @@ async fn down_for_stop(mode: StopMode) -> Down {
     let b = testnode("b");
     let node = start_local_node("a", TEST_COOKIE).await;
     node.add_peer("b", b.addr);
-    spawn_victim("b", "victim/v1", false).await;
-    let victim = Addr::<VictimMsg>::on("b", "victim/v1");
+    down_for_stop_on("b", mode).await
+}
+
+/// Spawns a victim on `node`, monitors it, stops it, and returns its one `Down`.
+async fn down_for_stop_on(node: &str, mode: StopMode) -> Down {
+    spawn_victim(node, "victim/v1", false).await;
+    let victim = Addr::<VictimMsg>::on(node, "victim/v1");
     let rx = counted_monitor(&victim).await;
     victim.send(VictimMsg::Die { mode }).await.unwrap();
     let down = exactly_one_down(rx).await;
     assert_eq!(down.path, "victim/v1");
-    assert_eq!(down.node, "b");
+    assert_eq!(down.node, node);
     down
 }
 
@@ -561,7 +566,7 @@ async fn the_message_channel_listener_refuses_anything_but_a_good_ticket() {
     let node = start_local_node("a", TEST_COOKIE).await;
     node.add_peer("b", b.addr);
     assert_eq!(echo("b", "before").await.unwrap(), "before");
-    let addr = node.channel_addr();
+    let addr = node.channel_addr().expect("the channel is on by default");
     assert_ne!(addr, node.advertise_addr());
     let hello = |name: &str, ticket: &[u8]| -> Vec<u8> {
         let mut out = b"troupe/1".to_vec();
@@ -605,4 +610,99 @@ async fn the_message_channel_listener_refuses_anything_but_a_good_ticket() {
     // Nothing was harmed: the session and the channels serve on.
     assert!(node.is_connected("b"));
     assert_eq!(echo("b", "after").await.unwrap(), "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_from_another_node_comes_after_the_dead_actors_last_messages() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    let (sink, _) = Actor::spawn(None, troupe_tests::actors::Echo, ())
+        .await
+        .unwrap();
+    troupe_runtime::register("sink", &sink).unwrap();
+    for (i, mode) in [StopMode::Normal, StopMode::Error, StopMode::Kill]
+        .into_iter()
+        .enumerate()
+    {
+        let path = format!("victim/burst-{i}");
+        spawn_victim("b", &path, false).await;
+        let victim = Addr::<VictimMsg>::on("b", path.as_str());
+        // The Down is handed to the sink as it fires: the stats it answers then count what
+        // was in the sink's mailbox ahead of the Down.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let at_down = sink.clone();
+        troupe_runtime::monitor_with(&victim, move |down| {
+            let (reply, answer) = troupe_runtime::Reply::channel();
+            let _ = at_down.cast(EchoMsg::SeqStats { reply });
+            let _ = tx.send((down, answer));
+        })
+        .await
+        .unwrap();
+        let count = 3_000;
+        victim
+            .send(VictimMsg::SendThenDie {
+                node: "a".into(),
+                path: "sink".into(),
+                count,
+                mode,
+            })
+            .await
+            .unwrap();
+        let mut rx = rx;
+        let (down, answer) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a Down")
+            .unwrap();
+        assert_ne!(down.reason, DownReason::NodeDown, "{down:?}");
+        let (received, out_of_order) = answer.recv().await.unwrap();
+        // Each victim counts from 0 again: one number out of order for each before it.
+        assert_eq!(
+            (received, out_of_order),
+            (count * (i as u64 + 1), i as u64),
+            "every message the victim sent was in ahead of its Down ({mode:?})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_sent_just_before_a_stop_reaches_the_caller_on_another_node() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    for i in 0..30 {
+        let path = format!("victim/answering-{i}");
+        spawn_victim("b", &path, false).await;
+        let mode = [StopMode::Normal, StopMode::Error, StopMode::Kill][i % 3];
+        let answer = Addr::<VictimMsg>::on("b", path.as_str())
+            .call(
+                |reply| VictimMsg::AnswerThenDie { mode, reply },
+                CALL_TIMEOUT,
+            )
+            .await;
+        assert_eq!(answer.unwrap(), path, "{mode:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_a_message_channel_is_served_through_the_session_in_order() {
+    let b = ChildNode::start_testnode(TESTNODE, "b", TEST_COOKIE, &["--no-message-channel"])
+        .expect("helper node starts");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    assert_eq!(echo("b", "hello").await.unwrap(), "hello");
+    assert_eq!(outbound_channel(&node, "b"), None, "no channel to b");
+    let echo_b = Addr::<EchoMsg>::on("b", "echo");
+    for n in 0..5_000 {
+        echo_b.send(EchoMsg::Seq { n }).await.unwrap();
+    }
+    let (received, out_of_order) = echo_b
+        .call(|reply| EchoMsg::SeqStats { reply }, CALL_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!((received, out_of_order), (5_000, 0));
+    // Monitors and links work as ever, through the session.
+    let down = down_for_stop_on("b", StopMode::Error).await;
+    assert!(matches!(down.reason, DownReason::Error(_)), "{down:?}");
+    assert_eq!(node.channel_refusals(), 0);
 }

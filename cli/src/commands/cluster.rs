@@ -14,7 +14,7 @@ use troupe_actors::protocol::Resources;
 use troupe_actors::runner;
 use troupe_runtime::{Node, NodeConfig};
 
-use super::node::{DetectorArgs, shutdown_signals};
+use super::node::{ChannelArgs, DetectorArgs, shutdown_signals};
 use super::{CookieArgs, Failure, parse_key_value};
 use crate::http::Role;
 
@@ -46,6 +46,8 @@ pub(crate) struct MasterArgs {
     cookie: CookieArgs,
     #[command(flatten)]
     detector: DetectorArgs,
+    #[command(flatten)]
+    channel: ChannelArgs,
 }
 
 impl MasterArgs {
@@ -69,9 +71,11 @@ async fn start_node(
     listen: SocketAddr,
     cookie: &CookieArgs,
     detector: &DetectorArgs,
+    channel: &ChannelArgs,
 ) -> Result<Node, Failure> {
     let mut config = NodeConfig::new(name, listen, cookie.resolve()?);
     config.heartbeat = detector.config()?;
+    config.channel = channel.config();
     Node::start(config)
         .await
         .map_err(|e| Failure::from(format!("cannot start the node on {listen}: {e}")))
@@ -107,7 +111,14 @@ async fn start_http(listen: Option<SocketAddr>, node: &Node, role: Role) -> Resu
 pub(crate) async fn master(args: MasterArgs) -> Result<(), Failure> {
     let shutdown = shutdown_signals()?;
     let config = args.config()?;
-    let node = start_node(&args.name, args.listen, &args.cookie, &args.detector).await?;
+    let node = start_node(
+        &args.name,
+        args.listen,
+        &args.cookie,
+        &args.detector,
+        &args.channel,
+    )
+    .await?;
     let tree = master::start(config).await?;
     let runner = runner::start(None).await?;
     println!(
@@ -234,6 +245,8 @@ pub(crate) struct AgentArgs {
     cookie: CookieArgs,
     #[command(flatten)]
     detector: DetectorArgs,
+    #[command(flatten)]
+    channel: ChannelArgs,
 }
 
 pub(crate) async fn agent(args: AgentArgs) -> Result<(), Failure> {
@@ -247,7 +260,14 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<(), Failure> {
     config.master = Some(args.master);
     config.attributes = args.attributes.iter().cloned().collect();
     config.resources = args.resources.resources(&work_dir, 1.0)?;
-    let node = start_node(&args.name, args.listen, &args.cookie, &args.detector).await?;
+    let node = start_node(
+        &args.name,
+        args.listen,
+        &args.cookie,
+        &args.detector,
+        &args.channel,
+    )
+    .await?;
     let tree = agent::start(config).await?;
     println!(
         "agent {} listening on {}",
@@ -295,6 +315,8 @@ pub(crate) struct DevArgs {
     cookie: CookieArgs,
     #[command(flatten)]
     detector: DetectorArgs,
+    #[command(flatten)]
+    channel: ChannelArgs,
 }
 
 pub(crate) async fn dev(args: DevArgs) -> Result<(), Failure> {
@@ -307,7 +329,14 @@ pub(crate) async fn dev(args: DevArgs) -> Result<(), Failure> {
         .clone()
         .unwrap_or_else(|| default_work_dir(&args.name));
     args.tuning.apply()?;
-    let node = start_node(&args.name, args.listen, &args.cookie, &args.detector).await?;
+    let node = start_node(
+        &args.name,
+        args.listen,
+        &args.cookie,
+        &args.detector,
+        &args.channel,
+    )
+    .await?;
     let mut master = MasterConfig {
         registry: args.registry.clone(),
         allocation_interval: Duration::from_millis(100),

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use troupe_runtime::{HeartbeatConfig, Node, NodeConfig};
+use troupe_runtime::{ChannelConfig, HeartbeatConfig, Node, NodeConfig};
 
 use super::{CookieArgs, Failure};
 
@@ -27,6 +27,33 @@ pub(crate) struct NodeArgs {
     cookie: CookieArgs,
     #[command(flatten)]
     detector: DetectorArgs,
+    #[command(flatten)]
+    channel: ChannelArgs,
+}
+
+/// Where a node's message channel listens (shared by every command that runs a node).
+#[derive(Debug, Args)]
+pub(crate) struct ChannelArgs {
+    /// The port of the message channel, the connection that carries messages to this node
+    /// beside the session (default: one of the system's choosing, told to peers over the
+    /// session). Set it where a firewall must know the port.
+    #[arg(long, value_name = "PORT")]
+    channel_port: Option<u16>,
+    /// Carry messages over the ractor_cluster sessions only, as troupe before the message
+    /// channel did (slower; for a network that lets no second port through).
+    #[arg(long, conflicts_with = "channel_port")]
+    no_message_channel: bool,
+}
+
+impl ChannelArgs {
+    /// The channel configuration these flags ask for.
+    pub(crate) fn config(&self) -> ChannelConfig {
+        match (self.no_message_channel, self.channel_port) {
+            (true, _) => ChannelConfig::Off,
+            (false, Some(port)) => ChannelConfig::Port(port),
+            (false, None) => ChannelConfig::AnyPort,
+        }
+    }
 }
 
 /// How a node watches its peers for silence (shared by every command that runs a node).
@@ -78,6 +105,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
     config.advertise = args.advertise;
     config.peers = args.peers;
     config.heartbeat = args.detector.config()?;
+    config.channel = args.channel.config();
     let node = Node::start(config).await?;
     // Scripts and tests wait for this line: print it once the listener is bound.
     println!(

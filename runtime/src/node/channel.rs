@@ -65,7 +65,7 @@ use tokio::task::AbortHandle;
 use crate::addr::{Addr, Target};
 use crate::codec::Reply;
 use crate::kernel::{KernelMsg, KernelWire, kernel_path};
-use crate::node::{Node, NodeEvent, Shared};
+use crate::node::{ChannelConfig, Node, NodeEvent, Shared};
 
 /// The largest frame a channel accepts; a larger length prefix is a broken peer.
 const MAX_FRAME: usize = 64 << 20;
@@ -612,7 +612,8 @@ impl Outbound {
 /// A node's channels: its listener, its outbound channel to each peer and each peer's
 /// inbound one.
 pub(crate) struct Channels {
-    addr: SocketAddr,
+    /// Where peers connect; `None` when the node has its channel off.
+    addr: Option<SocketAddr>,
     outbound: Mutex<HashMap<String, Arc<Outbound>>>,
     inbound: Mutex<HashMap<String, Arc<Conn>>>,
     tickets: Mutex<HashMap<[u8; 32], (String, Instant)>>,
@@ -630,17 +631,25 @@ pub(crate) struct ChannelStats {
 }
 
 impl Channels {
-    /// Binds the channel listener on `ip`, port chosen by the system; peers are told
-    /// `advertise_ip` and that port.
+    /// Binds the channel listener on `ip` and the port `config` asks for; peers are told
+    /// `advertise_ip` and that port. No listener when the channel is off.
     pub(crate) async fn bind(
+        config: ChannelConfig,
         ip: std::net::IpAddr,
         advertise_ip: std::net::IpAddr,
-    ) -> io::Result<(Channels, TcpListener)> {
-        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
-        let port = listener.local_addr()?.port();
+    ) -> io::Result<(Channels, Option<TcpListener>)> {
+        let listener = match config {
+            ChannelConfig::AnyPort => Some(TcpListener::bind(SocketAddr::new(ip, 0)).await?),
+            ChannelConfig::Port(port) => Some(TcpListener::bind(SocketAddr::new(ip, port)).await?),
+            ChannelConfig::Off => None,
+        };
+        let addr = match &listener {
+            Some(listener) => Some(SocketAddr::new(advertise_ip, listener.local_addr()?.port())),
+            None => None,
+        };
         Ok((
             Channels {
-                addr: SocketAddr::new(advertise_ip, port),
+                addr,
                 outbound: Mutex::default(),
                 inbound: Mutex::default(),
                 tickets: Mutex::default(),
@@ -652,7 +661,8 @@ impl Channels {
     }
 
     /// Starts accepting peers' channels and closing channels whose session closed.
-    pub(crate) fn start(node: &Node, listener: TcpListener) {
+    pub(crate) fn start(node: &Node, listener: Option<TcpListener>) {
+        let Some(listener) = listener else { return };
         let accept = tokio::spawn(accept_loop(Arc::downgrade(&node.shared), listener));
         let mut events = node.subscribe();
         let weak = Arc::downgrade(&node.shared);
@@ -759,18 +769,22 @@ impl Channels {
         peers
     }
 
-    /// A ticket for `peer` to open its channel to this node with.
-    pub(crate) fn offer(&self, peer: &str) -> io::Result<ChannelOffer> {
+    /// A ticket for `peer` to open its channel to this node with; `None` when the channel
+    /// is off.
+    pub(crate) fn offer(&self, peer: &str) -> io::Result<Option<ChannelOffer>> {
+        let Some(addr) = self.addr else {
+            return Ok(None);
+        };
         let mut ticket = [0u8; 32];
         std::fs::File::open("/dev/urandom")?.read_exact(&mut ticket)?;
         let now = Instant::now();
         let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
         tickets.retain(|_, (_, issued)| now.duration_since(*issued) < TICKET_LIFE);
         tickets.insert(ticket, (peer.to_string(), now));
-        Ok(ChannelOffer {
-            addr: self.addr,
+        Ok(Some(ChannelOffer {
+            addr,
             ticket: ticket.to_vec(),
-        })
+        }))
     }
 
     /// The open channels.
@@ -810,8 +824,8 @@ impl Channels {
         list
     }
 
-    /// Where peers open their channels to this node.
-    pub(crate) fn addr(&self) -> SocketAddr {
+    /// Where peers open their channels to this node; `None` when the channel is off.
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 
@@ -908,8 +922,8 @@ async fn accept(node: &Node, mut stream: TcpStream) -> Result<String, String> {
     Ok(peer)
 }
 
-/// Asks the peer's kernel, over the session, for a ticket. `None` when the peer does not
-/// answer in time: it has no channels.
+/// Asks the peer's kernel, over the session, for a ticket. `None` when the peer has its
+/// channel off, or does not answer in time (a troupe without channels).
 async fn ask_offer(node: &Node, peer: &str) -> Result<Option<ChannelOffer>, String> {
     let kernel = Addr::<KernelMsg>::on(peer, kernel_path(peer));
     let deadline = Instant::now() + TICKET_WAIT;
@@ -934,8 +948,7 @@ async fn ask_offer(node: &Node, peer: &str) -> Result<Option<ChannelOffer>, Stri
         .send_message(request)
         .map_err(|_| "its kernel stopped".to_string())?;
     match tokio::time::timeout_at(deadline.into(), answer.recv()).await {
-        Ok(Ok(Some(offer))) => Ok(Some(offer)),
-        Ok(Ok(None)) => Err("it could not issue a ticket".into()),
+        Ok(Ok(offer)) => Ok(offer),
         Ok(Err(e)) => Err(format!("no ticket: {e}")),
         Err(_) => Ok(None),
     }
@@ -1013,7 +1026,7 @@ pub(crate) fn deliver<M: ractor::Message>(
     if target.cell.get_id().is_local() {
         return target.cell.send_message(message);
     }
-    let Some(node) = Node::current() else {
+    let Some(node) = Node::current().filter(|n| n.shared.channels.addr.is_some()) else {
         return target.cell.send_message(message);
     };
     if !alive(&target.cell) {
@@ -1117,17 +1130,28 @@ mod tests {
     #[tokio::test]
     async fn a_ticket_is_good_once_for_the_node_it_was_issued_to() {
         let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-        let (channels, listener) = Channels::bind(ip, ip).await.unwrap();
-        assert_eq!(channels.addr(), listener.local_addr().unwrap());
-        let offer = channels.offer("b").unwrap();
+        let (channels, listener) = Channels::bind(ChannelConfig::AnyPort, ip, ip)
+            .await
+            .unwrap();
+        assert_eq!(
+            channels.addr(),
+            Some(listener.unwrap().local_addr().unwrap())
+        );
+        let offer = channels.offer("b").unwrap().unwrap();
         let ticket: [u8; 32] = offer.ticket.as_slice().try_into().unwrap();
         assert!(!channels.redeem("c", &ticket), "issued to b, not c");
-        let offer = channels.offer("b").unwrap();
+        let offer = channels.offer("b").unwrap().unwrap();
         let ticket: [u8; 32] = offer.ticket.as_slice().try_into().unwrap();
         assert!(channels.redeem("b", &ticket));
         assert!(!channels.redeem("b", &ticket), "good once");
-        let other = channels.offer("b").unwrap();
+        let other = channels.offer("b").unwrap().unwrap();
         assert_ne!(other.ticket, offer.ticket);
+        let (off, listener) = Channels::bind(ChannelConfig::Off, ip, ip).await.unwrap();
+        assert!(listener.is_none() && off.addr().is_none());
+        assert!(
+            off.offer("b").unwrap().is_none(),
+            "no tickets with the channel off"
+        );
     }
 
     #[test]

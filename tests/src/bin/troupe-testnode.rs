@@ -42,7 +42,12 @@ async fn main() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let cookie =
         Cookie::new(arg(&args, "--cookie").unwrap_or_else(|| "troupe-test-cookie".into()))?;
-    let node = Node::start(NodeConfig::new(name.clone(), listen, cookie)).await?;
+    let mut config = NodeConfig::new(name.clone(), listen, cookie);
+    // As a troupe without message channels: everything through the session.
+    if args.iter().any(|a| a == "--no-message-channel") {
+        config.channel = troupe_runtime::ChannelConfig::Off;
+    }
+    let node = Node::start(config).await?;
     let (echo, _) = Actor::spawn(None, Echo, ()).await?;
     troupe_runtime::register("echo", &echo)?;
     let (control, _) = Actor::spawn(None, Control, ()).await?;
