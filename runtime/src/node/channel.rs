@@ -37,7 +37,8 @@
 //! **Failure.** A channel that fails (a read or write error, a frame that does not parse)
 //! disconnects the peer's session, so monitors fire `NodeDown` as for any lost connection,
 //! and calls waiting on it end at once. When the session closes, for whatever reason, its
-//! channels close with it. A later message opens both again.
+//! channels close with it; a channel the peer closes cleanly (it stops, or its side of the
+//! session closed) is only forgotten. A later message opens both again.
 //!
 //! **Authentication.** The listener accepts a connection only with a ticket: 32 random bytes
 //! that the connecting node's kernel obtained from this node's kernel over the session the
@@ -394,6 +395,22 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// The peer closed the connection cleanly: it stops, or its session with this node
+    /// closed. That is no failure of the session's, which closes by itself if it is going;
+    /// the connection is only forgotten, so that a later message opens another.
+    fn ended(&self) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.close();
+        tracing::debug!(peer = %self.peer, "message channel closed by the peer");
+        if let Some(shared) = self.node.upgrade() {
+            shared.channels.forget(&self.peer, self.id);
+        }
+    }
+}
+
 impl Drop for Conn {
     fn drop(&mut self) {
         self.close();
@@ -410,7 +427,7 @@ async fn read_loop(conn: Arc<Conn>) {
         }
         match conn.stream.try_read(&mut chunk) {
             Ok(0) => {
-                conn.fail("the peer closed the connection");
+                conn.ended();
                 return;
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -737,6 +754,19 @@ impl Channels {
             .remove(peer);
         if let Some(conn) = inbound {
             conn.close();
+        }
+    }
+
+    /// Forgets connection `id` if it is one of `peer`'s channels.
+    fn forget(&self, peer: &str, id: u64) {
+        let mut outbound = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        if outbound.get(peer).and_then(|out| out.conn_id()) == Some(id) {
+            outbound.remove(peer);
+        }
+        drop(outbound);
+        let mut inbound = self.inbound.lock().unwrap_or_else(|p| p.into_inner());
+        if inbound.get(peer).map(|conn| conn.id) == Some(id) {
+            inbound.remove(peer);
         }
     }
 
