@@ -131,12 +131,8 @@ fn fill<T: Send + 'static>(
         p.filling = true;
         !std::mem::replace(&mut p.swept, true)
     };
-    // A thread of its own at the lowest priority: the pool fills on what the launches
-    // leave of the cpus, not in their way (the launch that took one is still going on).
-    let filler = std::thread::Builder::new().name("troupe-warm".into());
     let filling = pool.clone();
-    let started = filler.spawn(move || {
-        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+    let job = Box::new(move || {
         if sweep_first {
             sweep();
         }
@@ -158,9 +154,48 @@ fn fill<T: Send + 'static>(
         }
         lock(&pool).filling = false;
     });
-    if started.is_err() {
+    if !on_the_filler(job) {
         lock(&filling).filling = false;
     }
+}
+
+/// Work for the filler thread.
+type FillJob = Box<dyn FnOnce() + Send>;
+
+/// The filler thread's queue: one thread for every pool of the process, started with the
+/// first fill and kept (a thread a fill was one `clone3`, a 2 MiB stack mapped and
+/// unmapped and an exit, per launch).
+static FILLER: Mutex<Option<std::sync::mpsc::Sender<FillJob>>> = Mutex::new(None);
+
+/// Runs `job` on the filler thread, at the lowest priority: the pools fill on what the
+/// launches leave of the cpus, not in their way (the launch that took from a pool is still
+/// going on). `false` when no thread could be started for it.
+fn on_the_filler(job: FillJob) -> bool {
+    let mut filler = lock(&FILLER);
+    let job = match filler.as_ref() {
+        Some(queue) => match queue.send(job) {
+            Ok(()) => return true,
+            // The thread died (a panic in a job): start another.
+            Err(std::sync::mpsc::SendError(job)) => job,
+        },
+        None => job,
+    };
+    let (queue, jobs) = std::sync::mpsc::channel::<FillJob>();
+    let started = std::thread::Builder::new()
+        .name("troupe-warm".into())
+        .spawn(move || {
+            let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+            while let Ok(job) = jobs.recv() {
+                job();
+            }
+        });
+    if started.is_err() {
+        *filler = None;
+        return false;
+    }
+    let sent = queue.send(job).is_ok();
+    *filler = Some(queue);
+    sent
 }
 
 fn warm_dir(root: &Path) -> PathBuf {
