@@ -183,10 +183,13 @@ async fn the_inspector_of_a_remote_node_shows_a_supervisor_its_children_and_rest
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let snapshot = loop {
         let snapshot = inspect("b", Duration::from_secs(10)).await.unwrap();
+        // Counted by its supervisor, and registered under its path (the new actor joins
+        // its process group a moment after its supervisor counts the restart).
         let restarted = snapshot.all().iter().any(|a| {
-            a.child
-                .as_ref()
-                .is_some_and(|c| c.id == "w1" && c.restarts == 1)
+            a.paths.contains(&"demo/w1".to_string())
+                && a.child
+                    .as_ref()
+                    .is_some_and(|c| c.id == "w1" && c.restarts == 1)
         });
         if restarted {
             break snapshot;
