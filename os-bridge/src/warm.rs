@@ -6,8 +6,8 @@
 //! control files the kernel populates; together most of a launch's own work. An owner of
 //! many launches (an agent: its contexts are [`crate::TaskContext::warming`]) keeps
 //! [`WARM`] of each ready, per sandbox root and per agent, made after a launch takes one on
-//! a thread of the lowest priority (so that it uses what launches leave of the cpus), and a
-//! launch does the two renames and the task's limits only:
+//! the process's one filler thread, of the lowest priority (so that it uses what launches
+//! leave of the cpus), and a launch does the two renames and the task's limits only:
 //!
 //! ```text
 //! <root>/.troupe-warm/<pid>-<n>/        a warm sandbox of the owner process <pid>
