@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::oneshot;
 
-use crate::node::channel::Answer;
+use crate::node::channel::{ANSWER_TAG as ANSWER_TAG_PREFIX, Answer};
 
 /// Why bytes could not be turned into a value, or a value into bytes.
 #[derive(Debug, thiserror::Error)]
@@ -200,21 +200,19 @@ pub fn decode_message<M: DeserializeOwned>(
 pub fn decode_frame<M: DeserializeOwned>(frame: SerializedMessage) -> Result<M, CodecError> {
     let expected = std::any::type_name::<M>();
     let (variant, args, reply) = match frame {
-        // A call over a message channel travels as a cast whose metadata names its answer
-        // port; the port is made first, so that a frame dropped below still tells the
-        // caller that no answer will come.
-        SerializedMessage::Cast {
+        SerializedMessage::Cast { variant, args, .. } => (variant, args, None),
+        // A call over a message channel names its answer port in its metadata; the port is
+        // made first, so that a frame dropped below still tells the caller that no answer
+        // will come.
+        SerializedMessage::Call {
             variant,
             args,
-            metadata,
-        } => (
-            variant,
-            args,
-            metadata
-                .as_deref()
-                .and_then(Answer::from_metadata)
-                .map(Incoming::Channel),
-        ),
+            reply,
+            metadata: Some(metadata),
+        } if metadata.starts_with(ANSWER_TAG_PREFIX) => {
+            let incoming = Answer::from_call(&metadata, reply).map(Incoming::Channel);
+            (variant, args, incoming)
+        }
         SerializedMessage::Call {
             variant,
             args,

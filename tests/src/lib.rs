@@ -274,6 +274,13 @@ pub fn start_dev_with(
 
 /// Starts this test process's own node, named `name`, on a free loopback port.
 pub async fn start_local_node(name: &str, cookie: &str) -> Node {
+    // RUST_LOG shows the test process's own node on standard error, beside its helpers'.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let config = NodeConfig::new(
         name,
         "127.0.0.1:0".parse().expect("valid address"),

@@ -81,7 +81,7 @@ const PREAMBLE: &[u8; 8] = b"troupe/1";
 /// The listener's answer to a good ticket.
 const ACCEPTED: &[u8; 2] = b"ok";
 /// The prefix of the metadata that marks a message as a call made over a channel.
-const ANSWER_TAG: &[u8; 8] = b"troupe-c";
+pub(crate) const ANSWER_TAG: &[u8; 8] = b"troupe-c";
 
 /// A message: `pid`, then the type name and the payload.
 const CAST: u8 = 1;
@@ -215,6 +215,9 @@ struct Backlog {
 /// One channel connection, either way.
 pub(crate) struct Conn {
     id: u64,
+    /// Random, in every answer tag of this connection: a tag is not guessed from the
+    /// connection's number (which any peer could send in a message's metadata).
+    nonce: u64,
     peer: String,
     stream: Arc<TcpStream>,
     backlog: Mutex<Backlog>,
@@ -232,6 +235,7 @@ impl Conn {
     fn start(stream: TcpStream, peer: &str, node: &Node) -> Arc<Conn> {
         let conn = Arc::new(Conn {
             id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+            nonce: random_u64(),
             peer: peer.to_string(),
             stream: Arc::new(stream),
             backlog: Mutex::default(),
@@ -246,12 +250,17 @@ impl Conn {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(conn.id, Arc::downgrade(&conn));
-        let reader = tokio::spawn(read_loop(conn.clone()));
-        let flusher = tokio::spawn(flush_loop(conn.clone()));
-        conn.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend([reader.abort_handle(), flusher.abort_handle()]);
+        {
+            let mut tasks = conn.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            let reader = tokio::spawn(read_loop(conn.clone()));
+            let flusher = tokio::spawn(flush_loop(conn.clone()));
+            tasks.extend([reader.abort_handle(), flusher.abort_handle()]);
+        }
+        // Closed while the tasks started (the reader met the end at once): `close` found
+        // no tasks to stop.
+        if conn.closed.load(Ordering::Acquire) {
+            abort_all(&conn.tasks);
+        }
         conn
     }
 
@@ -269,9 +278,10 @@ impl Conn {
         let written = match self.stream.try_write(frame) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            // The connection broke or the peer closed it: the reader, which sees which,
+            // ends it (a clean close is no failure of the session's).
             Err(e) => {
-                drop(backlog);
-                self.fail(&format!("cannot write: {e}"));
+                tracing::debug!(peer = %self.peer, cause = %e, "message channel write failed");
                 return false;
             }
         };
@@ -284,8 +294,21 @@ impl Conn {
         true
     }
 
-    /// Sends a message to the actor `pid` of the peer.
+    /// Sends a message to the actor `pid` of the peer. A message the peer would refuse
+    /// for its size is dropped here (a call's caller hears there is no answer), not sent
+    /// to break the channel.
     fn send(&self, pid: u64, message: SerializedMessage) {
+        let size = match &message {
+            SerializedMessage::Cast { variant, args, .. }
+            | SerializedMessage::Call { variant, args, .. } => {
+                1 + 16 + 2 + variant.len() + args.len()
+            }
+            SerializedMessage::CallReply(..) => 0,
+        };
+        if size > MAX_FRAME || variant_too_long(&message) {
+            tracing::warn!(peer = %self.peer, size, "a message too large for the channel dropped");
+            return;
+        }
         match message {
             SerializedMessage::Cast { variant, args, .. } => {
                 self.write(&encode_frame(CAST, &[pid], Some(&variant), &args));
@@ -297,10 +320,15 @@ impl Conn {
                 ..
             } => {
                 let call = self.next_call.fetch_add(1, Ordering::Relaxed);
-                self.calls
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(call, reply);
+                {
+                    let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+                    // Callers that gave up (timed out) leave their ports behind; answers to
+                    // them would be dropped anyway.
+                    if call % 256 == 0 {
+                        calls.retain(|_, port| !port.is_closed());
+                    }
+                    calls.insert(call, reply);
+                }
                 if !self.write(&encode_frame(CALL, &[call, pid], Some(&variant), &args)) {
                     self.calls
                         .lock()
@@ -313,7 +341,7 @@ impl Conn {
     }
 
     /// Handles one frame from the peer.
-    fn receive(&self, frame: Frame<'_>) {
+    fn receive(self: &Arc<Self>, frame: Frame<'_>) {
         match frame {
             Frame::Message {
                 call,
@@ -321,16 +349,47 @@ impl Conn {
                 variant,
                 args,
             } => {
-                let metadata = call.map(|call| answer_tag(self.id, call));
-                let message = SerializedMessage::Cast {
-                    variant: variant.to_string(),
-                    args: args.to_vec(),
-                    metadata,
+                let (variant, args) = (variant.to_string(), args.to_vec());
+                // A call carries, beside its answer tag, a port that only tells whether
+                // the message was ever decoded: dropped unused (the actor stopped with the
+                // call in its mailbox), the caller hears at once there will be no answer.
+                let (message, undecoded) = match call {
+                    None => (
+                        SerializedMessage::Cast {
+                            variant,
+                            args,
+                            metadata: None,
+                        },
+                        None,
+                    ),
+                    Some(call) => {
+                        let (decoded, undecoded) = tokio::sync::oneshot::channel();
+                        let message = SerializedMessage::Call {
+                            variant,
+                            args,
+                            reply: RpcReplyPort::from(decoded),
+                            metadata: Some(answer_tag(self.id, self.nonce, call)),
+                        };
+                        (message, Some((call, undecoded)))
+                    }
                 };
                 let delivered = ractor::registry::where_is_pid(ActorId::Local(pid))
                     .is_some_and(|cell| cell.send_serialized(message).is_ok());
-                if let (false, Some(call)) = (delivered, call) {
-                    self.write(&encode_frame(NO_ANSWER, &[call], None, &[]));
+                match (delivered, undecoded) {
+                    (false, Some((call, _))) => {
+                        self.write(&encode_frame(NO_ANSWER, &[call], None, &[]));
+                    }
+                    (true, Some((call, undecoded))) => {
+                        let conn = Arc::downgrade(self);
+                        tokio::spawn(async move {
+                            if undecoded.await.is_err()
+                                && let Some(conn) = conn.upgrade()
+                            {
+                                conn.write(&encode_frame(NO_ANSWER, &[call], None, &[]));
+                            }
+                        });
+                    }
+                    _ => {}
                 }
             }
             Frame::Answer { call, bytes } => {
@@ -355,42 +414,55 @@ impl Conn {
     /// Closes the connection: the tasks stop, waiting calls end with no answer, the socket
     /// shuts. Leaves the session alone.
     fn close(&self) {
+        self.shut();
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// [`Conn::close`] but for the waiting calls. `false` if it was closed already.
+    fn shut(&self) -> bool {
         if self.closed.swap(true, Ordering::AcqRel) {
-            return;
+            return false;
         }
         CONNECTIONS
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
         abort_all(&self.tasks);
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let _ = socket2::SockRef::from(self.stream.as_ref()).shutdown(std::net::Shutdown::Both);
+        true
     }
 
     /// The connection broke: close it and, if it is still the peer's channel, disconnect
     /// the peer's session, so that its monitors fire as for any lost connection. (The check
     /// and the disconnection run in a task of their own: this may be called by a sender
     /// that holds its route.)
-    fn fail(&self, why: &str) {
-        if self.closed.load(Ordering::Acquire) {
+    fn fail(self: &Arc<Self>, why: &str) {
+        if !self.shut() {
             return;
         }
-        self.close();
         let (Some(shared), Ok(runtime)) =
             (self.node.upgrade(), tokio::runtime::Handle::try_current())
         else {
+            self.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
             return;
         };
-        let (id, peer, why) = (self.id, self.peer.clone(), why.to_string());
+        let (conn, why) = (self.clone(), why.to_string());
         runtime.spawn(async move {
+            let (id, peer) = (conn.id, conn.peer.clone());
             let current = shared
                 .channels
                 .current(&peer)
                 .is_some_and(|ids| ids.contains(&id));
+            // Forgotten either way: the next message opens another channel rather than
+            // going to this closed one.
+            shared.channels.forget(&peer, id);
             if current {
                 tracing::warn!(%peer, cause = %why, "message channel failed; disconnecting the peer");
                 Node { shared }.disconnect(&peer).await;
             }
+            // The calls waiting on it end once the peer counts as disconnected, so that
+            // their callers hear the node is unreachable, not that nobody answered.
+            conn.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
         });
     }
 }
@@ -465,6 +537,9 @@ async fn read_loop(conn: Arc<Conn>) {
 async fn flush_loop(conn: Arc<Conn>) {
     loop {
         conn.flush.notified().await;
+        if conn.closed.load(Ordering::Acquire) {
+            return;
+        }
         loop {
             let bytes = {
                 let mut backlog = conn.backlog.lock().unwrap_or_else(|p| p.into_inner());
@@ -483,8 +558,9 @@ async fn flush_loop(conn: Arc<Conn>) {
                 match step {
                     Ok(n) => written += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // As for a sender's write: the reader sees how the connection ended.
                     Err(e) => {
-                        conn.fail(&format!("cannot write: {e}"));
+                        tracing::debug!(peer = %conn.peer, cause = %e, "message channel write failed");
                         return;
                     }
                 }
@@ -501,12 +577,42 @@ fn abort_all(tasks: &Mutex<Vec<AbortHandle>>) {
 }
 
 /// The metadata that marks a message as a call over connection `conn`.
-fn answer_tag(conn: u64, call: u64) -> Vec<u8> {
-    let mut tag = Vec::with_capacity(24);
+fn answer_tag(conn: u64, nonce: u64, call: u64) -> Vec<u8> {
+    let mut tag = Vec::with_capacity(32);
     tag.extend_from_slice(ANSWER_TAG);
     tag.extend_from_slice(&conn.to_be_bytes());
+    tag.extend_from_slice(&nonce.to_be_bytes());
     tag.extend_from_slice(&call.to_be_bytes());
     tag
+}
+
+/// 64 random bits from the system; a clock-and-address mix if it has none to give.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
+        Ok(()) => u64::from_ne_bytes(bytes),
+        Err(_) => {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            );
+            h.finish()
+        }
+    }
+}
+
+/// Whether a message's type name is too long for a frame's 16-bit length.
+fn variant_too_long(message: &SerializedMessage) -> bool {
+    match message {
+        SerializedMessage::Cast { variant, .. } | SerializedMessage::Call { variant, .. } => {
+            variant.len() > usize::from(u16::MAX)
+        }
+        SerializedMessage::CallReply(..) => false,
+    }
 }
 
 /// Where the answer of a call that came over a channel goes. Dropped unanswered, it tells
@@ -515,13 +621,25 @@ pub(crate) struct Answer {
     conn: Weak<Conn>,
     call: u64,
     answered: bool,
+    /// Told (with nothing) once the answer or its refusal is written: the message was
+    /// decoded (see `Conn::receive`).
+    decoded: Option<RpcReplyPort<Vec<u8>>>,
 }
 
 impl Answer {
+    /// The answer port a call's metadata names, if it names one; `decoded` is the call's
+    /// own port, told once the answer is written.
+    pub(crate) fn from_call(metadata: &[u8], decoded: RpcReplyPort<Vec<u8>>) -> Option<Answer> {
+        let mut answer = Answer::from_metadata(metadata)?;
+        answer.decoded = Some(decoded);
+        Some(answer)
+    }
+
     /// The answer port a message's metadata names, if it names one.
-    pub(crate) fn from_metadata(metadata: &[u8]) -> Option<Answer> {
+    fn from_metadata(metadata: &[u8]) -> Option<Answer> {
         let rest = metadata.strip_prefix(ANSWER_TAG)?;
         let (conn, rest) = rest.split_first_chunk::<8>()?;
+        let (nonce, rest) = rest.split_first_chunk::<8>()?;
         let call = rest.first_chunk::<8>()?;
         let conn = CONNECTIONS
             .read()
@@ -529,10 +647,17 @@ impl Answer {
             .get(&u64::from_be_bytes(*conn))
             .cloned()
             .unwrap_or_default();
+        // A tag with the wrong nonce answers nothing (the port is still a reply port, so
+        // the message decodes, but its answer goes nowhere).
+        let conn = match conn.upgrade() {
+            Some(c) if c.nonce == u64::from_be_bytes(*nonce) => conn,
+            _ => Weak::new(),
+        };
         Some(Answer {
             conn,
             call: u64::from_be_bytes(*call),
             answered: false,
+            decoded: None,
         })
     }
 
@@ -540,9 +665,14 @@ impl Answer {
     /// gone.
     pub(crate) fn send(mut self, bytes: &[u8]) -> bool {
         self.answered = true;
-        self.conn
+        let sent = self
+            .conn
             .upgrade()
-            .is_some_and(|conn| conn.write(&encode_frame(ANSWER, &[self.call], None, bytes)))
+            .is_some_and(|conn| conn.write(&encode_frame(ANSWER, &[self.call], None, bytes)));
+        if let Some(decoded) = self.decoded.take() {
+            let _ = decoded.send(Vec::new());
+        }
+        sent
     }
 }
 
@@ -552,6 +682,9 @@ impl Drop for Answer {
             && let Some(conn) = self.conn.upgrade()
         {
             conn.write(&encode_frame(NO_ANSWER, &[self.call], None, &[]));
+        }
+        if let Some(decoded) = self.decoded.take() {
+            let _ = decoded.send(Vec::new());
         }
     }
 }
@@ -1186,11 +1319,11 @@ mod tests {
 
     #[test]
     fn an_answer_tag_names_its_connection_and_call_and_nothing_else_does() {
-        let tag = answer_tag(5, 11);
+        let tag = answer_tag(5, 77, 11);
         let answer = Answer::from_metadata(&tag).unwrap();
         assert_eq!(answer.call, 11);
         assert!(answer.conn.upgrade().is_none(), "no connection 5 is open");
         assert!(Answer::from_metadata(b"something else entirely").is_none());
-        assert!(Answer::from_metadata(&tag[..20]).is_none());
+        assert!(Answer::from_metadata(&tag[..28]).is_none());
     }
 }
