@@ -274,10 +274,12 @@ pub fn start_dev_with(
 
 /// Starts this test process's own node, named `name`, on a free loopback port.
 pub async fn start_local_node(name: &str, cookie: &str) -> Node {
-    // RUST_LOG shows the test process's own node on standard error, beside its helpers'.
-    if std::env::var_os("RUST_LOG").is_some() {
+    // TROUPE_TEST_LOG (a RUST_LOG filter) shows the test process's own node on standard
+    // error, beside its helper nodes' (whose filter it is too); RUST_LOG would reach the
+    // `troupe` commands that tests read the standard error of.
+    if let Ok(filter) = std::env::var("TROUPE_TEST_LOG") {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_writer(std::io::stderr)
             .try_init();
     }

@@ -28,7 +28,9 @@ fn arg(args: &[String], flag: &str) -> Option<String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
+            std::env::var("TROUPE_TEST_LOG")
+                .map(tracing_subscriber::EnvFilter::new)
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| "warn,ractor_cluster=error".into()),
         )
         .with_writer(std::io::stderr)
