@@ -74,6 +74,9 @@ const MAX_FRAME: usize = 64 << 20;
 const TICKET_LIFE: Duration = Duration::from_secs(10);
 /// How long a peer has to answer the ticket request before it gets the session path.
 const TICKET_WAIT: Duration = Duration::from_secs(2);
+/// How long connecting to a peer's channel and its handshake may take before the messages
+/// waiting for it take the session instead.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// How long a connecting peer has to present its ticket.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
 /// What a channel connection starts with, before the node name and the ticket.
@@ -1146,7 +1149,13 @@ async fn open(node: Node, out: Arc<Outbound>) {
     let peer = out.peer.clone();
     let attempt = async {
         match ask_offer(&node, &peer).await? {
-            Some(offer) => connect(&node, &peer, offer).await.map(Some),
+            Some(offer) => {
+                let addr = offer.addr;
+                tokio::time::timeout(CONNECT_WAIT, connect(&node, &peer, offer))
+                    .await
+                    .map_err(|_| format!("no channel at {addr} within {CONNECT_WAIT:?}"))?
+                    .map(Some)
+            }
             None => Ok(None),
         }
     };
