@@ -202,15 +202,14 @@ pub(crate) struct Channels {
     inbound: Mutex<HashMap<String, Arc<Conn>>>,
     tickets: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     tasks: Mutex<Vec<AbortHandle>>,
-    /// Outbound channels opened and fallen back to the session, for tests and metrics.
+    /// What it counted (`Node::channel_refusals`).
     pub(crate) stats: ChannelStats,
 }
 
 /// Counters of a node's channels.
 #[derive(Debug, Default)]
 pub(crate) struct ChannelStats {
-    pub(crate) opened: AtomicU64,
-    pub(crate) on_session: AtomicU64,
+    /// Connections to the listener refused for want of a good ticket.
     pub(crate) refused: AtomicU64,
 }
 
@@ -590,25 +589,20 @@ async fn open(node: Node, out: Arc<Outbound>) {
             None => Ok(None),
         }
     };
-    let stats = &node.shared.channels.stats;
     match tokio::time::timeout(node.shared.connect_timeout, attempt).await {
         Ok(Ok(Some(conn))) => {
-            stats.opened.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "message channel open");
             out.opened(Route::Open(conn));
         }
         Ok(Ok(None)) => {
-            stats.on_session.fetch_add(1, Ordering::Relaxed);
             tracing::info!(%peer, "the peer has no message channel; its messages go through the session");
             out.opened(Route::Session);
         }
         Ok(Err(why)) => {
-            stats.on_session.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, cause = %why, "cannot open a message channel; messages go through the session");
             out.opened(Route::Session);
         }
         Err(_) => {
-            stats.on_session.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, "opening a message channel timed out; messages go through the session");
             out.opened(Route::Session);
         }
