@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::addr::{Addr, AddrError, Target};
-use crate::codec::{self, Reply};
+use crate::codec::{self, Reply, ReplyError};
 use crate::monitor::{Down, DownReason, DownSink, Exit, LINK_TIMEOUT, LinkError, Ref};
 use crate::node::{Node, NodeEvent};
 
@@ -144,12 +144,25 @@ pub(crate) enum LocalReq {
     Unwatch { id: Ref },
     /// Deliver exit signals to this actor as messages.
     TrapExit { cell: ActorCell, sink: ExitSink },
-    /// Record one end of a link held on this node.
+    /// Record the local end of a link with an actor on another node, then ask that node's
+    /// kernel for the other end (answering `reply`): the request leaves after the end is
+    /// recorded and before any exit of the end can, so the peer never hears of an exit
+    /// before the link. `placed` answers `false` when the local actor is gone already.
     LinkEnd {
         key: LinkKey,
         cell: ActorCell,
         path: String,
-        peer: PeerEnd,
+        peer: Remote,
+        reply: Reply<bool>,
+        placed: oneshot::Sender<bool>,
+    },
+    /// Record both ends of a link between two actors of this node at once; `placed` is
+    /// answered with what was found.
+    LinkHere {
+        id: Ref,
+        initiator: (ActorCell, String),
+        other: (ActorCell, String),
+        placed: oneshot::Sender<LinkedHere>,
     },
     /// Remove a link at both ends.
     Unlink { id: Ref },
@@ -157,6 +170,37 @@ pub(crate) enum LocalReq {
     PeerDown { node: String },
     /// Events were lost: check every remote entry against the connected peers.
     Resync,
+    /// A watched actor that was already stopping when its monitor went in has now stopped.
+    /// If its event did not come (it may have read its monitors before this kernel was
+    /// among them), it is down as if it had been gone at once.
+    Settle { id: ActorId },
+}
+
+/// The other end of a link, on another node.
+pub(crate) struct Remote {
+    pub(crate) node: String,
+    pub(crate) path: String,
+}
+
+/// What linking two actors of this node found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LinkedHere {
+    /// Both ends are recorded.
+    Both,
+    /// The initiating actor is gone; nothing is recorded.
+    InitiatorGone,
+    /// The other actor is gone; nothing is recorded.
+    OtherGone,
+}
+
+/// What watching a local actor found.
+#[derive(Debug, PartialEq, Eq)]
+enum Watched {
+    /// Its stop will come as a supervision event (or, if it was already stopping, as a
+    /// `Settle` once it has stopped).
+    Live,
+    /// It had stopped, or was stopping, before the monitor went in: it is gone now.
+    Gone,
 }
 
 /// The kernel's message: from other kernels, or from this node.
@@ -337,17 +381,32 @@ fn reason_of(event: &SupervisionEvent) -> Option<(ActorId, DownReason)> {
 }
 
 impl KernelState {
-    /// Starts watching a local actor; `false` when it has already stopped.
-    fn watch(&mut self, myself: &ActorRef<KernelMsg>, cell: &ActorCell) -> bool {
-        if cell.get_status() >= ActorStatus::Stopping {
-            return false;
+    /// Starts watching a local actor.
+    ///
+    /// ractor has no "monitor, or tell me it is gone" in one step: an actor sends its stop
+    /// event to the monitors it has when it stops, so a monitor that goes in while the actor
+    /// stops may or may not be among them. An actor already stopping is gone; one that
+    /// started stopping while its monitor went in is watched until it has stopped, and
+    /// settled then (`LocalReq::Settle`): by that time its event, if it sent one, is ahead
+    /// of the `Settle` (supervision events come before messages).
+    fn watch(&mut self, myself: &ActorRef<KernelMsg>, cell: &ActorCell) -> Watched {
+        let id = cell.get_id();
+        if self.watched.contains_key(&id) {
+            return Watched::Live;
         }
-        self.watched.entry(cell.get_id()).or_insert_with(|| {
-            myself.get_cell().monitor(cell.clone());
-            cell.clone()
-        });
-        // It may have stopped before the monitor was in place; then no event will come.
-        cell.get_status() < ActorStatus::Stopped
+        if cell.get_status() >= ActorStatus::Stopping {
+            return Watched::Gone;
+        }
+        myself.get_cell().monitor(cell.clone());
+        self.watched.insert(id, cell.clone());
+        if cell.get_status() >= ActorStatus::Stopping {
+            let (cell, kernel) = (cell.clone(), myself.clone());
+            tokio::spawn(async move {
+                let _ = cell.wait(None).await;
+                let _ = kernel.cast(KernelMsg::Local(LocalReq::Settle { id }));
+            });
+        }
+        Watched::Live
     }
 
     fn here(&self) -> String {
@@ -452,6 +511,82 @@ impl KernelState {
         }
     }
 
+    /// Records the local end of a link with another node's actor and sends that node's
+    /// kernel the request for the other end; `false` when the local actor is gone already.
+    /// When the peer's node is not connected, the end fires at once with `noconnection` and
+    /// the request is dropped unanswered.
+    fn link_end(
+        &mut self,
+        myself: &ActorRef<KernelMsg>,
+        key: LinkKey,
+        cell: ActorCell,
+        path: String,
+        peer: Remote,
+        reply: Reply<bool>,
+    ) -> bool {
+        let end = LinkEnd {
+            cell,
+            path,
+            peer: PeerEnd::Remote {
+                node: peer.node.clone(),
+                path: peer.path.clone(),
+            },
+        };
+        if !self.node.is_connected(&peer.node) {
+            let exit = Exit {
+                link: key.id.clone(),
+                path: peer.path,
+                node: peer.node,
+                reason: DownReason::NodeDown,
+            };
+            self.exit_signal(&end, exit);
+            return true;
+        }
+        if self.watch(myself, &end.cell) == Watched::Gone {
+            return false;
+        }
+        let request = KernelWire::Link {
+            id: key.id.clone(),
+            path: peer.path,
+            peer_node: self.here(),
+            peer_path: end.path.clone(),
+            reply,
+        };
+        self.links.insert(key, end);
+        to_kernel(&peer.node, request);
+        true
+    }
+
+    /// Records both ends of a link between two actors of this node, unless one is gone
+    /// already: then nothing is recorded, as with a peer that is gone on another node.
+    fn link_here(
+        &mut self,
+        myself: &ActorRef<KernelMsg>,
+        id: Ref,
+        initiator: (ActorCell, String),
+        other: (ActorCell, String),
+    ) -> LinkedHere {
+        if self.watch(myself, &initiator.0) == Watched::Gone {
+            return LinkedHere::InitiatorGone;
+        }
+        if self.watch(myself, &other.0) == Watched::Gone {
+            return LinkedHere::OtherGone;
+        }
+        for (initiator, (cell, path)) in [(true, initiator), (false, other)] {
+            let key = LinkKey {
+                id: id.clone(),
+                initiator,
+            };
+            let end = LinkEnd {
+                cell,
+                path,
+                peer: PeerEnd::Here,
+            };
+            self.links.insert(key, end);
+        }
+        LinkedHere::Both
+    }
+
     /// A peer node is gone: fire every remote monitor and link end that pointed at it.
     fn peer_down(&mut self, node: &str) {
         let fired: Vec<Ref> = self
@@ -503,7 +638,7 @@ impl KernelState {
                 placed,
             } => {
                 let _ = placed.send(());
-                if self.watch(myself, &cell) {
+                if self.watch(myself, &cell) == Watched::Live {
                     self.local.insert(
                         id,
                         LocalWatch {
@@ -548,7 +683,7 @@ impl KernelState {
                 }
             }
             LocalReq::TrapExit { cell, sink } => {
-                if self.watch(myself, &cell) {
+                if self.watch(myself, &cell) == Watched::Live {
                     self.traps.insert(cell.get_id(), sink);
                 }
             }
@@ -557,25 +692,18 @@ impl KernelState {
                 cell,
                 path,
                 peer,
+                reply,
+                placed,
             } => {
-                if let PeerEnd::Remote {
-                    node,
-                    path: peer_path,
-                } = &peer
-                    && !self.node.is_connected(node)
-                {
-                    let exit = Exit {
-                        link: key.id.clone(),
-                        path: peer_path.clone(),
-                        node: node.clone(),
-                        reason: DownReason::NodeDown,
-                    };
-                    self.exit_signal(&LinkEnd { cell, path, peer }, exit);
-                    return;
-                }
-                if self.watch(myself, &cell) {
-                    self.links.insert(key, LinkEnd { cell, path, peer });
-                }
+                let _ = placed.send(self.link_end(myself, key, cell, path, peer, reply));
+            }
+            LocalReq::LinkHere {
+                id,
+                initiator,
+                other,
+                placed,
+            } => {
+                let _ = placed.send(self.link_here(myself, id, initiator, other));
             }
             LocalReq::Unlink { id } => {
                 for initiator in [true, false] {
@@ -593,6 +721,12 @@ impl KernelState {
                 }
             }
             LocalReq::PeerDown { node } => self.peer_down(&node),
+            LocalReq::Settle { id } => {
+                if self.watched.contains_key(&id) {
+                    tracing::debug!(actor = %id, "stopped while its monitor went in: down as gone");
+                    self.actor_down(id, DownReason::NoSuchActor);
+                }
+            }
             LocalReq::Resync => {
                 let mut gone: Vec<String> = self
                     .remote
@@ -621,7 +755,8 @@ impl KernelState {
                 watcher,
                 reply,
             } => {
-                let target = Self::local_path(&path).filter(|cell| self.watch(myself, cell));
+                let target = Self::local_path(&path)
+                    .filter(|cell| self.watch(myself, cell) == Watched::Live);
                 reply.send(target.is_some());
                 match target {
                     Some(cell) => {
@@ -670,7 +805,8 @@ impl KernelState {
                 peer_path,
                 reply,
             } => {
-                let target = Self::local_path(&path).filter(|cell| self.watch(myself, cell));
+                let target = Self::local_path(&path)
+                    .filter(|cell| self.watch(myself, cell) == Watched::Live);
                 let linked = target.is_some();
                 if let Some(cell) = target {
                     self.links.insert(
@@ -829,8 +965,10 @@ pub(crate) async fn place_remote_monitor(
     }
 }
 
-/// Links a local actor with a resolved peer: records the local end first, so that an exit
-/// racing the confirmation is not lost, then asks the peer's kernel for the other end.
+/// Links a local actor with a resolved peer. The local end is recorded first, so that an
+/// exit racing the confirmation is not lost, and the kernel itself asks the peer's kernel for
+/// the other end, so that the request goes ahead of any exit of the local end. Returns once
+/// both ends are in place: the caller may stop either end at once and the other hears it.
 pub(crate) async fn establish_link(
     node: &Node,
     kernel: &ActorRef<KernelMsg>,
@@ -846,27 +984,29 @@ pub(crate) async fn establish_link(
     let cast = |req| {
         let _ = kernel.cast(KernelMsg::Local(req));
     };
+    let local_gone = |path: String| {
+        LinkError::Addr(AddrError::NoSuchActor {
+            path,
+            node: Some(node.name().to_string()),
+        })
+    };
     if peer.node == node.name() {
-        cast(LocalReq::LinkEnd {
-            key: LinkKey {
-                id: id.clone(),
-                initiator: true,
-            },
-            cell: local,
-            path: local_path,
-            peer: PeerEnd::Here,
+        let (placed, recorded) = oneshot::channel();
+        cast(LocalReq::LinkHere {
+            id,
+            initiator: (local, local_path.clone()),
+            other: (peer.cell, peer_path.clone()),
+            placed,
         });
-        cast(LocalReq::LinkEnd {
-            key: LinkKey {
-                id,
-                initiator: false,
-            },
-            cell: peer.cell,
-            path: peer_path,
-            peer: PeerEnd::Here,
-        });
-        return Ok(());
+        return match recorded.await {
+            Ok(LinkedHere::Both) => Ok(()),
+            Ok(LinkedHere::OtherGone) => Err(local_gone(peer_path)),
+            Ok(LinkedHere::InitiatorGone) => Err(local_gone(local_path)),
+            Err(_) => Err(LinkError::NoNode),
+        };
     }
+    let (placed, recorded) = oneshot::channel();
+    let (reply, answer) = Reply::channel();
     cast(LocalReq::LinkEnd {
         key: LinkKey {
             id: id.clone(),
@@ -874,38 +1014,38 @@ pub(crate) async fn establish_link(
         },
         cell: local,
         path: local_path.clone(),
-        peer: PeerEnd::Remote {
+        peer: Remote {
             node: peer.node.clone(),
             path: peer_path.clone(),
         },
+        reply,
+        placed,
     });
-    let remote = Addr::<KernelMsg>::on(peer.node.clone(), kernel_path(&peer.node));
-    let answer = remote
-        .call(
-            |reply| {
-                KernelMsg::Wire(KernelWire::Link {
-                    id: id.clone(),
-                    path: peer_path.clone(),
-                    peer_node: node.name().to_string(),
-                    peer_path: local_path,
-                    reply,
-                })
-            },
-            LINK_TIMEOUT,
-        )
-        .await;
-    match answer {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            cast(LocalReq::Unlink { id });
-            Err(LinkError::Addr(AddrError::NoSuchActor {
-                path: peer_path,
-                node: Some(peer.node),
-            }))
-        }
-        Err(e) => {
-            cast(LocalReq::Unlink { id });
-            Err(e.into())
-        }
+    match recorded.await {
+        Ok(true) => {}
+        Ok(false) => return Err(local_gone(local_path)),
+        Err(_) => return Err(LinkError::NoNode),
     }
+    let failed = match tokio::time::timeout(LINK_TIMEOUT, answer.recv()).await {
+        Ok(Ok(true)) => return Ok(()),
+        Ok(Ok(false)) => AddrError::NoSuchActor {
+            path: peer_path,
+            node: Some(peer.node),
+        },
+        Ok(Err(ReplyError::Codec(cause))) => AddrError::Codec {
+            path: peer_path,
+            cause,
+        },
+        Ok(Err(ReplyError::Dropped)) => AddrError::NodeUnreachable {
+            path: peer_path,
+            node: peer.node,
+            cause: "the link request went unanswered: the node is gone or going".into(),
+        },
+        Err(_) => AddrError::Timeout {
+            path: kernel_path(&peer.node),
+            after: LINK_TIMEOUT,
+        },
+    };
+    cast(LocalReq::Unlink { id });
+    Err(LinkError::Addr(failed))
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use troupe_runtime::{Addr, AddrError, Down, monitor_with};
+use troupe_runtime::{Addr, AddrError, Down, Exit, monitor_with};
 
 use crate::actors::{CALL_TIMEOUT, ControlMsg, EchoMsg, VictimMsg};
 
@@ -80,4 +80,28 @@ pub async fn exactly_one_down(mut rx: tokio::sync::mpsc::UnboundedReceiver<Down>
         "a second Down arrived"
     );
     down
+}
+
+/// The exits the trapping victim at `path` on `node` has received, once there are at least
+/// `want` of them or 5 s have passed.
+pub async fn trapped_exits(node: &str, path: &str, want: usize) -> Vec<Exit> {
+    let control = Addr::<ControlMsg>::on(node, "control");
+    let mut seen = Vec::new();
+    for _ in 0..250 {
+        seen = control
+            .call(
+                |reply| ControlMsg::Exits {
+                    path: path.into(),
+                    reply,
+                },
+                CALL_TIMEOUT,
+            )
+            .await
+            .expect("control answers");
+        if seen.len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seen
 }

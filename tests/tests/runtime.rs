@@ -6,11 +6,13 @@
 use std::io::Write;
 use std::time::Duration;
 
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 use troupe_runtime::ractor;
 use troupe_runtime::{Addr, AddrError, ConnectError, Down, DownReason, NodeEvent};
 use troupe_tests::actors::{CALL_TIMEOUT, ControlMsg, EchoMsg, StopMode, Victim, VictimMsg};
-use troupe_tests::remote::{alive, counted_monitor, echo, exactly_one_down, spawn_victim};
+use troupe_tests::remote::{
+    alive, counted_monitor, echo, exactly_one_down, spawn_victim, trapped_exits,
+};
 use troupe_tests::{ChildNode, TEST_COOKIE, start_local_node, wait_until};
 
 const TESTNODE: &str = env!("CARGO_BIN_EXE_troupe-testnode");
@@ -199,6 +201,16 @@ async fn down_once_when_the_node_is_sigkilled() {
     down_when_node_goes("KILL").await;
 }
 
+/// Links `actor` with `peer`, then has it fail with an error at once.
+async fn link_then_fail(actor: &ActorRef<VictimMsg>, path: &str, peer: &Addr<VictimMsg>) {
+    troupe_runtime::link(actor, path, peer).await.unwrap();
+    actor
+        .cast(VictimMsg::Die {
+            mode: StopMode::Error,
+        })
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_propagates_failure_both_ways_across_nodes() {
     let b = testnode("b");
@@ -238,14 +250,7 @@ async fn a_link_propagates_failure_both_ways_across_nodes() {
         .unwrap();
     troupe_runtime::register("local/l2", &local).unwrap();
     let remote_down = counted_monitor(&Addr::on("b", "victim/r2")).await;
-    troupe_runtime::link(&local, "local/l2", &Addr::<VictimMsg>::on("b", "victim/r2"))
-        .await
-        .unwrap();
-    local
-        .cast(VictimMsg::Die {
-            mode: StopMode::Error,
-        })
-        .unwrap();
+    link_then_fail(&local, "local/l2", &Addr::on("b", "victim/r2")).await;
     let down = exactly_one_down(remote_down).await;
     assert!(
         matches!(&down.reason, DownReason::Error(t) if t.contains("local/l2 fails on request")),
@@ -320,30 +325,109 @@ async fn a_linked_actor_that_traps_exits_gets_a_message_and_lives() {
             mode: StopMode::Error,
         })
         .unwrap();
-    let control = Addr::<ControlMsg>::on("b", "control");
-    let mut seen = Vec::new();
-    for _ in 0..250 {
-        seen = control
-            .call(
-                |reply| ControlMsg::Exits {
-                    path: "victim/trapper".into(),
-                    reply,
-                },
-                CALL_TIMEOUT,
-            )
-            .await
-            .unwrap();
-        if !seen.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let seen = trapped_exits("b", "victim/trapper", 1).await;
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].path, "local/doomed");
     assert!(
         matches!(&seen[0].reason, DownReason::Error(t) if t.contains("local/doomed fails on request"))
     );
     assert!(alive("b", "victim/trapper").await);
+}
+
+/// `link` returns once both ends are in place, so an actor that stops the moment its link
+/// is made is always heard by its peer, with its own reason: here and across nodes, many
+/// times over (a kernel that recorded the end after `link` returned lost some of these).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_that_stops_as_soon_as_it_is_linked_is_heard_by_its_peer() {
+    const ROUNDS: usize = 25;
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    let (tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
+    let (trapper, _) = Actor::spawn(None, Victim::reporting_to("local/trapper", tx.clone()), ())
+        .await
+        .unwrap();
+    troupe_runtime::register("local/trapper", &trapper).unwrap();
+    troupe_runtime::trap_exit(&trapper).unwrap();
+    spawn_victim("b", "victim/trapper", true).await;
+
+    for round in 0..ROUNDS {
+        for (peer_node, peer_path) in [("a", "local/trapper"), ("b", "victim/trapper")] {
+            let path = format!("local/doomed-{peer_node}-{round}");
+            let (doomed, _) = Actor::spawn(None, Victim::reporting_to(&path, tx.clone()), ())
+                .await
+                .unwrap();
+            link_then_fail(&doomed, &path, &Addr::on(peer_node, peer_path)).await;
+        }
+    }
+
+    let mut heard_here = Vec::new();
+    while heard_here.len() < ROUNDS {
+        let exit = tokio::time::timeout(Duration::from_secs(5), exits.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} exits of {ROUNDS} in 5 s: {heard_here:?}",
+                    heard_here.len()
+                )
+            })
+            .unwrap();
+        assert!(
+            matches!(&exit.reason, DownReason::Error(t) if t.contains(&format!("{} fails on request", exit.path))),
+            "the exit carries the actor's own reason: {exit:?}"
+        );
+        heard_here.push(exit.path);
+    }
+    let heard_there = trapped_exits("b", "victim/trapper", ROUNDS).await;
+    assert_eq!(heard_there.len(), ROUNDS, "{heard_there:?}");
+    for exit in &heard_there {
+        assert!(
+            matches!(&exit.reason, DownReason::Error(t) if t.contains(&format!("{} fails on request", exit.path))),
+            "{exit:?}"
+        );
+    }
+    assert_eq!(trapper.get_status(), ractor::ActorStatus::Running);
+}
+
+/// A link from or to an actor that has stopped is refused with the path that is gone, here
+/// and across nodes, and records nothing.
+#[tokio::test]
+async fn a_link_with_a_stopped_actor_is_refused_with_its_path() {
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    let (tx, _exits) = tokio::sync::mpsc::unbounded_channel();
+    let (live, _) = Actor::spawn(None, Victim::reporting_to("local/live", tx.clone()), ())
+        .await
+        .unwrap();
+    troupe_runtime::register("local/live", &live).unwrap();
+    let (gone, handle) = Actor::spawn(None, Victim::reporting_to("local/gone", tx), ())
+        .await
+        .unwrap();
+    troupe_runtime::register("local/gone", &gone).unwrap();
+    gone.stop(None);
+    handle.await.unwrap();
+    spawn_victim("b", "victim/peer", false).await;
+
+    let cases = [
+        (&gone, "local/gone", ("a", "local/live"), "local/gone"),
+        (&gone, "local/gone", ("b", "victim/peer"), "local/gone"),
+        (&live, "local/live", ("a", "local/gone"), "local/gone"),
+    ];
+    for (end, end_path, (peer_node, peer_path), missing) in cases {
+        let peer = Addr::<VictimMsg>::on(peer_node, peer_path);
+        match troupe_runtime::link(end, end_path, &peer).await {
+            Err(troupe_runtime::LinkError::Addr(AddrError::NoSuchActor { path, .. })) => {
+                assert_eq!(path, missing, "{end_path} with {peer_path}")
+            }
+            other => {
+                panic!("{end_path} with {peer_path}: expected no actor at {missing}, got {other:?}")
+            }
+        }
+    }
+    // A refused link is no exit: the living ends go on.
+    assert_eq!(live.get_status(), ractor::ActorStatus::Running);
+    assert!(alive("b", "victim/peer").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
