@@ -7,11 +7,13 @@
 //! from the controller files directly, the same on v1 and v2.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use cgroups_rs::{Cgroup, MaxValue};
+use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::Resources;
@@ -65,10 +67,43 @@ pub struct TaskCgroup {
     /// resolving them takes a `readlink` per path component, and they are read on every
     /// look at the cgroup.
     dirs: Vec<PathBuf>,
-    /// Its small control files, kept open once used: a kept cgroup has each read or
-    /// written once a run (emptiness, OOM count, stats reset), an open and a walk of seven
-    /// path components each otherwise.
-    files: Mutex<Vec<(PathBuf, std::fs::File)>>,
+    /// Its directories held open, beside `dirs` (`None` where one could not be opened):
+    /// see [`DirFd`]. Handed on to the handle of the cgroup's next name when it is renamed.
+    fds: Mutex<Vec<Option<DirFd>>>,
+    /// Its small control files, kept open once used, by directory (an index in `dirs`) and
+    /// name: a kept cgroup has each read or written once a run (emptiness, OOM count, stats
+    /// reset).
+    files: Mutex<Vec<(usize, &'static str, std::fs::File)>>,
+}
+
+/// A cgroup directory held open (`O_PATH`). Control files are opened, and the cgroup
+/// renamed, relative to it: a component or two looked up where a path from `/` walks seven,
+/// each a `kernfs` revalidation. Those walks were a third of the cpu that the cgroup work of
+/// short tasks took (two renames and a dozen control files a task, in four hierarchies). A
+/// directory held open stays the cgroup's across renames. (One descriptor a hierarchy: a
+/// task's cgroup holds four on v1, beside the control files it keeps open.)
+struct DirFd {
+    dir: OwnedFd,
+}
+
+const DIR_FLAGS: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+
+impl DirFd {
+    fn open(dir: &Path) -> Option<DirFd> {
+        let dir = rustix::fs::open(dir, DIR_FLAGS, Mode::empty()).ok()?;
+        Some(DirFd { dir })
+    }
+}
+
+/// Renames cgroup directory `dir` to `to` within its parent: through `fd` when there is one.
+fn rename_dir(dir: &Path, fd: Option<&DirFd>, to: &str) -> std::io::Result<()> {
+    match (fd, dir.file_name()) {
+        (Some(fd), Some(name)) => {
+            let parent = rustix::fs::openat(&fd.dir, "..", DIR_FLAGS, Mode::empty())?;
+            rustix::fs::renameat(&parent, name, &parent, to).map_err(std::io::Error::from)
+        }
+        _ => std::fs::rename(dir, dir.with_file_name(to)),
+    }
 }
 
 impl std::fmt::Debug for TaskCgroup {
@@ -195,16 +230,52 @@ impl TaskCgroup {
     /// This (empty) cgroup renamed to `troupe/<agent>/<task>` in every hierarchy, or, when a
     /// rename fails, `None` with this cgroup removed (what was renamed renamed back first).
     pub(crate) fn rename(self, agent: &str, task: &str) -> Option<TaskCgroup> {
-        for (done, dir) in self.dirs.iter().enumerate() {
-            if std::fs::rename(dir, dir.with_file_name(task)).is_err() {
-                for dir in &self.dirs[..done] {
-                    let _ = std::fs::rename(dir.with_file_name(task), dir);
-                }
+        match self.rename_dirs(task) {
+            true => Some(self.renamed(agent, task)),
+            false => {
                 self.remove_empty();
-                return None;
+                None
             }
         }
-        Some(TaskCgroup::load(task_path(agent, task)))
+    }
+
+    /// Renames its directories to `to` in every hierarchy; when one fails, renames back
+    /// those done and returns false. This handle keeps the old paths: see
+    /// [`TaskCgroup::renamed`].
+    pub(crate) fn rename_dirs(&self, to: &str) -> bool {
+        let fds = self.fds.lock().unwrap_or_else(|p| p.into_inner());
+        let fd = |i: usize| fds.get(i).and_then(Option::as_ref);
+        for (done, dir) in self.dirs.iter().enumerate() {
+            if rename_dir(dir, fd(done), to).is_err() {
+                let old = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                for (i, dir) in self.dirs[..done].iter().enumerate() {
+                    if let Some(old) = &old {
+                        let _ = rename_dir(&dir.with_file_name(to), fd(i), old);
+                    }
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The handle of this cgroup under its new name `troupe/<agent>/<name>`, after
+    /// [`TaskCgroup::rename_dirs`]: it takes the open directories and control files, so this
+    /// handle is left with paths that no longer exist (a task's handle that outlives the
+    /// recycling of its cgroup reads nothing of the next task's).
+    pub(crate) fn renamed(&self, agent: &str, name: &str) -> TaskCgroup {
+        let path = task_path(agent, name);
+        TaskCgroup {
+            cgroup: Self::handle(&path),
+            dirs: self.dirs.iter().map(|d| d.with_file_name(name)).collect(),
+            fds: Mutex::new(std::mem::take(
+                &mut *self.fds.lock().unwrap_or_else(|p| p.into_inner()),
+            )),
+            files: Mutex::new(std::mem::take(
+                &mut *self.files.lock().unwrap_or_else(|p| p.into_inner()),
+            )),
+            path,
+        }
     }
 
     /// Opens the existing cgroup of `task` under `agent` (for a new owner re-adopting it).
@@ -215,18 +286,24 @@ impl TaskCgroup {
 
     /// The cgroup at `path`, whether it exists or not.
     fn load(path: String) -> TaskCgroup {
+        TaskCgroup::new(Self::handle(&path), path)
+    }
+
+    /// cgroups-rs's handle of the cgroup at `path` (no file is touched).
+    fn handle(path: &str) -> Cgroup {
         let hier = hierarchy();
-        let v2 = hier.v2();
-        let cgroup = if v2 {
-            Cgroup::load(hier, &path)
+        if hier.v2() {
+            Cgroup::load(hier, path)
         } else {
             let controllers = V1_CONTROLLERS.iter().map(|c| c.to_string()).collect();
-            Cgroup::load_with_specified_controllers(hier, &path, controllers)
-        };
-        TaskCgroup::new(cgroup, path)
+            Cgroup::load_with_specified_controllers(hier, path, controllers)
+        }
     }
 
     pub(crate) fn apply(&self, r: &Resources) -> Result<(), CgroupError> {
+        if !self.cgroup.v2() {
+            return self.apply_v1(r);
+        }
         let mut res = cgroups_rs::Resources::default();
         res.cpu.shares = r.cpu_shares;
         if let Some(cpus) = r.cpus {
@@ -238,17 +315,42 @@ impl TaskCgroup {
             .pids
             .map(|n| MaxValue::Value(n.min(i64::MAX as u64) as i64));
         self.cgroup.apply(&res).map_err(failed(&self.path))?;
-        if let Some(limit) = r.memory_bytes {
+        if r.memory_bytes.is_some() {
             // The limit is for memory, not memory plus swap: a task over it is killed, not
-            // swapped out. (Each file exists only where swap accounting does.)
-            if let Some(dir) = self.controller_dir("memory") {
-                if self.cgroup.v2() {
-                    let _ = std::fs::write(dir.join("memory.swap.max"), "0");
-                } else {
-                    let _ =
-                        std::fs::write(dir.join("memory.memsw.limit_in_bytes"), limit.to_string());
-                }
-            }
+            // swapped out. (The file exists only where swap accounting does.)
+            let _ = self.write_control("", "memory.swap.max", "0");
+        }
+        Ok(())
+    }
+
+    /// [`TaskCgroup::apply`] on v1: the limit files written directly, through the open
+    /// directories (cgroups-rs walks each file's path and reads the cpu period and quota
+    /// back). The limits not given are left as they are (none, on a new or reset cgroup).
+    fn apply_v1(&self, r: &Resources) -> Result<(), CgroupError> {
+        let write = |controller: &str, file: &'static str, value: String| {
+            self.write_control_or_why(controller, file, &value)
+                .map_err(|cause| CgroupError::Failed {
+                    path: self.path.clone(),
+                    cause: format!("{controller}/{file} = {value}: {cause}"),
+                })
+        };
+        if let Some(shares) = r.cpu_shares {
+            write("cpu", "cpu.shares", shares.to_string())?;
+        }
+        if let Some(cpus) = r.cpus {
+            let quota = (cpus * CFS_PERIOD_US as f64).round().max(1000.0) as i64;
+            write("cpu", "cpu.cfs_period_us", CFS_PERIOD_US.to_string())?;
+            write("cpu", "cpu.cfs_quota_us", quota.to_string())?;
+        }
+        if let Some(limit) = r.memory_bytes {
+            let limit = limit.min(i64::MAX as u64).to_string();
+            write("memory", "memory.limit_in_bytes", limit.clone())?;
+            // Memory, not memory plus swap: a task over the limit is killed, not swapped
+            // out. (The file exists only where swap accounting does.)
+            let _ = self.write_control("memory", "memory.memsw.limit_in_bytes", &limit);
+        }
+        if let Some(n) = r.pids {
+            write("pids", "pids.max", n.min(i64::MAX as u64).to_string())?;
         }
         Ok(())
     }
@@ -298,22 +400,55 @@ impl TaskCgroup {
     /// Writes `value` to control file `file` of `controller`'s directory (`""` on v2);
     /// whether it took.
     fn write_control(&self, controller: &str, file: &str, value: &str) -> bool {
-        self.controller_dir(controller)
-            .is_some_and(|dir| std::fs::write(dir.join(file), value).is_ok())
+        self.write_control_or_why(controller, file, value).is_ok()
+    }
+
+    /// [`TaskCgroup::write_control`], saying why not.
+    fn write_control_or_why(
+        &self,
+        controller: &str,
+        file: &str,
+        value: &str,
+    ) -> std::io::Result<()> {
+        use std::io::Write;
+        let missing = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let dir = self.controller_index(controller).ok_or_else(missing)?;
+        self.open_control(dir, file, true)?
+            .write_all(value.as_bytes())
+    }
+
+    /// Opens control file `file` of directory `dir` (an index in `dirs`), for writing with
+    /// `write`: relative to the open directory when there is one.
+    fn open_control(&self, dir: usize, file: &str, write: bool) -> std::io::Result<std::fs::File> {
+        let flags = OFlags::CLOEXEC
+            | if write {
+                OFlags::WRONLY
+            } else {
+                OFlags::RDONLY
+            };
+        let fds = self.fds.lock().unwrap_or_else(|p| p.into_inner());
+        let fd = match fds.get(dir).and_then(Option::as_ref) {
+            Some(at) => rustix::fs::openat(&at.dir, file, flags, Mode::empty())?,
+            None => {
+                let path = self.dirs.get(dir).ok_or(std::io::ErrorKind::NotFound)?;
+                rustix::fs::open(path.join(file), flags, Mode::empty())?
+            }
+        };
+        Ok(std::fs::File::from(fd))
     }
 
     /// Whether a cgroup the task made inside this one is there, in any hierarchy: a cgroup
     /// directory's link count is two and one per directory in it.
     pub(crate) fn has_inner_cgroups(&self) -> bool {
         use std::os::unix::fs::MetadataExt;
-        self.dirs
-            .iter()
-            .any(|dir| std::fs::metadata(dir).map_or(true, |m| m.nlink() != 2))
-    }
-
-    /// Closes the control files kept open: the cgroup is another's now (recycled).
-    pub(crate) fn forget_files(&self) {
-        self.files.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let fds = self.fds.lock().unwrap_or_else(|p| p.into_inner());
+        self.dirs.iter().enumerate().any(|(i, dir)| {
+            let links = match fds.get(i).and_then(Option::as_ref) {
+                Some(at) => rustix::fs::fstat(&at.dir).ok().map(|st| st.st_nlink),
+                None => std::fs::metadata(dir).ok().map(|m| m.nlink()),
+            };
+            links != Some(2)
+        })
     }
 
     /// The memory still charged to it (v1 `memory.usage_in_bytes`, v2 `memory.current`):
@@ -325,7 +460,7 @@ impl TaskCgroup {
         } else {
             ("memory", "memory.usage_in_bytes")
         };
-        self.read_small(self.controller_dir(dir), file)?
+        self.read_small(self.controller_index(dir), file)?
             .trim()
             .parse()
             .ok()
@@ -340,16 +475,18 @@ impl TaskCgroup {
     /// together (`cpu` and `cpuacct` as links to `cpu,cpuacct`) share one.
     fn new(cgroup: Cgroup, path: String) -> TaskCgroup {
         let mut seen = BTreeSet::new();
-        let dirs = cgroup
+        let dirs: Vec<PathBuf> = cgroup
             .subsystems()
             .iter()
             .map(|s| s.to_controller().path().to_path_buf())
             .filter(|p| seen.insert(hierarchy_of(p, &path)))
             .collect();
+        let fds = dirs.iter().map(|d| DirFd::open(d)).collect();
         TaskCgroup {
             cgroup,
             path,
             dirs,
+            fds: Mutex::new(fds),
             files: Mutex::new(Vec::new()),
         }
     }
@@ -367,14 +504,18 @@ impl TaskCgroup {
     }
 
     fn controller_dir(&self, name: &str) -> Option<PathBuf> {
-        let dirs = self.dirs();
+        self.controller_index(name).map(|i| self.dirs[i].clone())
+    }
+
+    /// Which of `dirs` is `controller`'s (any on v2).
+    fn controller_index(&self, controller: &str) -> Option<usize> {
         if self.cgroup.v2() {
-            return dirs.into_iter().next();
+            return (!self.dirs.is_empty()).then_some(0);
         }
-        dirs.into_iter().find(|d| {
+        self.dirs.iter().position(|d| {
             d.ancestors().any(|a| {
                 a.file_name()
-                    .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == name))
+                    .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
             })
         })
     }
@@ -425,22 +566,28 @@ impl TaskCgroup {
     /// [`TaskCgroup::is_empty`]); `None` when it cannot be read.
     fn says_empty(&self) -> Option<bool> {
         if self.cgroup.v2() {
-            let events = self.read_small(self.controller_dir(""), "cgroup.events");
+            let events = self.read_small(self.controller_index(""), "cgroup.events");
             events.and_then(|events| {
                 events
                     .lines()
                     .find_map(|l| l.strip_prefix("populated ").map(|n| n.trim() == "0"))
             })
         } else {
-            self.read_small(self.controller_dir("pids"), "pids.current")
+            self.read_small(self.controller_index("pids"), "pids.current")
                 .map(|n| n.trim() == "0")
         }
     }
 
     /// Resource use now.
     pub fn stats(&self) -> CgroupStats {
-        let read = |dir: Option<PathBuf>, file: &str| -> Option<String> {
-            std::fs::read_to_string(dir?.join(file)).ok()
+        let read = |dir: Option<usize>, file: &str| -> Option<String> {
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut self.open_control(dir?, file, false).ok()?,
+                &mut text,
+            )
+            .ok()?;
+            Some(text)
         };
         let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
         let keyed = |text: Option<String>, key: &str| -> Option<u64> {
@@ -451,21 +598,21 @@ impl TaskCgroup {
         };
         let processes = self.pids().len() as u64;
         if self.cgroup.v2() {
-            let dir = self.controller_dir("");
+            let dir = self.controller_index("");
             CgroupStats {
-                cpu_ns: keyed(read(dir.clone(), "cpu.stat"), "usage_usec").unwrap_or(0) * 1000,
-                memory_bytes: number(read(dir.clone(), "memory.current")).unwrap_or(0),
-                memory_peak_bytes: number(read(dir.clone(), "memory.peak")).unwrap_or(0),
+                cpu_ns: keyed(read(dir, "cpu.stat"), "usage_usec").unwrap_or(0) * 1000,
+                memory_bytes: number(read(dir, "memory.current")).unwrap_or(0),
+                memory_peak_bytes: number(read(dir, "memory.peak")).unwrap_or(0),
                 oom_kills: self.oom_kills(),
                 processes,
             }
         } else {
-            let memory = self.controller_dir("memory");
+            let memory = self.controller_index("memory");
             CgroupStats {
-                cpu_ns: number(read(self.controller_dir("cpuacct"), "cpuacct.usage")).unwrap_or(0),
-                memory_bytes: number(read(memory.clone(), "memory.usage_in_bytes")).unwrap_or(0),
-                memory_peak_bytes: number(read(memory.clone(), "memory.max_usage_in_bytes"))
+                cpu_ns: number(read(self.controller_index("cpuacct"), "cpuacct.usage"))
                     .unwrap_or(0),
+                memory_bytes: number(read(memory, "memory.usage_in_bytes")).unwrap_or(0),
+                memory_peak_bytes: number(read(memory, "memory.max_usage_in_bytes")).unwrap_or(0),
                 oom_kills: self.oom_kills(),
                 processes,
             }
@@ -475,9 +622,9 @@ impl TaskCgroup {
     /// The processes the kernel killed in it for exceeding its memory limit, ever.
     pub fn oom_kills(&self) -> u64 {
         let (dir, file) = if self.cgroup.v2() {
-            (self.controller_dir(""), "memory.events")
+            (self.controller_index(""), "memory.events")
         } else {
-            (self.controller_dir("memory"), "memory.oom_control")
+            (self.controller_index("memory"), "memory.oom_control")
         };
         self.read_small(dir, file)
             .and_then(|text| {
@@ -538,7 +685,7 @@ impl TaskCgroup {
             ("cpuacct", "cpuacct.usage"),
             ("memory", "memory.max_usage_in_bytes"),
         ] {
-            self.with_file(self.controller_dir(controller), file, true, |f| {
+            self.with_file(self.controller_index(controller), file, true, |f| {
                 rustix::io::pwrite(f, b"0", 0).map_err(std::io::Error::from)
             });
         }
@@ -546,7 +693,7 @@ impl TaskCgroup {
 
     /// The text of a small control file (a few hundred bytes at most), through the open
     /// file kept for it.
-    fn read_small(&self, dir: Option<PathBuf>, name: &str) -> Option<String> {
+    fn read_small(&self, dir: Option<usize>, name: &'static str) -> Option<String> {
         let mut buf = [0u8; 512];
         let n = self.with_file(dir, name, false, |f| {
             rustix::io::pread(f, &mut buf, 0).map_err(std::io::Error::from)
@@ -554,27 +701,24 @@ impl TaskCgroup {
         String::from_utf8(buf[..n].to_vec()).ok()
     }
 
-    /// Runs `op` on control file `name` in `dir`, opened (for writing with `write`) the
-    /// first time and kept open. `None` when it cannot be opened or `op` fails.
+    /// Runs `op` on control file `name` in `dir` (an index in `dirs`), opened (for writing
+    /// with `write`) the first time and kept open. `None` when it cannot be opened or `op`
+    /// fails.
     fn with_file<T>(
         &self,
-        dir: Option<PathBuf>,
-        name: &str,
+        dir: Option<usize>,
+        name: &'static str,
         write: bool,
         op: impl FnOnce(&std::fs::File) -> std::io::Result<T>,
     ) -> Option<T> {
-        let path = dir?.join(name);
+        let dir = dir?;
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, file)) = files.iter().find(|(p, _)| *p == path) {
+        if let Some((.., file)) = files.iter().find(|(d, n, _)| *d == dir && *n == name) {
             return op(file).ok();
         }
-        let file = std::fs::OpenOptions::new()
-            .read(!write)
-            .write(write)
-            .open(&path)
-            .ok()?;
+        let file = self.open_control(dir, name, write).ok()?;
         let result = op(&file).ok();
-        files.push((path, file));
+        files.push((dir, name, file));
         result
     }
 

@@ -358,26 +358,17 @@ pub(crate) fn recycle(agent: &str, cgroup: &TaskCgroup) -> bool {
     }
     cgroup.reset_stats();
     let name = warm_cgroup_name();
-    let dirs = cgroup.directories();
-    for (done, dir) in dirs.iter().enumerate() {
-        if std::fs::rename(dir, dir.with_file_name(&name)).is_err() {
-            for dir in &dirs[..done] {
-                let _ = std::fs::rename(dir.with_file_name(&name), dir);
-            }
-            return false;
-        }
+    if !cgroup.rename_dirs(&name) {
+        return false;
     }
-    // What the ended task's handle kept open is this cgroup's, under its new name.
-    cgroup.forget_files();
-    let warm = TaskCgroup::open(agent, &name);
+    // The ended task's handle hands its open directories and files on to the warm one.
+    let warm = cgroup.renamed(agent, &name);
     let mut p = lock(&pool);
-    match warm {
-        Some(warm) if room(&p) => p.ready.push(warm),
-        Some(warm) => {
-            drop(p);
-            warm.remove_empty();
-        }
-        None => {}
+    if room(&p) {
+        p.ready.push(warm);
+    } else {
+        drop(p);
+        warm.remove_empty();
     }
     true
 }
