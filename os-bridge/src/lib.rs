@@ -26,6 +26,7 @@
 pub mod actor;
 pub mod cgroup;
 mod exec;
+pub mod fd_limit;
 pub mod host;
 pub mod keeper;
 pub mod launcher;

@@ -305,7 +305,7 @@ impl Process {
             cwd,
             uid: spec.uid,
             gid: spec.gid,
-            rlimits: spec.rlimits.clone(),
+            rlimits: crate::fd_limit::with_task_default(spec.rlimits.clone()),
             cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
             stdout: stdout.clone(),
             stderr: stderr.clone(),

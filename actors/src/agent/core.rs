@@ -154,6 +154,15 @@ impl Actor for AgentCore {
     ) -> Result<AgentState, ActorProcessingErr> {
         let config = args.config;
         let node = Node::current().ok_or("the agent needs a running node")?;
+        // A few descriptors a task: the soft limit a service starts with would stop the
+        // agent at about a hundred (tasks get the limit it started with back).
+        match troupe_os::fd_limit::raise_for_owner() {
+            Ok(troupe_os::fd_limit::Raised::From(before, after)) => {
+                tracing::info!(before, after, "open-file limit raised to the hard limit")
+            }
+            Ok(troupe_os::fd_limit::Raised::AlreadyAtMost) => {}
+            Err(e) => tracing::warn!(cause = %e, "cannot raise the open-file limit"),
+        }
         let host = troupe_os::host::host_resources(&config.sandbox_root(), BTreeMap::new());
         let resources = config.resources.unwrap_or(Resources {
             cpus: host.cpus,

@@ -272,6 +272,64 @@ async fn a_task_starts_in_its_session_cgroup_and_limits_with_default_signals() {
     );
 }
 
+/// An owner raises its soft open-file limit to the hard one; its tasks get the limit it
+/// started with back, unless their spec sets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_raises_its_open_file_limit_and_its_tasks_keep_the_one_it_started_with() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Some(fx) = Fixture::new() else { return };
+    let hard = getrlimit(Resource::Nofile).maximum;
+    if hard.is_some_and(|h| h <= 4096) {
+        eprintln!("skipped: the hard open-file limit is too low for the limits tried here");
+        return;
+    }
+    // This test is a process of its own: the service soft limit, then the owner's raise.
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(256),
+            maximum: hard,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        troupe_os::fd_limit::raise_for_owner().unwrap(),
+        troupe_os::fd_limit::Raised::From(256, hard.unwrap_or(u64::MAX))
+    );
+    assert_eq!(getrlimit(Resource::Nofile).current, hard);
+    assert_eq!(
+        troupe_os::fd_limit::raise_for_owner().unwrap(),
+        troupe_os::fd_limit::Raised::AlreadyAtMost,
+        "once raised, it stays"
+    );
+
+    let soft_of = |p: &Process| {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.pid())).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace().nth(3).unwrap().to_string()
+    };
+    let plain = fx.spawn("plain", sh("exec sleep 30")).await;
+    assert_eq!(
+        soft_of(&plain),
+        "256",
+        "a task gets the limit its owner started with"
+    );
+    let mut spec = sh("exec sleep 30");
+    spec.rlimits = vec![troupe_os::spec::Rlimit {
+        resource: "nofile".into(),
+        soft: Some(4096),
+        hard,
+    }];
+    let own = fx.spawn("own", spec).await;
+    assert_eq!(soft_of(&own), "4096", "a task's own limit wins");
+    within(Duration::from_secs(10), plain.stop()).await;
+    within(Duration::from_secs(10), own.stop()).await;
+}
+
 /// A shim killed while its task runs: the task runs on, its owner watches it through a
 /// pidfd from then on, and once it ends reports it gone, since no exit was recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
