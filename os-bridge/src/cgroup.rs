@@ -444,7 +444,9 @@ impl TaskCgroup {
         let fds = self.fds.lock().unwrap_or_else(|p| p.into_inner());
         self.dirs.iter().enumerate().any(|(i, dir)| {
             let links = match fds.get(i).and_then(Option::as_ref) {
-                Some(at) => rustix::fs::fstat(&at.dir).ok().map(|st| st.st_nlink),
+                // `st_nlink` is 64 bits here and 32 on some architectures.
+                #[allow(clippy::unnecessary_cast)]
+                Some(at) => rustix::fs::fstat(&at.dir).ok().map(|st| st.st_nlink as u64),
                 None => std::fs::metadata(dir).ok().map(|m| m.nlink()),
             };
             links != Some(2)
