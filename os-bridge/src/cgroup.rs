@@ -583,13 +583,7 @@ impl TaskCgroup {
     /// Resource use now.
     pub fn stats(&self) -> CgroupStats {
         let read = |dir: Option<usize>, file: &str| -> Option<String> {
-            let mut text = String::new();
-            std::io::Read::read_to_string(
-                &mut self.open_control(dir?, file, false).ok()?,
-                &mut text,
-            )
-            .ok()?;
-            Some(text)
+            std::io::read_to_string(self.open_control(dir?, file, false).ok()?).ok()
         };
         let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
         let keyed = |text: Option<String>, key: &str| -> Option<u64> {
