@@ -34,7 +34,7 @@ use troupe_runtime::{Child, SupervisorRef, SupervisorSpec};
 pub use self::allocator::{ALLOCATOR_PATH, Allocator, AllocatorMsg, AllocatorStats};
 pub use self::core::{CoreArgs, MasterCore, describe_not_offered, valid_role};
 pub use self::observer::{AGENT_HEARTBEAT, Observer, ObserverArgs, observer_path};
-pub use self::registry::{Facts, Registry, RegistryError};
+pub use self::registry::{Facts, REMOVED_FRAMEWORKS_KEPT, Registry, RegistryError};
 
 /// The master core's path.
 pub const MASTER_PATH: &str = "master";

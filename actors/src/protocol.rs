@@ -469,6 +469,42 @@ pub struct AgentInfo {
     /// Its attributes (`rack=r1`, ...), given to frameworks with its offers.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// Its work directory on `hostname`: with the host, what tells a restart of this agent
+    /// (same host and directory, its tasks found again) from another agent that took its
+    /// name.
+    #[serde(default)]
+    pub work_dir: String,
+}
+
+/// A task an agent reports when it registers: its latest status and what it was launched
+/// as, so that a restarted master's books keep its name, command and launch time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedTask {
+    /// Its framework.
+    pub framework: FrameworkId,
+    /// Its latest status.
+    pub status: TaskStatus,
+    /// What it holds.
+    pub resources: Resources,
+    /// Its name.
+    #[serde(default)]
+    pub name: String,
+    /// Its command line.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// When it was launched (ms since the Unix epoch; 0 when the agent does not know).
+    #[serde(default)]
+    pub launched_ms: u64,
+}
+
+/// How the master took a kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillAccepted {
+    /// The kill went to the task's agent; the task's end follows.
+    Sent,
+    /// The task's agent cannot be reached: the kill is recorded (in the registry too, when
+    /// there is one) and goes to the agent when it registers again.
+    Deferred,
 }
 
 /// What a framework tells the master when it subscribes.
@@ -514,8 +550,8 @@ pub enum MasterMsg {
     RegisterAgent {
         /// Who it is.
         info: AgentInfo,
-        /// The latest status of every task it still has, with its framework.
-        tasks: Vec<(FrameworkId, TaskStatus, Resources)>,
+        /// Every task it still has: its latest status and what it was launched as.
+        tasks: Vec<ReportedTask>,
         /// `Ok`, or why it was refused.
         reply: Reply<Result<(), String>>,
     },
@@ -576,8 +612,8 @@ pub enum MasterMsg {
     Kill {
         /// The task.
         task: TaskId,
-        /// `Ok` once the kill is under way, or why not.
-        reply: Reply<Result<(), String>>,
+        /// Whether the kill went to the agent or waits for it, or why it cannot be.
+        reply: Reply<Result<KillAccepted, String>>,
     },
     /// A framework acknowledges a status update.
     Acknowledge {
@@ -665,6 +701,10 @@ pub enum AgentMsg {
         framework: FrameworkId,
         /// The tasks.
         tasks: Vec<TaskInfo>,
+        /// When the master accepted them (ms since the Unix epoch): the launch time the
+        /// agent reports back, so that it reads the same after a master restart.
+        #[serde(default)]
+        launched_ms: u64,
     },
     /// Kill a task: its stop signal, its grace period, then SIGKILL.
     Kill {

@@ -18,7 +18,7 @@ use troupe_runtime::{Addr, Reply};
 use crate::framework::{Driver, DriverError, FrameworkSettings, Scheduler};
 use crate::master::MASTER_PATH;
 use crate::outbox::Outbox;
-use crate::protocol::{MasterMsg, OfferInfo, Resources, TaskId, TaskInfo, TaskStatus};
+use crate::protocol::{FrameworkId, MasterMsg, OfferInfo, Resources, TaskId, TaskInfo, TaskStatus};
 
 /// The runner's path.
 pub const RUNNER_PATH: &str = "runner";
@@ -205,6 +205,14 @@ impl Actor for RunnerActor {
                         if !r.resources.is_valid() {
                             return Err(format!("{}: invalid resources {}", r.name, r.resources));
                         }
+                        // Nothing allocated would mean no cgroup limit and nothing counted
+                        // against the agent: an over-commit nobody asked for.
+                        if r.resources.cpus <= 0.0 || r.resources.mem_mib <= 0.0 {
+                            return Err(format!(
+                                "{}: a task needs more than 0 cpus and more than 0 MiB of memory, not {}",
+                                r.name, r.resources
+                            ));
+                        }
                         Ok(TaskInfo {
                             id: task_id(&r.name),
                             name: r.name,
@@ -288,6 +296,11 @@ pub async fn start(master: Option<SocketAddr>) -> Result<Driver, DriverError> {
     let scheduler = RunScheduler { book: book.clone() };
     let mut settings = FrameworkSettings::new(RUNNER_NAME);
     settings.failover_timeout = Duration::from_secs(3600);
+    // One id for every life of the runner: the updates that agents hold for its tasks from
+    // before a master restart are addressed to it, and the runner of the new master
+    // acknowledges them (with a new id every start, they would wait behind an update
+    // nobody can acknowledge, and the task's end would never reach the master's books).
+    settings.id = Some(FrameworkId(RUNNER_NAME.to_string()));
     let driver = Driver::start(settings, master, scheduler).await?;
     Actor::spawn(None, RunnerActor, (book, driver.clone()))
         .await

@@ -9,6 +9,7 @@ mod repl;
 mod run;
 mod tasks;
 pub(crate) mod tree;
+mod values;
 
 use std::path::PathBuf;
 

@@ -11,6 +11,9 @@ pub(crate) const UNREACHABLE: u8 = 2;
 pub(crate) const COOKIE_REFUSED: u8 = 3;
 /// The peer did not answer in time.
 pub(crate) const TIMEOUT: u8 = 4;
+/// The command line is wrong: an unknown flag, a missing argument, a value out of range
+/// (sysexits' EX_USAGE).
+pub(crate) const USAGE: u8 = 64;
 /// `troupe run`: the task was refused, dropped, or lost with its agent (like `docker run`'s
 /// 125: the task's own code is unknown).
 pub(crate) const TASK_NOT_RUN: u8 = 125;

@@ -11,7 +11,20 @@ fn main() -> std::process::ExitCode {
     // `troupe --troupe-shim LAUNCH.json` is the parent of a task (see troupe_os::shim), so
     // that a troupe install needs no second binary.
     troupe_os::shim::main_if_shim();
-    let cli = commands::Cli::parse();
+    let cli = match commands::Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version` print to stdout and succeed; anything else is a usage
+        // error with a code of its own (2 means "unreachable" here, not clap's usage code).
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            }
+            .into();
+        }
+    };
     commands::init_tracing(cli.command.default_log_filter());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -97,3 +97,186 @@ fn the_cookie_comes_from_the_environment_or_a_created_cookie_file() {
     drop(b);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Runs `troupe ARGS` with a test cookie and no master to find; returns code and stderr.
+fn troupe_args(args: &[String]) -> (i32, String) {
+    let out = Command::new(TROUPE)
+        .args(args)
+        .env("TROUPE_COOKIE", "prop-cookie")
+        .env("TROUPE_MASTER", "127.0.0.1:1")
+        .env(
+            "TROUPE_WORK_DIR",
+            std::env::temp_dir().join("troupe-cli-prop"),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("troupe runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_numeric_and_duration_flag_takes_random_input_without_a_panic_and_exits_as_documented() {
+    // A port held by this test: a server command whose flags parse stops at its listener
+    // ("cannot listen on ...: address already in use", exit 1) instead of serving.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = held.local_addr().unwrap().to_string();
+    let server = |cmd: &str| -> Vec<String> {
+        let mut v = vec![cmd.to_string(), "--listen".into(), busy.clone()];
+        match cmd {
+            "node" => v.extend(["--name".into(), "prop".into()]),
+            "agent" => v.extend(["--name".into(), "prop".into()]),
+            _ => {}
+        }
+        v
+    };
+    let client = |cmd: &[&str]| -> Vec<String> { cmd.iter().map(|s| s.to_string()).collect() };
+    // Each command line, the flag under test, and what follows the flag's value.
+    let cases: Vec<(Vec<String>, &str, Vec<String>)> = vec![
+        (client(&["run"]), "--cpus", client(&["--", "true"])),
+        (client(&["run"]), "--mem", client(&["--", "true"])),
+        (client(&["run"]), "--grace", client(&["--", "true"])),
+        (client(&["run"]), "--count", client(&["--", "true"])),
+        (client(&["ping"]), "--timeout", client(&["127.0.0.1:1"])),
+        (client(&["tree"]), "--depth", vec![]),
+        (server("node"), "--heartbeat-ms", vec![]),
+        (server("node"), "--phi-threshold", vec![]),
+        (server("master"), "--allocation-interval-ms", vec![]),
+        (server("master"), "--offer-timeout-ms", vec![]),
+        (server("master"), "--agent-gone-after", vec![]),
+        (server("master"), "--task-history", vec![]),
+        (server("master"), "--phi-threshold", vec![]),
+        (server("agent"), "--cpus", vec![]),
+        (server("agent"), "--mem", vec![]),
+        (server("agent"), "--disk", vec![]),
+        (server("dev"), "--agents", vec![]),
+        (server("dev"), "--cpus", vec![]),
+    ];
+    // Special values first, then random ones from a fixed seed (xorshift), so that a
+    // failure names its input and reproduces.
+    let special = [
+        "0",
+        "-1",
+        "-0",
+        "1e300",
+        "-1e300",
+        "NaN",
+        "inf",
+        "-inf",
+        "1e-320",
+        "",
+        "abc",
+        "18446744073709551616",
+        "99999999999999999999999",
+        "0.5",
+        "3",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let documented = [1, 2, 3, 4, 64];
+    for (prefix, flag, suffix) in &cases {
+        let mut values: Vec<String> = special.iter().map(|s| s.to_string()).collect();
+        for _ in 0..4 {
+            values.push(match random() % 3 {
+                0 => f64::from_bits(random()).to_string(),
+                1 => ((random() as i64) >> (random() % 60)).to_string(),
+                _ => (0..random() % 6)
+                    .map(|_| char::from_u32((random() % 0x7f) as u32 + 1).unwrap_or('x'))
+                    .collect(),
+            });
+        }
+        for value in values {
+            let mut args = prefix.clone();
+            args.push(format!("{flag}={value}"));
+            args.extend(suffix.iter().cloned());
+            let (code, err) = troupe_args(&args);
+            assert!(
+                !err.contains("panicked") && documented.contains(&code),
+                "troupe {args:?} exited {code}: {err}"
+            );
+        }
+    }
+    drop(held);
+}
+
+#[test]
+fn usage_errors_exit_64_and_negative_amounts_are_refused_as_amounts() {
+    let (code, err) = troupe_args(&[
+        "run".into(),
+        "--cpus".into(),
+        "-1".into(),
+        "--".into(),
+        "true".into(),
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("cpus must be more than 0"), "{err}");
+    assert!(!err.contains("'-- -1'"), "{err}");
+    let (code, err) = troupe_args(&[
+        "run".into(),
+        "--grace".into(),
+        "1e300".into(),
+        "--".into(),
+        "true".into(),
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("seconds"), "{err}");
+    let (code, err) = troupe_args(&["no-such-command".into()]);
+    assert_eq!(code, 64, "{err}");
+    let (code, _) = troupe_args(&["--help".into()]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_port_in_use_is_named_with_its_address_and_exits_1() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = held.local_addr().unwrap().to_string();
+    for cmd in ["node", "master"] {
+        let (code, err) = troupe_args(&[
+            cmd.into(),
+            "--name".into(),
+            "busy".into(),
+            "--listen".into(),
+            busy.clone(),
+        ]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("cannot listen on {busy}: address already in use")),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn an_explicit_cookie_file_that_does_not_exist_is_an_error_naming_it() {
+    let dir = std::env::temp_dir().join(format!("troupe-cli-nocookie-{}", std::process::id()));
+    let path = dir.join("sub").join("cookie");
+    let out = Command::new(TROUPE)
+        .args(["ping", "--cookie-file"])
+        .arg(&path)
+        .arg("127.0.0.1:1")
+        .env_remove("TROUPE_COOKIE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!dir.exists(), "nothing is created at {}", dir.display());
+}
+
+#[test]
+fn a_master_address_may_be_a_host_name() {
+    let b = node("hn", "hn-cookie");
+    let port = b.addr.port();
+    let (code, out, err) = ping(&format!("localhost:{port}"), "hn-cookie");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pong from hn"), "{out}");
+}

@@ -33,6 +33,14 @@ pub enum CookieError {
         /// The OS error.
         cause: std::io::Error,
     },
+    /// A cookie file named explicitly does not exist (only the default one is created).
+    #[error(
+        "cookie file {path} does not exist: write the cluster's cookie there, or leave out --cookie-file to use (and create) the default one"
+    )]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
     /// No explicit cookie, and no home directory to keep a cookie file in.
     #[error("no cookie given and $HOME is not set: pass --cookie or set TROUPE_COOKIE")]
     NoHome,
@@ -50,8 +58,9 @@ impl Cookie {
     }
 
     /// Resolves the cookie the way every `troupe` command does: `explicit`, then
-    /// `TROUPE_COOKIE`, then the cookie file (`file`, `TROUPE_COOKIE_FILE`, or the default),
-    /// created on first use.
+    /// `TROUPE_COOKIE`, then the cookie file: `file`, which must exist (a typo must not
+    /// make a new cluster secret that no other node has), else `TROUPE_COOKIE_FILE` or
+    /// `~/.troupe/cookie`, created on first use.
     pub fn resolve(explicit: Option<&str>, file: Option<&Path>) -> Result<Cookie, CookieError> {
         if let Some(value) = explicit {
             return Cookie::new(value);
@@ -59,11 +68,13 @@ impl Cookie {
         if let Ok(value) = std::env::var(COOKIE_ENV) {
             return Cookie::new(value);
         }
-        let path = match file {
-            Some(path) => path.to_path_buf(),
-            None => default_cookie_file()?,
-        };
-        Cookie::from_file(&path)
+        match file {
+            Some(path) if !path.exists() => Err(CookieError::Missing {
+                path: path.to_path_buf(),
+            }),
+            Some(path) => Cookie::from_file(path),
+            None => Cookie::from_file(&default_cookie_file()?),
+        }
     }
 
     /// Reads the cookie file, creating it with a random cookie if it does not exist.

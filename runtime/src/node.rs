@@ -292,18 +292,32 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Resolves port 0 to a concrete free port, so that the node can tell peers where it is.
+/// A fixed port is bound once here too, so that a port in use is reported as such (the
+/// node server's own bind failure only surfaces as a failed actor start).
 fn concrete_listen(listen: SocketAddr) -> Result<SocketAddr, NodeError> {
+    let probe = TcpListener::bind(listen).map_err(|e| NodeError::Listen {
+        addr: listen,
+        cause: listen_cause(&e),
+    })?;
     if listen.port() != 0 {
         return Ok(listen);
     }
-    let probe = TcpListener::bind(listen).map_err(|e| NodeError::Listen {
-        addr: listen,
-        cause: e.to_string(),
-    })?;
     probe.local_addr().map_err(|e| NodeError::Listen {
         addr: listen,
         cause: e.to_string(),
     })
+}
+
+/// Why a listener could not bind, in words an operator acts on.
+fn listen_cause(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "address already in use".into(),
+        std::io::ErrorKind::AddrNotAvailable => "no such address on this host".into(),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need root)".into()
+        }
+        _ => e.to_string(),
+    }
 }
 
 impl Node {

@@ -33,8 +33,8 @@ use super::AgentConfig;
 use crate::master::{AGENT_HEARTBEAT, MASTER_PATH, observer_path};
 use crate::outbox::Outbox;
 use crate::protocol::{
-    AgentId, AgentInfo, AgentMsg, FrameworkId, MasterMsg, ObserverMsg, Resources, Source, TaskId,
-    TaskInfo, TaskState, TaskStatus, TaskUsage, now_ms,
+    AgentId, AgentInfo, AgentMsg, FrameworkId, MasterMsg, ObserverMsg, ReportedTask, Resources,
+    Source, TaskId, TaskInfo, TaskState, TaskStatus, TaskUsage, now_ms,
 };
 use crate::status_updates::StatusUpdates;
 
@@ -62,6 +62,9 @@ struct AgentTask {
     framework: FrameworkId,
     info: TaskInfo,
     status: TaskStatus,
+    /// When it was launched (ms since the Unix epoch; 0 in checkpoints that predate it).
+    #[serde(default)]
+    launched_ms: u64,
 }
 
 /// The checkpoint: the task table and the status-update manager.
@@ -104,6 +107,28 @@ pub struct AgentState {
     heartbeat: tokio::task::JoinHandle<()>,
     start: Instant,
     myself: ActorRef<AgentMsg>,
+    /// `<work-dir>/agent.lock`, locked while this core runs: two agents never share a work
+    /// directory (they would adopt each other's tasks).
+    _work_dir_lock: std::fs::File,
+}
+
+/// Locks the agent's work directory, or says which one is in use.
+fn lock_work_dir(config: &AgentConfig) -> Result<std::fs::File, String> {
+    let path = config.work_dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(format!(
+            "the work directory {} is in use by another agent; give this one another --work-dir",
+            config.work_dir.display()
+        )),
+        Err(e) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
 }
 
 fn checkpoint_path(config: &AgentConfig) -> PathBuf {
@@ -154,6 +179,7 @@ impl Actor for AgentCore {
     ) -> Result<AgentState, ActorProcessingErr> {
         let config = args.config;
         let node = Node::current().ok_or("the agent needs a running node")?;
+        let work_dir_lock = lock_work_dir(&config)?;
         // A few descriptors a task: the soft limit a service starts with would stop the
         // agent at about a hundred (tasks get the limit it started with back).
         match troupe_os::fd_limit::raise_for_owner() {
@@ -176,6 +202,10 @@ impl Actor for AgentCore {
             addr: node.advertise_addr().to_string(),
             resources,
             attributes: config.attributes.clone(),
+            work_dir: std::path::absolute(&config.work_dir)
+                .unwrap_or_else(|_| config.work_dir.clone())
+                .display()
+                .to_string(),
         };
         let book = load_checkpoint(&config)?;
         let to_adopt = book
@@ -222,6 +252,7 @@ impl Actor for AgentCore {
             master_watch: None,
             start: Instant::now(),
             myself: myself.clone(),
+            _work_dir_lock: work_dir_lock,
         };
         let now = state.now();
         state.book.updates.resume(now);
@@ -261,9 +292,18 @@ impl Actor for AgentCore {
     ) -> Result<(), ActorProcessingErr> {
         state.counter.handled();
         match message {
-            AgentMsg::Launch { framework, tasks } => {
+            AgentMsg::Launch {
+                framework,
+                tasks,
+                launched_ms,
+            } => {
                 tracing::trace!(agent = %state.id(), tasks = tasks.len(), "launch received");
-                let admitted = state.admit(framework, tasks);
+                let launched_ms = if launched_ms == 0 {
+                    now_ms()
+                } else {
+                    launched_ms
+                };
+                let admitted = state.admit(framework, tasks, launched_ms);
                 // A task is on disk before its process runs, so that a restarted agent never
                 // has a process it does not know of.
                 state.journal(&admitted);
@@ -528,6 +568,7 @@ impl AgentState {
         &mut self,
         framework: FrameworkId,
         tasks: Vec<TaskInfo>,
+        launched_ms: u64,
     ) -> Vec<(TaskId, troupe_os::ProcessSpec)> {
         let mut admitted = Vec::new();
         for info in tasks {
@@ -555,6 +596,7 @@ impl AgentState {
                     framework: framework.clone(),
                     info,
                     status: staging,
+                    launched_ms,
                 },
             );
             admitted.push((id, spec));
@@ -771,11 +813,18 @@ impl AgentState {
         }
         // Every task it still keeps: the ended ones too, until their end is acknowledged,
         // or the master would take them for lost.
-        let tasks: Vec<(FrameworkId, TaskStatus, Resources)> = self
+        let tasks: Vec<ReportedTask> = self
             .book
             .tasks
             .values()
-            .map(|t| (t.framework.clone(), t.status.clone(), t.info.resources))
+            .map(|t| ReportedTask {
+                framework: t.framework.clone(),
+                status: t.status.clone(),
+                resources: t.info.resources,
+                name: t.info.name.clone(),
+                command: t.info.command.argv.clone(),
+                launched_ms: t.launched_ms,
+            })
             .collect();
         let info = self.info.clone();
         let answer = self
@@ -903,6 +952,7 @@ mod tests {
                 resources: Resources::new(0.1, 1.0),
             },
             status: TaskStatus::new(id.clone(), TaskState::Staging, Source::Agent, 0),
+            launched_ms: 0,
         };
         (id, task)
     }

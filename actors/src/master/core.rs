@@ -96,6 +96,9 @@ struct TaskEntry {
     /// Its latest status.
     status: TaskStatus,
     launched_ms: u64,
+    /// Someone asked for it to be killed: the kill goes to its agent again whenever the
+    /// agent registers, until the task ends.
+    kill_requested: bool,
 }
 
 /// The core's state.
@@ -112,6 +115,8 @@ pub struct CoreState {
     tasks: BTreeMap<TaskId, TaskEntry>,
     /// Terminal tasks, oldest first, to forget the oldest past `completed_tasks_kept`.
     completed: VecDeque<TaskId>,
+    /// Tasks that ended since the history was last written (at the next tick).
+    history_due: Vec<TaskId>,
     next_offer: u64,
     node: String,
     myself: ActorRef<MasterMsg>,
@@ -152,6 +157,7 @@ impl Actor for MasterCore {
             offers: BTreeMap::new(),
             tasks: BTreeMap::new(),
             completed: VecDeque::new(),
+            history_due: Vec::new(),
             next_offer: 0,
             node: node
                 .as_ref()
@@ -161,6 +167,20 @@ impl Actor for MasterCore {
             subscribers: BTreeMap::new(),
             event_seq: 0,
         };
+        // Tasks that ended before the restart: their fate stays known.
+        match state.registry.history(state.config.completed_tasks_kept) {
+            Ok(ended) => {
+                for view in ended {
+                    state.completed.push_back(view.id.clone());
+                    state
+                        .tasks
+                        .insert(view.id.clone(), TaskEntry::from_view(view));
+                }
+            }
+            Err(e) => {
+                tracing::error!(cause = %e, "cannot read the task history; tasks that ended before the restart are not listed");
+            }
+        }
         // Frameworks known from before wait for their failover timeout to subscribe again.
         for (id, info) in state.registry.facts.frameworks.clone() {
             state.frameworks.insert(
@@ -202,6 +222,7 @@ impl Actor for MasterCore {
             }
         }
         state.drop_subscribers();
+        state.write_history();
         Ok(())
     }
 
@@ -281,6 +302,11 @@ impl Actor for MasterCore {
                     .tasks
                     .get(&task)
                     .is_none_or(|t| t.framework == framework);
+                // The agent forgets an ended task once its end is acknowledged: the
+                // history has it on disk before that, or a master restart now would lose it.
+                if state.history_due.contains(&task) {
+                    state.write_history();
+                }
                 if let Some(a) = state.agents.get(&agent).filter(|_| owned) {
                     a.outbox.send(AgentMsg::Acknowledge { task, update });
                 }
@@ -349,6 +375,23 @@ fn view(id: &TaskId, t: &TaskEntry) -> TaskView {
         resources: t.resources,
         command: t.command.clone(),
         launched_ms: t.launched_ms,
+    }
+}
+
+impl TaskEntry {
+    /// A task known from the history: ended, holding nothing.
+    fn from_view(view: TaskView) -> TaskEntry {
+        TaskEntry {
+            framework: view.framework,
+            agent: view.agent,
+            name: view.name,
+            command: view.command,
+            resources: view.resources,
+            holdings: Vec::new(),
+            status: view.status,
+            launched_ms: view.launched_ms,
+            kill_requested: false,
+        }
     }
 }
 
@@ -453,12 +496,31 @@ impl CoreState {
         }
         if changed && ended {
             self.release(&id).await;
+            if self.registry.facts.pending_kills.remove(&id) {
+                self.save_registry();
+            }
+            self.history_due.push(id.clone());
             self.completed.push_back(id);
             while self.completed.len() > self.config.completed_tasks_kept {
                 if let Some(old) = self.completed.pop_front() {
                     self.tasks.remove(&old);
                 }
             }
+        }
+    }
+
+    /// Appends the tasks that ended since the last tick to the registry's history.
+    fn write_history(&mut self) {
+        if self.history_due.is_empty() {
+            return;
+        }
+        let ended: Vec<TaskView> = std::mem::take(&mut self.history_due)
+            .into_iter()
+            .filter_map(|id| self.tasks.get(&id).map(|t| view(&id, t)))
+            .collect();
+        let kept = self.config.completed_tasks_kept;
+        if let Err(e) = self.registry.append_history(&ended, kept) {
+            tracing::error!(cause = %e, tasks = ended.len(), "cannot write the task history; these tasks' ends are not kept across a restart");
         }
     }
 
@@ -484,6 +546,7 @@ impl CoreState {
     }
 
     async fn tick(&mut self) {
+        self.write_history();
         let now = Instant::now();
         if let Some(timeout) = self.config.offer_timeout {
             let expired: Vec<(OfferId, FrameworkId)> = self

@@ -1,15 +1,23 @@
-//! The master's durable facts: admitted agents and subscribed frameworks, in one JSON file
-//! replaced atomically (written beside it, synced, renamed). Everything else the master
-//! knows (tasks, offers, who is connected) is soft state, rebuilt when agents register
-//! and frameworks subscribe again after a master restart.
+//! The master's durable facts: admitted agents, subscribed and removed frameworks, and
+//! the kills that wait for their agent, in one JSON file replaced atomically (written beside
+//! it, synced, renamed). Beside it, `<file>.history` keeps the tasks that ended, one JSON
+//! line each, appended in batches and cut back to the newest ones when it grows to twice
+//! what is kept, so that a task's fate is known after a master restart.
+//!
+//! Everything else the master knows (live tasks, offers, who is connected) is soft state,
+//! rebuilt when agents register and frameworks subscribe again after a master restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{AgentId, AgentInfo, FrameworkId, FrameworkInfo};
+use crate::protocol::{AgentId, AgentInfo, FrameworkId, FrameworkInfo, TaskId, TaskView};
+
+/// How many removed frameworks' ids are remembered (to refuse them and to acknowledge
+/// their agents' updates for them).
+pub const REMOVED_FRAMEWORKS_KEPT: usize = 1000;
 
 /// The facts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -23,6 +31,29 @@ pub struct Facts {
     /// Frameworks subscribed and not torn down, by id.
     #[serde(default)]
     pub frameworks: BTreeMap<FrameworkId, FrameworkInfo>,
+    /// Frameworks removed (torn down, or past their failover timeout), oldest first, at
+    /// most [`REMOVED_FRAMEWORKS_KEPT`]: they may not subscribe again, and the master
+    /// acknowledges their agents' updates for them.
+    #[serde(default)]
+    pub removed_frameworks: VecDeque<FrameworkId>,
+    /// Tasks asked to be killed that have not ended yet: the kill goes to the task's agent
+    /// again whenever it registers, so an operator's kill is never lost to an agent or
+    /// master restart.
+    #[serde(default)]
+    pub pending_kills: BTreeSet<TaskId>,
+}
+
+impl Facts {
+    /// Records a removed framework, forgetting the oldest past the bound.
+    pub fn framework_removed(&mut self, id: FrameworkId) {
+        self.frameworks.remove(&id);
+        if !self.removed_frameworks.contains(&id) {
+            self.removed_frameworks.push_back(id);
+        }
+        while self.removed_frameworks.len() > REMOVED_FRAMEWORKS_KEPT {
+            self.removed_frameworks.pop_front();
+        }
+    }
 }
 
 /// Why the registry could not be read or written.
@@ -50,6 +81,8 @@ pub enum RegistryError {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     path: Option<PathBuf>,
+    /// The lines of the history file, counted to know when to cut it back.
+    history_lines: usize,
     /// The facts now.
     pub facts: Facts,
 }
@@ -73,10 +106,13 @@ impl Registry {
                 });
             }
         };
-        Ok(Registry {
+        let mut registry = Registry {
             path: Some(path.to_path_buf()),
+            history_lines: 0,
             facts,
-        })
+        };
+        registry.history_lines = registry.history(usize::MAX)?.len();
+        Ok(registry)
     }
 
     /// Writes the facts. On failure (a full disk, say) the file keeps the previous facts
@@ -92,24 +128,115 @@ impl Registry {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
         let bytes = serde_json::to_vec_pretty(&self.facts).map_err(|e| RegistryError::Corrupt {
             path: path.clone(),
             cause: e.to_string(),
         })?;
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
+        replace_file(path, &bytes).map_err(io)
+    }
+
+    /// Where the task history lives: `<file>.history`, or nowhere without a file.
+    fn history_path(&self) -> Option<PathBuf> {
+        self.path.as_ref().map(|p| {
+            let mut name = p.clone().into_os_string();
+            name.push(".history");
+            PathBuf::from(name)
         })
     }
+
+    /// The ended tasks of the history, oldest first, at most `kept` of them (the newest).
+    /// A line that cannot be read (the torn last line of a crash) is skipped with a warning.
+    pub fn history(&self, kept: usize) -> Result<Vec<TaskView>, RegistryError> {
+        let Some(path) = self.history_path() else {
+            return Ok(Vec::new());
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(cause) => return Err(RegistryError::Io { path, cause }),
+        };
+        // The newest line of a task wins (a task is written once, but a compaction and an
+        // append may meet).
+        let mut views: Vec<TaskView> = Vec::new();
+        let mut at: BTreeMap<TaskId, usize> = BTreeMap::new();
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            match serde_json::from_str::<TaskView>(line) {
+                Ok(view) => match at.get(&view.id) {
+                    Some(&i) => views[i] = view,
+                    None => {
+                        at.insert(view.id.clone(), views.len());
+                        views.push(view);
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), line = n + 1, cause = %e, "a line of the task history cannot be read; skipped");
+                }
+            }
+        }
+        let skip = views.len().saturating_sub(kept);
+        Ok(views.split_off(skip))
+    }
+
+    /// Appends ended tasks to the history and syncs it; once it holds more than twice
+    /// `kept` lines, rewrites it with the newest `kept` (written beside it and renamed).
+    pub fn append_history(&mut self, ended: &[TaskView], kept: usize) -> Result<(), RegistryError> {
+        let Some(path) = self.history_path() else {
+            return Ok(());
+        };
+        let io = |cause| RegistryError::Io {
+            path: path.clone(),
+            cause,
+        };
+        let mut lines = Vec::new();
+        for view in ended {
+            let line = serde_json::to_vec(view).map_err(|e| RegistryError::Corrupt {
+                path: path.clone(),
+                cause: e.to_string(),
+            })?;
+            lines.extend_from_slice(&line);
+            lines.push(b'\n');
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all(&lines).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        self.history_lines += ended.len();
+        if self.history_lines > 2 * kept.max(1) {
+            let newest = self.history(kept)?;
+            let mut text = Vec::new();
+            for view in &newest {
+                text.extend_from_slice(&serde_json::to_vec(view).unwrap_or_default());
+                text.push(b'\n');
+            }
+            replace_file(&path, &text).map_err(io)?;
+            self.history_lines = newest.len();
+        }
+        Ok(())
+    }
+}
+
+/// Replaces `path` with `bytes` whole: written beside it, synced, renamed over it. On
+/// failure the file keeps what it had.
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.to_path_buf().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
@@ -133,6 +260,7 @@ mod tests {
                 addr: "127.0.0.1:1".into(),
                 resources: Resources::new(1.0, 10.0),
                 attributes: BTreeMap::new(),
+                work_dir: "/w".into(),
             },
         );
         r.save().unwrap();

@@ -3,7 +3,7 @@
 
 use troupe_runtime::text::{Parsed, TextProtocol};
 
-use crate::protocol::{ClusterState, FrameworkId, MasterMsg, TaskId, TaskLocation};
+use crate::protocol::{ClusterState, FrameworkId, KillAccepted, MasterMsg, TaskId, TaskLocation};
 
 fn json<T: serde::Serialize>(value: T) -> Result<String, String> {
     serde_json::to_string_pretty(&value).map_err(|e| e.to_string())
@@ -51,7 +51,14 @@ impl TextProtocol for MasterMsg {
                 let task = TaskId::from(*task);
                 Ok(Parsed::call(
                     |reply| MasterMsg::Kill { task, reply },
-                    |done: Result<(), String>| done.map(|()| "killing".to_string()),
+                    |done: Result<KillAccepted, String>| {
+                        done.map(|how| match how {
+                            KillAccepted::Sent => "killing".to_string(),
+                            KillAccepted::Deferred => {
+                                "its agent is unreachable: killed when it comes back".to_string()
+                            }
+                        })
+                    },
                 ))
             }
             ["revive", framework] => Ok(Parsed::Cast(MasterMsg::Revive {

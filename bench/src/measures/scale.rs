@@ -74,7 +74,10 @@ impl Actor for SimAgent {
         message: AgentMsg,
         state: &mut SimState,
     ) -> Result<(), ActorProcessingErr> {
-        if let AgentMsg::Launch { framework, tasks } = message {
+        if let AgentMsg::Launch {
+            framework, tasks, ..
+        } = message
+        {
             for task in tasks {
                 state.next_update += 1;
                 let mut status =
@@ -223,6 +226,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
             addr: node.advertise_addr().to_string(),
             resources: agent_resources(),
             attributes: BTreeMap::new(),
+            work_dir: format!("/sim/{i}"),
         };
         master
             .call(

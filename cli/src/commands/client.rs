@@ -25,7 +25,7 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Args)]
 pub(crate) struct ClusterArgs {
     /// The master's address.
-    #[arg(long, env = "TROUPE_MASTER", default_value = DEFAULT_MASTER, value_name = "HOST:PORT")]
+    #[arg(long, env = "TROUPE_MASTER", default_value = DEFAULT_MASTER, value_name = "HOST:PORT", value_parser = super::values::host_port)]
     pub(crate) master: SocketAddr,
     #[command(flatten)]
     pub(crate) cookie: CookieArgs,

@@ -18,6 +18,18 @@ use super::node::{ChannelArgs, DetectorArgs, shutdown_signals};
 use super::{CookieArgs, Failure, parse_key_value};
 use crate::http::Role;
 
+/// 32 bits that differ from one process to the next (std's hasher keys are random per
+/// process).
+fn process_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() as u32
+}
+
+/// The default of `--task-history`: the master's own default.
+const DEFAULT_TASK_HISTORY: usize = 10_000;
+
 /// Arguments of `troupe master`.
 #[derive(Debug, Args)]
 pub(crate) struct MasterArgs {
@@ -27,9 +39,14 @@ pub(crate) struct MasterArgs {
     /// The node's name.
     #[arg(long, default_value = "master")]
     name: String,
-    /// The registry file (admitted agents, frameworks); default: in memory only.
+    /// The registry file (admitted agents, frameworks, pending kills; the ended tasks in
+    /// PATH.history); default: in memory only.
     #[arg(long, value_name = "PATH")]
     registry: Option<PathBuf>,
+    /// How many ended tasks the master keeps (for `ps --all` and reconciliation; in the
+    /// registry's history across restarts).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TASK_HISTORY)]
+    task_history: usize,
     /// Milliseconds between allocation cycles (a cycle also follows any change).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     allocation_interval_ms: u64,
@@ -57,6 +74,7 @@ impl MasterArgs {
             allocation_interval: Duration::from_millis(self.allocation_interval_ms.max(10)),
             offer_timeout: self.offer_timeout_ms.map(Duration::from_millis),
             agent_gone_after: Duration::from_secs(self.agent_gone_after),
+            completed_tasks_kept: self.task_history,
             ..MasterConfig::default()
         };
         if let Some(heartbeat) = self.detector.config()? {
@@ -76,9 +94,11 @@ async fn start_node(
     let mut config = NodeConfig::new(name, listen, cookie.resolve()?);
     config.heartbeat = detector.config()?;
     config.channel = channel.config();
-    Node::start(config)
-        .await
-        .map_err(|e| Failure::from(format!("cannot start the node on {listen}: {e}")))
+    Node::start(config).await.map_err(|e| match e {
+        // Already says where and why: `cannot listen on ADDR: address already in use`.
+        troupe_runtime::NodeError::Listen { .. } => Failure::from(e.to_string()),
+        e => Failure::from(format!("cannot start the node on {listen}: {e}")),
+    })
 }
 
 async fn serve_until_stopped(
@@ -138,13 +158,13 @@ pub(crate) async fn master(args: MasterArgs) -> Result<(), Failure> {
 #[derive(Debug, Args)]
 pub(crate) struct AgentResourceArgs {
     /// Cpus to offer (default: the host's, within the agent's own cgroup).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::values::cpus)]
     cpus: Option<f64>,
     /// Memory to offer, in MiB (default: the host's, within the agent's own cgroup).
-    #[arg(long, value_name = "MiB")]
+    #[arg(long, value_name = "MiB", allow_negative_numbers = true, value_parser = super::values::mib)]
     mem: Option<f64>,
     /// Disk to offer, in MiB (default: what is free where the sandboxes are).
-    #[arg(long, value_name = "MiB")]
+    #[arg(long, value_name = "MiB", allow_negative_numbers = true, value_parser = super::values::mib_or_zero)]
     disk: Option<f64>,
 }
 
@@ -220,9 +240,9 @@ fn default_work_dir(name: &str) -> PathBuf {
 #[derive(Debug, Args)]
 pub(crate) struct AgentArgs {
     /// The master's address.
-    #[arg(long, env = "TROUPE_MASTER", default_value = super::client::DEFAULT_MASTER, value_name = "HOST:PORT")]
+    #[arg(long, env = "TROUPE_MASTER", default_value = super::client::DEFAULT_MASTER, value_name = "HOST:PORT", value_parser = super::values::host_port)]
     master: SocketAddr,
-    /// The agent's name: its id, and its node's name.
+    /// The agent's name: its id (its node is named NAME-XXXXXXXX, one per process).
     #[arg(long)]
     name: String,
     /// Where to listen (port 0 picks a free port).
@@ -260,8 +280,13 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<(), Failure> {
     config.master = Some(args.master);
     config.attributes = args.attributes.iter().cloned().collect();
     config.resources = args.resources.resources(&work_dir, 1.0)?;
+    // The node's name is the agent's id and a random suffix, one per process: two
+    // processes that claim one agent id then meet as two nodes, and the master refuses the
+    // second's registration while the first is connected. Under one node name, the
+    // second's connection would replace the first's, and it would take over silently.
+    let node_name = format!("{}-{:08x}", args.name, process_suffix());
     let node = start_node(
-        &args.name,
+        &node_name,
         args.listen,
         &args.cookie,
         &args.detector,
@@ -269,11 +294,7 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<(), Failure> {
     )
     .await?;
     let tree = agent::start(config).await?;
-    println!(
-        "agent {} listening on {}",
-        node.name(),
-        node.advertise_addr()
-    );
+    println!("agent {} listening on {}", args.name, node.advertise_addr());
     start_http(
         args.http,
         &node,
@@ -304,6 +325,9 @@ pub(crate) struct DevArgs {
     /// The master's registry file (default: in memory only).
     #[arg(long, value_name = "PATH")]
     registry: Option<PathBuf>,
+    /// How many ended tasks the master keeps (in the registry's history across restarts).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TASK_HISTORY)]
+    task_history: usize,
     /// Serve /health, /state, /tree and /metrics over HTTP here (port 0 picks one).
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<SocketAddr>,
@@ -340,6 +364,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<(), Failure> {
     let mut master = MasterConfig {
         registry: args.registry.clone(),
         allocation_interval: Duration::from_millis(100),
+        completed_tasks_kept: args.task_history,
         ..MasterConfig::default()
     };
     if let Some(heartbeat) = args.detector.config()? {

@@ -64,7 +64,7 @@ pub(crate) struct DetectorArgs {
     heartbeat_ms: u64,
     /// The phi-accrual threshold above which a silent peer is declared down. Higher is
     /// slower to suspect and less likely to be wrong.
-    #[arg(long, value_name = "PHI", default_value_t = 8.0)]
+    #[arg(long, value_name = "PHI", default_value = "8", allow_negative_numbers = true, value_parser = super::values::phi)]
     phi_threshold: f64,
 }
 

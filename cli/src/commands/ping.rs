@@ -13,7 +13,7 @@ use crate::exit;
 #[derive(Debug, Args)]
 pub(crate) struct PingArgs {
     /// The node's address.
-    #[arg(value_name = "HOST:PORT")]
+    #[arg(value_name = "HOST:PORT", value_parser = super::values::host_port)]
     addr: SocketAddr,
     /// How long to wait for the connection and the answer, in milliseconds.
     #[arg(long, default_value_t = 5000, value_name = "MS")]

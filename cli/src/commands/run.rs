@@ -21,11 +21,11 @@ use crate::exit;
 /// Arguments of `troupe run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Cpus per copy (fractional; also its cgroup's cpu quota).
-    #[arg(long, default_value_t = 0.1)]
+    /// Cpus per copy, more than 0 (fractional; also its cgroup's cpu quota).
+    #[arg(long, default_value = "0.1", allow_negative_numbers = true, value_parser = super::values::cpus)]
     cpus: f64,
-    /// Memory per copy in MiB (also its cgroup's memory limit).
-    #[arg(long, value_name = "MiB", default_value_t = 64.0)]
+    /// Memory per copy in MiB, more than 0 (also its cgroup's memory limit).
+    #[arg(long, value_name = "MiB", default_value = "64", allow_negative_numbers = true, value_parser = super::values::mib)]
     mem: f64,
     /// How many copies to run.
     #[arg(long, default_value_t = 1)]
@@ -40,8 +40,8 @@ pub(crate) struct RunArgs {
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     env: Vec<(String, String)>,
     /// Seconds between the stop signal and SIGKILL when the task is killed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    grace: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = super::values::seconds)]
+    grace: Duration,
     #[command(flatten)]
     cluster: ClusterArgs,
     /// The command and its arguments.
@@ -60,11 +60,6 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     if args.count == 0 {
         return Err(Failure::from("--count must be at least 1"));
     }
-    if !(args.grace.is_finite() && args.grace >= 0.0) {
-        return Err(Failure::from(
-            "--grace must be a number of seconds, 0 or more",
-        ));
-    }
     let client = Client::connect(&args.cluster).await?;
     let result = submit_and_watch(&client, &args).await;
     client.close().await;
@@ -74,7 +69,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
 async fn submit_and_watch(client: &Client, args: &RunArgs) -> Result<u8, Failure> {
     let mut command = troupe_os::ProcessSpec::new(args.command.iter().cloned())
         .resources(troupe_os::Resources::default())
-        .grace(Duration::from_secs_f64(args.grace));
+        .grace(args.grace);
     for (k, v) in &args.env {
         command = command.env(k, v);
     }

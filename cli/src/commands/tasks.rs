@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use troupe_actors::protocol::{MasterMsg, TaskId, TaskView, now_ms};
+use troupe_actors::protocol::{KillAccepted, MasterMsg, TaskId, TaskView, now_ms};
 use troupe_os::actor::{ProcessMsg, Stream};
 use troupe_runtime::Addr;
 
@@ -119,12 +119,22 @@ pub(crate) async fn kill(args: KillArgs) -> Result<(), Failure> {
 
 async fn kill_with(client: &Client, task: TaskId, no_wait: bool) -> Result<(), Failure> {
     let id = task.clone();
-    client
+    let how = client
         .master
         .call(|reply| MasterMsg::Kill { task: id, reply }, REQUEST_TIMEOUT)
         .await
         .map_err(call_failure)?
         .map_err(Failure::from)?;
+    if how == KillAccepted::Deferred {
+        // Recorded by the master: the agent gets it when it registers again. Waiting here
+        // could take as long as the agent is away.
+        let agent = client.locate(&task).await?.task.agent;
+        let agent = agent.map_or_else(|| "its agent".to_string(), |a| format!("its agent {a}"));
+        println!(
+            "{task}: {agent} is unreachable; the kill is recorded and delivered when the agent comes back"
+        );
+        return Ok(());
+    }
     if no_wait {
         println!("killing {task}");
         return Ok(());

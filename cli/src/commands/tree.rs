@@ -23,7 +23,7 @@ const INSPECT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Args)]
 pub(crate) struct TreeArgs {
     /// One node only, by its address, instead of the whole cluster.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::values::host_port)]
     node: Option<SocketAddr>,
     /// JSON for scripts: every node with its snapshot.
     #[arg(long)]

@@ -12,15 +12,15 @@ use crate::master::allocator::AllocatorMsg;
 use crate::master::observer::{Observer, ObserverArgs};
 use crate::outbox::Outbox;
 use crate::protocol::{
-    AgentId, AgentInfo, AgentMsg, ClusterEvent, FrameworkId, Resources, SchedulerMsg, TaskId,
-    TaskState, TaskStatus,
+    AgentId, AgentInfo, AgentMsg, ClusterEvent, FrameworkId, ReportedTask, Resources, SchedulerMsg,
+    TaskId, TaskState,
 };
 
 impl CoreState {
     pub(super) async fn register_agent(
         &mut self,
         info: AgentInfo,
-        reported: Vec<(FrameworkId, TaskStatus, Resources)>,
+        reported: Vec<ReportedTask>,
     ) -> Result<(), String> {
         if self.registry.facts.removed_agents.contains(&info.id) {
             return Err(format!(
@@ -30,6 +30,20 @@ impl CoreState {
         }
         if !info.resources.is_valid() {
             return Err(format!("invalid resources {}", info.resources));
+        }
+        // A name held by a connected agent is not taken over by another one: that would
+        // make the live agent's tasks `Gone` while they run, and count its resources free.
+        // The same agent again (same host and work directory: restarted, or registering
+        // again) is the recovery case and is let in.
+        if let Some(live) = self.agents.get(&info.id).filter(|a| a.reachable) {
+            let same = live.info.hostname == info.hostname && live.info.work_dir == info.work_dir;
+            if !same {
+                tracing::warn!(agent = %info.id, live = %live.info.addr, newcomer = %info.addr, "registration refused: the name is held by a connected agent");
+                return Err(format!(
+                    "the name {} is taken by a connected agent at {} (host {}, work directory {}); stop that agent first or give this one another --name",
+                    info.id, live.info.addr, live.info.hostname, live.info.work_dir
+                ));
+            }
         }
         let id = info.id.clone();
         tracing::info!(agent = %id, node = %info.node, resources = %info.resources, tasks = reported.len(), "agent registers");
@@ -72,26 +86,53 @@ impl CoreState {
         // The tasks it reports are what runs there; tasks the core placed there that it
         // does not report are gone with its previous life.
         let mut seen = HashSet::new();
-        for (framework, status, resources) in reported {
+        for report in reported {
+            let ReportedTask {
+                framework,
+                status,
+                resources,
+                name,
+                command,
+                launched_ms,
+            } = report;
             seen.insert(status.task.clone());
             let task = status.task.clone();
+            self.recover_framework(&framework);
             if !self.tasks.contains_key(&task) {
+                let launched_ms = if launched_ms == 0 {
+                    status.timestamp_ms
+                } else {
+                    launched_ms
+                };
                 self.tasks.insert(
                     task.clone(),
                     TaskEntry {
                         framework: framework.clone(),
                         agent: Some(id.clone()),
-                        name: String::new(),
-                        command: Vec::new(),
+                        name,
+                        command,
                         resources,
                         holdings: Vec::new(),
                         status: status.clone(),
-                        launched_ms: status.timestamp_ms,
+                        launched_ms,
+                        kill_requested: false,
                     },
                 );
             }
             self.apply_status(status, None).await;
             self.track(&task).await;
+            // A kill asked for while the agent was away (or before a master restart, kept
+            // in the registry) is delivered now.
+            let pending = self.registry.facts.pending_kills.contains(&task);
+            if let Some(t) = self.tasks.get_mut(&task) {
+                t.kill_requested |= pending;
+                if t.kill_requested && !t.status.state.is_terminal() {
+                    tracing::info!(agent = %id, task = %task, "delivering a kill recorded while the agent was away");
+                    if let Some(a) = self.agents.get(&id) {
+                        a.outbox.send(AgentMsg::Kill { task: task.clone() });
+                    }
+                }
+            }
         }
         let lost: Vec<TaskId> = self
             .tasks
@@ -200,20 +241,20 @@ impl CoreState {
             framework,
             status,
         } = update;
-        if !self.frameworks.contains_key(&framework) {
-            // Its framework was removed: nobody will acknowledge, so the master does, or
-            // the agent would retry forever.
+        if self.registry.facts.removed_frameworks.contains(&framework) {
+            // Its framework was removed: nobody will acknowledge, so the master does (as
+            // Mesos does for completed frameworks), or the agent's stream for the task
+            // would wait forever behind this update.
             if let Some(a) = self.agents.get(&agent) {
                 a.outbox.send(AgentMsg::Acknowledge {
                     task: status.task.clone(),
                     update: id,
                 });
             }
-            if let Some(task) = self.tasks.get_mut(&status.task) {
-                let _ = task.status.advance(status);
-            }
+            self.apply_status(status, None).await;
             return;
         }
+        self.recover_framework(&framework);
         if !self.tasks.contains_key(&status.task) {
             // The master restarted after the launch; the agent knows the task.
             self.tasks.insert(
@@ -227,6 +268,7 @@ impl CoreState {
                     holdings: Vec::new(),
                     status: status.clone(),
                     launched_ms: status.timestamp_ms,
+                    kill_requested: false,
                 },
             );
         }

@@ -1,7 +1,7 @@
 //! The framework registry: subscriptions (again, after a failover), disconnections and
 //! failover timeouts, removal, and reconciliation.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use troupe_runtime::Addr;
 
@@ -12,6 +12,9 @@ use crate::protocol::{
     AgentId, AgentMsg, ClusterEvent, FrameworkId, FrameworkInfo, MasterMsg, SchedulerMsg, TaskId,
     TaskState, now_ms,
 };
+
+/// How long a framework known only from its agents' reports waits to subscribe again.
+const RECOVERED_FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl CoreState {
     pub(super) async fn subscribe(
@@ -30,13 +33,17 @@ impl CoreState {
         if !troupe_runtime::addr::valid_path(&info.driver) {
             return Err(format!("invalid driver path {:?}", info.driver));
         }
+        // An id the master does not know is taken as it is (a framework that subscribed
+        // to a master before a restart without a registry, or a built-in one with a fixed
+        // id); only a removed framework's id is refused.
         let id = match info.id.clone() {
-            Some(id) if self.frameworks.contains_key(&id) => id,
-            Some(id) => {
+            Some(id) if self.registry.facts.removed_frameworks.contains(&id) => {
                 return Err(format!(
-                    "framework {id} is not known (removed after its failover timeout?); subscribe without an id"
+                    "framework {id} was removed (torn down, or its failover timeout passed); subscribe without an id"
                 ));
             }
+            Some(id) if troupe_runtime::addr::valid_path(&format!("framework/{id}")) => id,
+            Some(id) => return Err(format!("invalid framework id {id:?}")),
             None => FrameworkId(format!(
                 "{}-{:x}-{}",
                 info.name
@@ -122,6 +129,34 @@ impl CoreState {
         Ok(id)
     }
 
+    /// Books a framework that agents report tasks of but that never subscribed to this
+    /// master (it subscribed to the master before a restart without a registry) as
+    /// disconnected: it has the default failover timeout to subscribe again, and its
+    /// agents' updates wait for it meanwhile; after that it is removed like any other.
+    pub(super) fn recover_framework(&mut self, id: &FrameworkId) {
+        if self.frameworks.contains_key(id) || self.registry.facts.removed_frameworks.contains(id) {
+            return;
+        }
+        tracing::info!(framework = %id, "a framework known only from its tasks; waiting for it to subscribe again");
+        self.frameworks.insert(
+            id.clone(),
+            FrameworkEntry {
+                info: FrameworkInfo {
+                    id: Some(id.clone()),
+                    name: id.to_string(),
+                    role: "*".into(),
+                    failover_timeout: RECOVERED_FAILOVER_TIMEOUT,
+                    driver: String::new(),
+                },
+                connected: false,
+                disconnected_at: Some(Instant::now()),
+                outbox: None,
+                watch: None,
+                allocated: false,
+            },
+        );
+    }
+
     /// Has every agent with tasks of `framework` resend its unacknowledged updates now.
     pub(super) fn hurry_updates(&self, framework: &FrameworkId) {
         let agents: std::collections::BTreeSet<&AgentId> = self
@@ -195,7 +230,7 @@ impl CoreState {
             })
             .await;
         }
-        self.registry.facts.frameworks.remove(framework);
+        self.registry.facts.framework_removed(framework.clone());
         self.save_registry();
         // From now on the master acknowledges for it: what agents hold for it goes now.
         self.hurry_updates(framework);

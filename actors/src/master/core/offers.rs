@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use super::{CoreState, OfferEntry, TaskEntry, master_status};
 use crate::master::allocator::AllocatorMsg;
 use crate::protocol::{
-    AgentId, AgentMsg, FrameworkId, OfferId, OfferInfo, Resources, SchedulerMsg, Source, TaskId,
-    TaskInfo, TaskState, TaskStatus, now_ms,
+    AgentId, AgentMsg, FrameworkId, KillAccepted, OfferId, OfferInfo, Resources, SchedulerMsg,
+    Source, TaskId, TaskInfo, TaskState, TaskStatus, now_ms,
 };
 use crate::validation::{Verdict, validate_launch};
 
@@ -117,6 +117,7 @@ impl CoreState {
             }
         }
         let mut launch = Vec::new();
+        let launched_ms = now_ms();
         for (task, verdict) in tasks.into_iter().zip(verdicts) {
             let entry = |state: TaskStatus, holdings| TaskEntry {
                 framework: framework.clone(),
@@ -126,7 +127,8 @@ impl CoreState {
                 resources: task.resources,
                 holdings,
                 status: state,
-                launched_ms: now_ms(),
+                launched_ms,
+                kill_requested: false,
             };
             match verdict {
                 Verdict::Launch(id) => {
@@ -205,6 +207,7 @@ impl CoreState {
                     Some(a) => a.outbox.send(AgentMsg::Launch {
                         framework: framework.clone(),
                         tasks: launch,
+                        launched_ms,
                     }),
                     None => {
                         for task in launch {
@@ -221,27 +224,34 @@ impl CoreState {
         }
     }
 
-    pub(super) fn kill(&mut self, id: &TaskId) -> Result<(), String> {
+    /// Kills a task. The intent is recorded before anything is sent (in the registry too,
+    /// when there is one): an agent that cannot be reached now, or that restarts before the
+    /// kill reaches it, is sent the kill again when it registers, until the task ends.
+    pub(super) fn kill(&mut self, id: &TaskId) -> Result<KillAccepted, String> {
         let task = self
             .tasks
-            .get(id)
+            .get_mut(id)
             .ok_or_else(|| format!("no task {id} is known to the master"))?;
         let state = task.status.state;
         if state.is_terminal() {
             return Err(format!("task {id} already ended: {state}"));
         }
-        let agent = task
-            .agent
-            .as_ref()
-            .and_then(|a| self.agents.get(a))
-            .ok_or_else(|| format!("task {id} has no agent to kill it"))?;
-        if !agent.reachable {
-            return Err(format!(
-                "task {id}'s agent {} is unreachable; it is killed when the agent comes back",
-                agent.info.id
-            ));
+        let Some(agent_id) = task.agent.clone() else {
+            return Err(format!("task {id} has no agent to kill it"));
+        };
+        task.kill_requested = true;
+        if self.registry.facts.pending_kills.insert(id.clone()) {
+            self.save_registry();
         }
-        agent.outbox.send(AgentMsg::Kill { task: id.clone() });
-        Ok(())
+        match self.agents.get(&agent_id).filter(|a| a.reachable) {
+            Some(agent) => {
+                agent.outbox.send(AgentMsg::Kill { task: id.clone() });
+                Ok(KillAccepted::Sent)
+            }
+            None => {
+                tracing::info!(task = %id, agent = %agent_id, "kill recorded; it goes to the agent when it registers again");
+                Ok(KillAccepted::Deferred)
+            }
+        }
     }
 }

@@ -337,8 +337,8 @@ pub(crate) struct WatchArgs {
     /// The actor; without it, every event of the cluster.
     path: Option<String>,
     /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long = "for", value_name = "SECONDS")]
-    duration: Option<f64>,
+    #[arg(long = "for", value_name = "SECONDS", allow_negative_numbers = true, value_parser = crate::commands::values::seconds)]
+    duration: Option<Duration>,
 }
 
 /// What `watch` looks at, reduced to what is worth telling when it changes.
@@ -434,9 +434,9 @@ pub(crate) async fn watch(client: &Client, master: &str, args: WatchArgs) -> Res
 async fn watch_loop(
     found: Option<Found>,
     events: &mut troupe_actors::events::Events,
-    duration: Option<f64>,
+    duration: Option<Duration>,
 ) -> Result<(), Failure> {
-    let until = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let until = duration.map(|d| tokio::time::Instant::now() + d);
     let deadline = async {
         match until {
             Some(t) => tokio::time::sleep_until(t).await,

@@ -1,0 +1,331 @@
+//! An operator's intent and the master's books survive restarts: `troupe master` and
+//! `troupe agent` as separate processes, driven by the `troupe` commands an operator types.
+//!
+//! Each test here failed before the fix it covers: a kill while the task's agent was down was
+//! dropped; tasks started before a master restart could not be killed (the runner's updates
+//! waited behind one addressed to its previous id); a restarted master lost the names,
+//! commands and ended tasks; a second agent with a name in use took over the live one.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use troupe_tests::{ChildNode, ScratchDir, TEST_COOKIE, TaskLitter};
+
+const TROUPE: &str = env!("CARGO_BIN_EXE_troupe");
+
+/// Runs `troupe ARGS` against the master at `addr`; returns code, stdout and stderr.
+fn troupe(addr: &str, args: &[&str]) -> (i32, String, String) {
+    troupe_tests::troupe_at(TROUPE, addr, args)
+}
+
+/// Runs `troupe ARGS` and kills it if it has not ended within `limit`: `None` then.
+fn troupe_within(addr: &str, args: &[&str], limit: Duration) -> Option<(i32, String, String)> {
+    let mut child = Command::new(TROUPE)
+        .args(args)
+        .env("TROUPE_MASTER", addr)
+        .env("TROUPE_COOKIE", TEST_COOKIE)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("troupe runs");
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().expect("troupe is waited for").is_some() {
+            let out = child.wait_with_output().expect("troupe's output");
+            return Some((
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// A port free now, for a master that must come back on the same address.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A master with a registry and one agent of 1 cpu and 256 MiB, as processes, restartable
+/// on the same address, name and work directory.
+struct Stage {
+    addr: String,
+    master: Option<ChildNode>,
+    agent: Option<ChildNode>,
+    agent_name: String,
+    _litter: TaskLitter,
+    /// Last: removed once the nodes above are stopped, also when the test fails.
+    dir: ScratchDir,
+}
+
+impl Stage {
+    fn start(tag: &str) -> Stage {
+        let dir = ScratchDir::new(&format!("intent-{tag}"));
+        let addr = format!("127.0.0.1:{}", free_port());
+        let agent_name = format!("{tag}{}", std::process::id());
+        let litter = TaskLitter::new(dir.join(&agent_name).join("sandboxes"), &agent_name);
+        let mut stage = Stage {
+            addr,
+            master: None,
+            agent: None,
+            agent_name,
+            _litter: litter,
+            dir,
+        };
+        stage.start_master();
+        stage.start_agent();
+        stage.wait_agents(1);
+        stage
+    }
+
+    fn start_master(&mut self) {
+        let mut cmd = Command::new(TROUPE);
+        cmd.args(["master", "--name", "im", "--listen", &self.addr]);
+        cmd.args(["--cookie", TEST_COOKIE, "--allocation-interval-ms", "100"]);
+        cmd.arg("--registry").arg(self.dir.join("registry.json"));
+        self.master = Some(ChildNode::spawn("im", cmd).expect("troupe master starts"));
+    }
+
+    fn agent_command(&self, work: &Path) -> Command {
+        let mut cmd = Command::new(TROUPE);
+        cmd.args(["agent", "--name", &self.agent_name, "--cookie", TEST_COOKIE]);
+        cmd.args(["--master", &self.addr, "--listen", "127.0.0.2:0"]);
+        cmd.args(["--cpus", "1", "--mem", "256", "--work-dir"]);
+        cmd.arg(work);
+        cmd
+    }
+
+    fn start_agent(&mut self) {
+        let cmd = self.agent_command(&self.dir.join(&self.agent_name));
+        self.agent = Some(ChildNode::spawn(&self.agent_name, cmd).expect("troupe agent starts"));
+    }
+
+    /// Kills the master (SIGKILL) and starts it again with its registry.
+    fn restart_master(&mut self) {
+        self.master = None;
+        self.start_master();
+    }
+
+    /// Kills the agent (SIGKILL; its tasks keep running) and starts it again.
+    fn restart_agent(&mut self) {
+        self.agent = None;
+        self.start_agent();
+    }
+
+    /// Waits until the master lists `n` reachable agents (its `/state` through `ps`).
+    fn wait_agents(&self, n: usize) {
+        let ok = wait_for(Duration::from_secs(30), || {
+            let (code, out, _) = troupe(&self.addr, &["tree", "--json", "--depth", "0"]);
+            code == 0
+                && serde_json::from_str::<serde_json::Value>(&out).is_ok_and(|tree| {
+                    tree["nodes"].as_array().is_some_and(|nodes| {
+                        nodes
+                            .iter()
+                            .filter(|n| {
+                                n["reachable"] == true && n["roles"].to_string().contains("agent")
+                            })
+                            .count()
+                            >= n
+                    })
+                })
+        });
+        assert!(ok, "{n} agent(s) registered within 30 s");
+    }
+
+    fn troupe(&self, args: &[&str]) -> (i32, String, String) {
+        troupe(&self.addr, args)
+    }
+
+    /// Runs `CMD` detached under `name`; returns its task id once the master has it running.
+    fn run_detached(&self, name: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["run", "--detach", "--name", name, "--"];
+        args.extend_from_slice(cmd);
+        let (code, out, err) = self.troupe(&args);
+        assert_eq!(code, 0, "troupe run --detach: {err}");
+        let id = out.trim().to_string();
+        self.wait_state(&id, "running", Duration::from_secs(30));
+        id
+    }
+
+    /// The task as `troupe ps --all --json` shows it.
+    fn task(&self, id: &str) -> Option<serde_json::Value> {
+        let (code, out, _) = self.troupe(&["ps", "--all", "--json"]);
+        if code != 0 {
+            return None;
+        }
+        let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
+        tasks.into_iter().find(|t| t["id"] == id)
+    }
+
+    fn state(&self, id: &str) -> Option<String> {
+        self.task(id)
+            .and_then(|t| t["status"]["state"].as_str().map(str::to_string))
+    }
+
+    fn wait_state(&self, id: &str, want: &str, limit: Duration) {
+        let ok = wait_for(limit, || self.state(id).as_deref() == Some(want));
+        assert!(
+            ok,
+            "{id} is {want} within {limit:?}; it is {:?}; the books: {}",
+            self.state(id),
+            self.troupe(&["ps", "--all"]).1
+        );
+    }
+
+    /// Whether a task that takes all of the agent (1 cpu, 256 MiB) runs: it cannot while
+    /// the master counts anything as allocated there.
+    fn whole_agent_is_free(&self) -> bool {
+        let run = troupe_within(
+            &self.addr,
+            &["run", "--cpus", "1", "--mem", "256", "--", "true"],
+            Duration::from_secs(20),
+        );
+        matches!(run, Some((0, _, _)))
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds or `limit` passes.
+fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_kill_while_the_agent_is_down_is_recorded_and_delivered_when_it_comes_back() {
+    let mut stage = Stage::start("kd");
+    let id = stage.run_detached("sleeper", &["sleep", "600"]);
+    // The agent dies; its task runs on, unreachable.
+    stage.agent = None;
+    stage.wait_state(&id, "unreachable", Duration::from_secs(30));
+    let (code, out, err) = stage.troupe(&["kill", &id]);
+    assert_eq!(code, 0, "the kill is taken: {err}");
+    assert!(
+        out.contains("recorded") && out.contains(&stage.agent_name),
+        "it says the kill waits for the agent: {out}"
+    );
+    // The master restarts meanwhile: the kill is in its registry.
+    stage.restart_master();
+    // The agent comes back with the task: the kill reaches it and the task ends Killed.
+    stage.start_agent();
+    stage.wait_state(&id, "killed", Duration::from_secs(30));
+    let facts = std::fs::read_to_string(stage.dir.join("registry.json")).unwrap();
+    assert!(
+        !facts.contains(&id),
+        "a delivered kill leaves the registry: {facts}"
+    );
+    assert!(stage.whole_agent_is_free(), "nothing stays allocated");
+}
+
+#[test]
+fn after_a_master_restart_tasks_started_before_it_are_killed_within_seconds() {
+    let mut stage = Stage::start("mk");
+    let first = stage.run_detached("first", &["sleep", "600"]);
+    let second = stage.run_detached("second", &["sleep", "600"]);
+    stage.restart_master();
+    stage.wait_agents(1);
+    stage.wait_state(&first, "running", Duration::from_secs(30));
+    let killed = troupe_within(&stage.addr, &["kill", &first], Duration::from_secs(15));
+    let (code, out, err) = killed.expect("the kill returns within seconds");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("killed"), "{out}");
+    // A master restart followed by an agent restart: the task is still found, and killed.
+    stage.restart_master();
+    stage.restart_agent();
+    stage.wait_agents(1);
+    stage.wait_state(&second, "running", Duration::from_secs(30));
+    let killed = troupe_within(&stage.addr, &["kill", &second], Duration::from_secs(15));
+    let (code, out, err) = killed.expect("the kill returns within seconds");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("killed"), "{out}");
+    assert_eq!(stage.state(&first).as_deref(), Some("killed"));
+    assert!(stage.whole_agent_is_free(), "nothing stays allocated");
+}
+
+#[test]
+fn a_restarted_master_keeps_task_names_commands_launch_times_and_ended_tasks() {
+    let mut stage = Stage::start("mb");
+    let (code, _, err) = stage.troupe(&["run", "--name", "quick", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code, 3, "{err}");
+    let running = stage.run_detached("slow", &["sleep", "600"]);
+    let before = stage.task(&running).expect("the running task is listed");
+    let (_, all, _) = stage.troupe(&["ps", "--all", "--json"]);
+    let ended: Vec<serde_json::Value> = serde_json::from_str(&all).unwrap();
+    let ended: Vec<serde_json::Value> =
+        ended.into_iter().filter(|t| t["name"] == "quick").collect();
+    assert_eq!(ended.len(), 1, "{all}");
+    stage.restart_master();
+    stage.wait_agents(1);
+    stage.wait_state(&running, "running", Duration::from_secs(30));
+    let after = stage.task(&running).unwrap();
+    for field in ["name", "command", "launched_ms", "resources", "framework"] {
+        assert_eq!(after[field], before[field], "{field} is kept: {after}");
+    }
+    let quick = ended[0]["id"].as_str().unwrap();
+    let kept = stage
+        .task(quick)
+        .expect("the ended task is still listed after the restart");
+    assert_eq!(kept["status"]["state"], "failed", "{kept}");
+    assert_eq!(kept["status"]["exit_code"], 3, "{kept}");
+    assert_eq!(kept["command"], ended[0]["command"], "{kept}");
+    let (code, _, err) = stage.troupe(&["kill", &running]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_second_agent_with_a_name_in_use_is_refused_and_the_live_one_keeps_its_task() {
+    let stage = Stage::start("da");
+    let id = stage.run_detached("held", &["sleep", "600"]);
+    // Another agent under the same name, from another work directory.
+    let log = stage.dir.join("imposter.log");
+    let imposter_work = stage.dir.join("imposter");
+    let mut cmd = stage.agent_command(&imposter_work);
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdin(Stdio::piped());
+    let mut imposter = cmd.spawn().expect("the second agent starts");
+    let live_addr = stage.agent.as_ref().unwrap().addr.to_string();
+    let refused = wait_for(Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("taken by a connected agent"))
+    });
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = imposter.kill();
+    let _ = imposter.wait();
+    assert!(refused, "the second agent is refused: {said}");
+    assert!(
+        said.contains(&live_addr),
+        "the refusal names the live agent's address {live_addr}: {said}"
+    );
+    // The live agent's task runs on, and the master's books say so.
+    assert_eq!(stage.state(&id).as_deref(), Some("running"));
+    // A second agent on the same work directory is refused by the agent itself.
+    let mut same = stage.agent_command(&stage.dir.join(&stage.agent_name));
+    same.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = same
+        .spawn()
+        .and_then(|c| c.wait_with_output())
+        .expect("the agent runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("in use by another agent"), "{err}");
+    let (code, _, err) = stage.troupe(&["kill", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stage.state(&id).as_deref(), Some("killed"));
+}
