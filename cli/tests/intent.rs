@@ -329,3 +329,26 @@ fn a_second_agent_with_a_name_in_use_is_refused_and_the_live_one_keeps_its_task(
     assert_eq!(code, 0, "{err}");
     assert_eq!(stage.state(&id).as_deref(), Some("killed"));
 }
+
+#[test]
+fn logs_follow_right_after_run_detach_waits_for_the_task_and_follows_it() {
+    let stage = Stage::start("lf");
+    for round in 0..5 {
+        let (code, out, err) = stage.troupe(&[
+            "run",
+            "--detach",
+            "--name",
+            "hello",
+            "--",
+            "sh",
+            "-c",
+            "echo hello; sleep 0.3; echo bye",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let id = out.trim();
+        let followed = troupe_within(&stage.addr, &["logs", "-f", id], Duration::from_secs(30));
+        let (code, out, err) = followed.expect("logs -f returns once the task ended");
+        assert_eq!(code, 0, "round {round}: {err}");
+        assert_eq!(out, "hello\nbye\n", "round {round}: {err}");
+    }
+}

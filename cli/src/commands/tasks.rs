@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use troupe_actors::protocol::{KillAccepted, MasterMsg, TaskId, TaskView, now_ms};
+use troupe_actors::protocol::{KillAccepted, MasterMsg, TaskId, TaskState, TaskView, now_ms};
 use troupe_os::actor::{ProcessMsg, Stream};
 use troupe_runtime::Addr;
 
@@ -230,7 +230,14 @@ pub(crate) async fn logs(args: LogsArgs) -> Result<(), Failure> {
 
 async fn logs_with(client: &Client, args: &LogsArgs) -> Result<(), Failure> {
     let task = TaskId(args.task.clone());
-    let location = client.locate(&task).await?;
+    let mut location = client.locate(&task).await?;
+    // Right after `run --detach` the task may still be on its way to its agent, which
+    // would answer with the (empty) files of a task it does not have yet: a follower waits
+    // until the task has started, then follows it.
+    while args.follow && location.task.status.state == TaskState::Staging {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        location = client.locate(&task).await?;
+    }
     let stream = if args.stderr {
         Stream::Stderr
     } else {
