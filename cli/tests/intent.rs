@@ -352,3 +352,69 @@ fn logs_follow_right_after_run_detach_waits_for_the_task_and_follows_it() {
         assert_eq!(out, "hello\nbye\n", "round {round}: {err}");
     }
 }
+
+#[test]
+fn operators_restarts_and_kills_combined_leave_every_task_in_one_true_final_state() {
+    let mut stage = Stage::start("co");
+    // Tasks that ended, each its own way, and tasks that run.
+    let mut ended = Vec::new();
+    for (name, script, state, code) in [
+        ("ok", "exit 0", "finished", Some(0)),
+        ("bad", "exit 2", "failed", Some(2)),
+    ] {
+        let (c, _, err) = stage.troupe(&["run", "--name", name, "--", "sh", "-c", script]);
+        assert_eq!(c, code.unwrap(), "{err}");
+        let (_, all, _) = stage.troupe(&["ps", "--all", "--json"]);
+        let tasks: Vec<serde_json::Value> = serde_json::from_str(&all).unwrap();
+        let id = tasks
+            .iter()
+            .find(|t| t["name"] == name)
+            .and_then(|t| t["id"].as_str())
+            .expect("the ended task is listed")
+            .to_string();
+        ended.push((id, state, code));
+    }
+    let running: Vec<String> = (0..4)
+        .map(|i| stage.run_detached(&format!("svc{i}"), &["sleep", "600"]))
+        .collect();
+    // One is killed for good before any restart.
+    let (code, _, err) = stage.troupe(&["kill", &running[0]]);
+    assert_eq!(code, 0, "{err}");
+    // The master is killed and comes back, then the agent.
+    stage.restart_master();
+    stage.wait_agents(1);
+    stage.restart_agent();
+    stage.wait_agents(1);
+    for id in &running[1..] {
+        stage.wait_state(id, "running", Duration::from_secs(30));
+    }
+    // Every kill returns within seconds.
+    for id in &running[1..] {
+        let started = Instant::now();
+        let killed = troupe_within(&stage.addr, &["kill", id], Duration::from_secs(15));
+        let (code, out, err) = killed.unwrap_or_else(|| panic!("kill {id} returned within 15 s"));
+        assert_eq!(code, 0, "{id}: {err}");
+        assert!(out.contains("killed"), "{id}: {out}");
+        assert!(started.elapsed() < Duration::from_secs(15));
+    }
+    // Each task is listed once, in the final state that matches what happened to it.
+    let (_, all, _) = stage.troupe(&["ps", "--all", "--json"]);
+    let tasks: Vec<serde_json::Value> = serde_json::from_str(&all).unwrap();
+    let one = |id: &str| -> serde_json::Value {
+        let found: Vec<&serde_json::Value> = tasks.iter().filter(|t| t["id"] == id).collect();
+        assert_eq!(found.len(), 1, "{id} is listed once: {all}");
+        found[0].clone()
+    };
+    for (id, state, code) in &ended {
+        let t = one(id);
+        assert_eq!(t["status"]["state"], *state, "{t}");
+        assert_eq!(t["status"]["exit_code"], code.unwrap(), "{t}");
+    }
+    for id in &running {
+        assert_eq!(one(id)["status"]["state"], "killed", "{all}");
+    }
+    // Nothing stays allocated with no task running.
+    let (_, live, _) = stage.troupe(&["ps", "--json"]);
+    assert_eq!(live.trim(), "[]", "{live}");
+    assert!(stage.whole_agent_is_free(), "nothing stays allocated");
+}

@@ -200,6 +200,9 @@ impl Registry {
             lines.extend_from_slice(&line);
             lines.push(b'\n');
         }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -243,6 +246,74 @@ fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::protocol::Resources;
+
+    fn ended(n: u64) -> TaskView {
+        use crate::protocol::{Source, TaskState, TaskStatus};
+        let id = TaskId(format!("t{n}"));
+        TaskView {
+            id: id.clone(),
+            name: "t".into(),
+            framework: FrameworkId("f".into()),
+            agent: None,
+            status: TaskStatus::new(id, TaskState::Finished, Source::Agent, n),
+            resources: Resources::new(0.1, 1.0),
+            command: vec!["true".into()],
+            launched_ms: n,
+        }
+    }
+
+    #[test]
+    fn the_task_history_survives_a_reopen_keeps_the_newest_and_skips_a_torn_line() {
+        let dir = std::env::temp_dir().join(format!("troupe-history-{}", std::process::id()));
+        let path = dir.join("registry.json");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut r = Registry::open(Some(&path)).unwrap();
+        assert!(r.history(10).unwrap().is_empty());
+        for n in 0..25 {
+            r.append_history(&[ended(n)], 10).unwrap();
+        }
+        // Cut back to the newest 10 whenever it passed 20 lines.
+        let lines = std::fs::read_to_string(dir.join("registry.json.history"))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines <= 20, "{lines} lines");
+        // A crash in the middle of an append leaves a torn last line.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("registry.json.history"))
+            .unwrap();
+        file.write_all(b"{\"id\": \"t9").unwrap();
+        let reopened = Registry::open(Some(&path)).unwrap();
+        let kept: Vec<String> = reopened
+            .history(10)
+            .unwrap()
+            .iter()
+            .map(|v| v.id.0.clone())
+            .collect();
+        let want: Vec<String> = (15..25).map(|n| format!("t{n}")).collect();
+        assert_eq!(kept, want);
+        // Without a file, nothing is written or read.
+        let mut memory = Registry::open(None).unwrap();
+        memory.append_history(&[ended(1)], 10).unwrap();
+        assert!(memory.history(10).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn removed_frameworks_are_remembered_up_to_the_bound() {
+        let mut facts = Facts::default();
+        for n in 0..REMOVED_FRAMEWORKS_KEPT + 5 {
+            facts.framework_removed(FrameworkId(format!("f{n}")));
+        }
+        assert_eq!(facts.removed_frameworks.len(), REMOVED_FRAMEWORKS_KEPT);
+        assert!(!facts.removed_frameworks.contains(&FrameworkId("f0".into())));
+        assert!(
+            facts
+                .removed_frameworks
+                .contains(&FrameworkId("f1004".into()))
+        );
+    }
 
     #[test]
     fn facts_survive_a_reopen_and_a_missing_file_is_empty() {
