@@ -418,3 +418,34 @@ fn operators_restarts_and_kills_combined_leave_every_task_in_one_true_final_stat
     assert_eq!(live.trim(), "[]", "{live}");
     assert!(stage.whole_agent_is_free(), "nothing stays allocated");
 }
+
+#[test]
+fn logs_stderr_writes_the_stream_asked_for_to_stdout_and_signal_says_what_it_did() {
+    let stage = Stage::start("le");
+    let (code, _, err) = stage.troupe(&[
+        "run",
+        "--name",
+        "both",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, all, _) = stage.troupe(&["ps", "--all", "--json"]);
+    let tasks: Vec<serde_json::Value> = serde_json::from_str(&all).unwrap();
+    let id = tasks[0]["id"].as_str().unwrap().to_string();
+    let (code, out, err) = stage.troupe(&["logs", "--stderr", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out, "err\n",
+        "the stream asked for is the command's output: {err}"
+    );
+    let (code, out, _) = stage.troupe(&["logs", &id]);
+    assert_eq!((code, out.as_str()), (0, "out\n"));
+    let sleeper = stage.run_detached("sig", &["sleep", "600"]);
+    let (code, out, err) = stage.troupe(&["signal", &sleeper, "TERM"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&sleeper) && out.contains("TERM"), "{out}");
+    stage.wait_state(&sleeper, "failed", Duration::from_secs(30));
+}

@@ -110,12 +110,16 @@ impl Follower {
                 let skip = entry.1.saturating_sub(chunk.offset) as usize;
                 let bytes = &chunk.bytes[skip.min(chunk.bytes.len())..];
                 entry.1 = end;
-                let _ = match index(stream) {
-                    0 => {
+                // Asked for one stream (`troupe logs --stderr`), it is this command's output
+                // and goes to stdout, for `> file` and `| grep`; both (`troupe run`) go
+                // where the task wrote them.
+                let to_stdout = index(stream) == 0 || self.streams.len() == 1;
+                let _ = match to_stdout {
+                    true => {
                         let mut out = std::io::stdout().lock();
                         out.write_all(bytes).and_then(|_| out.flush())
                     }
-                    _ => {
+                    false => {
                         let mut err = std::io::stderr().lock();
                         err.write_all(bytes).and_then(|_| err.flush())
                     }

@@ -199,7 +199,9 @@ pub(crate) async fn signal(args: SignalArgs) -> Result<(), Failure> {
             )
             .await
             .map_err(call_failure)?
-            .map_err(Failure::from)
+            .map_err(Failure::from)?;
+        println!("{} signalled with {}", args.task, args.signal);
+        Ok(())
     }
     .await;
     client.close().await;
