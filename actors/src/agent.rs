@@ -17,6 +17,7 @@
 //! from the task's own checkpoint (its recorded exit, if it ended meanwhile).
 
 mod core;
+mod work_dir;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

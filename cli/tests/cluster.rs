@@ -404,15 +404,6 @@ fn dev_run_exits_with_the_task_code_ps_lists_it_logs_follow_and_kill_ends_it() {
     drop(cluster);
 }
 
-/// A port free now, for a process that must come back on the same address.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn master_on(addr: &str, registry: &Path) -> ChildNode {
     let mut cmd = Command::new(TROUPE);
     cmd.args([
@@ -590,7 +581,7 @@ async fn a_killed_agent_comes_back_and_finds_its_running_task_which_ends_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_master_rebuilds_its_books_from_agents_and_frameworks() {
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", troupe_tests::free_port());
     let mut stage = OneTask::start("mr", &listen, "sleep 3; exit 0").await;
     let facts = std::fs::read_to_string(stage.dir.join("registry.json")).unwrap();
     assert!(

@@ -47,15 +47,6 @@ fn troupe_within(addr: &str, args: &[&str], limit: Duration) -> Option<(i32, Str
     None
 }
 
-/// A port free now, for a master that must come back on the same address.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A master with a registry and one agent of 1 cpu and 256 MiB, as processes, restartable
 /// on the same address, name and work directory.
 struct Stage {
@@ -71,7 +62,7 @@ struct Stage {
 impl Stage {
     fn start(tag: &str) -> Stage {
         let dir = ScratchDir::new(&format!("intent-{tag}"));
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = format!("127.0.0.1:{}", troupe_tests::free_port());
         let agent_name = format!("{tag}{}", std::process::id());
         let litter = TaskLitter::new(dir.join(&agent_name).join("sandboxes"), &agent_name);
         let mut stage = Stage {

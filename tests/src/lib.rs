@@ -164,6 +164,14 @@ pub fn wait_child(
     }
 }
 
+/// A loopback port free now, for a process that must come back on the same address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// Runs the `troupe` binary at `troupe` with `args` against the master at `addr` (with the
 /// test cookie); returns its exit code, stdout and stderr.
 pub fn troupe_at(troupe: &str, addr: &str, args: &[&str]) -> (i32, String, String) {

@@ -112,25 +112,6 @@ pub struct AgentState {
     _work_dir_lock: std::fs::File,
 }
 
-/// Locks the agent's work directory, or says which one is in use.
-fn lock_work_dir(config: &AgentConfig) -> Result<std::fs::File, String> {
-    let path = config.work_dir.join("agent.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(format!(
-            "the work directory {} is in use by another agent; give this one another --work-dir",
-            config.work_dir.display()
-        )),
-        Err(e) => Err(format!("cannot lock {}: {e}", path.display())),
-    }
-}
-
 fn checkpoint_path(config: &AgentConfig) -> PathBuf {
     config.work_dir.join("agent.json")
 }
@@ -179,7 +160,7 @@ impl Actor for AgentCore {
     ) -> Result<AgentState, ActorProcessingErr> {
         let config = args.config;
         let node = Node::current().ok_or("the agent needs a running node")?;
-        let work_dir_lock = lock_work_dir(&config)?;
+        let work_dir_lock = super::work_dir::lock(&config)?;
         // A few descriptors a task: the soft limit a service starts with would stop the
         // agent at about a hundred (tasks get the limit it started with back).
         match troupe_os::fd_limit::raise_for_owner() {

@@ -111,7 +111,13 @@ impl Registry {
             history_lines: 0,
             facts,
         };
-        registry.history_lines = registry.history(usize::MAX)?.len();
+        // Only counted here (to know when to cut it back); the master reads it once.
+        registry.history_lines = registry
+            .history_path()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map_or(0, |text| {
+                text.lines().filter(|l| !l.trim().is_empty()).count()
+            });
         Ok(registry)
     }
 
