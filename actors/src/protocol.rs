@@ -189,6 +189,9 @@ pub struct TaskInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
+    /// Waiting in its framework for resources: submitted, not yet launched (the runner's
+    /// queue; the master never holds a task in this state).
+    Queued,
     /// Accepted by the master, on its way to an agent.
     Staging,
     /// The agent is starting it.
@@ -217,7 +220,8 @@ pub enum TaskState {
 
 impl TaskState {
     /// Every state.
-    pub const ALL: [TaskState; 12] = [
+    pub const ALL: [TaskState; 13] = [
+        TaskState::Queued,
         TaskState::Staging,
         TaskState::Starting,
         TaskState::Running,
@@ -252,8 +256,13 @@ impl TaskState {
             return false;
         }
         match (self, next) {
+            (_, Queued) => false,
+            (Queued, _) => true,
             (_, Staging) => false,
             (Staging, _) => true,
+            // A launch whose agent became unreachable before it arrived: the agent, back,
+            // does not have it.
+            (Unreachable, Dropped) => true,
             (_, Error | Dropped) => false,
             (Starting, Starting) => false,
             (Starting, _) => true,
@@ -278,6 +287,7 @@ impl fmt::Display for TaskState {
 
 fn serde_json_name(state: TaskState) -> &'static str {
     match state {
+        TaskState::Queued => "queued",
         TaskState::Staging => "staging",
         TaskState::Starting => "starting",
         TaskState::Running => "running",
@@ -626,6 +636,14 @@ pub enum MasterMsg {
         /// The update's id.
         update: u64,
     },
+    /// An agent's answer to [`AgentMsg::Confirm`]: these launches never reached it, and it
+    /// will not run them.
+    LaunchesLost {
+        /// Which agent.
+        agent: AgentId,
+        /// Task ids and the launch times they were sent with.
+        launches: Vec<(TaskId, u64)>,
+    },
     /// A framework asks for the latest state of tasks (all of its tasks when empty).
     Reconcile {
         /// Which framework.
@@ -727,6 +745,15 @@ pub enum AgentMsg {
     /// The master asks the agent to register again (the master restarted, or it had
     /// judged the agent unreachable and hears from it again).
     Reregister,
+    /// After a registration that did not report them: launches the master sent to this
+    /// agent (task and launch time) that the agent never confirmed. The agent answers with
+    /// [`MasterMsg::LaunchesLost`] for those it does not have, and from then on ignores
+    /// them should they still arrive, so that the master may call them `Dropped` and their
+    /// framework launch them again without the task ever running twice.
+    Confirm {
+        /// Task ids and the launch times they were sent with.
+        launches: Vec<(TaskId, u64)>,
+    },
     /// Sends a task's log to `to` (a `LogMsg` receiver on any node): from offset `from`,
     /// then, with `follow`, live until the task ends. Works for ended tasks too, while
     /// their sandbox is kept.
@@ -870,11 +897,22 @@ mod tests {
     #[test]
     fn error_and_dropped_come_only_before_an_agent() {
         for from in [Starting, Running, Killing, Unreachable] {
-            for to in [Error, Dropped] {
-                assert!(!from.may_become(to), "{from} -> {to}");
-            }
+            assert!(!from.may_become(Error), "{from} -> error");
+        }
+        for from in [Starting, Running, Killing] {
+            assert!(!from.may_become(Dropped), "{from} -> dropped");
         }
         assert!(Staging.may_become(Error) && Staging.may_become(Dropped));
+        // Unreachable while its launch was on the way, and the agent never had it.
+        assert!(Unreachable.may_become(Dropped));
+    }
+
+    #[test]
+    fn queued_comes_before_everything_and_never_again() {
+        for s in TaskState::ALL {
+            assert!(!s.may_become(Queued), "{s} -> queued");
+        }
+        assert!(Queued.may_become(Staging) && !Queued.is_terminal());
     }
 
     #[test]
@@ -890,8 +928,9 @@ mod tests {
     fn nothing_goes_back() {
         assert!(!Running.may_become(Starting));
         assert!(!Killing.may_become(Running));
-        for s in TaskState::ALL {
-            assert!(!s.may_become(Staging));
+        // Only a queued task, launched, becomes staging.
+        for s in TaskState::ALL.into_iter().filter(|s| *s != Queued) {
+            assert!(!s.may_become(Staging), "{s} -> staging");
         }
     }
 

@@ -4,8 +4,16 @@
 //!
 //! It asks for offers only while it has commands waiting (it suppresses them otherwise), and
 //! declines an offer it cannot use for one second, so that other frameworks get it.
+//!
+//! A waiting command is the submitter's intent only while the submitter is there: the runner
+//! monitors each watcher, and when one goes (the CLI was killed, its node disconnected),
+//! its commands that still wait are cancelled; those launched keep running. `troupe run
+//! --detach` submits without a watcher, so nothing of it is cancelled that way. A launch
+//! that never reached its agent (`Dropped`) is queued again, under the same id, up to
+//! [`MAX_LAUNCHES`] launches.
 
-use std::collections::{BTreeMap, VecDeque};
+mod book;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,10 +23,16 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use troupe_runtime::{Addr, Reply};
 
+pub use book::MAX_LAUNCHES;
+use book::{Book, Heard};
+
 use crate::framework::{Driver, DriverError, FrameworkSettings, Scheduler};
 use crate::master::MASTER_PATH;
 use crate::outbox::Outbox;
-use crate::protocol::{FrameworkId, MasterMsg, OfferInfo, Resources, TaskId, TaskInfo, TaskStatus};
+use crate::protocol::{
+    FrameworkId, MasterMsg, OfferInfo, Resources, Source, TaskId, TaskInfo, TaskState, TaskStatus,
+    now_ms,
+};
 
 /// The runner's path.
 pub const RUNNER_PATH: &str = "runner";
@@ -41,7 +55,8 @@ pub struct RunRequest {
 #[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
 pub enum RunnerMsg {
     /// Run these commands; every state change of their tasks goes to `watcher` (a
-    /// [`RunnerEvent`] receiver's path), if given.
+    /// [`RunnerEvent`] receiver's path), if given. While they wait for resources, they are
+    /// cancelled if the watcher goes away.
     Submit {
         /// The commands.
         requests: Vec<RunRequest>,
@@ -50,6 +65,38 @@ pub enum RunnerMsg {
         /// Their task ids, in order, or why they were refused.
         reply: Reply<Result<Vec<TaskId>, String>>,
     },
+    /// Cancel these tasks if they still wait for resources (their watcher hears them end
+    /// `Killed`). Launched ones are not touched: the master kills those.
+    Cancel {
+        /// The tasks.
+        tasks: Vec<TaskId>,
+        /// The ones that were waiting and are now cancelled.
+        reply: Reply<Vec<TaskId>>,
+    },
+    /// The commands waiting for resources, in queue order, each with why it waits.
+    Queued {
+        /// The answer.
+        reply: Reply<Vec<QueuedTask>>,
+    },
+}
+
+/// A command waiting in the runner's queue (a row of `troupe ps` in state `queued`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedTask {
+    /// The id it will run under.
+    pub id: TaskId,
+    /// Its name.
+    pub name: String,
+    /// Its command line.
+    pub command: Vec<String>,
+    /// What it needs.
+    pub resources: Resources,
+    /// When it was submitted (ms since the Unix epoch).
+    pub submitted_ms: u64,
+    /// How many launches of it were dropped before it ran.
+    pub dropped_launches: u32,
+    /// Why it waits, in words ("waiting for 2 cpus; the largest free is 1.5 on a1").
+    pub reason: String,
 }
 
 /// What a watcher hears.
@@ -60,24 +107,30 @@ pub enum RunnerEvent {
         /// The status.
         status: TaskStatus,
     },
+    /// A launch of the task was dropped before it ran (`status` says why), and the task is
+    /// queued again for its launch number `launch`.
+    Requeued {
+        /// The drop.
+        status: TaskStatus,
+        /// The launch it waits for now (2 for the second).
+        launch: u32,
+    },
 }
 
-struct Waiting {
-    task: TaskInfo,
+/// A watcher of submitted tasks: its path (to know it again) and an outbox to it.
+#[derive(Clone)]
+struct Watcher {
+    path: String,
+    outbox: Arc<Outbox<RunnerEvent>>,
 }
 
-#[derive(Default)]
-struct Book {
-    waiting: VecDeque<Waiting>,
-    watchers: BTreeMap<TaskId, Arc<Outbox<RunnerEvent>>>,
-    suppressed: bool,
-}
+type SharedBook = Arc<Mutex<Book<Watcher>>>;
 
 struct RunScheduler {
-    book: Arc<Mutex<Book>>,
+    book: SharedBook,
 }
 
-fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
+fn lock(book: &Mutex<Book<Watcher>>) -> std::sync::MutexGuard<'_, Book<Watcher>> {
     book.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -85,39 +138,37 @@ impl Scheduler for RunScheduler {
     fn offers(&mut self, driver: &Driver, offers: Vec<OfferInfo>) {
         let mut book = lock(&self.book);
         for offer in offers {
-            let mut left = offer.resources;
-            let mut launch = Vec::new();
-            let mut keep = VecDeque::new();
-            while let Some(w) = book.waiting.pop_front() {
-                if left.contains(&w.task.resources) {
-                    left = left.minus(w.task.resources);
-                    launch.push(w.task);
-                } else {
-                    keep.push_back(w);
-                }
-            }
-            book.waiting = keep;
+            let launch = book.fill(offer.resources);
             if launch.is_empty() {
                 driver.decline(&[offer.id], Duration::from_secs(1));
             } else {
                 driver.launch(&[offer.id], launch);
             }
         }
-        if book.waiting.is_empty() && !book.suppressed {
+        if book.nothing_waits() && !book.suppressed {
             book.suppressed = true;
             driver.suppress();
         }
     }
 
-    fn status(&mut self, _driver: &Driver, status: &TaskStatus) {
+    fn status(&mut self, driver: &Driver, status: &TaskStatus) {
         let mut book = lock(&self.book);
-        if let Some(watcher) = book.watchers.get(&status.task) {
-            watcher.send(RunnerEvent::Status {
+        match book.heard(status) {
+            Heard::Tell(Some(watcher)) => watcher.outbox.send(RunnerEvent::Status {
                 status: status.clone(),
-            });
-        }
-        if status.state.is_terminal() {
-            book.watchers.remove(&status.task);
+            }),
+            Heard::Requeued(watcher, launch) => {
+                tracing::info!(task = %status.task, reason = %status.reason, launch, "launch dropped before it ran: queued again");
+                if let Some(watcher) = watcher {
+                    watcher.outbox.send(RunnerEvent::Requeued {
+                        status: status.clone(),
+                        launch,
+                    });
+                }
+                drop(book);
+                driver.revive();
+            }
+            Heard::Tell(None) | Heard::Unknown => {}
         }
     }
 
@@ -128,9 +179,12 @@ impl Scheduler for RunScheduler {
 struct RunnerActor;
 
 struct RunnerState {
-    book: Arc<Mutex<Book>>,
+    book: SharedBook,
     driver: Driver,
     counter: troupe_runtime::inspector::MessageCounter,
+    /// Watchers monitored, by path: their commands still waiting are cancelled when they
+    /// go (and they leave this set).
+    monitored: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 static SUBMITTED: AtomicU64 = AtomicU64::new(0);
@@ -165,21 +219,51 @@ fn task_id(name: &str) -> TaskId {
     TaskId(format!("{prefix}-{:08x}", h.finish() as u32))
 }
 
+/// Checks submitted commands and makes them tasks with fresh ids.
+fn tasks_of(requests: Vec<RunRequest>) -> Result<Vec<TaskInfo>, String> {
+    requests
+        .into_iter()
+        .map(|r| {
+            r.command
+                .validate()
+                .map_err(|e| format!("{}: {e}", r.name))?;
+            if !r.resources.is_valid() {
+                return Err(format!("{}: invalid resources {}", r.name, r.resources));
+            }
+            // Nothing allocated would mean no cgroup limit and nothing counted against the
+            // agent: an over-commit nobody asked for.
+            if r.resources.cpus <= 0.0 || r.resources.mem_mib <= 0.0 {
+                return Err(format!(
+                    "{}: a task needs more than 0 cpus and more than 0 MiB of memory, not {}",
+                    r.name, r.resources
+                ));
+            }
+            Ok(TaskInfo {
+                id: task_id(&r.name),
+                name: r.name,
+                command: r.command,
+                resources: r.resources,
+            })
+        })
+        .collect()
+}
+
 impl Actor for RunnerActor {
     type Msg = RunnerMsg;
     type State = RunnerState;
-    type Arguments = (Arc<Mutex<Book>>, Driver);
+    type Arguments = (SharedBook, Driver);
 
     async fn pre_start(
         &self,
         myself: ActorRef<RunnerMsg>,
-        (book, driver): (Arc<Mutex<Book>>, Driver),
+        (book, driver): (SharedBook, Driver),
     ) -> Result<RunnerState, ActorProcessingErr> {
         troupe_runtime::register(RUNNER_PATH, &myself)?;
         Ok(RunnerState {
             book,
             driver,
             counter: troupe_runtime::inspector::MessageCounter::new(&myself.get_cell()),
+            monitored: Default::default(),
         })
     }
 
@@ -196,32 +280,7 @@ impl Actor for RunnerActor {
                 watcher,
                 reply,
             } => {
-                let checked: Result<Vec<TaskInfo>, String> = requests
-                    .into_iter()
-                    .map(|r| {
-                        r.command
-                            .validate()
-                            .map_err(|e| format!("{}: {e}", r.name))?;
-                        if !r.resources.is_valid() {
-                            return Err(format!("{}: invalid resources {}", r.name, r.resources));
-                        }
-                        // Nothing allocated would mean no cgroup limit and nothing counted
-                        // against the agent: an over-commit nobody asked for.
-                        if r.resources.cpus <= 0.0 || r.resources.mem_mib <= 0.0 {
-                            return Err(format!(
-                                "{}: a task needs more than 0 cpus and more than 0 MiB of memory, not {}",
-                                r.name, r.resources
-                            ));
-                        }
-                        Ok(TaskInfo {
-                            id: task_id(&r.name),
-                            name: r.name,
-                            command: r.command,
-                            resources: r.resources,
-                        })
-                    })
-                    .collect();
-                let tasks = match checked {
+                let tasks = match tasks_of(requests) {
                     Ok(tasks) if tasks.is_empty() => Err("nothing to run".to_string()),
                     Ok(tasks) => fits_somewhere(&tasks).await.map(|()| tasks),
                     other => other,
@@ -234,23 +293,100 @@ impl Actor for RunnerActor {
                     }
                 };
                 let ids: Vec<TaskId> = tasks.iter().map(|t| t.id.clone()).collect();
-                {
-                    let mut book = lock(&state.book);
-                    let watcher = watcher.map(|w| Arc::new(Outbox::new(Addr::new(w))));
-                    for task in tasks {
-                        if let Some(w) = &watcher {
-                            book.watchers.insert(task.id.clone(), w.clone());
-                        }
-                        book.waiting.push_back(Waiting { task });
-                    }
-                    book.suppressed = false;
-                }
+                let watcher = match watcher {
+                    Some(path) => Some(state.watch(path).await),
+                    None => None,
+                };
+                lock(&state.book).submit(tasks, watcher, now_ms());
                 state.driver.revive();
                 reply.send(Ok(ids));
+            }
+            RunnerMsg::Cancel { tasks, reply } => {
+                let cancelled = lock(&state.book).cancel(&tasks);
+                let ids = cancelled.iter().map(|e| e.task.id.clone()).collect();
+                for entry in cancelled {
+                    tracing::info!(task = %entry.task.id, "cancelled while it waited for resources");
+                    if let Some(watcher) = entry.watcher {
+                        let mut status = TaskStatus::new(
+                            entry.task.id,
+                            TaskState::Killed,
+                            Source::Master,
+                            now_ms(),
+                        );
+                        status.reason =
+                            "cancelled while it waited for resources; it never ran".into();
+                        watcher.outbox.send(RunnerEvent::Status { status });
+                    }
+                }
+                reply.send(ids);
+            }
+            RunnerMsg::Queued { reply } => {
+                let agents = cluster_agents().await;
+                let queued = lock(&state.book)
+                    .waiting()
+                    .map(|e| QueuedTask {
+                        id: e.task.id.clone(),
+                        name: e.task.name.clone(),
+                        command: e.task.command.argv.clone(),
+                        resources: e.task.resources,
+                        submitted_ms: e.submitted_ms,
+                        dropped_launches: e.launches,
+                        reason: book::why_waiting(&e.task.resources, &agents),
+                    })
+                    .collect();
+                reply.send(queued);
             }
         }
         Ok(())
     }
+}
+
+impl RunnerState {
+    /// The watcher at `path`, monitored from its first submission on: when it goes, its
+    /// commands that still wait are cancelled (nobody would see them run).
+    async fn watch(&mut self, path: String) -> Watcher {
+        let watcher = Watcher {
+            outbox: Arc::new(Outbox::new(Addr::new(path.clone()))),
+            path: path.clone(),
+        };
+        let first = self
+            .monitored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.clone());
+        if first {
+            let (book, monitored) = (self.book.clone(), self.monitored.clone());
+            let target = Addr::<RunnerEvent>::new(path.clone());
+            let placed = troupe_runtime::monitor_with(&target, move |down| {
+                monitored
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&down.path);
+                let gone = lock(&book)
+                    .cancel_where(|e| e.watcher.as_ref().is_some_and(|w| w.path == down.path));
+                if !gone.is_empty() {
+                    tracing::info!(watcher = %down.path, reason = %down.reason, tasks = gone.len(), "the submitter went away: its waiting commands are cancelled");
+                }
+            })
+            .await;
+            if let Err(e) = placed {
+                tracing::warn!(watcher = %path, cause = %e, "cannot monitor the submitter; its commands are not cancelled if it goes");
+            }
+        }
+        watcher
+    }
+}
+
+/// The master's agents, as it sees them now (none if it does not answer).
+async fn cluster_agents() -> Vec<crate::protocol::AgentView> {
+    Addr::<MasterMsg>::new(MASTER_PATH)
+        .call(
+            |reply| MasterMsg::State { all: false, reply },
+            Duration::from_secs(2),
+        )
+        .await
+        .map(|s| s.agents)
+        .unwrap_or_default()
 }
 
 /// Refuses at once what no registered agent could ever hold (it would wait forever).
@@ -292,7 +428,7 @@ async fn fits_somewhere(tasks: &[TaskInfo]) -> Result<(), String> {
 /// Starts the runner on this node: its framework (subscribed to the master at `master`, or
 /// on this node) and its submission desk.
 pub async fn start(master: Option<SocketAddr>) -> Result<Driver, DriverError> {
-    let book = Arc::new(Mutex::new(Book::default()));
+    let book: SharedBook = Arc::new(Mutex::new(Book::default()));
     let scheduler = RunScheduler { book: book.clone() };
     let mut settings = FrameworkSettings::new(RUNNER_NAME);
     settings.failover_timeout = Duration::from_secs(3600);

@@ -4,7 +4,9 @@
 //! Each test here failed before the fix it covers: a kill while the task's agent was down was
 //! dropped; tasks started before a master restart could not be killed (the runner's updates
 //! waited behind one addressed to its previous id); a restarted master lost the names,
-//! commands and ended tasks; a second agent with a name in use took over the live one.
+//! commands and ended tasks; a second agent with a name in use took over the live one; a
+//! `troupe run` waiting for resources outlived its Ctrl-C and its CLI; a launch sent to a
+//! stopped agent that then restarted ended `Gone` though it never ran.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -439,4 +441,210 @@ fn logs_stderr_writes_the_stream_asked_for_to_stdout_and_signal_says_what_it_did
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&sleeper) && out.contains("TERM"), "{out}");
     stage.wait_state(&sleeper, "failed", Duration::from_secs(30));
+}
+
+/// A `troupe run` as a child process, attached, to be signalled while it waits.
+struct AttachedRun(Option<std::process::Child>);
+
+impl AttachedRun {
+    fn start(addr: &str, args: &[&str]) -> AttachedRun {
+        let child = Command::new(TROUPE)
+            .args(args)
+            .env("TROUPE_MASTER", addr)
+            .env("TROUPE_COOKIE", TEST_COOKIE)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("troupe run starts");
+        AttachedRun(Some(child))
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Its exit code, stdout and stderr, once it ended within `limit` (killed otherwise).
+    fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    fn finish(mut self, limit: Duration) -> Option<(i32, String, String)> {
+        let mut child = self.0.take()?;
+        let ended = wait_for(limit, || child.try_wait().ok().flatten().is_some());
+        if !ended {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().ok()?;
+        ended.then(|| {
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    }
+}
+
+impl Drop for AttachedRun {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Stage {
+    /// The ids of the queued tasks named `name`, as `troupe ps --json` lists them.
+    fn queued(&self, name: &str) -> Vec<String> {
+        let (_, out, _) = self.troupe(&["ps", "--json"]);
+        let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+        tasks
+            .iter()
+            .filter(|t| t["name"] == name && t["status"]["state"] == "queued")
+            .filter_map(|t| t["id"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn wait_queued(&self, name: &str) -> String {
+        let mut ids = Vec::new();
+        let ok = wait_for(Duration::from_secs(20), || {
+            ids = self.queued(name);
+            !ids.is_empty()
+        });
+        assert!(ok, "{name} shows queued: {}", self.troupe(&["ps"]).1);
+        ids.remove(0)
+    }
+}
+
+#[test]
+fn a_waiting_run_is_cancelled_on_ctrl_c_or_when_its_cli_dies_and_ps_shows_it_queued() {
+    let stage = Stage::start("qc");
+    let (code, out, err) = stage.troupe(&[
+        "run", "--detach", "--name", "blocker", "--cpus", "1", "--", "sleep", "600",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let blocker = out.trim().to_string();
+    stage.wait_state(&blocker, "running", Duration::from_secs(30));
+    let marker = stage.dir.join("ran");
+    let marker_text = marker.display().to_string();
+    let script = format!("echo ran >> {marker_text}");
+    let waiter = |name: &str| {
+        AttachedRun::start(
+            &stage.addr,
+            &[
+                "run", "--name", name, "--cpus", "1", "--", "sh", "-c", &script,
+            ],
+        )
+    };
+
+    // Queued, with the reason in words, in the table and in the JSON.
+    let first = waiter("waiter1");
+    let id = stage.wait_queued("waiter1");
+    let (_, table, _) = stage.troupe(&["ps"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_default();
+    assert!(row.contains("QUEUED"), "{table}");
+    let reason = format!(
+        "waiting for 1 cpus; the largest free is 0 on {}",
+        stage.agent_name
+    );
+    assert!(table.contains(&reason), "the table says why: {table}");
+
+    // Ctrl-C cancels it: the command ends as killed, and the queue forgets it.
+    first.signal("INT");
+    let (code, _, err) = first
+        .finish(Duration::from_secs(15))
+        .expect("Ctrl-C ends a waiting run");
+    assert_eq!(code, 143, "{err}");
+    assert!(err.contains("cancel"), "it says it cancelled: {err}");
+    assert!(
+        stage.queued("waiter1").is_empty(),
+        "{}",
+        stage.troupe(&["ps"]).1
+    );
+
+    // A CLI that dies takes its waiting request with it.
+    let second = waiter("waiter2");
+    stage.wait_queued("waiter2");
+    second.signal("KILL");
+    drop(second);
+    assert!(
+        wait_for(Duration::from_secs(15), || stage
+            .queued("waiter2")
+            .is_empty()),
+        "the dead CLI's request leaves the queue: {}",
+        stage.troupe(&["ps"]).1
+    );
+
+    // A detached one stays queued with nobody attached, and `troupe kill` cancels it.
+    let (code, out, err) = stage.troupe(&[
+        "run", "--detach", "--name", "waiter3", "--cpus", "1", "--", "sh", "-c", &script,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let detached = out.trim().to_string();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(stage.queued("waiter3"), vec![detached.clone()]);
+    let (code, out, err) = stage.troupe(&["kill", &detached]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cancelled"), "{out}");
+    assert!(stage.queued("waiter3").is_empty());
+
+    // With the room free again, none of them ever runs.
+    let (code, _, err) = stage.troupe(&["kill", &blocker]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stage.whole_agent_is_free(), "the blocker's room is free");
+    assert!(!marker.exists(), "a cancelled request never ran");
+}
+
+#[test]
+fn a_launch_that_meets_a_dying_agent_is_dropped_and_run_again() {
+    let mut stage = Stage::start("ld");
+    // The launch goes to an agent that is stopped, and then killed: it never arrives.
+    stage.agent.as_ref().unwrap().signal("STOP").unwrap();
+    let run = AttachedRun::start(
+        &stage.addr,
+        &["run", "--name", "late", "--", "sh", "-c", "echo hello"],
+    );
+    let mut id = String::new();
+    let sent = wait_for(Duration::from_secs(20), || {
+        let (_, out, _) = stage.troupe(&["ps", "--json"]);
+        let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+        match tasks
+            .iter()
+            .find(|t| t["name"] == "late" && t["agent"].is_string())
+        {
+            Some(t) => {
+                id = t["id"].as_str().unwrap_or_default().to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    assert!(
+        sent,
+        "the launch went to the stopped agent: {}",
+        stage.troupe(&["ps"]).1
+    );
+    stage.restart_agent();
+    // The restarted agent never had it: dropped, launched again, and it runs once.
+    let (code, out, err) = run
+        .finish(Duration::from_secs(60))
+        .expect("the run ends once the task ran");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello\n", "{err}");
+    assert!(
+        err.contains("dropped: its launch never reached agent")
+            && err.contains("queued again (launch 2 of 3)"),
+        "it says what happened: {err}"
+    );
+    stage.wait_state(&id, "finished", Duration::from_secs(10));
+    assert!(stage.whole_agent_is_free(), "nothing stays allocated");
 }

@@ -16,7 +16,7 @@
 //!   and its `Down` (or, when the process ended before the monitor was placed, the outcome
 //!   the process actor recorded in the sandbox) says how it ended.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +42,8 @@ use crate::status_updates::StatusUpdates;
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The time between registration attempts.
 const REGISTER_EVERY: Duration = Duration::from_secs(1);
+/// How many refused launches an agent remembers (see `AgentState::refused`).
+const REFUSED_KEPT: usize = 1024;
 
 /// What the core starts from.
 #[derive(Debug, Clone)]
@@ -95,6 +97,10 @@ pub struct AgentState {
     executors: Option<SupervisorRef>,
     /// Tasks of the checkpoint still to be found again.
     to_adopt: Vec<TaskId>,
+    /// Launches this agent told the master it never had (task and launch time, newest
+    /// last, bounded): should one still arrive, it is ignored, since the master has called
+    /// it dropped and its framework may have launched it elsewhere.
+    refused: VecDeque<(TaskId, u64)>,
     registered: bool,
     last_attempt: Option<Instant>,
     master: Addr<MasterMsg>,
@@ -228,6 +234,7 @@ impl Actor for AgentCore {
             book,
             executors: None,
             to_adopt,
+            refused: VecDeque::new(),
             registered: false,
             last_attempt: None,
             master_watch: None,
@@ -294,6 +301,7 @@ impl Actor for AgentCore {
                 state.save();
             }
             AgentMsg::Kill { task } => state.kill(task),
+            AgentMsg::Confirm { launches } => state.confirm(launches),
             AgentMsg::Acknowledge { task, update } => {
                 let now = state.now();
                 match state.book.updates.ack(&task, update, now) {
@@ -554,6 +562,10 @@ impl AgentState {
         let mut admitted = Vec::new();
         for info in tasks {
             let id = info.id.clone();
+            if self.refused.contains(&(id.clone(), launched_ms)) {
+                tracing::info!(task = %id, "launch that arrived after the master was told it never would: ignored");
+                continue;
+            }
             if self.book.tasks.contains_key(&id) {
                 tracing::warn!(task = %id, "launch of a task this agent already has: ignored");
                 continue;
@@ -754,6 +766,46 @@ impl AgentState {
         stop_process(&task, grace);
     }
 
+    /// Answers [`AgentMsg::Confirm`]: the launches this agent does not have are refused for
+    /// good and reported lost.
+    fn confirm(&mut self, launches: Vec<(TaskId, u64)>) {
+        let lost: Vec<(TaskId, u64)> = launches
+            .into_iter()
+            .filter(|(task, launched_ms)| {
+                self.book
+                    .tasks
+                    .get(task)
+                    .is_none_or(|t| t.launched_ms != *launched_ms)
+            })
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        for launch in &lost {
+            if self.refused.len() >= REFUSED_KEPT {
+                self.refused.pop_front();
+            }
+            self.refused.push_back(launch.clone());
+        }
+        tracing::info!(agent = %self.id(), tasks = lost.len(), "launches the master sent never arrived; they will not run here");
+        self.master_outbox.send(MasterMsg::LaunchesLost {
+            agent: self.config.id.clone(),
+            launches: lost,
+        });
+    }
+
+    /// Forgets a task whose launch was recorded but whose process never started (the agent
+    /// stopped in between): the master, not finding it in the agent's report, calls it
+    /// dropped. Whatever the start had made (a cgroup, a sandbox) goes.
+    async fn forget_unstarted(&mut self, id: &TaskId) {
+        tracing::info!(agent = %self.id(), task = %id, "a task launched but never started before the restart: forgotten, for the master to drop");
+        self.book.tasks.remove(id);
+        if let Some(cgroup) = troupe_os::cgroup::TaskCgroup::open(&self.config.id.0, &id.0) {
+            cgroup.remove(Duration::from_secs(5)).await;
+        }
+        let _ = std::fs::remove_dir_all(self.context(id).sandbox());
+    }
+
     async fn adopt_all(&mut self) {
         for id in std::mem::take(&mut self.to_adopt) {
             let Some(spec) = self.book.tasks.get(&id).map(|t| t.info.command.clone()) else {
@@ -763,9 +815,20 @@ impl AgentState {
                 .resolve()
                 .await
                 .is_ok();
+            // A process writes its checkpoint as soon as it runs: a task still staging
+            // without one never ran, or died at birth with the agent (its cgroup goes).
+            let unstarted = !alive
+                && self
+                    .book
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|t| t.status.state == TaskState::Staging)
+                && troupe_os::Checkpoint::read(&self.context(&id).status_dir()).is_none();
             if alive {
                 // The core restarted, not the agent: the process actor still runs.
                 self.watch(&id, self.context(&id)).await;
+            } else if unstarted {
+                self.forget_unstarted(&id).await;
             } else {
                 tracing::info!(agent = %self.id(), task = %id, "finding a task again after a restart");
                 self.start_process(&id, spec, true).await;

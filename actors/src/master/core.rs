@@ -99,6 +99,9 @@ struct TaskEntry {
     /// Someone asked for it to be killed: the kill goes to its agent again whenever the
     /// agent registers, until the task ends.
     kill_requested: bool,
+    /// Its agent has spoken of it (a status, or a report at registration): until then, its
+    /// launch may still be on the way, or lost with the agent's previous life.
+    reached_agent: bool,
 }
 
 /// The core's state.
@@ -237,6 +240,9 @@ impl Actor for MasterCore {
             MasterMsg::RegisterAgent { info, tasks, reply } => {
                 let result = state.register_agent(info, tasks).await;
                 reply.send(result);
+            }
+            MasterMsg::LaunchesLost { agent, launches } => {
+                state.launches_lost(&agent, launches).await;
             }
             MasterMsg::StatusUpdate { agent, update } => {
                 state.status_from_agent(agent, update).await;
@@ -391,6 +397,7 @@ impl TaskEntry {
             status: view.status,
             launched_ms: view.launched_ms,
             kill_requested: false,
+            reached_agent: true,
         }
     }
 }
@@ -466,6 +473,9 @@ impl CoreState {
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
+        if status.source != Source::Master {
+            task.reached_agent = true;
+        }
         let changed = match task.status.advance(status.clone()) {
             Ok(crate::protocol::Applied::Changed) => true,
             Ok(crate::protocol::Applied::Duplicate) => false,
@@ -517,6 +527,8 @@ impl CoreState {
         let ended: Vec<TaskView> = std::mem::take(&mut self.history_due)
             .into_iter()
             .filter_map(|id| self.tasks.get(&id).map(|t| view(&id, t)))
+            // A dropped task launched again since is not ended.
+            .filter(|v| v.status.state.is_terminal())
             .collect();
         let kept = self.config.completed_tasks_kept;
         if let Err(e) = self.registry.append_history(&ended, kept) {

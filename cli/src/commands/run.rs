@@ -50,9 +50,10 @@ pub(crate) struct RunArgs {
 }
 
 impl RunArgs {
-    /// Whether it follows one task and takes Ctrl-C as "kill it" (not `--detach`, one copy).
+    /// Whether it follows its tasks and takes Ctrl-C as "cancel or kill them" (not
+    /// `--detach`).
     pub(crate) fn kills_on_ctrl_c(&self) -> bool {
-        !self.detach && self.count == 1
+        !self.detach
     }
 }
 
@@ -166,8 +167,14 @@ async fn attached(
                 explain_wait(client).await;
             }
             event = events.recv() => {
-                let Some(RunnerEvent::Status { status }) = event else {
-                    return Err(Failure::from("the runner stopped talking to this command"));
+                let status = match event {
+                    Some(RunnerEvent::Status { status }) => status,
+                    Some(RunnerEvent::Requeued { status, launch }) => {
+                        heard = true;
+                        eprintln!("troupe: {id} dropped: {}; queued again (launch {launch} of {})", status.reason, troupe_actors::runner::MAX_LAUNCHES);
+                        continue;
+                    }
+                    None => return Err(Failure::from("the runner stopped talking to this command")),
                 };
                 heard = true;
                 let agent = status.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default();
@@ -184,18 +191,7 @@ async fn attached(
             _ = async { match follower.as_mut() { Some(f) => { f.pump(Duration::from_millis(50)).await; } None => std::future::pending().await } } => {}
             _ = &mut ctrl_c, if !killing => {
                 killing = true;
-                eprintln!("troupe: killing {id} (Ctrl-C again to leave it running)");
-                let task = id.clone();
-                let _ = client.master.call(|reply| troupe_actors::protocol::MasterMsg::Kill { task, reply }, REQUEST_TIMEOUT).await;
-                // A second Ctrl-C leaves the task running: the command exits, or at the
-                // REPL, the REPL cancels it.
-                if !super::client::in_session() {
-                    let again = tokio::signal::ctrl_c();
-                    tokio::spawn(async move {
-                        let _ = again.await;
-                        std::process::exit(exit::TASK_KILLED.into());
-                    });
-                }
+                stop_all(client, std::slice::from_ref(id)).await;
             }
         }
     };
@@ -208,6 +204,50 @@ async fn attached(
         eprintln!("troupe: {id} {line}");
     }
     Ok(code)
+}
+
+/// Ctrl-C: cancels the tasks that still wait for resources (their end comes back as
+/// `Killed`) and kills the launched ones. A second Ctrl-C leaves them running: the command
+/// exits, or at the REPL, the REPL cancels it.
+async fn stop_all(client: &Client, ids: &[TaskId]) {
+    let runner = Addr::<RunnerMsg>::on(client.master_node.clone(), RUNNER_PATH);
+    let tasks = ids.to_vec();
+    let cancelled = runner
+        .call(|reply| RunnerMsg::Cancel { tasks, reply }, REQUEST_TIMEOUT)
+        .await
+        .unwrap_or_default();
+    let launched: Vec<&TaskId> = ids.iter().filter(|i| !cancelled.contains(i)).collect();
+    match (cancelled.len(), launched.len()) {
+        (0, _) if ids.len() == 1 => {
+            eprintln!(
+                "troupe: killing {} (Ctrl-C again to leave it running)",
+                ids[0]
+            )
+        }
+        (_, 0) if ids.len() == 1 => {
+            eprintln!("troupe: cancelling {}, which waited for resources", ids[0])
+        }
+        (c, l) => eprintln!(
+            "troupe: cancelling {c} waiting, killing {l} launched (Ctrl-C again to leave them running)"
+        ),
+    }
+    for task in launched {
+        let task = task.clone();
+        let _ = client
+            .master
+            .call(
+                |reply| troupe_actors::protocol::MasterMsg::Kill { task, reply },
+                REQUEST_TIMEOUT,
+            )
+            .await;
+    }
+    if !super::client::in_session() {
+        let again = tokio::signal::ctrl_c();
+        tokio::spawn(async move {
+            let _ = again.await;
+            std::process::exit(exit::TASK_KILLED.into());
+        });
+    }
 }
 
 /// How long a submission may go without news before the command says why.
@@ -246,6 +286,9 @@ async fn progress(
     let mut last_print = Instant::now() - Duration::from_secs(10);
     let total = ids.len();
     let mut explained = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut stopping = false;
     loop {
         if !explained && states.is_empty() && started.elapsed() >= WAIT_NOTICE {
             explained = true;
@@ -300,7 +343,23 @@ async fn progress(
                 exit::FAILURE
             });
         }
-        match tokio::time::timeout(Duration::from_millis(250), events.recv()).await {
+        let event = tokio::select! {
+            event = tokio::time::timeout(Duration::from_millis(250), events.recv()) => event,
+            _ = &mut ctrl_c, if !stopping => {
+                stopping = true;
+                if tty {
+                    eprintln!();
+                }
+                let open: Vec<TaskId> = ids
+                    .iter()
+                    .filter(|i| !states.get(*i).is_some_and(|s| s.state.is_terminal()))
+                    .cloned()
+                    .collect();
+                stop_all(client, &open).await;
+                continue;
+            }
+        };
+        match event {
             Ok(Some(RunnerEvent::Status { status })) => {
                 if let Some(prev) = states.get(&status.task) {
                     if prev.state.is_terminal() {
@@ -308,6 +367,10 @@ async fn progress(
                     }
                 }
                 states.insert(status.task.clone(), status);
+            }
+            // Back in the queue: neither running nor done.
+            Ok(Some(RunnerEvent::Requeued { status, .. })) => {
+                states.remove(&status.task);
             }
             Ok(None) => return Err(Failure::from("the runner stopped talking to this command")),
             Err(_) => {}

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use clap::Args;
-use troupe_actors::protocol::{KillAccepted, MasterMsg, TaskId, TaskState, TaskView, now_ms};
+use troupe_actors::protocol::{
+    FrameworkId, KillAccepted, MasterMsg, Source, TaskId, TaskState, TaskStatus, TaskView, now_ms,
+};
+use troupe_actors::runner::{RUNNER_NAME, RUNNER_PATH, RunnerMsg};
 use troupe_os::actor::{ProcessMsg, Stream};
 use troupe_runtime::Addr;
 
@@ -47,11 +50,11 @@ fn table(tasks: &[TaskView]) -> String {
         "AGE".into(),
         "COMMAND".into(),
     ]];
+    // A queued task's reason goes on a line of its own under its row.
+    let mut notes: Vec<Option<String>> = vec![None];
     for t in tasks {
-        let mut state = t.status.state.to_string().to_uppercase();
-        if let Some(code) = t.status.exit_code.filter(|c| *c != 0) {
-            state = format!("{state}({code})");
-        }
+        let state = state_cell(&t.status);
+        notes.push((t.status.state == TaskState::Queued).then(|| t.status.reason.clone()));
         rows.push([
             t.id.to_string(),
             state,
@@ -59,14 +62,14 @@ fn table(tasks: &[TaskView]) -> String {
             format!("{}", t.resources.cpus),
             format!("{}M", t.resources.mem_mib),
             age(now.saturating_sub(t.launched_ms)),
-            t.command.join(" "),
+            shell_words(&t.command),
         ]);
     }
     let widths: Vec<usize> = (0..7)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for row in rows {
+    for (row, note) in rows.into_iter().zip(notes) {
         let line: Vec<String> = row
             .iter()
             .enumerate()
@@ -80,22 +83,104 @@ fn table(tasks: &[TaskView]) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+        if let Some(note) = note {
+            out.push_str(&format!("  {note}\n"));
+        }
     }
     out
+}
+
+/// The STATE cell: the state, and for a failure how it failed: the exit code, the signal
+/// that killed it (`FAILED(SIGKILL)`), or `FAILED(OOM)`.
+fn state_cell(status: &TaskStatus) -> String {
+    let state = status.state.to_string().to_uppercase();
+    if let Some(code) = status.exit_code.filter(|c| *c != 0) {
+        return format!("{state}({code})");
+    }
+    if status.state == TaskState::Failed {
+        if let Some(signal) = status.reason.strip_prefix("killed by signal ") {
+            let signal = signal.split_whitespace().next().unwrap_or(signal);
+            return format!("{state}({signal})");
+        }
+        if status.reason.contains("out of memory") {
+            return format!("{state}(OOM)");
+        }
+    }
+    state
+}
+
+/// A command line as a shell would need it typed: arguments with spaces, quotes or other
+/// special characters single-quoted, and empty ones as `''`.
+pub(crate) fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|arg| {
+            let plain = !arg.is_empty()
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c));
+            if plain {
+                arg.clone()
+            } else {
+                format!("'{}'", arg.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) async fn ps(args: PsArgs) -> Result<(), Failure> {
     let client = Client::connect(&args.cluster).await?;
     let state = client.state(args.all).await;
+    let queued = queued(&client).await;
     client.close().await;
     let mut tasks = state?.tasks;
     tasks.sort_by_key(|t| t.launched_ms);
+    // The runner's queue comes after what the master holds, in queue order.
+    tasks.extend(queued);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tasks)?);
     } else {
         print!("{}", table(&tasks));
     }
     Ok(())
+}
+
+/// The commands waiting in the runner's queue, as rows in state `queued` whose reason says
+/// what they wait for. None if the runner does not answer (the master's tasks still show).
+async fn queued(client: &Client) -> Vec<TaskView> {
+    let runner = Addr::<RunnerMsg>::on(client.master_node.clone(), RUNNER_PATH);
+    let queued = match runner
+        .call(|reply| RunnerMsg::Queued { reply }, REQUEST_TIMEOUT)
+        .await
+    {
+        Ok(queued) => queued,
+        Err(e) => {
+            tracing::debug!(cause = %e, "the runner's queue is not known");
+            return Vec::new();
+        }
+    };
+    queued
+        .into_iter()
+        .map(|q| {
+            let mut status = TaskStatus::new(
+                q.id.clone(),
+                TaskState::Queued,
+                Source::Master,
+                q.submitted_ms,
+            );
+            status.reason = q.reason;
+            TaskView {
+                id: q.id,
+                name: q.name,
+                framework: FrameworkId(RUNNER_NAME.into()),
+                agent: None,
+                status,
+                resources: q.resources,
+                command: q.command,
+                launched_ms: q.submitted_ms,
+            }
+        })
+        .collect()
 }
 
 /// Arguments of `troupe kill`.
@@ -123,8 +208,31 @@ async fn kill_with(client: &Client, task: TaskId, no_wait: bool) -> Result<(), F
         .master
         .call(|reply| MasterMsg::Kill { task: id, reply }, REQUEST_TIMEOUT)
         .await
-        .map_err(call_failure)?
-        .map_err(Failure::from)?;
+        .map_err(call_failure)?;
+    let how = match how {
+        Ok(how) => how,
+        Err(unknown) => {
+            // Not with the master yet: it may wait in the runner's queue.
+            let runner = Addr::<RunnerMsg>::on(client.master_node.clone(), RUNNER_PATH);
+            let tasks = vec![task.clone()];
+            let cancelled = runner
+                .call(|reply| RunnerMsg::Cancel { tasks, reply }, REQUEST_TIMEOUT)
+                .await
+                .unwrap_or_default();
+            if cancelled.contains(&task) {
+                println!("{task} cancelled: it waited for resources and never ran");
+                return Ok(());
+            }
+            // It may have left the queue for the master in between.
+            let id = task.clone();
+            client
+                .master
+                .call(|reply| MasterMsg::Kill { task: id, reply }, REQUEST_TIMEOUT)
+                .await
+                .map_err(call_failure)?
+                .map_err(|_| Failure::from(unknown))?
+        }
+    };
     if how == KillAccepted::Deferred {
         // Recorded by the master: the agent gets it when it registers again. Waiting here
         // could take as long as the agent is away.
@@ -265,4 +373,38 @@ async fn logs_with(client: &Client, args: &LogsArgs) -> Result<(), Failure> {
     }
     follower.close();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(args: &[&str]) -> String {
+        shell_words(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_command_column_quotes_as_a_shell_would() {
+        assert_eq!(
+            words(&["redis-server", "--save", ""]),
+            "redis-server --save ''"
+        );
+        assert_eq!(
+            words(&["sh", "-c", "echo hi; exit 3"]),
+            "sh -c 'echo hi; exit 3'"
+        );
+        assert_eq!(words(&["echo", "it's"]), r"echo 'it'\''s'");
+        assert_eq!(words(&["/bin/x", "a=b,c:d"]), "/bin/x a=b,c:d");
+    }
+
+    #[test]
+    fn a_failure_by_signal_says_which() {
+        let mut status = TaskStatus::new(TaskId("t".into()), TaskState::Failed, Source::Agent, 0);
+        status.reason = "killed by signal SIGKILL".into();
+        assert_eq!(state_cell(&status), "FAILED(SIGKILL)");
+        status.reason = "out of memory (limit 64 MiB)".into();
+        assert_eq!(state_cell(&status), "FAILED(OOM)");
+        status.exit_code = Some(3);
+        assert_eq!(state_cell(&status), "FAILED(3)");
+    }
 }

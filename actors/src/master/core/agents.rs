@@ -116,8 +116,12 @@ impl CoreState {
                         status: status.clone(),
                         launched_ms,
                         kill_requested: false,
+                        reached_agent: true,
                     },
                 );
+            }
+            if let Some(t) = self.tasks.get_mut(&task) {
+                t.reached_agent = true;
             }
             self.apply_status(status, None).await;
             self.track(&task).await;
@@ -134,17 +138,23 @@ impl CoreState {
                 }
             }
         }
-        let lost: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(t, e)| {
-                e.agent.as_ref() == Some(&id)
-                    && !e.status.state.is_terminal()
-                    && !seen.contains(*t)
-                    && e.status.state != TaskState::Staging
-            })
-            .map(|(t, _)| t.clone())
-            .collect();
+        // The tasks placed there that it does not report: those it had are gone with its
+        // previous life; those it never spoke of may have been lost on the way (launched
+        // while it was stopped, restarting or cut off) or may still be on the way. The
+        // agent is asked, through the same ordered outbox as the launches: what it does not
+        // have by then it never runs, and the master calls it `Dropped`.
+        let mut unconfirmed = Vec::new();
+        let mut lost = Vec::new();
+        for (t, e) in &self.tasks {
+            if e.agent.as_ref() != Some(&id) || e.status.state.is_terminal() || seen.contains(t) {
+                continue;
+            }
+            if e.reached_agent {
+                lost.push(t.clone());
+            } else {
+                unconfirmed.push((t.clone(), e.launched_ms));
+            }
+        }
         for task in lost {
             let status = master_status(
                 &task,
@@ -153,8 +163,43 @@ impl CoreState {
             );
             self.apply_status(status, None).await;
         }
+        if !unconfirmed.is_empty() {
+            if let Some(a) = self.agents.get(&id) {
+                tracing::info!(agent = %id, tasks = unconfirmed.len(), "asking the agent about launches it did not report");
+                a.outbox.send(AgentMsg::Confirm {
+                    launches: unconfirmed,
+                });
+            }
+        }
         self.start_observer(&info).await;
         Ok(())
+    }
+
+    /// The agent's answer to [`AgentMsg::Confirm`]: these launches never reached it and
+    /// never will. Each task still waiting for that launch ends `Dropped`, and its
+    /// framework may launch it again.
+    pub(super) async fn launches_lost(&mut self, agent: &AgentId, launches: Vec<(TaskId, u64)>) {
+        for (task, launched_ms) in launches {
+            let waiting = self.tasks.get(&task).is_some_and(|t| {
+                t.agent.as_ref() == Some(agent)
+                    && t.launched_ms == launched_ms
+                    && !t.reached_agent
+                    && !t.status.state.is_terminal()
+            });
+            if !waiting {
+                continue;
+            }
+            tracing::info!(agent = %agent, task = %task, "launch lost on the way to its agent: dropped");
+            let mut status = master_status(
+                &task,
+                TaskState::Dropped,
+                format!(
+                    "its launch never reached agent {agent} (the agent restarted or was cut off before it arrived); it never ran"
+                ),
+            );
+            status.agent = Some(agent.clone());
+            self.apply_status(status, None).await;
+        }
     }
 
     /// Has the allocator count a live task's resources, once both its agent and its
@@ -269,6 +314,7 @@ impl CoreState {
                     status: status.clone(),
                     launched_ms: status.timestamp_ms,
                     kill_requested: false,
+                    reached_agent: true,
                 },
             );
         }

@@ -110,7 +110,14 @@ impl CoreState {
             .map(|(_, o)| (o.reservation.clone(), o.resources))
             .collect();
         let launches_nothing = tasks.is_empty();
-        let verdicts = validate_launch(total, &tasks, |id| self.tasks.contains_key(id));
+        // An id is free again once its task was dropped (it never ran), for the framework
+        // that launched it: a launch lost on the way is launched again under the id its
+        // submitter holds.
+        let verdicts = validate_launch(total, &tasks, |id| {
+            self.tasks.get(id).is_some_and(|t| {
+                !(t.status.state == TaskState::Dropped && t.framework == framework)
+            })
+        });
         if valid {
             for id in &offer_ids {
                 self.offers.remove(id);
@@ -129,6 +136,7 @@ impl CoreState {
                 status: state,
                 launched_ms,
                 kill_requested: false,
+                reached_agent: false,
             };
             match verdict {
                 Verdict::Launch(id) => {
@@ -148,7 +156,14 @@ impl CoreState {
                     let mut staging =
                         TaskStatus::new(id.clone(), TaskState::Staging, Source::Master, now_ms());
                     staging.agent = agent.clone();
-                    self.tasks.insert(id.clone(), entry(staging, holdings));
+                    if self
+                        .tasks
+                        .insert(id.clone(), entry(staging, holdings))
+                        .is_some()
+                    {
+                        // A dropped task launched again: it is no longer among the ended.
+                        self.completed.retain(|c| c != &id);
+                    }
                     self.publish_task(&id);
                     launch.push(task);
                 }
