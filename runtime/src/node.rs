@@ -738,6 +738,14 @@ impl Node {
     }
 }
 
+/// How long an incoming connection may take to authenticate (the cookie handshake) before
+/// it is closed: a peer that connects and says nothing holds no session for long.
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How many incoming connections may be in their handshake at once, on the node port and
+/// on the message channel's each; more are closed at once (as sshd's `MaxStartups`).
+pub const MAX_HANDSHAKING: usize = 64;
+
 /// Feeds ractor_cluster's session callbacks into the peer table and the event stream.
 struct Subscription {
     shared: std::sync::Weak<Shared>,
@@ -789,9 +797,38 @@ impl Subscription {
 
 impl NodeEventSubscription for Subscription {
     fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        let mut handshaking = 0;
         self.with(|p| {
-            p.opened(ses.node_id, ses.peer_addr.clone());
+            p.opened(ses.node_id, ses.peer_addr.clone(), ses.is_server);
+            handshaking = p.incoming_handshaking();
             None
+        });
+        if !ses.is_server {
+            return;
+        }
+        // Bounded in number and in time: an idle or slow connection never finishing its
+        // handshake is closed, and a flood of them is refused at once.
+        if handshaking > MAX_HANDSHAKING {
+            tracing::debug!(addr = %ses.peer_addr, limit = MAX_HANDSHAKING, "closed a connection: too many connections in their handshake");
+            ses.actor
+                .stop(Some("too many connections in their handshake".into()));
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(HANDSHAKE_LIMIT).await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let stale = shared
+                .peers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .handshaking(ses.node_id);
+            if stale {
+                tracing::debug!(addr = %ses.peer_addr, limit = ?HANDSHAKE_LIMIT, "closed a connection that did not finish its handshake in time");
+                ses.actor.stop(Some("no handshake in time".into()));
+            }
         });
     }
 

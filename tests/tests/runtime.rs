@@ -557,6 +557,62 @@ async fn hostile_bytes_on_the_port_hurt_no_one() {
     assert_eq!(dropped, payloads.len() as u64);
 }
 
+/// Whether the other end closed this socket (nonblocking: a read that would block means
+/// it is still open).
+fn closed_by_peer(socket: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut byte = [0u8; 1];
+    match (&*socket).read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_that_never_finish_the_handshake_are_closed() {
+    use troupe_runtime::node::{HANDSHAKE_LIMIT, MAX_HANDSHAKING};
+    let b = testnode("b");
+    // More connections than may be in their handshake at once, none sending a byte.
+    let extra = 36;
+    let idle: Vec<std::net::TcpStream> = (0..MAX_HANDSHAKING + extra)
+        .filter_map(|_| std::net::TcpStream::connect(b.addr).ok())
+        .collect();
+    assert_eq!(
+        idle.len(),
+        MAX_HANDSHAKING + extra,
+        "every connection is accepted"
+    );
+    for socket in &idle {
+        socket.set_nonblocking(true).unwrap();
+    }
+    // Those beyond the bound are closed at once, long before the time limit.
+    let refused = wait_until(HANDSHAKE_LIMIT / 2, || {
+        idle.iter().filter(|s| closed_by_peer(s)).count() >= extra
+    })
+    .await;
+    assert!(
+        refused,
+        "{} of {extra} extra connections closed at once",
+        idle.iter().filter(|s| closed_by_peer(s)).count()
+    );
+    // The rest are closed once the handshake's time is up.
+    let all = wait_until(HANDSHAKE_LIMIT + Duration::from_secs(10), || {
+        idle.iter().all(closed_by_peer)
+    })
+    .await;
+    assert!(
+        all,
+        "{} of {} idle connections still open",
+        idle.iter().filter(|s| !closed_by_peer(s)).count(),
+        idle.len()
+    );
+    // And b still serves a node that does authenticate.
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    assert_eq!(echo("b", "after").await.unwrap(), "after");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handle_re_resolves_after_its_target_restarts() {
     let _node = start_local_node("a", TEST_COOKIE).await;

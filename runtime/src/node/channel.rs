@@ -436,6 +436,9 @@ impl Channels {
 }
 
 async fn accept_loop(node: Weak<Shared>, listener: TcpListener) {
+    // Connections still in their handshake, at most `MAX_HANDSHAKING`: a flood of idle
+    // connections costs a bounded number of tasks and descriptors.
+    let handshaking = Arc::new(tokio::sync::Semaphore::new(super::MAX_HANDSHAKING));
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -447,7 +450,18 @@ async fn accept_loop(node: Weak<Shared>, listener: TcpListener) {
         };
         let Some(shared) = node.upgrade() else { return };
         let node = Node { shared };
+        let Ok(slot) = handshaking.clone().try_acquire_owned() else {
+            node.shared
+                .channels
+                .stats
+                .refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%from, limit = super::MAX_HANDSHAKING, "refused a message channel: too many connections in their handshake");
+            drop(stream);
+            continue;
+        };
         tokio::spawn(async move {
+            let _slot = slot;
             match tokio::time::timeout(HANDSHAKE_WAIT, accept(&node, stream)).await {
                 Ok(Ok(peer)) => tracing::debug!(%peer, %from, "message channel accepted"),
                 Ok(Err(why)) => {

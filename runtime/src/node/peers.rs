@@ -20,6 +20,8 @@ struct Session {
     advertised: Option<SocketAddr>,
     authenticated: bool,
     ready: bool,
+    /// The peer connected to us (not we to it).
+    incoming: bool,
 }
 
 /// Known peers and live sessions.
@@ -100,7 +102,7 @@ impl Peers {
         names
     }
 
-    pub(crate) fn opened(&mut self, session: u64, peer_addr: String) {
+    pub(crate) fn opened(&mut self, session: u64, peer_addr: String, incoming: bool) {
         self.sessions.insert(
             session,
             Session {
@@ -109,8 +111,24 @@ impl Peers {
                 advertised: None,
                 authenticated: false,
                 ready: false,
+                incoming,
             },
         );
+    }
+
+    /// Whether a session is still open and not yet authenticated.
+    pub(crate) fn handshaking(&self, session: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| !s.authenticated && !s.ready)
+    }
+
+    /// How many incoming sessions are open and not yet authenticated.
+    pub(crate) fn incoming_handshaking(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.incoming && !s.authenticated && !s.ready)
+            .count()
     }
 
     pub(crate) fn authenticated(&mut self, session: u64, full_name: Option<&str>) {
@@ -192,8 +210,8 @@ mod tests {
     #[test]
     fn up_once_and_down_only_when_the_last_session_closes() {
         let mut p = Peers::default();
-        p.opened(1, "127.0.0.2:4000".into());
-        p.opened(2, "127.0.0.2:5000".into());
+        p.opened(1, "127.0.0.2:4000".into(), false);
+        p.opened(2, "127.0.0.2:5000".into(), false);
         let up = p.ready(1, Some("b@127.0.0.2"), Some("127.0.0.2:4000"));
         assert!(matches!(up, Some(NodeEvent::Up { ref node, .. }) if node == "b"));
         assert!(p.ready(2, Some("b@127.0.0.2"), None).is_none());
@@ -206,7 +224,7 @@ mod tests {
     #[test]
     fn a_peer_that_said_it_leaves_has_left_once_and_is_news_again_after_it_returns() {
         let mut p = Peers::default();
-        p.opened(1, "127.0.0.2:4000".into());
+        p.opened(1, "127.0.0.2:4000".into(), false);
         p.ready(1, Some("b@127.0.0.2"), None);
         p.leaving("b");
         assert!(matches!(p.closed(1, None), Some(NodeEvent::Down { .. })));
@@ -214,7 +232,7 @@ mod tests {
         assert!(!p.left("b"), "forgotten once told");
         // It comes back: a later going, unannounced, is a failure again.
         p.leaving("b");
-        p.opened(2, "127.0.0.2:4000".into());
+        p.opened(2, "127.0.0.2:4000".into(), false);
         p.ready(2, Some("b@127.0.0.2"), None);
         assert!(matches!(p.closed(2, None), Some(NodeEvent::Down { .. })));
         assert!(!p.left("b"));
@@ -223,7 +241,7 @@ mod tests {
     #[test]
     fn a_session_closed_in_its_handshake_is_a_failed_handshake() {
         let mut p = Peers::default();
-        p.opened(1, "127.0.0.2:4000".into());
+        p.opened(1, "127.0.0.2:4000".into(), false);
         let ev = p.closed(1, Some("b@127.0.0.2"));
         assert!(
             matches!(ev, Some(NodeEvent::HandshakeFailed { node: Some(ref n), .. }) if n == "b")
@@ -233,9 +251,25 @@ mod tests {
     #[test]
     fn an_election_loser_is_no_failure() {
         let mut p = Peers::default();
-        p.opened(1, "x".into());
-        p.opened(2, "y".into());
+        p.opened(1, "x".into(), false);
+        p.opened(2, "y".into(), false);
         p.authenticated(1, Some("b@h"));
         assert!(p.closed(2, Some("b@h")).is_none());
+    }
+
+    #[test]
+    fn only_incoming_sessions_in_their_handshake_count_against_the_bound() {
+        let mut p = Peers::default();
+        p.opened(1, "x".into(), true);
+        p.opened(2, "y".into(), true);
+        p.opened(3, "z".into(), false);
+        assert_eq!(p.incoming_handshaking(), 2);
+        assert!(p.handshaking(1));
+        p.authenticated(1, Some("b@h"));
+        assert!(!p.handshaking(1));
+        assert_eq!(p.incoming_handshaking(), 1);
+        p.closed(2, None);
+        assert!(!p.handshaking(2));
+        assert_eq!(p.incoming_handshaking(), 0);
     }
 }
