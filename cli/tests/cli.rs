@@ -280,3 +280,82 @@ fn a_master_address_may_be_a_host_name() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("pong from hn"), "{out}");
 }
+
+#[test]
+fn a_command_that_disconnects_normally_is_no_warning_in_the_masters_log() {
+    use std::io::{BufRead, BufReader};
+    let dir = troupe_tests::ScratchDir::new("quiet-leave");
+    let _litter: Vec<_> = ["ql-a1", "ql-a2"]
+        .map(|a| troupe_tests::TaskLitter::new(dir.join("work").join(a).join("sandboxes"), a))
+        .into();
+    let log = dir.join("master.log");
+    let mut master = Command::new(TROUPE)
+        .args([
+            "dev",
+            "--name",
+            "ql",
+            "--listen",
+            "127.0.0.1:0",
+            "--cookie",
+            "ql",
+        ])
+        .args(["--cpus", "1", "--mem", "512", "--work-dir"])
+        .arg(dir.join("work"))
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("troupe master starts");
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = BufReader::new(master.stdout.take().unwrap()).lines();
+    let master = Reap(master);
+    let addr = lines
+        .find_map(|l| {
+            let l = l.ok()?;
+            l.contains("listening on")
+                .then(|| l.rsplit(' ').next().unwrap_or_default().to_string())
+        })
+        .expect("the master says where it listens");
+    // Twenty rounds: the going of a command's node raced its own stop, and lost now and
+    // then (a few in forty commands).
+    let commands = [
+        &["ps"][..],
+        &["run", "--", "true"],
+        &["ping", &addr],
+        &["tree"],
+    ];
+    for _ in 0..20 {
+        for args in commands {
+            let out = Command::new(TROUPE)
+                .args(args)
+                .env("TROUPE_MASTER", &addr)
+                .env("TROUPE_COOKIE", "ql")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "troupe {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // The last command's going is logged by now, or never.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(master);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("node left"),
+        "the commands' going is logged, as info: {text}"
+    );
+    assert!(
+        !text.contains("node down"),
+        "no command's going is a warning: {text}"
+    );
+}

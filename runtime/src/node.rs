@@ -711,17 +711,26 @@ impl Node {
     /// listener.
     pub async fn stop(&self) {
         let shared = &self.shared;
-        // Peers hear that this is a stop, not a failure (best effort: the news travels on
-        // the sessions about to close, ahead of the close, and not on a message channel,
-        // which could be overtaken by the close).
-        for peer in self.connected_peers() {
+        // Peers hear that this is a stop, not a failure. The news travels on the sessions
+        // about to close, not on a message channel, which the close could overtake; and the
+        // stop waits (briefly) for a round trip on each session behind it, since stopping
+        // the server would otherwise end a session with the news still in its mailbox.
+        let peers = self.connected_peers();
+        for peer in &peers {
             crate::kernel::to_kernel_by_session(
-                &peer,
+                peer,
                 crate::kernel::KernelWire::Leaving {
                     node: self.name().to_string(),
                 },
             );
         }
+        let mut heard = tokio::task::JoinSet::new();
+        for peer in peers {
+            heard.spawn(async move {
+                crate::kernel::session_barrier(&peer, LEAVING_HEARD_WITHIN).await;
+            });
+        }
+        heard.join_all().await;
         shared.heartbeat.stop().await;
         shared.inspector.stop().await;
         shared.spawner.stop().await;
@@ -737,6 +746,9 @@ impl Node {
         tracing::info!(node = %self.name(), "node stopped");
     }
 }
+
+/// How long a stopping node waits for its peers to have heard that it leaves.
+const LEAVING_HEARD_WITHIN: Duration = Duration::from_millis(500);
 
 /// How long an incoming connection may take to authenticate (the cookie handshake) before
 /// it is closed: a peer that connects and says nothing holds no session for long.
