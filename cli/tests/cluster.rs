@@ -828,3 +828,48 @@ fn master_and_agent_processes_serve_health_and_metrics_over_http() {
     drop(master);
     assert!(troupe_tests::http_get(&master_http, "/health", limit).is_err());
 }
+
+#[test]
+fn an_attached_run_refuses_standard_input_it_cannot_forward_and_orders_its_output_and_end() {
+    let dir = scratch("stdin");
+    let (cluster, _, _litter) = dev("si", &dir);
+    let addr = cluster.addr.to_string();
+    // Input on a pipe would be dropped: refused, as a usage error, before anything runs.
+    let (code, _, err) = troupe_tests::troupe_with_input(
+        TROUPE,
+        &addr,
+        &["run", "--name", "reader", "--", "cat"],
+        Some("x\n"),
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("standard input is not forwarded"), "{err}");
+    let (_, all, _) = troupe(&addr, &["ps", "--all"]);
+    assert!(!all.contains("reader-"), "nothing ran: {all}");
+    // An empty one is no input; the task's last words come before its end, and the end
+    // (with its reason) is said once.
+    let (code, out, err) = troupe(
+        &addr,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo out; sleep 0.2; echo last >&2; exit 3",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(out, "out\n");
+    let last = err.find("last\n").expect("the task's stderr is shown");
+    let end = err.find("failed on").expect("the end is said");
+    assert!(last < end, "the output comes before the end: {err}");
+    assert_eq!(err.matches("exited with code 3").count(), 1, "{err}");
+    // A program not found says where it was looked for, and how to pass a PATH.
+    let (code, _, err) = troupe(&addr, &["run", "--", "no-such-program-here"]);
+    assert_eq!(code, 127, "{err}");
+    assert_eq!(
+        err.matches("not found in PATH").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(err.contains("--env PATH="), "{err}");
+}

@@ -61,6 +61,14 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     if args.count == 0 {
         return Err(Failure::from("--count must be at least 1"));
     }
+    // Input for the task would be lost without a word: say so instead. (At the REPL, its
+    // own input is not the command's.)
+    if !args.detach && !super::client::in_session() && stdin_has_input() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "standard input is not forwarded to tasks: give the task its input another way (a file its command reads), or run with </dev/null",
+        ));
+    }
     let client = Client::connect(&args.cluster).await?;
     let result = submit_and_watch(&client, &args).await;
     client.close().await;
@@ -177,9 +185,10 @@ async fn attached(
                     None => return Err(Failure::from("the runner stopped talking to this command")),
                 };
                 heard = true;
-                let agent = status.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default();
-                let why = if status.reason.is_empty() { String::new() } else { format!(": {}", status.reason) };
-                eprintln!("troupe: {id} {}{agent}{why}", status.state.to_string().to_lowercase());
+                // The end is told after the task's last output, below.
+                if !status.state.is_terminal() {
+                    eprintln!("troupe: {id} {}", status_line(&status));
+                }
                 if follower.is_none() && status.agent.is_some() && status.state != TaskState::Staging {
                     let location = client.locate(id).await?;
                     follower = Some(Follower::start(client, &location, &[Stream::Stdout, Stream::Stderr], true).await?);
@@ -199,11 +208,76 @@ async fn attached(
         f.finish().await?;
         f.close();
     }
-    let (code, line) = outcome(&last);
-    if let Some(line) = line {
-        eprintln!("troupe: {id} {line}");
+    // The end, once: after everything the task wrote, and with the reason in it.
+    eprintln!("troupe: {id} {}", status_line(&last));
+    if let Some(hint) = hint(&last) {
+        eprintln!("troupe: {hint}");
     }
-    Ok(code)
+    Ok(outcome(&last).0)
+}
+
+/// Whether standard input brings something: a file that is not empty, or a pipe or socket
+/// with bytes (or a writer still to come) in it, as opposed to a terminal, `/dev/null`, or
+/// a pipe already at its end. A pipe whose writer stays silent for the first 100 ms counts
+/// as nothing: the check must not hang a script whose input is an idle pipe.
+fn stdin_has_input() -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    // The magic link of fd 0, followed: the pipe, file or device itself.
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/0") else {
+        return false;
+    };
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return meta.len() > 0;
+    }
+    if !(kind.is_fifo() || kind.is_socket()) {
+        return false;
+    }
+    let stdin = rustix::stdio::stdin();
+    let mut fds = [rustix::event::PollFd::new(
+        &stdin,
+        rustix::event::PollFlags::IN,
+    )];
+    let within = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    match rustix::event::poll(&mut fds, Some(&within)) {
+        Ok(n) if n > 0 => {
+            // Readable: bytes, or the end (a writer that closed without writing). Peeking
+            // would need a socket; one byte read tells, and the command is refused anyway
+            // when there was one.
+            let mut byte = [0u8; 1];
+            matches!(rustix::io::read(stdin, &mut byte), Ok(n) if n > 0)
+        }
+        _ => false,
+    }
+}
+
+/// A status for people: `running on a1: its process runs`.
+fn status_line(status: &TaskStatus) -> String {
+    let agent = status
+        .agent
+        .as_ref()
+        .map(|a| format!(" on {a}"))
+        .unwrap_or_default();
+    let why = if status.reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", status.reason)
+    };
+    format!("{}{agent}{why}", status.state.to_string().to_lowercase())
+}
+
+/// What to try, for an end that has a usual cause: a program not found in the fixed `PATH`
+/// tasks start with.
+fn hint(status: &TaskStatus) -> Option<String> {
+    status
+        .reason
+        .contains("not found in PATH")
+        .then(|| {
+            "tasks get only the environment given with --env, and programs are looked up in /usr/local/bin:/usr/bin:/bin; give a full path, or pass yours with --env PATH=\"$PATH\"".to_string()
+        })
 }
 
 /// Ctrl-C: cancels the tasks that still wait for resources (their end comes back as
