@@ -359,3 +359,66 @@ fn a_command_that_disconnects_normally_is_no_warning_in_the_masters_log() {
         "no command's going is a warning: {text}"
     );
 }
+
+#[test]
+fn an_agent_that_cannot_reach_its_master_says_it_is_retrying_and_where() {
+    let dir = troupe_tests::ScratchDir::new("agent-retry");
+    let log = dir.join("agent.log");
+    let master = format!("127.0.0.1:{}", troupe_tests::free_port());
+    let agent_name = format!("ar{}", std::process::id());
+    let _litter = troupe_tests::TaskLitter::new(dir.join("work").join("sandboxes"), &agent_name);
+    let mut cmd = Command::new(TROUPE);
+    cmd.args([
+        "agent",
+        "--name",
+        &agent_name,
+        "--master",
+        &master,
+        "--cookie",
+        "ar",
+    ])
+    .args(["--listen", "127.0.0.1:0", "--work-dir"])
+    .arg(dir.join("work"))
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Reap(cmd.spawn().expect("troupe agent starts"));
+    let said = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(needle)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(
+        said("cannot reach the master; retrying"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(&master), "it says where: {text}");
+    // Once the master is there, it says it reached it.
+    let mut cmd = Command::new(TROUPE);
+    cmd.args([
+        "master", "--name", "arm", "--listen", &master, "--cookie", "ar",
+    ]);
+    let _master = ChildNode::spawn("arm", cmd).expect("troupe master starts");
+    assert!(
+        said("reached the master"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

@@ -103,6 +103,9 @@ pub struct AgentState {
     refused: VecDeque<(TaskId, u64)>,
     registered: bool,
     last_attempt: Option<Instant>,
+    /// When the agent last said (as a warning) that it cannot reach the master: said at
+    /// the first failure and every 30 s while it lasts, and cleared once registered.
+    unreachable_said: Option<Instant>,
     master: Addr<MasterMsg>,
     master_outbox: Outbox<MasterMsg>,
     master_watch: Option<troupe_runtime::Ref>,
@@ -237,6 +240,7 @@ impl Actor for AgentCore {
             refused: VecDeque::new(),
             registered: false,
             last_attempt: None,
+            unreachable_said: None,
             master_watch: None,
             start: Instant::now(),
             myself: myself.clone(),
@@ -849,10 +853,13 @@ impl AgentState {
                     self.master_outbox = Outbox::new(self.master.clone());
                 }
                 Ok(Err(e)) => {
-                    tracing::info!(agent = %self.id(), master = %addr, cause = %e, "master not reachable yet");
+                    self.cannot_reach(&e.to_string());
                     return;
                 }
-                Err(_) => return,
+                Err(_) => {
+                    self.cannot_reach(&format!("no answer within {REGISTER_TIMEOUT:?}"));
+                    return;
+                }
             }
         }
         // Every task it still keeps: the ended ones too, until their end is acknowledged,
@@ -880,7 +887,12 @@ impl AgentState {
             .await;
         match answer {
             Ok(Ok(())) => {
-                tracing::info!(agent = %self.id(), "registered with the master");
+                if self.unreachable_said.take().is_some() {
+                    // The warning that it could not is answered where it was seen.
+                    tracing::warn!(agent = %self.id(), master = %self.master_place(), "reached the master: registered");
+                } else {
+                    tracing::info!(agent = %self.id(), "registered with the master");
+                }
                 self.set_registered(true);
                 if let Some(watch) = self.master_watch.take() {
                     troupe_runtime::demonitor(&watch);
@@ -898,7 +910,30 @@ impl AgentState {
             Ok(Err(reason)) => {
                 tracing::error!(agent = %self.id(), %reason, "the master refused the registration");
             }
-            Err(e) => tracing::debug!(agent = %self.id(), cause = %e, "registration failed"),
+            Err(e) => self.cannot_reach(&format!("registration failed: {e}")),
+        }
+    }
+
+    /// Where the master is, for people: its address, or its node.
+    fn master_place(&self) -> String {
+        match self.config.master {
+            Some(addr) => addr.to_string(),
+            None => "this node".into(),
+        }
+    }
+
+    /// Says (at the first failure, then every 30 s) that the master cannot be reached,
+    /// where it is looked for, and that the agent keeps trying: an agent started before
+    /// its master, or cut off from it, is not silent about it.
+    fn cannot_reach(&mut self, cause: &str) {
+        let due = self
+            .unreachable_said
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
+        if due {
+            tracing::warn!(agent = %self.id(), master = %self.master_place(), %cause, "cannot reach the master; retrying every {REGISTER_EVERY:?}");
+            self.unreachable_said = Some(Instant::now());
+        } else {
+            tracing::debug!(agent = %self.id(), %cause, "master still not reachable");
         }
     }
 
