@@ -873,3 +873,34 @@ fn an_attached_run_refuses_standard_input_it_cannot_forward_and_orders_its_outpu
     );
     assert!(err.contains("--env PATH="), "{err}");
 }
+
+#[test]
+fn a_task_that_daemonizes_names_the_processes_its_cgroup_killed() {
+    if !troupe_tests::require_root("cgroups") {
+        return;
+    }
+    let dir = scratch("daemon");
+    let (cluster, _, _litter) = dev("dm", &dir);
+    let addr = cluster.addr.to_string();
+    // Like `redis-server --daemonize yes`: the main process exits 0, its child runs on.
+    let (code, _, err) = troupe(
+        &addr,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "setsid sleep 300 </dev/null >/dev/null 2>&1 & sleep 0.3; exit 0",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("finished")
+            && err.contains(
+                "still running in its cgroup when it ended, and killed with it: sleep (pid "
+            ),
+        "the end names what the cgroup killed: {err}"
+    );
+    let (_, all, _) = troupe(&addr, &["ps", "--all", "--json"]);
+    assert!(all.contains("sleep (pid "), "ps keeps the reason: {all}");
+}

@@ -100,6 +100,12 @@ impl TaskContext {
     pub fn outcome(&self) -> Option<ExitReason> {
         shim::read_record(&self.status_dir(), OUTCOME)
     }
+
+    /// The processes its last run left running in its cgroup when its main process ended,
+    /// killed with the cgroup (`redis-server (pid 812)`); empty if none.
+    pub fn left_running(&self) -> Vec<String> {
+        shim::read_record(&self.status_dir(), shim::LEFT_RUNNING).unwrap_or_default()
+    }
 }
 
 /// The shim command: `$TROUPE_SHIM`, else a `troupe-shim` binary beside the running
@@ -673,7 +679,27 @@ impl Inner {
             }) => ExitReason::Exited(code),
             Some(_) => ExitReason::Gone("the recorded exit has neither code nor signal".into()),
         };
-        // A task is its cgroup: nothing it started outlives it. An emptied cgroup with runs
+        // A task is its cgroup: nothing it started outlives it. What it left running when it
+        // ended on its own (a daemon that forked away) is named for its end, so that the
+        // kill is no silent surprise.
+        if let Some(cg) = &self.cgroup {
+            if !self.stop_requested.load(Ordering::SeqCst) {
+                let left: Vec<String> = cg
+                    .pids()
+                    .into_iter()
+                    .filter(|pid| procfs::is_running(*pid))
+                    .map(|pid| match procfs::comm(pid) {
+                        Some(name) => format!("{name} (pid {pid})"),
+                        None => format!("pid {pid}"),
+                    })
+                    .collect();
+                if !left.is_empty() {
+                    debug!(task = %self.ctx.task, left = ?left, "the task left processes running; they are killed with its cgroup");
+                    let _ = shim::append_record(&status_dir, shim::LEFT_RUNNING, &left);
+                }
+            }
+        }
+        // An emptied cgroup with runs
         // to come is kept for the next, with the shim; one that cannot be emptied is not,
         // and the next run starts afresh.
         let keeper = self.ctx.keeper.as_ref();

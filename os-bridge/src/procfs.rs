@@ -10,6 +10,12 @@ pub fn start_time(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The command name of process `pid` (`/proc/<pid>/comm`: at most 15 bytes of it).
+pub fn comm(pid: i32) -> Option<String> {
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(name.trim_end().to_string())
+}
+
 /// Whether process `pid` exists and is not a zombie.
 pub fn is_running(pid: i32) -> bool {
     read_stat(pid)

@@ -201,6 +201,9 @@ pub const EXIT: &str = "exit.json";
 pub const CHECKPOINT: &str = "checkpoint.json";
 /// The owner's record of how the task's run ended.
 pub const OUTCOME: &str = "outcome.json";
+/// The owner's record of the processes a run left running in its cgroup when its main
+/// process ended (a daemon it started), killed with the cgroup: names and pids.
+pub const LEFT_RUNNING: &str = "left-running.json";
 /// The name of the report of a forked shim's pid (a report only, never a file).
 pub const SHIM: &str = "shim";
 
@@ -286,7 +289,7 @@ pub fn clear_records(dir: &Path) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     File::create(records)?;
-    for name in [STARTED, FAILED, EXIT, CHECKPOINT, OUTCOME] {
+    for name in [STARTED, FAILED, EXIT, CHECKPOINT, OUTCOME, LEFT_RUNNING] {
         let _ = std::fs::remove_file(dir.join(name));
     }
     Ok(())

@@ -443,3 +443,18 @@ impl Drop for TaskLitter {
         }
     }
 }
+
+/// Whether this test runs as root, for what needs it (`what`, said when skipping). Not
+/// root: it fails when `TROUPE_REQUIRE_ROOT=1` (as CI sets), else it says why the test
+/// skips and answers `false`.
+pub fn require_root(what: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("TROUPE_REQUIRE_ROOT").as_deref() != Ok("1"),
+        "TROUPE_REQUIRE_ROOT=1 but not running as root ({what} need it)"
+    );
+    eprintln!("skipped: {what} need root");
+    false
+}

@@ -742,7 +742,14 @@ impl AgentState {
         if t.status.state.is_terminal() {
             return;
         }
-        let (state, text, code) = exit_status(t, &reason);
+        let (state, mut text, code) = exit_status(t, &reason);
+        let left = self.context(&task).left_running();
+        if !left.is_empty() {
+            text = format!(
+                "{text}; still running in its cgroup when it ended, and killed with it: {}",
+                left.join(", ")
+            );
+        }
         tracing::debug!(agent = %self.id(), task = %task, %state, reason = %text, "task ended");
         self.update(&task, state, text, code);
     }
