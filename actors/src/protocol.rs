@@ -334,6 +334,9 @@ pub struct TaskStatus {
     /// Its exit code, once it exited on its own.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// Its main process's pid, on the agent's `Running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
 }
 
 impl TaskStatus {
@@ -373,6 +376,7 @@ impl TaskStatus {
             timestamp_ms,
             agent: None,
             exit_code: None,
+            pid: None,
         }
     }
 }
@@ -779,8 +783,8 @@ pub enum AgentMsg {
     Started {
         /// The task.
         task: TaskId,
-        /// `Err` with the reason when it did not start.
-        result: Result<(), String>,
+        /// Its main process's pid, or the reason it did not start.
+        result: Result<Option<i32>, String>,
     },
     /// A task's process ended (from the agent's own watchers).
     Exited {

@@ -904,3 +904,32 @@ fn a_task_that_daemonizes_names_the_processes_its_cgroup_killed() {
     let (_, all, _) = troupe(&addr, &["ps", "--all", "--json"]);
     assert!(all.contains("sleep (pid "), "ps keeps the reason: {all}");
 }
+
+#[test]
+fn ps_json_shows_the_pid_of_a_running_task_and_it_is_that_process() {
+    let dir = scratch("pid");
+    let (cluster, _, _litter) = dev("pd", &dir);
+    let addr = cluster.addr.to_string();
+    let (code, out, err) = troupe(&addr, &["run", "--detach", "--", "sleep", "30"]);
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_string();
+    let mut pid = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pid.is_none() && Instant::now() < deadline {
+        let (_, out, _) = troupe(&addr, &["ps", "--json"]);
+        let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+        pid = tasks
+            .iter()
+            .find(|t| t["id"] == id.as_str() && t["status"]["state"] == "running")
+            .and_then(|t| t["pid"].as_i64());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = pid.expect("a running task has its pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert_eq!(
+        cmdline, b"sleep\x0030\x00",
+        "pid {pid} is the task's process"
+    );
+    let (code, _, err) = troupe(&addr, &["kill", &id]);
+    assert_eq!(code, 0, "{err}");
+}

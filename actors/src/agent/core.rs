@@ -506,6 +506,18 @@ impl AgentState {
 
     /// Records a task's new status and queues the update for its framework.
     fn update(&mut self, task: &TaskId, state: TaskState, reason: String, exit_code: Option<i32>) {
+        self.update_with_pid(task, state, reason, exit_code, None);
+    }
+
+    /// [`AgentState::update`], with the main process's pid (on `Running`).
+    fn update_with_pid(
+        &mut self,
+        task: &TaskId,
+        state: TaskState,
+        reason: String,
+        exit_code: Option<i32>,
+        pid: Option<i32>,
+    ) {
         let Some(t) = self.book.tasks.get_mut(task) else {
             return;
         };
@@ -521,6 +533,7 @@ impl AgentState {
         status.reason = reason;
         status.agent = Some(self.config.id.clone());
         status.exit_code = exit_code;
+        status.pid = pid;
         t.status = status.clone();
         let framework = t.framework.clone();
         let now = self.now();
@@ -609,11 +622,10 @@ impl AgentState {
             return;
         };
         let child = self.process_child(id, spec, adopt);
-        let result = executors
-            .start_child(child)
-            .await
-            .map(|_| ())
-            .map_err(start_failure);
+        let result = match executors.start_child(child).await {
+            Ok(cell) => Ok(pid_of(cell).await),
+            Err(e) => Err(start_failure(e)),
+        };
         self.started(id, result, adopt).await;
     }
 
@@ -630,11 +642,10 @@ impl AgentState {
         let me = self.myself.clone();
         let task = id.clone();
         tokio::spawn(async move {
-            let result = executors
-                .start_child(child)
-                .await
-                .map(|_| ())
-                .map_err(start_failure);
+            let result = match executors.start_child(child).await {
+                Ok(cell) => Ok(pid_of(cell).await),
+                Err(e) => Err(start_failure(e)),
+            };
             let _ = me.cast(AgentMsg::Started { task, result });
         });
     }
@@ -671,14 +682,14 @@ impl AgentState {
 
     /// What follows a task's start: `Running` and a watch, or `Failed` with the reason. A
     /// task killed while it started is stopped now (the kill found no process to stop).
-    async fn started(&mut self, id: &TaskId, result: Result<(), String>, adopt: bool) {
+    async fn started(&mut self, id: &TaskId, result: Result<Option<i32>, String>, adopt: bool) {
         let killing = self
             .book
             .tasks
             .get(id)
             .is_some_and(|t| t.status.state == TaskState::Killing);
         match result {
-            Ok(()) => {
+            Ok(pid) => {
                 if killing {
                     if let Some(grace) = self.book.tasks.get(id).map(|t| t.info.command.grace) {
                         stop_process(id, grace);
@@ -691,7 +702,7 @@ impl AgentState {
                     } else {
                         "its process runs"
                     };
-                    self.update(id, TaskState::Running, reason.into(), None);
+                    self.update_with_pid(id, TaskState::Running, reason.into(), None, pid);
                     tracing::trace!(agent = %self.id(), task = %id, "running, and the update sent");
                 }
                 self.watch(id, self.context(id)).await;
@@ -1015,6 +1026,18 @@ fn stop_process(task: &TaskId, grace: Duration) {
     });
 }
 
+/// The pid of a just-started process actor's main process (it is known once the actor
+/// started), asked of the actor itself; `None` if it does not answer at once.
+async fn pid_of(cell: Option<ractor::ActorCell>) -> Option<i32> {
+    let actor: ActorRef<ProcessMsg> = cell?.into();
+    let (reply, answer) = troupe_runtime::Reply::channel();
+    actor.cast(ProcessMsg::Info { reply }).ok()?;
+    let info = tokio::time::timeout(Duration::from_secs(2), answer.recv())
+        .await
+        .ok()?
+        .ok()?;
+    Some(info.pid)
+}
 /// The reason a supervisor gives for a child that did not start.
 fn start_failure(e: troupe_runtime::supervisor::ChildError) -> String {
     match e {

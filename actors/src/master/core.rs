@@ -102,6 +102,8 @@ struct TaskEntry {
     /// Its agent has spoken of it (a status, or a report at registration): until then, its
     /// launch may still be on the way, or lost with the agent's previous life.
     reached_agent: bool,
+    /// Its main process's pid, from its agent's `Running`.
+    pid: Option<i32>,
 }
 
 /// The core's state.
@@ -381,6 +383,7 @@ fn view(id: &TaskId, t: &TaskEntry) -> TaskView {
         resources: t.resources,
         command: t.command.clone(),
         launched_ms: t.launched_ms,
+        pid: t.pid,
     }
 }
 
@@ -398,6 +401,7 @@ impl TaskEntry {
             launched_ms: view.launched_ms,
             kill_requested: false,
             reached_agent: true,
+            pid: view.pid,
         }
     }
 }
@@ -475,6 +479,9 @@ impl CoreState {
         };
         if status.source != Source::Master {
             task.reached_agent = true;
+        }
+        if status.pid.is_some() {
+            task.pid = status.pid;
         }
         let changed = match task.status.advance(status.clone()) {
             Ok(crate::protocol::Applied::Changed) => true,

@@ -257,6 +257,7 @@ mod tests {
         use crate::protocol::{Source, TaskState, TaskStatus};
         let id = TaskId(format!("t{n}"));
         TaskView {
+            pid: None,
             id: id.clone(),
             name: "t".into(),
             framework: FrameworkId("f".into()),

@@ -26,6 +26,9 @@ pub struct TaskView {
     pub command: Vec<String>,
     /// When it was launched (ms since the Unix epoch).
     pub launched_ms: u64,
+    /// Its main process's pid, once its agent said it runs.
+    #[serde(default)]
+    pub pid: Option<i32>,
 }
 
 /// An agent as the master sees it.

@@ -178,6 +178,7 @@ async fn queued(client: &Client) -> Vec<TaskView> {
                 resources: q.resources,
                 command: q.command,
                 launched_ms: q.submitted_ms,
+                pid: None,
             }
         })
         .collect()

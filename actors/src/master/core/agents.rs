@@ -117,6 +117,7 @@ impl CoreState {
                         launched_ms,
                         kill_requested: false,
                         reached_agent: true,
+                        pid: status.pid,
                     },
                 );
             }
@@ -315,6 +316,7 @@ impl CoreState {
                     launched_ms: status.timestamp_ms,
                     kill_requested: false,
                     reached_agent: true,
+                    pid: status.pid,
                 },
             );
         }

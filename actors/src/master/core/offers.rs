@@ -137,6 +137,7 @@ impl CoreState {
                 launched_ms,
                 kill_requested: false,
                 reached_agent: false,
+                pid: None,
             };
             match verdict {
                 Verdict::Launch(id) => {
