@@ -244,6 +244,16 @@ impl CoreState {
     /// when there is one): an agent that cannot be reached now, or that restarts before the
     /// kill reaches it, is sent the kill again when it registers, until the task ends.
     pub(super) fn kill(&mut self, id: &TaskId) -> Result<KillAccepted, String> {
+        self.kill_then_save(id, true)
+    }
+
+    /// [`CoreState::kill`], leaving the registry's write to the caller when `save` is
+    /// false: a framework's removal kills all its tasks and writes the registry once.
+    pub(super) fn kill_then_save(
+        &mut self,
+        id: &TaskId,
+        save: bool,
+    ) -> Result<KillAccepted, String> {
         let task = self
             .tasks
             .get_mut(id)
@@ -256,7 +266,7 @@ impl CoreState {
             return Err(format!("task {id} has no agent to kill it"));
         };
         task.kill_requested = true;
-        if self.registry.facts.pending_kills.insert(id.clone()) {
+        if self.registry.facts.pending_kills.insert(id.clone()) && save {
             self.save_registry();
         }
         match self.agents.get(&agent_id).filter(|a| a.reachable) {
