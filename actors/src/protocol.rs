@@ -557,6 +557,18 @@ pub struct OfferInfo {
     pub reservation: Option<String>,
 }
 
+/// One status update of an agent and its id (acknowledgements name it); the agent's
+/// update manager (`status_updates.rs`) keeps them in order until acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    /// Its id, unique per agent.
+    pub id: u64,
+    /// The framework it goes to.
+    pub framework: FrameworkId,
+    /// The status.
+    pub status: TaskStatus,
+}
+
 /// What the master accepts.
 #[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
 pub enum MasterMsg {
@@ -574,7 +586,7 @@ pub enum MasterMsg {
         /// From which agent.
         agent: AgentId,
         /// The update, by id: the framework acknowledges it by that id.
-        update: crate::status_updates::Update,
+        update: Update,
     },
     /// A framework subscribes (or subscribes again with its id).
     Subscribe {

@@ -14,23 +14,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::protocol::Update;
 use crate::protocol::{FrameworkId, TaskId, TaskStatus};
 
 /// The first retry interval.
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest retry interval.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
-
-/// One update and its id (acknowledgements name it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Update {
-    /// Its id, unique per agent.
-    pub id: u64,
-    /// The framework it goes to.
-    pub framework: FrameworkId,
-    /// The status.
-    pub status: TaskStatus,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Stream {

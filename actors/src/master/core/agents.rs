@@ -280,9 +280,9 @@ impl CoreState {
     pub(super) async fn status_from_agent(
         &mut self,
         agent: AgentId,
-        update: crate::status_updates::Update,
+        update: crate::protocol::Update,
     ) {
-        let crate::status_updates::Update {
+        let crate::protocol::Update {
             id,
             framework,
             status,
