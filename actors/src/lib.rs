@@ -9,9 +9,12 @@
 //!   until acknowledged, checkpointed.
 //! * [`validation`]: the master's judgement of a launch, task by task.
 //! * [`events`]: the master's event stream, for applications and the REPL's `watch`.
+//! * [`client`]: typed client handles (`MasterClient`, `AgentClient`, `Runner`): the one way
+//!   tools and applications talk to the cluster.
 
 pub mod agent;
 pub mod allocator;
+pub mod client;
 pub mod dev;
 pub mod events;
 pub mod framework;

@@ -21,13 +21,15 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use troupe_actors::master::{ALLOCATOR_PATH, AllocatorMsg, AllocatorStats, MASTER_PATH};
-use troupe_actors::protocol::{AgentMsg, ClusterState, MasterMsg, TaskState, TaskUsage};
+use troupe_actors::master::{ALLOCATOR_PATH, AllocatorMsg, AllocatorStats};
+use troupe_actors::protocol::{AgentId, ClusterState, TaskState, TaskUsage};
 use troupe_runtime::Addr;
 use troupe_runtime::Node;
 use troupe_runtime::inspector::NodeSnapshot;
 
-use crate::commands::tree::{ClusterTree, gather};
+use troupe_actors::client::{
+    AgentClient, ClientError, ClusterTree, MasterClient, NodeTree, cluster_tree,
+};
 
 /// How long a route waits for the actors it asks.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,20 +97,14 @@ fn unavailable(why: impl std::fmt::Display) -> Response {
 
 async fn health(State(ctx): State<Ctx>) -> Response {
     match &ctx.role {
-        Role::Master => {
-            let master = Addr::<MasterMsg>::new(MASTER_PATH);
-            match master
-                .call(|reply| MasterMsg::Health { reply }, ASK_TIMEOUT)
-                .await
-            {
-                Ok(h) => json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "status": "ok", "master": h }),
-                ),
-                Err(e) => unavailable(format!("the master core does not answer: {e}")),
-            }
-        }
-        Role::Agent { id } => match agent_usage(id).await {
+        Role::Master => match MasterClient::any().with_timeout(ASK_TIMEOUT).health().await {
+            Ok(h) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "status": "ok", "master": h }),
+            ),
+            Err(e) => unavailable(format!("the master core does not answer: {e}")),
+        },
+        Role::Agent { id } => match agent_usage(&ctx, id).await {
             Ok(tasks) => json(
                 StatusCode::OK,
                 &serde_json::json!({ "status": "ok", "agent": id, "tasks": tasks.len() }),
@@ -118,15 +114,18 @@ async fn health(State(ctx): State<Ctx>) -> Response {
     }
 }
 
-async fn agent_usage(id: &str) -> Result<Vec<TaskUsage>, troupe_runtime::AddrError> {
-    Addr::<AgentMsg>::new(format!("agent/{id}"))
-        .call(|reply| AgentMsg::Usage { reply }, ASK_TIMEOUT)
+/// The agent of this node: its tasks' resource use.
+async fn agent_usage(ctx: &Ctx, id: &str) -> Result<Vec<TaskUsage>, ClientError> {
+    AgentClient::on(ctx.node.name(), &AgentId(id.to_string()))
+        .with_timeout(ASK_TIMEOUT)
+        .usage()
         .await
 }
 
-async fn cluster_state() -> Result<ClusterState, troupe_runtime::AddrError> {
-    Addr::<MasterMsg>::new(MASTER_PATH)
-        .call(|reply| MasterMsg::State { all: true, reply }, ASK_TIMEOUT)
+async fn cluster_state() -> Result<ClusterState, ClientError> {
+    MasterClient::any()
+        .with_timeout(ASK_TIMEOUT)
+        .state(true)
         .await
 }
 
@@ -137,19 +136,19 @@ async fn state() -> Response {
     }
 }
 
-async fn cluster_tree(ctx: &Ctx) -> Result<ClusterTree, String> {
+async fn tree_of(ctx: &Ctx) -> Result<ClusterTree, String> {
     match &ctx.role {
         Role::Master => {
             let state = cluster_state()
                 .await
                 .map_err(|e| format!("the master core does not answer: {e}"))?;
             let addr = Some(ctx.node.advertise_addr().to_string());
-            Ok(gather(&ctx.node, &state, addr).await)
+            Ok(cluster_tree(&ctx.node, &state, addr).await)
         }
         Role::Agent { id } => {
             let snapshot = troupe_runtime::inspector::snapshot(&ctx.node).await;
             Ok(ClusterTree {
-                nodes: vec![crate::commands::tree::NodeTree {
+                nodes: vec![NodeTree {
                     node: ctx.node.name().to_string(),
                     addr: Some(ctx.node.advertise_addr().to_string()),
                     roles: vec![format!("agent {id}")],
@@ -163,7 +162,7 @@ async fn cluster_tree(ctx: &Ctx) -> Result<ClusterTree, String> {
 }
 
 async fn tree(State(ctx): State<Ctx>) -> Response {
-    match cluster_tree(&ctx).await {
+    match tree_of(&ctx).await {
         Ok(t) => json(StatusCode::OK, &t),
         Err(e) => unavailable(e),
     }
@@ -268,7 +267,7 @@ async fn master_metrics(ctx: &Ctx, out: &mut Metrics) -> Result<(), String> {
         out.sample("troupe_allocation_seconds_sum", &[], stats.seconds);
         out.sample("troupe_allocation_seconds_count", &[], stats.cycles as f64);
     }
-    let tree = gather(
+    let tree = cluster_tree(
         &ctx.node,
         &state,
         Some(ctx.node.advertise_addr().to_string()),
@@ -287,7 +286,7 @@ async fn allocator_stats() -> Option<AllocatorStats> {
 }
 
 async fn agent_metrics(ctx: &Ctx, id: &str, out: &mut Metrics) -> Result<(), String> {
-    let usage = agent_usage(id)
+    let usage = agent_usage(ctx, id)
         .await
         .map_err(|e| format!("the agent core does not answer: {e}"))?;
     out.family(
@@ -319,7 +318,7 @@ async fn agent_metrics(ctx: &Ctx, id: &str, out: &mut Metrics) -> Result<(), Str
             t.memory_bytes as f64,
         );
     }
-    let tree = cluster_tree(ctx).await?;
+    let tree = tree_of(ctx).await?;
     node_metrics(&tree, out);
     Ok(())
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::Args;
 use ractor::ActorRef;
 use tokio::sync::mpsc;
-use troupe_actors::master::MASTER_PATH;
-use troupe_actors::protocol::{AgentInfo, AgentMsg, ClusterState, MasterMsg, TaskId, TaskLocation};
-use troupe_runtime::{Addr, AddrError, ConnectError, Node, NodeConfig};
+use troupe_actors::client::{AgentClient, ClientError, MasterClient, Runner};
+use troupe_actors::protocol::{AgentInfo, ClusterState, TaskId, TaskLocation};
+use troupe_runtime::{AddrError, ConnectError, Node, NodeConfig};
 
 use super::{CookieArgs, Failure};
 use crate::exit;
@@ -31,11 +31,12 @@ pub(crate) struct ClusterArgs {
     pub(crate) cookie: CookieArgs,
 }
 
-/// A connection to the master.
+/// A connection to the master, with the client handles of its master core and runner.
 pub(crate) struct Client {
     pub(crate) node: Node,
     pub(crate) master_node: String,
-    pub(crate) master: Addr<MasterMsg>,
+    pub(crate) master: MasterClient,
+    pub(crate) runner: Runner,
     /// Whether the node is this command's own (else the REPL's session node).
     owned: bool,
 }
@@ -100,6 +101,16 @@ pub(crate) fn connect_failure(e: ConnectError, what: &str) -> Failure {
     }
 }
 
+/// The exit code and message of a failed call through a client handle: the actor's own
+/// refusal is a plain failure, with its words. (Not a `From`: `Failure`'s blanket one
+/// would give every failed call exit 1; use `.map_err(client_failure)`.)
+pub(crate) fn client_failure(e: ClientError) -> Failure {
+    match e {
+        ClientError::Call(e) => call_failure(e),
+        ClientError::Refused { reason } => Failure::from(reason),
+    }
+}
+
 /// The exit code and message of a failed call.
 pub(crate) fn call_failure(e: AddrError) -> Failure {
     match e {
@@ -124,7 +135,8 @@ impl Client {
             }
         };
         Ok(Client {
-            master: Addr::on(master_node.clone(), MASTER_PATH),
+            master: MasterClient::on(master_node.clone()).with_timeout(REQUEST_TIMEOUT),
+            runner: Runner::on(master_node.clone()).with_timeout(REQUEST_TIMEOUT),
             master_node,
             node,
             owned,
@@ -133,30 +145,17 @@ impl Client {
 
     /// The cluster's state.
     pub(crate) async fn state(&self, all: bool) -> Result<ClusterState, Failure> {
-        self.master
-            .call(|reply| MasterMsg::State { all, reply }, REQUEST_TIMEOUT)
-            .await
-            .map_err(call_failure)
+        self.master.state(all).await.map_err(client_failure)
     }
 
     /// Where a task runs.
     pub(crate) async fn locate(&self, task: &TaskId) -> Result<TaskLocation, Failure> {
-        let task = task.clone();
-        self.master
-            .call(|reply| MasterMsg::Locate { task, reply }, REQUEST_TIMEOUT)
-            .await
-            .map_err(call_failure)?
-            .map_err(Failure::from)
+        self.master.locate(task).await.map_err(client_failure)
     }
 
-    /// The agent actor of `agent`, its node made known to this one.
-    pub(crate) fn agent(&self, agent: &AgentInfo) -> Addr<AgentMsg> {
-        if agent.node != self.master_node {
-            if let Ok(addr) = agent.addr.parse() {
-                self.node.add_peer(&agent.node, addr);
-            }
-        }
-        Addr::on(agent.node.clone(), format!("agent/{}", agent.id))
+    /// The handle of `agent`, its node made known to this one.
+    pub(crate) fn agent(&self, agent: &AgentInfo) -> AgentClient {
+        AgentClient::of(agent).with_timeout(REQUEST_TIMEOUT)
     }
 
     /// The path of a local receiver of this command, unique in this process (commands

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 use tokio::sync::mpsc;
-use troupe_actors::protocol::{AgentMsg, TaskId, TaskLocation};
+use troupe_actors::client::AgentClient;
+use troupe_actors::protocol::{TaskId, TaskLocation};
 use troupe_os::actor::{LogMsg, Stream};
-use troupe_runtime::Addr;
 
 use super::Failure;
 use super::client::{Client, Forward};
@@ -16,7 +16,7 @@ use super::client::{Client, Forward};
 /// A task's streams being followed.
 pub(crate) struct Follower {
     task: TaskId,
-    agent: Addr<AgentMsg>,
+    agent: AgentClient,
     to: String,
     actor: ActorRef<LogMsg>,
     rx: mpsc::UnboundedReceiver<LogMsg>,
@@ -65,17 +65,10 @@ impl Follower {
             if *ended {
                 continue;
             }
-            let msg = AgentMsg::StreamLog {
-                task: self.task.clone(),
-                stream: *stream,
-                from: *from,
-                follow,
-                to: self.to.clone(),
-            };
             self.agent
-                .send(msg)
+                .stream_log(&self.task, *stream, *from, follow, &self.to)
                 .await
-                .map_err(|e| super::client::call_failure(e.error))?;
+                .map_err(super::client::client_failure)?;
         }
         Ok(())
     }

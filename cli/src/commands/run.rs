@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use troupe_actors::protocol::{Resources, TaskId, TaskState, TaskStatus};
-use troupe_actors::runner::{RUNNER_PATH, RunRequest, RunnerEvent, RunnerMsg};
+use troupe_actors::runner::{RunRequest, RunnerEvent};
 use troupe_os::actor::Stream;
-use troupe_runtime::Addr;
 
-use super::client::{Client, ClusterArgs, Forward, REQUEST_TIMEOUT, call_failure};
+use super::client::{Client, ClusterArgs, Forward, client_failure};
 use super::follow::Follower;
 use super::{Failure, parse_key_value};
 use crate::exit;
@@ -94,20 +93,12 @@ async fn submit_and_watch(client: &Client, args: &RunArgs) -> Result<u8, Failure
     };
     let watcher = client.local_path("events");
     let (events_actor, mut events) = Forward::<RunnerEvent>::start(&watcher).await?;
-    let runner = Addr::<RunnerMsg>::on(client.master_node.clone(), RUNNER_PATH);
     let requests = vec![request; args.count as usize];
-    let ids = runner
-        .call(
-            |reply| RunnerMsg::Submit {
-                requests,
-                watcher: (!args.detach).then_some(watcher.clone()),
-                reply,
-            },
-            REQUEST_TIMEOUT,
-        )
+    let ids = client
+        .runner
+        .submit(requests, (!args.detach).then_some(watcher.clone()))
         .await
-        .map_err(call_failure)?
-        .map_err(Failure::from)?;
+        .map_err(client_failure)?;
     if args.detach {
         events_actor.stop(None);
         for id in ids {
@@ -284,12 +275,7 @@ fn hint(status: &TaskStatus) -> Option<String> {
 /// `Killed`) and kills the launched ones. A second Ctrl-C leaves them running: the command
 /// exits, or at the REPL, the REPL cancels it.
 async fn stop_all(client: &Client, ids: &[TaskId]) {
-    let runner = Addr::<RunnerMsg>::on(client.master_node.clone(), RUNNER_PATH);
-    let tasks = ids.to_vec();
-    let cancelled = runner
-        .call(|reply| RunnerMsg::Cancel { tasks, reply }, REQUEST_TIMEOUT)
-        .await
-        .unwrap_or_default();
+    let cancelled = client.runner.cancel(ids).await.unwrap_or_default();
     let launched: Vec<&TaskId> = ids.iter().filter(|i| !cancelled.contains(i)).collect();
     match (cancelled.len(), launched.len()) {
         (0, _) if ids.len() == 1 => {
@@ -306,14 +292,7 @@ async fn stop_all(client: &Client, ids: &[TaskId]) {
         ),
     }
     for task in launched {
-        let task = task.clone();
-        let _ = client
-            .master
-            .call(
-                |reply| troupe_actors::protocol::MasterMsg::Kill { task, reply },
-                REQUEST_TIMEOUT,
-            )
-            .await;
+        let _ = client.master.kill(task).await;
     }
     if !super::client::in_session() {
         let again = tokio::signal::ctrl_c();

@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use clap::Args;
+use troupe_actors::client::ClientError;
 use troupe_actors::protocol::{
-    FrameworkId, KillAccepted, MasterMsg, Source, TaskId, TaskState, TaskStatus, TaskView, now_ms,
+    FrameworkId, KillAccepted, Source, TaskId, TaskState, TaskStatus, TaskView, now_ms,
 };
-use troupe_actors::runner::{RUNNER_NAME, RUNNER_PATH, RunnerMsg};
-use troupe_os::actor::{ProcessMsg, Stream};
-use troupe_runtime::Addr;
+use troupe_actors::runner::RUNNER_NAME;
+use troupe_os::actor::Stream;
 
 use super::Failure;
-use super::client::{Client, ClusterArgs, REQUEST_TIMEOUT, call_failure};
+use super::client::{Client, ClusterArgs, client_failure};
 use super::follow::Follower;
 
 /// Arguments of `troupe ps`.
@@ -148,11 +148,7 @@ pub(crate) async fn ps(args: PsArgs) -> Result<(), Failure> {
 /// The commands waiting in the runner's queue, as rows in state `queued` whose reason says
 /// what they wait for. None if the runner does not answer (the master's tasks still show).
 async fn queued(client: &Client) -> Vec<TaskView> {
-    let runner = Addr::<RunnerMsg>::on(client.master_node.clone(), RUNNER_PATH);
-    let queued = match runner
-        .call(|reply| RunnerMsg::Queued { reply }, REQUEST_TIMEOUT)
-        .await
-    {
+    let queued = match client.runner.queued().await {
         Ok(queued) => queued,
         Err(e) => {
             tracing::debug!(cause = %e, "the runner's queue is not known");
@@ -204,20 +200,13 @@ pub(crate) async fn kill(args: KillArgs) -> Result<(), Failure> {
 }
 
 async fn kill_with(client: &Client, task: TaskId, no_wait: bool) -> Result<(), Failure> {
-    let id = task.clone();
-    let how = client
-        .master
-        .call(|reply| MasterMsg::Kill { task: id, reply }, REQUEST_TIMEOUT)
-        .await
-        .map_err(call_failure)?;
-    let how = match how {
+    let how = match client.master.kill(&task).await {
         Ok(how) => how,
-        Err(unknown) => {
+        Err(ClientError::Refused { reason: unknown }) => {
             // Not with the master yet: it may wait in the runner's queue.
-            let runner = Addr::<RunnerMsg>::on(client.master_node.clone(), RUNNER_PATH);
-            let tasks = vec![task.clone()];
-            let cancelled = runner
-                .call(|reply| RunnerMsg::Cancel { tasks, reply }, REQUEST_TIMEOUT)
+            let cancelled = client
+                .runner
+                .cancel(std::slice::from_ref(&task))
                 .await
                 .unwrap_or_default();
             if cancelled.contains(&task) {
@@ -225,14 +214,13 @@ async fn kill_with(client: &Client, task: TaskId, no_wait: bool) -> Result<(), F
                 return Ok(());
             }
             // It may have left the queue for the master in between.
-            let id = task.clone();
-            client
-                .master
-                .call(|reply| MasterMsg::Kill { task: id, reply }, REQUEST_TIMEOUT)
-                .await
-                .map_err(call_failure)?
-                .map_err(|_| Failure::from(unknown))?
+            match client.master.kill(&task).await {
+                Ok(how) => how,
+                Err(ClientError::Refused { .. }) => return Err(Failure::from(unknown)),
+                Err(e) => return Err(client_failure(e)),
+            }
         }
+        Err(e) => return Err(client_failure(e)),
     };
     if how == KillAccepted::Deferred {
         // Recorded by the master: the agent gets it when it registers again. Waiting here
@@ -298,17 +286,11 @@ pub(crate) async fn signal(args: SignalArgs) -> Result<(), Failure> {
             .agent
             .as_ref()
             .ok_or_else(|| Failure::from(format!("task {} has not reached an agent", args.task)))?;
-        client.agent(agent);
-        let process = Addr::<ProcessMsg>::on(agent.node.clone(), format!("task/{}", args.task));
-        let signal = args.signal.clone();
-        process
-            .call(
-                |reply| ProcessMsg::Signal { signal, reply },
-                REQUEST_TIMEOUT,
-            )
+        client
+            .agent(agent)
+            .signal(&TaskId(args.task.clone()), &args.signal)
             .await
-            .map_err(call_failure)?
-            .map_err(Failure::from)?;
+            .map_err(client_failure)?;
         println!("{} signalled with {}", args.task, args.signal);
         Ok(())
     }

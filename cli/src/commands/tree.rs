@@ -3,21 +3,14 @@
 //! each agent's), and draws node → supervisors → actors and process actors. A node that
 //! does not answer is shown as unreachable, not left out.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::Args;
-use serde::Serialize;
-use troupe_actors::protocol::ClusterState;
-use troupe_runtime::Node;
-use troupe_runtime::inspector::{ActorKind, ActorSnapshot, NodeSnapshot, inspect};
+use troupe_actors::client::{ClusterTree, cluster_tree, node_tree};
+use troupe_runtime::inspector::{ActorKind, ActorSnapshot};
 
 use super::Failure;
 use super::client::{Client, ClusterArgs, command_node, connect_failure};
-
-/// How long a node has to answer.
-const INSPECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Arguments of `troupe tree`.
 #[derive(Debug, Args)]
@@ -33,46 +26,6 @@ pub(crate) struct TreeArgs {
     depth: Option<usize>,
     #[command(flatten)]
     cluster: ClusterArgs,
-}
-
-/// The cluster's tree: one entry per node.
-#[derive(Debug, Serialize)]
-pub(crate) struct ClusterTree {
-    pub(crate) nodes: Vec<NodeTree>,
-}
-
-/// One node: what it is in the cluster, and its snapshot or why there is none.
-#[derive(Debug, Serialize)]
-pub(crate) struct NodeTree {
-    pub(crate) node: String,
-    pub(crate) addr: Option<String>,
-    /// What runs there: `master`, `agent <id>`...
-    pub(crate) roles: Vec<String>,
-    pub(crate) reachable: bool,
-    pub(crate) error: Option<String>,
-    pub(crate) snapshot: Option<NodeSnapshot>,
-}
-
-/// One node's entry: its snapshot, or why it did not answer.
-pub(crate) async fn snapshot_of(node: &str, roles: Vec<String>, addr: Option<String>) -> NodeTree {
-    match inspect(node, INSPECT_TIMEOUT).await {
-        Ok(snapshot) => NodeTree {
-            node: node.to_string(),
-            addr,
-            roles,
-            reachable: true,
-            error: None,
-            snapshot: Some(snapshot),
-        },
-        Err(e) => NodeTree {
-            node: node.to_string(),
-            addr,
-            roles,
-            reachable: false,
-            error: Some(e.to_string()),
-            snapshot: None,
-        },
-    }
 }
 
 pub(crate) async fn run(args: TreeArgs) -> Result<(), Failure> {
@@ -92,7 +45,7 @@ async fn one_node(args: &TreeArgs, addr: SocketAddr) -> Result<ClusterTree, Fail
     let (node, owned) = command_node(&args.cluster.cookie, addr, None).await?;
     let result = match node.connect(addr).await {
         Ok(name) => Ok(ClusterTree {
-            nodes: vec![snapshot_of(&name, Vec::new(), Some(addr.to_string())).await],
+            nodes: vec![node_tree(&name, Vec::new(), Some(addr.to_string())).await],
         }),
         Err(e) => Err(connect_failure(e, &format!("a node at {addr}"))),
     };
@@ -105,66 +58,13 @@ async fn one_node(args: &TreeArgs, addr: SocketAddr) -> Result<ClusterTree, Fail
 async fn whole_cluster(args: &TreeArgs) -> Result<ClusterTree, Failure> {
     let client = Client::connect(&args.cluster).await?;
     let result = match client.state(false).await {
-        Ok(state) => Ok(gather(&client.node, &state, Some(args.cluster.master.to_string())).await),
+        Ok(state) => {
+            Ok(cluster_tree(&client.node, &state, Some(args.cluster.master.to_string())).await)
+        }
         Err(e) => Err(e),
     };
     client.close().await;
     result
-}
-
-/// Every node of the cluster the master knows (its own, each agent's) with its snapshot,
-/// asked for all at once; `master_addr` is how the master was reached.
-pub(crate) async fn gather(
-    node: &Node,
-    state: &ClusterState,
-    master_addr: Option<String>,
-) -> ClusterTree {
-    // Node → its address and what runs there, the master first.
-    let mut nodes: BTreeMap<String, (Option<String>, Vec<String>)> = BTreeMap::new();
-    nodes
-        .entry(state.master.clone())
-        .or_insert((master_addr, Vec::new()))
-        .1
-        .push("master".into());
-    for agent in &state.agents {
-        if agent.info.node != state.master && agent.info.node != node.name() {
-            if let Ok(addr) = agent.info.addr.parse() {
-                node.add_peer(&agent.info.node, addr);
-            }
-        }
-        let entry = nodes
-            .entry(agent.info.node.clone())
-            .or_insert((Some(agent.info.addr.clone()), Vec::new()));
-        let note = if agent.reachable {
-            ""
-        } else {
-            " (unreachable)"
-        };
-        entry.1.push(format!("agent {}{note}", agent.info.id));
-    }
-    let asks = nodes
-        .into_iter()
-        .map(|(node, (addr, roles))| async move { snapshot_of(&node, roles, addr).await });
-    ClusterTree {
-        nodes: join_all(asks).await,
-    }
-}
-
-/// Runs the futures together; the answers in their order.
-async fn join_all<F: std::future::Future + Send + 'static>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }
 
 fn label(a: &ActorSnapshot) -> String {

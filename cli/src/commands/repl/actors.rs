@@ -19,7 +19,7 @@ use troupe_runtime::inspector::{ActorKind, ActorSnapshot, InspectorMsg, inspecto
 
 use super::super::Failure;
 use super::super::client::{Client, call_failure};
-use super::super::tree::{ClusterTree, gather, snapshot_of};
+use troupe_actors::client::{ClusterTree, cluster_tree, node_tree};
 
 /// How long an inspector has to act.
 const ACT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,17 +117,14 @@ pub(crate) async fn index(client: &Client, master: &str) -> Result<(ClusterTree,
 /// the client (the REPL's background refresh).
 pub(crate) async fn index_through(
     node: &troupe_runtime::Node,
-    master: &Addr<troupe_actors::protocol::MasterMsg>,
+    master: &troupe_actors::client::MasterClient,
     master_addr: &str,
 ) -> Result<(ClusterTree, Index), Failure> {
     let state = master
-        .call(
-            |reply| troupe_actors::protocol::MasterMsg::State { all: false, reply },
-            super::super::client::REQUEST_TIMEOUT,
-        )
+        .state(false)
         .await
-        .map_err(call_failure)?;
-    let tree = gather(node, &state, Some(master_addr.to_string())).await;
+        .map_err(super::super::client::client_failure)?;
+    let tree = cluster_tree(node, &state, Some(master_addr.to_string())).await;
     let index = Index::of(&tree);
     Ok((tree, index))
 }
@@ -140,7 +137,7 @@ pub(crate) async fn index_through(
 pub(crate) async fn resolve(client: &Client, master: &str, name: &str) -> Result<Found, Failure> {
     let one_node = |node: String, addr: Option<String>| async move {
         let tree = ClusterTree {
-            nodes: vec![snapshot_of(&node, Vec::new(), addr).await],
+            nodes: vec![node_tree(&node, Vec::new(), addr).await],
         };
         Index::of(&tree).find(name).ok().cloned()
     };
@@ -425,9 +422,7 @@ pub(crate) async fn watch(client: &Client, master: &str, args: WatchArgs) -> Res
         Some(path) => Some(resolve(client, master, path).await?),
         None => None,
     };
-    let mut events = troupe_actors::events::Events::subscribe(client.master.clone())
-        .await
-        .map_err(Failure::from)?;
+    let mut events = client.master.events().await.map_err(Failure::from)?;
     watch_loop(found, &mut events, args.duration).await
 }
 
@@ -476,7 +471,7 @@ async fn watch_loop(
             _ = poll.tick(), if found.is_some() => {
                 let Some(f) = &found else { continue };
                 let tree = ClusterTree {
-                    nodes: vec![snapshot_of(&f.node, Vec::new(), None).await],
+                    nodes: vec![node_tree(&f.node, Vec::new(), None).await],
                 };
                 if !tree.nodes[0].reachable {
                     continue;

@@ -1,0 +1,416 @@
+//! Typed client handles: the one way tools and applications talk to the cluster's actors.
+//! The CLI, its HTTP server and its REPL use them and build no protocol message of their
+//! own; an application written against this crate uses the same.
+//!
+//! * [`MasterClient`]: the master core: the cluster's state, where a task runs, kills.
+//! * [`AgentClient`]: one agent: its tasks' resource use, their logs, signals to them.
+//! * [`Runner`]: the one-shot runner behind `troupe run`: submit, cancel, the queue.
+//! * [`cluster_tree`]: every node the master knows, with its inspector's snapshot.
+//!
+//! A handle is an address and a timeout: cheap to make and to clone, it connects nothing by
+//! itself (the node's transport does, on first use). Every call waits at most its timeout,
+//! and its error says whether the actor could not be reached ([`ClientError::Call`]) or
+//! answered with a refusal ([`ClientError::Refused`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use troupe_os::actor::{ProcessMsg, Stream};
+use troupe_runtime::inspector::{NodeSnapshot, inspect};
+use troupe_runtime::{Addr, AddrError, Node};
+
+use crate::master::MASTER_PATH;
+use crate::protocol::{
+    AgentId, AgentInfo, AgentMsg, ClusterState, KillAccepted, MasterHealth, MasterMsg, TaskId,
+    TaskLocation, TaskUsage,
+};
+use crate::runner::{QueuedTask, RUNNER_PATH, RunRequest, RunnerMsg};
+
+/// How long a call waits for its answer unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a call through a client handle has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The actor could not be reached, or did not answer in time.
+    #[error(transparent)]
+    Call(#[from] AddrError),
+    /// The actor answered: no, and why.
+    #[error("{reason}")]
+    Refused {
+        /// Its words.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    fn refused(reason: String) -> ClientError {
+        ClientError::Refused { reason }
+    }
+}
+
+/// The master core of a cluster.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), troupe_actors::client::ClientError> {
+/// use troupe_actors::client::MasterClient;
+/// use troupe_actors::protocol::TaskId;
+///
+/// // The master whose node this node is connected to, as `troupe` commands find it.
+/// let master = MasterClient::on("master-1");
+/// let state = master.state(false).await?;
+/// println!("{} agents, {} live tasks", state.agents.len(), state.tasks.len());
+/// master.kill(&TaskId("sleep-1a2b3c4d".into())).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MasterClient {
+    addr: Addr<MasterMsg>,
+    timeout: Duration,
+}
+
+impl MasterClient {
+    /// The master core on node `node`.
+    pub fn on(node: impl Into<String>) -> MasterClient {
+        MasterClient {
+            addr: Addr::on(node, MASTER_PATH),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The master core wherever it is among the connected nodes (this node's own, in
+    /// `troupe dev` and on the master's node).
+    pub fn any() -> MasterClient {
+        MasterClient {
+            addr: Addr::new(MASTER_PATH),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The same handle with another timeout per call.
+    pub fn with_timeout(mut self, timeout: Duration) -> MasterClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The cluster's state: agents, frameworks, offers, and the live tasks (`all`: the
+    /// ended ones it keeps too).
+    pub async fn state(&self, all: bool) -> Result<ClusterState, ClientError> {
+        Ok(self
+            .addr
+            .call(|reply| MasterMsg::State { all, reply }, self.timeout)
+            .await?)
+    }
+
+    /// The master's summary of itself, cheap enough for health checks.
+    pub async fn health(&self) -> Result<MasterHealth, ClientError> {
+        Ok(self
+            .addr
+            .call(|reply| MasterMsg::Health { reply }, self.timeout)
+            .await?)
+    }
+
+    /// A task as the master sees it, and its agent's node and address.
+    pub async fn locate(&self, task: &TaskId) -> Result<TaskLocation, ClientError> {
+        let task = task.clone();
+        self.addr
+            .call(|reply| MasterMsg::Locate { task, reply }, self.timeout)
+            .await?
+            .map_err(ClientError::refused)
+    }
+
+    /// Subscribes to the master's event stream (tasks, agents, frameworks as they change).
+    pub async fn events(&self) -> Result<crate::events::Events, crate::events::EventsError> {
+        crate::events::Events::subscribe(self.addr.clone()).await
+    }
+
+    /// Kills a task (its stop signal, its grace period, then SIGKILL): `Sent` to its
+    /// agent, or `Deferred` until the agent comes back (the kill is recorded either way).
+    /// Returns once the kill is under way; the task's end comes as its status.
+    pub async fn kill(&self, task: &TaskId) -> Result<KillAccepted, ClientError> {
+        let task = task.clone();
+        self.addr
+            .call(|reply| MasterMsg::Kill { task, reply }, self.timeout)
+            .await?
+            .map_err(ClientError::refused)
+    }
+}
+
+/// One agent: reached on its node, at `agent/<id>`.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), troupe_actors::client::ClientError> {
+/// use troupe_actors::client::{AgentClient, MasterClient};
+/// use troupe_actors::protocol::TaskId;
+///
+/// let master = MasterClient::on("master-1");
+/// let task = TaskId("web-1a2b3c4d".into());
+/// let location = master.locate(&task).await?;
+/// if let Some(agent) = location.agent {
+///     let agent = AgentClient::of(&agent);
+///     agent.signal(&task, "HUP").await?;
+///     for usage in agent.usage().await? {
+///         println!("{} pid {} uses {} bytes", usage.task, usage.pid, usage.memory_bytes);
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    node: String,
+    addr: Addr<AgentMsg>,
+    timeout: Duration,
+}
+
+impl AgentClient {
+    /// The agent that registered with `info`; its node is made known to this one, so that
+    /// the first call can connect to it.
+    pub fn of(info: &AgentInfo) -> AgentClient {
+        if let (Some(node), Ok(addr)) = (Node::current(), info.addr.parse()) {
+            if node.name() != info.node && !node.is_connected(&info.node) {
+                node.add_peer(&info.node, addr);
+            }
+        }
+        AgentClient::on(info.node.clone(), &info.id)
+    }
+
+    /// Agent `id` on node `node` (already known to this node).
+    pub fn on(node: impl Into<String>, id: &AgentId) -> AgentClient {
+        let node = node.into();
+        AgentClient {
+            addr: Addr::on(node.clone(), format!("agent/{id}")),
+            node,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The same handle with another timeout per call.
+    pub fn with_timeout(mut self, timeout: Duration) -> AgentClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Resource use of every running task of the agent.
+    pub async fn usage(&self) -> Result<Vec<TaskUsage>, ClientError> {
+        Ok(self
+            .addr
+            .call(|reply| AgentMsg::Usage { reply }, self.timeout)
+            .await?)
+    }
+
+    /// Asks for a task's log stream to be sent to `to` (the path of a
+    /// `troupe_os::actor::LogMsg` receiver): from offset `from`, then, with `follow`, live
+    /// until the task ends. Works for ended tasks too, while their sandbox is kept.
+    pub async fn stream_log(
+        &self,
+        task: &TaskId,
+        stream: Stream,
+        from: u64,
+        follow: bool,
+        to: &str,
+    ) -> Result<(), ClientError> {
+        let message = AgentMsg::StreamLog {
+            task: task.clone(),
+            stream,
+            from,
+            follow,
+            to: to.to_string(),
+        };
+        self.addr
+            .send(message)
+            .await
+            .map_err(|e| ClientError::Call(e.error))
+    }
+
+    /// Sends a signal (a name, `TERM` or `SIGUSR1`, or a number) to a task's process on
+    /// this agent.
+    pub async fn signal(&self, task: &TaskId, signal: &str) -> Result<(), ClientError> {
+        let process = Addr::<ProcessMsg>::on(self.node.clone(), format!("task/{task}"));
+        let signal = signal.to_string();
+        process
+            .call(|reply| ProcessMsg::Signal { signal, reply }, self.timeout)
+            .await?
+            .map_err(ClientError::refused)
+    }
+}
+
+/// The one-shot runner behind `troupe run`, on the master's node.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), troupe_actors::client::ClientError> {
+/// use troupe_actors::client::Runner;
+/// use troupe_actors::protocol::Resources;
+/// use troupe_actors::runner::RunRequest;
+///
+/// let runner = Runner::on("master-1");
+/// let request = RunRequest {
+///     name: "hello".into(),
+///     command: troupe_os::ProcessSpec::new(["echo", "hello"]),
+///     resources: Resources::new(0.1, 64.0),
+/// };
+/// // No watcher: it runs whether or not anyone follows it (as `troupe run --detach`).
+/// let ids = runner.submit(vec![request], None).await?;
+/// for queued in runner.queued().await? {
+///     println!("{} waits: {}", queued.id, queued.reason);
+/// }
+/// runner.cancel(&ids).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Runner {
+    addr: Addr<RunnerMsg>,
+    timeout: Duration,
+}
+
+impl Runner {
+    /// The runner on the master's node `node`.
+    pub fn on(node: impl Into<String>) -> Runner {
+        Runner {
+            addr: Addr::on(node, RUNNER_PATH),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The same handle with another timeout per call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Runner {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Submits commands; their task ids, in order. Every state change of their tasks goes
+    /// to `watcher` (the path of a `RunnerEvent` receiver), if given, and those still
+    /// waiting for resources are cancelled if the watcher goes away.
+    pub async fn submit(
+        &self,
+        requests: Vec<RunRequest>,
+        watcher: Option<String>,
+    ) -> Result<Vec<TaskId>, ClientError> {
+        self.addr
+            .call(
+                |reply| RunnerMsg::Submit {
+                    requests,
+                    watcher,
+                    reply,
+                },
+                self.timeout,
+            )
+            .await?
+            .map_err(ClientError::refused)
+    }
+
+    /// Cancels these tasks if they still wait for resources; the ones cancelled.
+    pub async fn cancel(&self, tasks: &[TaskId]) -> Result<Vec<TaskId>, ClientError> {
+        let tasks = tasks.to_vec();
+        Ok(self
+            .addr
+            .call(|reply| RunnerMsg::Cancel { tasks, reply }, self.timeout)
+            .await?)
+    }
+
+    /// The commands waiting for resources, in queue order, each with why it waits.
+    pub async fn queued(&self) -> Result<Vec<QueuedTask>, ClientError> {
+        Ok(self
+            .addr
+            .call(|reply| RunnerMsg::Queued { reply }, self.timeout)
+            .await?)
+    }
+}
+
+/// How long a node has to answer for [`cluster_tree`].
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The cluster's actor tree: one entry per node (what `troupe tree --json` prints).
+#[derive(Debug, Serialize)]
+pub struct ClusterTree {
+    /// The nodes, the master's first.
+    pub nodes: Vec<NodeTree>,
+}
+
+/// One node: what it is in the cluster, and its snapshot or why there is none.
+#[derive(Debug, Serialize)]
+pub struct NodeTree {
+    /// Its name.
+    pub node: String,
+    /// Its address, when known.
+    pub addr: Option<String>,
+    /// What runs there: `master`, `agent <id>`...
+    pub roles: Vec<String>,
+    /// Whether it answered.
+    pub reachable: bool,
+    /// Why it did not.
+    pub error: Option<String>,
+    /// What its inspector said.
+    pub snapshot: Option<NodeSnapshot>,
+}
+
+/// One node's entry: its inspector's snapshot, or why it did not answer.
+pub async fn node_tree(node: &str, roles: Vec<String>, addr: Option<String>) -> NodeTree {
+    match inspect(node, INSPECT_TIMEOUT).await {
+        Ok(snapshot) => NodeTree {
+            node: node.to_string(),
+            addr,
+            roles,
+            reachable: true,
+            error: None,
+            snapshot: Some(snapshot),
+        },
+        Err(e) => NodeTree {
+            node: node.to_string(),
+            addr,
+            roles,
+            reachable: false,
+            error: Some(e.to_string()),
+            snapshot: None,
+        },
+    }
+}
+
+/// Every node of the cluster the master knows (its own, each agent's) with its snapshot,
+/// asked for all at once; `master_addr` is how the master was reached. A node that does
+/// not answer is in it, unreachable, with the reason.
+pub async fn cluster_tree(
+    node: &Node,
+    state: &ClusterState,
+    master_addr: Option<String>,
+) -> ClusterTree {
+    // Node → its address and what runs there, the master first.
+    let mut nodes: BTreeMap<String, (Option<String>, Vec<String>)> = BTreeMap::new();
+    nodes
+        .entry(state.master.clone())
+        .or_insert((master_addr, Vec::new()))
+        .1
+        .push("master".into());
+    for agent in &state.agents {
+        if agent.info.node != state.master && agent.info.node != node.name() {
+            if let Ok(addr) = agent.info.addr.parse() {
+                node.add_peer(&agent.info.node, addr);
+            }
+        }
+        let entry = nodes
+            .entry(agent.info.node.clone())
+            .or_insert((Some(agent.info.addr.clone()), Vec::new()));
+        let note = if agent.reachable {
+            ""
+        } else {
+            " (unreachable)"
+        };
+        entry.1.push(format!("agent {}{note}", agent.info.id));
+    }
+    let asks: Vec<_> = nodes
+        .into_iter()
+        .map(|(node, (addr, roles))| {
+            tokio::spawn(async move { node_tree(&node, roles, addr).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(asks.len());
+    for ask in asks {
+        if let Ok(tree) = ask.await {
+            out.push(tree);
+        }
+    }
+    ClusterTree { nodes: out }
+}
