@@ -118,7 +118,7 @@ fn rustix_kernel() -> String {
 
 fn main() -> anyhow::Result<()> {
     // The restart measure's tasks are parented by this binary acting as the shim.
-    troupe_os::shim::main_if_shim();
+    troupe_os::main_if_shim();
     let cli = Cli::parse();
     // RUST_LOG=troupe_os=debug,troupe_actors=debug shows where a measure's time goes, with
     // microsecond timestamps, on standard error.

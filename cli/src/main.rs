@@ -10,7 +10,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     // `troupe --troupe-shim LAUNCH.json` is the parent of a task (see troupe_os::shim), so
     // that a troupe install needs no second binary.
-    troupe_os::shim::main_if_shim();
+    troupe_os::main_if_shim();
     let cli = match commands::Cli::try_parse() {
         Ok(cli) => cli,
         // `--help` and `--version` print to stdout and succeed; anything else is a usage

@@ -53,8 +53,8 @@ pub const LAUNCHER_FLAG: &str = "--launcher";
 pub const HELLO: &[u8] = b"troupe-launcher 1\n";
 
 /// The largest launch plan a launcher reads (an environment and arguments can be large;
-/// Linux caps them together at a few MiB).
-pub(crate) const MAX_PLAN: usize = 16 << 20;
+/// Linux caps them together at a few MiB): the shim's own bound.
+use crate::shim::MAX_PLAN;
 
 /// How long a starting launcher may take to say hello, and a request to be taken.
 const TIMEOUT: Duration = Duration::from_secs(5);

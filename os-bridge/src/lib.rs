@@ -25,6 +25,7 @@
 
 pub mod actor;
 pub mod cgroup;
+pub mod entry;
 mod exec;
 pub mod fd_limit;
 pub mod host;
@@ -39,5 +40,6 @@ pub mod spec;
 pub mod warm;
 
 pub use actor::{ProcessActor, ProcessMsg, process_child};
+pub use entry::main_if_shim;
 pub use process::{Checkpoint, Process, ProcessStats, StartError, TaskContext};
 pub use spec::{ExitReason, LogPolicy, ProcessSpec, Resources};

@@ -36,7 +36,7 @@ pub struct TaskContext {
     /// The directory sandboxes are made in; the task's is `<root>/<task>`.
     pub sandbox_root: PathBuf,
     /// The shim program: the `troupe-shim` binary, or a program that runs the shim when
-    /// given [`shim::SHIM_FLAG`] (see [`shim::main_if_shim`]).
+    /// given [`crate::entry::SHIM_FLAG`] (see [`crate::main_if_shim`]).
     pub shim: PathBuf,
     /// Arguments that come before the launch file on the shim's command line.
     pub shim_args: Vec<String>,
@@ -109,8 +109,8 @@ impl TaskContext {
 }
 
 /// The shim command: `$TROUPE_SHIM`, else a `troupe-shim` binary beside the running
-/// executable, else the running executable itself with [`shim::SHIM_FLAG`] (which works when
-/// its `main` starts with [`shim::main_if_shim`], as `troupe`'s does).
+/// executable, else the running executable itself with [`crate::entry::SHIM_FLAG`] (which works when
+/// its `main` starts with [`crate::main_if_shim`], as `troupe`'s does).
 pub fn default_shim() -> (PathBuf, Vec<String>) {
     if let Some(path) = std::env::var_os("TROUPE_SHIM") {
         return (PathBuf::from(path), Vec::new());
@@ -132,7 +132,7 @@ fn shim_beside_exe() -> (PathBuf, Vec<String>) {
     });
     match (beside, exe) {
         (Some(shim), _) => (shim, Vec::new()),
-        (None, Some(exe)) => (exe, vec![shim::SHIM_FLAG.to_string()]),
+        (None, Some(exe)) => (exe, vec![crate::entry::SHIM_FLAG.to_string()]),
         (None, None) => (PathBuf::from("troupe-shim"), Vec::new()),
     }
 }

@@ -98,56 +98,16 @@ pub struct Exit {
     pub signal: Option<i32>,
 }
 
+/// The largest launch plan a shim or a launcher reads (16 MiB); a larger one is refused,
+/// not read into memory.
+pub(crate) const MAX_PLAN: usize = 16 << 20;
+
 /// The shim's pid, which a shim forked by a launcher reports first (an exec'd shim is its
 /// owner's child, and the owner knows its pid already).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShimPid {
     /// The shim's pid.
     pub pid: i32,
-}
-
-/// The argument that makes a program that calls [`main_if_shim`] act as the shim.
-pub const SHIM_FLAG: &str = "--troupe-shim";
-
-/// Acts as the shim and exits, if this process was started as one (`PROGRAM --troupe-shim
-/// LAUNCH.json`, or `PROGRAM --troupe-shim --launcher`); returns otherwise. A program that
-/// owns tasks calls this first thing in `main`, before it starts any thread (an async
-/// runtime included: a launcher forks), and then needs no separate shim binary.
-pub fn main_if_shim() {
-    let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() != Some(std::ffi::OsStr::new(SHIM_FLAG)) {
-        return;
-    }
-    shim_main(args.next());
-}
-
-/// The shim's `main`: a session of its own, the launch plan from `path`, the task run; or,
-/// given [`crate::launcher::LAUNCHER_FLAG`] instead of a path, the launcher's.
-pub fn shim_main(path: Option<std::ffi::OsString>) -> ! {
-    // A session of its own: the owner's terminal, process group and death are not ours.
-    let _ = rustix::process::setsid();
-    exec::default_signal_dispositions();
-    if path.as_deref() == Some(std::ffi::OsStr::new(crate::launcher::LAUNCHER_FLAG)) {
-        crate::launcher::launcher_main();
-    }
-    let Some(path) = path else {
-        eprintln!("usage: troupe-shim LAUNCH.json | troupe-shim --launcher");
-        std::process::exit(2);
-    };
-    let plan: LaunchPlan = match std::fs::read(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-    {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!(
-                "troupe-shim: cannot read {}: {e}",
-                Path::new(&path).display()
-            );
-            std::process::exit(2);
-        }
-    };
-    std::process::exit(serve(&plan));
 }
 
 /// Runs `plan`, and then, when it says to stay, the plans that follow on standard input, one
@@ -164,7 +124,7 @@ pub fn serve(plan: &LaunchPlan) -> i32 {
     let mut line = Vec::new();
     loop {
         line.clear();
-        let limit = crate::launcher::MAX_PLAN as u64 + 1;
+        let limit = MAX_PLAN as u64 + 1;
         match (&mut input).take(limit).read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return code,
             Ok(_) if line.last() != Some(&b'\n') => {

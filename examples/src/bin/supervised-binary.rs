@@ -22,7 +22,7 @@ const CALL: Duration = Duration::from_secs(10);
 fn main() -> anyhow::Result<()> {
     // This binary is also the shim that parents the task, and its launcher: before any
     // thread starts (a launcher forks, which is sound only with one thread).
-    troupe_os::shim::main_if_shim();
+    troupe_os::main_if_shim();
     tokio::runtime::Runtime::new()?.block_on(run())
 }
 

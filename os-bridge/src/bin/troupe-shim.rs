@@ -2,5 +2,5 @@
 //! task's owner; outlives it if need be.
 
 fn main() {
-    troupe_os::shim::shim_main(std::env::args_os().nth(1));
+    troupe_os::entry::shim_main(std::env::args_os().nth(1));
 }
