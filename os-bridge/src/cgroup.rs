@@ -168,33 +168,18 @@ fn hierarchy_of(dir: &std::path::Path, path: &str) -> PathBuf {
 }
 
 impl TaskCgroup {
-    /// Creates the cgroup of `task` under `agent` with these limits; with `warm`, by
-    /// renaming one made ahead when there is one (see [`crate::warm`]).
+    /// Creates the cgroup of `task` under `agent` with these limits. (A launch may rename
+    /// one made ahead instead: see [`crate::warm`].)
     pub fn create(
         agent: &str,
         task: &str,
         resources: &Resources,
-        warm: bool,
     ) -> Result<TaskCgroup, CgroupError> {
         let uid = rustix::process::geteuid().as_raw();
         if uid != 0 {
             return Err(CgroupError::NotRoot { uid });
         }
         let path = task_path(agent, task);
-        // A cgroup of this path kept for another run is this run's now.
-        crate::keeper::claim(&path);
-        // One made ahead, renamed (v1), when there is one.
-        if let Some(warm) = warm
-            .then(|| crate::warm::take_cgroup(agent, task))
-            .flatten()
-        {
-            match warm.apply(resources) {
-                Ok(()) => return Ok(warm),
-                Err(_) => {
-                    warm.remove_empty();
-                }
-            }
-        }
         let hier = hierarchy();
         let v2 = hier.v2();
         let controllers = (!v2).then(|| V1_CONTROLLERS.iter().map(|c| c.to_string()).collect());

@@ -13,6 +13,9 @@
 //! task from elsewhere (another supervisor) claims a kept cgroup of its path, and the
 //! keeper then leaves it alone.
 //!
+//! The spares and the table of kept cgroups are the owner's ([`Shared`], in its
+//! [`crate::Executor`]): two owners in one process share nothing.
+//!
 //! A shim that no next run of its task is waiting for (the task is not supervised, its
 //! keeper let it go, or its cgroup could not be emptied) is a spare: any launch from this
 //! process with the same shim program takes it (`take_spare`) before the launcher forks a
@@ -39,49 +42,92 @@ pub const KEEP_FOR: Duration = Duration::from_secs(1);
 /// The most spare shims kept per shim program.
 pub const SPARE_SHIMS: usize = 8;
 
-/// The spare shims of this process, the most recently used last.
-static SPARES: Mutex<Vec<IdleShim>> = Mutex::new(Vec::new());
-
-fn spares() -> std::sync::MutexGuard<'static, Vec<IdleShim>> {
-    SPARES.lock().unwrap_or_else(|p| p.into_inner())
+/// What an owner's keepers share (part of its [`crate::Executor`]): the spare shims, and
+/// the table of kept cgroups.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// The spare shims, the most recently used last.
+    spares: Mutex<Vec<IdleShim>>,
+    /// The cgroups kept now, by path, with the token of their keep: one table for the
+    /// owner, so that a run that makes the cgroup of a kept path anew claims it
+    /// ([`Shared::claim`]), and its keeper's expiry cannot remove it under the new run.
+    kept: Mutex<BTreeMap<String, u64>>,
+    next_keep: AtomicU64,
 }
 
-/// Keeps `shim` for any launch with its program, unless [`SPARE_SHIMS`] of that program
-/// are kept already (then it is let go, and exits).
-pub(crate) fn spare(shim: IdleShim) {
-    let mut spares = spares();
-    let same = spares.iter().filter(|s| s.command == shim.command).count();
-    if same < SPARE_SHIMS {
-        spares.push(shim);
-        return;
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("spares", &self.spares().len())
+            .field("kept", &self.kept_paths().len())
+            .finish()
     }
-    drop(spares);
-    drop(shim);
 }
 
-/// A spare shim of program `command`, the most recently used.
-pub(crate) fn take_spare(command: &ShimCommand) -> Option<IdleShim> {
-    let mut spares = spares();
-    let at = spares.iter().rposition(|s| s.command == *command)?;
-    Some(spares.remove(at))
-}
+impl Shared {
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<IdleShim>> {
+        self.spares.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
-/// How many spare shims this process keeps now (for tests and diagnostics).
-pub fn spare_shims() -> usize {
-    spares().len()
+    /// Keeps `shim` for any launch with its program, unless [`SPARE_SHIMS`] of that
+    /// program are kept already (then it is let go, and exits).
+    pub(crate) fn spare(&self, shim: IdleShim) {
+        let mut spares = self.spares();
+        let same = spares.iter().filter(|s| s.command == shim.command).count();
+        if same < SPARE_SHIMS {
+            spares.push(shim);
+            return;
+        }
+        drop(spares);
+        drop(shim);
+    }
+
+    /// A spare shim of program `command`, the most recently used.
+    pub(crate) fn take_spare(&self, command: &ShimCommand) -> Option<IdleShim> {
+        let mut spares = self.spares();
+        let at = spares.iter().rposition(|s| s.command == *command)?;
+        Some(spares.remove(at))
+    }
+
+    /// How many spare shims are kept now.
+    pub(crate) fn spare_shims(&self) -> usize {
+        self.spares().len()
+    }
+
+    fn kept_paths(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims the cgroup of `path` for a new run, if a keeper kept it: that keeper leaves
+    /// it.
+    pub(crate) fn claim(&self, path: &str) {
+        self.kept_paths().remove(path);
+    }
+
+    /// Removes `cgroup` (empty since it was kept) if its keep `token` still holds.
+    fn release(&self, cgroup: &TaskCgroup, token: u64) {
+        let mut kept = self.kept_paths();
+        if kept.get(cgroup.path()) == Some(&token) {
+            kept.remove(cgroup.path());
+            // Under the table's lock: a new run of the path waits to make it until it is
+            // gone.
+            cgroup.remove_empty();
+        }
+    }
 }
 
 /// Keeps a task's emptied cgroup and idle shim between one run and the next (see the
 /// module's documentation). A supervised process child has one (see
 /// [`crate::actor::process_child`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunKeeper {
     kept: Arc<Mutex<Kept>>,
 }
 
-#[derive(Default)]
 struct Kept {
-    /// The cgroup, the limits it has, and the token of its keep in [`KEPT`].
+    /// The owner's spare shims and table of kept cgroups.
+    shared: Arc<Shared>,
+    /// The cgroup, the limits it has, and the token of its keep in the owner's table.
     cgroup: Option<(Arc<TaskCgroup>, Resources, u64)>,
     /// The shim, waiting for a plan.
     shim: Option<IdleShim>,
@@ -98,46 +144,36 @@ impl std::fmt::Debug for Kept {
     }
 }
 
-/// The cgroups kept now, by path, with the token of their keep: one table for the whole
-/// process, so that a run that makes the cgroup of a kept path anew ([`TaskCgroup::create`])
-/// claims it, and its keeper's expiry cannot remove it under the new run.
-static KEPT: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
-static NEXT_KEEP: AtomicU64 = AtomicU64::new(1);
-
-fn kept_paths() -> std::sync::MutexGuard<'static, BTreeMap<String, u64>> {
-    KEPT.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Claims the cgroup of `path` for a new run, if a keeper kept it: that keeper leaves it.
-pub(crate) fn claim(path: &str) {
-    kept_paths().remove(path);
-}
-
-/// Removes `cgroup` (empty since it was kept) if its keep `token` still holds.
-fn release(cgroup: &TaskCgroup, token: u64) {
-    let mut kept = kept_paths();
-    if kept.get(cgroup.path()) == Some(&token) {
-        kept.remove(cgroup.path());
-        // Under the table's lock: a new run of the path waits to make it until it is gone.
-        cgroup.remove_empty();
-    }
-}
-
 impl Drop for Kept {
     fn drop(&mut self) {
         if let Some((cgroup, _, token)) = self.cgroup.take() {
-            release(&cgroup, token);
+            self.shared.release(&cgroup, token);
         }
         if let Some(shim) = self.shim.take() {
-            spare(shim);
+            self.shared.spare(shim);
         }
     }
 }
 
 impl RunKeeper {
-    /// A keeper with nothing kept.
-    pub fn new() -> RunKeeper {
-        RunKeeper::default()
+    /// A keeper with nothing kept, sharing its owner's spares and table.
+    pub(crate) fn new(shared: Arc<Shared>) -> RunKeeper {
+        RunKeeper {
+            kept: Arc::new(Mutex::new(Kept {
+                shared,
+                cgroup: None,
+                shim: None,
+                token: 0,
+            })),
+        }
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shared
+            .clone()
     }
 
     /// Keeps `cgroup` (emptied, with the limits it has) and `shim` for [`KEEP_FOR`],
@@ -147,9 +183,10 @@ impl RunKeeper {
         cgroup: Option<(Arc<TaskCgroup>, Resources)>,
         shim: Option<IdleShim>,
     ) {
-        let token = NEXT_KEEP.fetch_add(1, Ordering::Relaxed);
+        let shared = self.shared();
+        let token = shared.next_keep.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some((cg, _)) = &cgroup {
-            kept_paths().insert(cg.path().to_string(), token);
+            shared.kept_paths().insert(cg.path().to_string(), token);
         }
         let (earlier_cgroup, earlier_shim) = {
             let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
@@ -161,10 +198,10 @@ impl RunKeeper {
         };
         if let Some((earlier, _, earlier_token)) = earlier_cgroup {
             // Kept and never taken: released, unless it is the same path (kept anew above).
-            release(&earlier, earlier_token);
+            shared.release(&earlier, earlier_token);
         }
         if let Some(shim) = earlier_shim {
-            spare(shim);
+            shared.spare(shim);
         }
         let keeper = self.clone();
         tokio::spawn(async move {
@@ -177,10 +214,10 @@ impl RunKeeper {
                 (kept.cgroup.take(), kept.shim.take())
             };
             if let Some((cgroup, _, token)) = cgroup {
-                release(&cgroup, token);
+                shared.release(&cgroup, token);
             }
             if let Some(shim) = shim {
-                spare(shim);
+                shared.spare(shim);
             }
         });
     }
@@ -188,14 +225,12 @@ impl RunKeeper {
     /// The kept cgroup, if it is still there and still this keeper's, set to `resources`,
     /// its stats reset.
     pub(crate) fn take_cgroup(&self, resources: &Resources) -> Option<Arc<TaskCgroup>> {
-        let (cgroup, limits, token) = self
-            .kept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cgroup
-            .take()?;
+        let (shared, (cgroup, limits, token)) = {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            (kept.shared.clone(), kept.cgroup.take()?)
+        };
         {
-            let mut kept = kept_paths();
+            let mut kept = shared.kept_paths();
             if kept.get(cgroup.path()) != Some(&token) {
                 // Claimed by a new run from elsewhere: not ours to use or remove.
                 return None;

@@ -59,8 +59,19 @@ use crate::shim::MAX_PLAN;
 /// How long a starting launcher may take to say hello, and a request to be taken.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The launchers of this process, one per shim program.
-static LAUNCHERS: Mutex<Option<HashMap<ShimCommand, State>>> = Mutex::new(None);
+/// An owner's launchers, one per shim program, started with its first launch through it
+/// and stopped when this goes (part of an owner's [`crate::Executor`]).
+#[derive(Default)]
+pub(crate) struct Launchers {
+    running: Mutex<HashMap<ShimCommand, State>>,
+}
+
+impl std::fmt::Debug for Launchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.running.try_lock().map(|l| l.len()).ok();
+        f.debug_struct("Launchers").field("running", &n).finish()
+    }
+}
 
 /// A shim program and the arguments before its own.
 pub(crate) type ShimCommand = (PathBuf, Vec<String>);
@@ -99,14 +110,14 @@ enum StartFailure {
 /// Blocks: on a launcher's start (up to [`TIMEOUT`] for its hello), and on a request the
 /// launcher does not take (up to [`TIMEOUT`]). Call it where blocking is allowed.
 pub(crate) fn launch(
+    launchers: &Launchers,
     shim: &Path,
     shim_args: &[String],
     plan: &LaunchPlan,
 ) -> std::io::Result<Option<OwnedFd>> {
     let body = encode(plan)?;
     let key = (shim.to_path_buf(), shim_args.to_vec());
-    let mut launchers = LAUNCHERS.lock().unwrap_or_else(|p| p.into_inner());
-    let launchers = launchers.get_or_insert_with(HashMap::new);
+    let mut launchers = launchers.running.lock().unwrap_or_else(|p| p.into_inner());
     // A launcher that died since the last launch gets one fresh start.
     for attempt in 0..2 {
         if !launchers.contains_key(&key) {
@@ -146,11 +157,15 @@ pub(crate) fn launch(
 /// such launcher yet, another thread holds the launchers, or the request would wait; the
 /// caller then goes through [`launch`], which also starts a launcher anew when this one
 /// failed.
-pub(crate) fn launch_now(shim: &Path, shim_args: &[String], plan: &LaunchPlan) -> Option<OwnedFd> {
+pub(crate) fn launch_now(
+    launchers: &Launchers,
+    shim: &Path,
+    shim_args: &[String],
+    plan: &LaunchPlan,
+) -> Option<OwnedFd> {
     let body = encode(plan).ok()?;
     let key = (shim.to_path_buf(), shim_args.to_vec());
-    let mut launchers = LAUNCHERS.try_lock().ok()?;
-    let launchers = launchers.as_mut()?;
+    let mut launchers = launchers.running.try_lock().ok()?;
     let Some(State::Running(launcher)) = launchers.get(&key) else {
         return None;
     };

@@ -22,11 +22,28 @@
 //! * [`host`]: what this host offers (cpus, memory, disk, name, labels), within its own
 //!   cgroup's limits.
 //! * [`procfs`]: what `/proc` says of a process.
+//! * [`executor`]: an owner's launch machinery (launchers, spare shims, kept cgroups, warm
+//!   pools) as one value it makes and hands down in every [`TaskContext`].
+//! * [`entry`]: the entry points of a shim process (`main_if_shim`, `troupe-shim`).
+//! * [`sandbox`]: the layout of a task's sandbox.
+//!
+//! Floors, each using only those below it: `spec`, `procfs`, `sandbox`, `cgroup`, `logs`
+//! (leaves); `exec`, `shim`; `launcher`; `shim_link`, `keeper`, `warm`; `executor`;
+//! `process`; `actor`; `entry` above `shim` and `launcher`.
+//!
+//! No state is shared across the process but these facts of the process and its host,
+//! each written once or a cache that never goes stale: the cgroup mounts (`cgroup.rs`,
+//! read once) and their resolved links (`cgroup.rs`, a cache per mount point); the open
+//! file limit the process started with (`fd_limit.rs`, restored for tasks); the shim found
+//! beside the running executable (`process.rs`); one-time warnings and registrations
+//! (`process.rs`, `actor.rs`); and a thread's child stack for `clone` (`exec.rs`, per
+//! thread). Everything an owner keeps for its launches is in its [`Executor`].
 
 pub mod actor;
 pub mod cgroup;
 pub mod entry;
 mod exec;
+pub mod executor;
 pub mod fd_limit;
 pub mod host;
 pub mod keeper;
@@ -34,6 +51,7 @@ pub mod launcher;
 pub mod logs;
 pub mod process;
 pub mod procfs;
+pub mod sandbox;
 pub mod shim;
 mod shim_link;
 pub mod spec;
@@ -41,5 +59,6 @@ pub mod warm;
 
 pub use actor::{ProcessActor, ProcessMsg, process_child};
 pub use entry::main_if_shim;
+pub use executor::Executor;
 pub use process::{Checkpoint, Process, ProcessStats, StartError, TaskContext};
 pub use spec::{ExitReason, LogPolicy, ProcessSpec, Resources};

@@ -19,12 +19,16 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::cgroup::{CgroupError, CgroupStats, TaskCgroup};
+use crate::executor::Executor;
 use crate::keeper::RunKeeper;
 use crate::logs::LogStream;
 use crate::procfs;
+pub use crate::sandbox::log_paths;
+use crate::sandbox::status_dir_in;
 use crate::shim::{self, CHECKPOINT, Exit, LaunchPlan, OUTCOME};
-use crate::shim_link::{IdleShim, Reporting, start_run};
-use crate::spec::{ExitReason, ProcessSpec, SpecError, signal_number};
+pub use crate::shim_link::StartError;
+use crate::shim_link::{IdleShim, Reporting, ShimStart, start_run};
+use crate::spec::{ExitReason, ProcessSpec, signal_number};
 
 /// Where a task lives on this host.
 #[derive(Debug, Clone)]
@@ -47,11 +51,19 @@ pub struct TaskContext {
     /// Whether launches in this context take sandboxes and cgroups made ahead, and keep
     /// some ready (see [`crate::warm`]): for an owner of many launches, such as an agent.
     pub warm: bool,
+    /// The owner's launch machinery: its launchers, spare shims, kept cgroups and warm
+    /// pools (see [`Executor`]).
+    pub executor: Executor,
 }
 
 impl TaskContext {
-    /// A context with the shim found by [`default_shim`].
-    pub fn new(agent: &str, task: &str, sandbox_root: impl Into<PathBuf>) -> TaskContext {
+    /// A context of `executor`'s owner, with the shim found by [`default_shim`].
+    pub fn new(
+        executor: &Executor,
+        agent: &str,
+        task: &str,
+        sandbox_root: impl Into<PathBuf>,
+    ) -> TaskContext {
         let (shim, shim_args) = default_shim();
         TaskContext {
             agent: agent.into(),
@@ -61,6 +73,7 @@ impl TaskContext {
             shim_args,
             keeper: None,
             warm: false,
+            executor: executor.clone(),
         }
     }
 
@@ -74,7 +87,7 @@ impl TaskContext {
     /// This context, keeping the task's emptied cgroup and idle shim for its next run (see
     /// [`RunKeeper`]).
     pub fn keeping_between_runs(mut self) -> TaskContext {
-        self.keeper = Some(RunKeeper::new());
+        self.keeper = Some(self.executor.keeper());
         self
     }
 
@@ -134,31 +147,6 @@ fn shim_beside_exe() -> (PathBuf, Vec<String>) {
         (Some(shim), _) => (shim, Vec::new()),
         (None, Some(exe)) => (exe, vec![crate::entry::SHIM_FLAG.to_string()]),
         (None, None) => (PathBuf::from("troupe-shim"), Vec::new()),
-    }
-}
-
-/// Why a process could not be started (it did not run).
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The spec is invalid.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// The task ran into an OS error before exec: missing binary, not executable, bad
-    /// directory. This is the `FailedToStart` exit reason.
-    #[error("failed to start: {0}")]
-    FailedToStart(String),
-    /// The sandbox, the cgroup or the shim could not be set up.
-    #[error("cannot set up the task: {0}")]
-    Setup(String),
-}
-
-impl StartError {
-    /// The exit reason a monitor of the task reports.
-    pub fn exit_reason(&self) -> ExitReason {
-        ExitReason::FailedToStart(match self {
-            StartError::FailedToStart(e) => e.clone(),
-            other => other.to_string(),
-        })
     }
 }
 
@@ -231,7 +219,33 @@ impl std::fmt::Debug for Process {
     }
 }
 
+/// Warned once per process, not per task: that tasks run without cgroups is a fact of the
+/// host and its user (a documented exception to "no process-wide state": it holds no
+/// state of any owner).
 static NO_CGROUP_WARNING: Once = Once::new();
+
+/// The cgroup of a new run of `ctx.task`: a kept one of its path is claimed from its keeper
+/// (the run makes it anew); with warm pools, one made ahead, renamed and given the limits;
+/// else a new one.
+fn task_cgroup(
+    ctx: &TaskContext,
+    resources: &crate::spec::Resources,
+) -> Result<TaskCgroup, CgroupError> {
+    ctx.executor
+        .keepers()
+        .claim(&crate::cgroup::task_path(&ctx.agent, &ctx.task));
+    if ctx.warm {
+        if let Some(warm) = crate::warm::take_cgroup(ctx.executor.warm(), &ctx.agent, &ctx.task) {
+            match warm.apply(resources) {
+                Ok(()) => return Ok(warm),
+                Err(_) => {
+                    warm.remove_empty();
+                }
+            }
+        }
+    }
+    TaskCgroup::create(&ctx.agent, &ctx.task, resources)
+}
 
 impl Process {
     /// Starts `spec` as task `ctx.task`: makes its sandbox and cgroup, starts the shim, and
@@ -257,7 +271,9 @@ impl Process {
             _ => None,
         };
         // A warm sandbox comes with empty records; one of an earlier run is cleared.
-        if !(ctx.warm && crate::warm::take_sandbox(&ctx.sandbox_root, &sandbox)) {
+        if !(ctx.warm
+            && crate::warm::take_sandbox(ctx.executor.warm(), &ctx.sandbox_root, &sandbox))
+        {
             // A sandbox of an earlier run (a restart's) is there: its records are cleared.
             if shim::clear_records(&status_dir).is_err() {
                 std::fs::create_dir_all(&status_dir).map_err(|e| setup("sandbox", e))?;
@@ -282,7 +298,7 @@ impl Process {
         let reused = reused_kept || ctx.warm;
         let cgroup = match kept {
             Some(cg) => Some(cg),
-            None => match TaskCgroup::create(&ctx.agent, &ctx.task, &spec.resources, ctx.warm) {
+            None => match task_cgroup(&ctx, &spec.resources) {
                 Ok(cg) => Some(Arc::new(cg)),
                 Err(e @ CgroupError::NotRoot { .. }) => {
                     NO_CGROUP_WARNING.call_once(|| warn!(cause = %e, "tasks run without cgroups"));
@@ -334,9 +350,18 @@ impl Process {
             same_cgroup: kept_shim.is_some() && reused_kept,
             ..plan
         };
-        let idle = kept_shim
-            .or_else(|| crate::keeper::take_spare(&(ctx.shim.clone(), ctx.shim_args.clone())));
-        let (shim, reports, started) = match start_run(&ctx, &plan, &status_dir, idle).await {
+        let idle = kept_shim.or_else(|| {
+            ctx.executor
+                .keepers()
+                .take_spare(&(ctx.shim.clone(), ctx.shim_args.clone()))
+        });
+        let starting = ShimStart {
+            task: &ctx.task,
+            shim: &ctx.shim,
+            shim_args: &ctx.shim_args,
+            launchers: ctx.executor.launchers(),
+        };
+        let (shim, reports, started) = match start_run(&starting, &plan, &status_dir, idle).await {
             Ok(run) => run,
             Err(e) => {
                 cleanup(&cgroup).await;
@@ -713,7 +738,7 @@ impl Inner {
                     // An owner of many launches takes it back for the next launch instead.
                     let recycled = self.ctx.warm
                         && cg.kill_all(Duration::from_secs(10)).await
-                        && crate::warm::recycle(&self.ctx.agent, cg);
+                        && crate::warm::recycle(self.ctx.executor.warm(), &self.ctx.agent, cg);
                     if !recycled && !cg.remove(Duration::from_secs(10)).await {
                         warn!(task = %self.ctx.task, cgroup = %cg.path(), "cannot remove the cgroup");
                     }
@@ -727,7 +752,7 @@ impl Inner {
         }
         // A shim no next run of this task was kept for serves another task's launch.
         if let Some(idle) = idle {
-            crate::keeper::spare(idle);
+            self.ctx.executor.keepers().spare(idle);
         }
         // The outcome outlives the actor, for an owner that learns of the end late.
         let _ = shim::append_record(&status_dir, OUTCOME, &reason);
@@ -774,16 +799,6 @@ fn give_to_user(
         rustix::fs::chown(&dir, owner, group)?;
     }
     Ok(())
-}
-
-/// The status directory of a sandbox (see [`TaskContext::status_dir`]).
-pub(crate) fn status_dir_in(sandbox: &Path) -> PathBuf {
-    sandbox.join(".troupe")
-}
-
-/// The log files of a sandbox.
-pub fn log_paths(sandbox: &Path) -> (PathBuf, PathBuf) {
-    (sandbox.join("stdout.log"), sandbox.join("stderr.log"))
 }
 
 /// What `/proc` tells of one process, for a task without a cgroup.

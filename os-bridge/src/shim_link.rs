@@ -13,16 +13,52 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::process::{Pid, PidfdFlags, Signal};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
 use tracing::{debug, warn};
 
-use crate::process::{StartError, TaskContext};
+use crate::launcher::Launchers;
 use crate::shim::{self, Exit, Failed, LaunchPlan, Started};
+use crate::spec::{ExitReason, SpecError};
 
 const LAUNCH: &str = "launch.json";
+
+/// Why a process could not be started (it did not run).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The task ran into an OS error before exec: missing binary, not executable, bad
+    /// directory. This is the `FailedToStart` exit reason.
+    #[error("failed to start: {0}")]
+    FailedToStart(String),
+    /// The sandbox, the cgroup or the shim could not be set up.
+    #[error("cannot set up the task: {0}")]
+    Setup(String),
+}
+
+impl StartError {
+    /// The exit reason a monitor of the task reports.
+    pub fn exit_reason(&self) -> ExitReason {
+        ExitReason::FailedToStart(match self {
+            StartError::FailedToStart(e) => e.clone(),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// How a run's shim is started: the task (for what it says), the shim program, and the
+/// owner's launchers.
+pub(crate) struct ShimStart<'a> {
+    pub(crate) task: &'a str,
+    pub(crate) shim: &'a Path,
+    pub(crate) shim_args: &'a [String],
+    pub(crate) launchers: &'a Arc<Launchers>,
+}
 
 /// The shim's report lines.
 pub(crate) type Reports = Lines<BufReader<Box<dyn AsyncRead + Send + Unpin>>>;
@@ -31,7 +67,7 @@ pub(crate) type Reports = Lines<BufReader<Box<dyn AsyncRead + Send + Unpin>>>;
 /// takes the plan, else on a new shim. Returns once the task runs, with the shim and its
 /// reports.
 pub(crate) async fn start_run(
-    ctx: &TaskContext,
+    ctx: &ShimStart<'_>,
     plan: &LaunchPlan,
     status_dir: &Path,
     idle: Option<IdleShim>,
@@ -205,7 +241,7 @@ impl ShimHandle {
     /// Starts the shim of `plan`: through the launcher when there is one, else by exec
     /// with the plan in a file.
     async fn start(
-        ctx: &TaskContext,
+        ctx: &ShimStart<'_>,
         plan: &LaunchPlan,
         status_dir: &Path,
     ) -> std::io::Result<(ShimHandle, Reports)> {
@@ -224,14 +260,23 @@ impl ShimHandle {
             };
             Ok((shim, BufReader::new(reader).lines()))
         };
-        if let Some(socket) = crate::launcher::launch_now(&ctx.shim, &ctx.shim_args, plan) {
+        if let Some(socket) =
+            crate::launcher::launch_now(ctx.launchers, ctx.shim, ctx.shim_args, plan)
+        {
             return forked(socket);
         }
         let launched = {
-            let (shim, args, plan) = (ctx.shim.clone(), ctx.shim_args.clone(), plan.clone());
-            tokio::task::spawn_blocking(move || crate::launcher::launch(&shim, &args, &plan))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            let (launchers, shim, args, plan) = (
+                ctx.launchers.clone(),
+                ctx.shim.to_path_buf(),
+                ctx.shim_args.to_vec(),
+                plan.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                crate::launcher::launch(&launchers, &shim, &args, &plan)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         };
         match launched {
             Ok(Some(socket)) => return forked(socket),
@@ -241,8 +286,8 @@ impl ShimHandle {
             }
         }
         shim::write_status(status_dir, LAUNCH, plan)?;
-        let mut child = tokio::process::Command::new(&ctx.shim)
-            .args(&ctx.shim_args)
+        let mut child = tokio::process::Command::new(ctx.shim)
+            .args(ctx.shim_args)
             .arg(status_dir.join(LAUNCH))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

@@ -10,17 +10,18 @@
 //! leave of the cpus), and a launch does the two renames and the task's limits only:
 //!
 //! ```text
-//! <root>/.troupe-warm/<pid>-<n>/        a warm sandbox of the owner process <pid>
+//! <root>/.troupe-warm/<pid>-<o>-<n>/    a warm sandbox of owner <o> in process <pid>
 //!     .troupe/records  stdout.log  stderr.log
 //! <root>/<task>/                        the same, renamed when task <task> launches
 //!
-//! troupe/<agent>/.troupe-warm-<pid>-<n>  a warm cgroup, in each v1 hierarchy
+//! troupe/<agent>/.troupe-warm-<pid>-<o>-<n>  a warm cgroup, in each v1 hierarchy
 //! troupe/<agent>/<task>                  the same, renamed (v1 allows a rename within
 //!                                        the parent; v2 does not: there, cgroups are
 //!                                        made at launch as before)
 //! ```
 //!
-//! A launch finding none ready makes its own, as before. No task name may start with
+//! The pools are an owner's ([`WarmPools`], in its [`crate::Executor`]): two owners in one
+//! process share none. A launch finding none ready makes its own, as before. No task name may start with
 //! [`RESERVED_PREFIX`], so a warm entry never meets a task's. An owner removes its warm
 //! entries when it stops ([`drain`]); those of an owner that died are removed by the next
 //! owner of the same root that fills a pool, and warm cgroups with the rest of
@@ -86,9 +87,45 @@ impl<T> Default for Pool<T> {
 
 type Pools<K, T> = Mutex<BTreeMap<K, Arc<Mutex<Pool<T>>>>>;
 
-static SANDBOXES: Pools<PathBuf, PathBuf> = Mutex::new(BTreeMap::new());
-static CGROUPS: Pools<String, TaskCgroup> = Mutex::new(BTreeMap::new());
-static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// An owner's warm pools (part of its [`crate::Executor`]): sandboxes per root, cgroups per
+/// agent, and the one filler thread that makes them.
+#[derive(Debug)]
+pub(crate) struct WarmPools {
+    sandboxes: Pools<PathBuf, PathBuf>,
+    cgroups: Pools<String, TaskCgroup>,
+    /// Names warm entries: unique to this owner (`<pid>-<owner>-<n>`), and telling which
+    /// process made them.
+    names: Arc<Names>,
+    /// The filler thread's queue, started with the first fill and kept (a thread a fill
+    /// was one `clone3`, a 2 MiB stack mapped and unmapped and an exit, per launch); the
+    /// thread ends when the pools go.
+    filler: Mutex<Option<std::sync::mpsc::Sender<FillJob>>>,
+}
+
+/// The names of an owner's warm entries.
+#[derive(Debug)]
+struct Names {
+    owner: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Default for WarmPools {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // Random: two owners in one process never name an entry alike.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        WarmPools {
+            sandboxes: Mutex::new(BTreeMap::new()),
+            cgroups: Mutex::new(BTreeMap::new()),
+            names: Arc::new(Names {
+                owner: h.finish() & 0xffff_ffff,
+                next: std::sync::atomic::AtomicU64::new(1),
+            }),
+            filler: Mutex::new(None),
+        }
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -98,10 +135,12 @@ fn pool<K: Ord + Clone, T>(pools: &Pools<K, T>, key: &K) -> Arc<Mutex<Pool<T>>> 
     lock(pools).entry(key.clone()).or_default().clone()
 }
 
-/// A new warm entry's name: unique in this process, and telling which process made it.
-fn next_name() -> String {
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}-{n}", std::process::id())
+impl Names {
+    /// A new warm entry's name: unique to its owner, and telling which process made it.
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{:x}-{n}", std::process::id(), self.owner)
+    }
 }
 
 /// Whether a warm entry named `<pid>-<n>` belongs to a process other than this one that is
@@ -118,6 +157,7 @@ fn of_a_dead_owner(name: &str) -> bool {
 /// Fills `pool` up to [`WARM`] on a thread of low priority, with `make`; `discard` removes one
 /// made after the pool was drained, `sweep` removes what dead owners left (once per pool).
 fn fill<T: Send + 'static>(
+    pools: &WarmPools,
     pool: Arc<Mutex<Pool<T>>>,
     make: impl Fn() -> Option<T> + Send + 'static,
     discard: impl Fn(T) + Send + 'static,
@@ -154,7 +194,7 @@ fn fill<T: Send + 'static>(
         }
         lock(&pool).filling = false;
     });
-    if !on_the_filler(job) {
+    if !pools.on_the_filler(job) {
         lock(&filling).filling = false;
     }
 }
@@ -162,40 +202,37 @@ fn fill<T: Send + 'static>(
 /// Work for the filler thread.
 type FillJob = Box<dyn FnOnce() + Send>;
 
-/// The filler thread's queue: one thread for every pool of the process, started with the
-/// first fill and kept (a thread a fill was one `clone3`, a 2 MiB stack mapped and
-/// unmapped and an exit, per launch).
-static FILLER: Mutex<Option<std::sync::mpsc::Sender<FillJob>>> = Mutex::new(None);
-
-/// Runs `job` on the filler thread, at the lowest priority: the pools fill on what the
-/// launches leave of the cpus, not in their way (the launch that took from a pool is still
-/// going on). `false` when no thread could be started for it.
-fn on_the_filler(job: FillJob) -> bool {
-    let mut filler = lock(&FILLER);
-    let job = match filler.as_ref() {
-        Some(queue) => match queue.send(job) {
-            Ok(()) => return true,
-            // The thread died (a panic in a job): start another.
-            Err(std::sync::mpsc::SendError(job)) => job,
-        },
-        None => job,
-    };
-    let (queue, jobs) = std::sync::mpsc::channel::<FillJob>();
-    let started = std::thread::Builder::new()
-        .name("troupe-warm".into())
-        .spawn(move || {
-            let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
-            while let Ok(job) = jobs.recv() {
-                job();
-            }
-        });
-    if started.is_err() {
-        *filler = None;
-        return false;
+impl WarmPools {
+    /// Runs `job` on the filler thread, at the lowest priority: the pools fill on what the
+    /// launches leave of the cpus, not in their way (the launch that took from a pool is still
+    /// going on). `false` when no thread could be started for it.
+    fn on_the_filler(&self, job: FillJob) -> bool {
+        let mut filler = lock(&self.filler);
+        let job = match filler.as_ref() {
+            Some(queue) => match queue.send(job) {
+                Ok(()) => return true,
+                // The thread died (a panic in a job): start another.
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (queue, jobs) = std::sync::mpsc::channel::<FillJob>();
+        let started = std::thread::Builder::new()
+            .name("troupe-warm".into())
+            .spawn(move || {
+                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+                while let Ok(job) = jobs.recv() {
+                    job();
+                }
+            });
+        if started.is_err() {
+            *filler = None;
+            return false;
+        }
+        let sent = queue.send(job).is_ok();
+        *filler = Some(queue);
+        sent
     }
-    let sent = queue.send(job).is_ok();
-    *filler = Some(queue);
-    sent
 }
 
 fn warm_dir(root: &Path) -> PathBuf {
@@ -204,13 +241,13 @@ fn warm_dir(root: &Path) -> PathBuf {
 
 /// Makes a warm sandbox: the directory, its status directory with an empty records file,
 /// and empty log files, as a launch would.
-fn make_sandbox(root: &Path) -> Option<PathBuf> {
-    let at = warm_dir(root).join(next_name());
+fn make_sandbox(root: &Path, names: &Names) -> Option<PathBuf> {
+    let at = warm_dir(root).join(names.next());
     let made = (|| -> std::io::Result<()> {
-        let status = crate::process::status_dir_in(&at);
+        let status = crate::sandbox::status_dir_in(&at);
         std::fs::create_dir_all(&status)?;
         std::fs::File::create(status.join(crate::shim::RECORDS))?;
-        let (stdout, stderr) = crate::process::log_paths(&at);
+        let (stdout, stderr) = crate::sandbox::log_paths(&at);
         std::fs::File::create(stdout)?;
         std::fs::File::create(stderr)?;
         Ok(())
@@ -236,11 +273,13 @@ fn sweep_sandboxes(root: &Path) {
     }
 }
 
-fn fill_sandboxes(root: &Path, pool: Arc<Mutex<Pool<PathBuf>>>) {
+fn fill_sandboxes(pools: &WarmPools, root: &Path, pool: Arc<Mutex<Pool<PathBuf>>>) {
     let (make, sweep) = (root.to_path_buf(), root.to_path_buf());
+    let names = pools.names.clone();
     fill(
+        pools,
         pool,
-        move || make_sandbox(&make),
+        move || make_sandbox(&make, &names),
         |made| {
             let _ = std::fs::remove_dir_all(made);
         },
@@ -252,8 +291,8 @@ fn fill_sandboxes(root: &Path, pool: Arc<Mutex<Pool<PathBuf>>>) {
 /// exist yet), with its status directory, an empty records file and empty log files. False
 /// when none is ready or `sandbox` exists; the launch then makes its own. Either way the
 /// pool is filled again in the background.
-pub(crate) fn take_sandbox(root: &Path, sandbox: &Path) -> bool {
-    let pool = pool(&SANDBOXES, &root.to_path_buf());
+pub(crate) fn take_sandbox(pools: &WarmPools, root: &Path, sandbox: &Path) -> bool {
+    let pool = pool(&pools.sandboxes, &root.to_path_buf());
     let warm = lock(&pool).ready.pop();
     let taken = match warm {
         None => false,
@@ -274,12 +313,12 @@ pub(crate) fn take_sandbox(root: &Path, sandbox: &Path) -> bool {
             }
         },
     };
-    fill_sandboxes(root, pool);
+    fill_sandboxes(pools, root, pool);
     taken
 }
 
-fn warm_cgroup_name() -> String {
-    format!("{RESERVED_PREFIX}warm-{}", next_name())
+fn warm_cgroup_name(names: &Names) -> String {
+    format!("{RESERVED_PREFIX}warm-{}", names.next())
 }
 
 fn sweep_cgroups(agent: &str) {
@@ -294,11 +333,13 @@ fn sweep_cgroups(agent: &str) {
     }
 }
 
-fn fill_cgroups(agent: &str, pool: Arc<Mutex<Pool<TaskCgroup>>>) {
+fn fill_cgroups(pools: &WarmPools, agent: &str, pool: Arc<Mutex<Pool<TaskCgroup>>>) {
     let (make, sweep) = (agent.to_string(), agent.to_string());
+    let names = pools.names.clone();
     fill(
+        pools,
         pool,
-        move || TaskCgroup::make_bare(&make, &warm_cgroup_name()),
+        move || TaskCgroup::make_bare(&make, &warm_cgroup_name(&names)),
         |made| {
             made.remove_empty();
         },
@@ -309,14 +350,14 @@ fn fill_cgroups(agent: &str, pool: Arc<Mutex<Pool<TaskCgroup>>>) {
 /// A warm cgroup of `agent` renamed to `task`'s (`troupe/<agent>/<task>`), without limits
 /// yet; `None` when there is none, the host's cgroups cannot be renamed (v2), or the rename
 /// fails. The pool is filled again in the background.
-pub(crate) fn take_cgroup(agent: &str, task: &str) -> Option<TaskCgroup> {
+pub(crate) fn take_cgroup(pools: &WarmPools, agent: &str, task: &str) -> Option<TaskCgroup> {
     if !cgroup::renamable() {
         return None;
     }
-    let pool = pool(&CGROUPS, &agent.to_string());
+    let pool = pool(&pools.cgroups, &agent.to_string());
     let warm = lock(&pool).ready.pop();
     let taken = warm.and_then(|warm| warm.rename(agent, task));
-    fill_cgroups(agent, pool);
+    fill_cgroups(pools, agent, pool);
     taken
 }
 
@@ -339,11 +380,11 @@ pub const RECYCLE_CHARGED: u64 = 1 << 20;
 /// task (the kernel's cannot be reset: see `Process::spawn`). False when it cannot be (v2,
 /// no pool or a closed or full one, more than [`RECYCLE_CHARGED`] left charged to it, a
 /// cgroup the task made inside it, a reset or rename that fails): the caller removes it.
-pub(crate) fn recycle(agent: &str, cgroup: &TaskCgroup) -> bool {
+pub(crate) fn recycle(pools: &WarmPools, agent: &str, cgroup: &TaskCgroup) -> bool {
     if !cgroup::renamable() {
         return false;
     }
-    let Some(pool) = lock(&CGROUPS).get(agent).cloned() else {
+    let Some(pool) = lock(&pools.cgroups).get(agent).cloned() else {
         return false;
     };
     let room = |p: &Pool<TaskCgroup>| !p.closed && p.ready.len() < RECYCLED;
@@ -357,7 +398,7 @@ pub(crate) fn recycle(agent: &str, cgroup: &TaskCgroup) -> bool {
         return false;
     }
     cgroup.reset_stats();
-    let name = warm_cgroup_name();
+    let name = warm_cgroup_name(&pools.names);
     if !cgroup.rename_dirs(&name) {
         return false;
     }
@@ -386,14 +427,14 @@ fn close<T>(pool: &Mutex<Pool<T>>) -> Vec<T> {
 
 /// Removes the warm sandboxes of `root` and the warm cgroups of `agent` that this process
 /// made, waiting for a pool being filled (an owner stopping, a test cleaning up). Blocks.
-pub fn drain(root: &Path, agent: &str) {
-    if let Some(pool) = lock(&SANDBOXES).remove(root) {
+pub(crate) fn drain(pools: &WarmPools, root: &Path, agent: &str) {
+    if let Some(pool) = lock(&pools.sandboxes).remove(root) {
         for warm in close(&pool) {
             let _ = std::fs::remove_dir_all(warm);
         }
         let _ = std::fs::remove_dir(warm_dir(root));
     }
-    if let Some(pool) = lock(&CGROUPS).remove(agent) {
+    if let Some(pool) = lock(&pools.cgroups).remove(agent) {
         for warm in close(&pool) {
             warm.remove_empty();
         }
@@ -402,10 +443,12 @@ pub fn drain(root: &Path, agent: &str) {
 
 /// How many warm sandboxes of `root` and warm cgroups of `agent` are ready (for tests and
 /// diagnostics).
-pub fn ready(root: &Path, agent: &str) -> (usize, usize) {
+pub(crate) fn ready(pools: &WarmPools, root: &Path, agent: &str) -> (usize, usize) {
     let count = |n: Option<usize>| n.unwrap_or(0);
-    let sandboxes = lock(&SANDBOXES).get(root).map(|p| lock(p).ready.len());
-    let cgroups = lock(&CGROUPS).get(agent).map(|p| lock(p).ready.len());
+    let sandboxes = lock(&pools.sandboxes)
+        .get(root)
+        .map(|p| lock(p).ready.len());
+    let cgroups = lock(&pools.cgroups).get(agent).map(|p| lock(p).ready.len());
     (count(sandboxes), count(cgroups))
 }
 

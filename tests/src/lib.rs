@@ -433,9 +433,9 @@ impl Drop for TaskLitter {
                 }
             }
         }
-        // The warm sandboxes and cgroups (none is made after this), then every hierarchy's
-        // `troupe/<agent>`: what is left in it killed, then removed.
-        troupe_os::warm::drain(&self.root, &self.agent);
+        // Every hierarchy's `troupe/<agent>` (warm cgroups too: their agent drained its
+        // pools when it stopped): what is left in it killed, then removed; then the
+        // sandboxes, warm ones included.
         troupe_os::cgroup::remove_owner(&self.agent, Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&self.root);
         if let Some(work) = &self.work {

@@ -115,7 +115,7 @@ async fn a_task_outlives_its_killed_owner_and_is_adopted_with_its_real_exit() {
     assert!(troupe_os::procfs::is_running(pid));
 
     // A new owner adopts it, and hears how it really ended.
-    let ctx = TaskContext::new(&agent, "t1", root.clone())
+    let ctx = TaskContext::new(&troupe_os::Executor::new(), &agent, "t1", root.clone())
         .with_shim(PathBuf::from(OWNER).with_file_name("troupe-shim"));
     let adopted = Process::adopt(ctx).await.expect("adopted");
     assert_eq!(adopted.pid(), pid);

@@ -97,6 +97,9 @@ pub struct AgentState {
     executors: Option<SupervisorRef>,
     /// Tasks of the checkpoint still to be found again.
     to_adopt: Vec<TaskId>,
+    /// This agent's launch machinery (launchers, spare shims, warm pools), handed to every
+    /// task's context.
+    executor: troupe_os::Executor,
     /// Launches this agent told the master it never had (task and launch time, newest
     /// last, bounded): should one still arrive, it is ignored, since the master has called
     /// it dropped and its framework may have launched it elsewhere.
@@ -237,6 +240,7 @@ impl Actor for AgentCore {
             book,
             executors: None,
             to_adopt,
+            executor: troupe_os::Executor::new(),
             refused: VecDeque::new(),
             registered: false,
             last_attempt: None,
@@ -267,9 +271,10 @@ impl Actor for AgentCore {
         // is left in it (running tasks outlive the agent, and keep it).
         let agent = state.id().to_string();
         let root = state.config.sandbox_root();
+        let executor = state.executor.clone();
         // Awaited: whoever stops the agent may remove its work directory next.
         let _ = tokio::task::spawn_blocking(move || {
-            troupe_os::warm::drain(&root, &agent);
+            executor.drain(&root, &agent);
             troupe_os::cgroup::remove_owner_if_empty(&agent)
         })
         .await;
@@ -556,7 +561,13 @@ impl AgentState {
     }
 
     fn context(&self, task: &TaskId) -> TaskContext {
-        TaskContext::new(&self.config.id.0, &task.0, self.config.sandbox_root()).warming()
+        TaskContext::new(
+            &self.executor,
+            &self.config.id.0,
+            &task.0,
+            self.config.sandbox_root(),
+        )
+        .warming()
     }
 
     async fn executors(&mut self) -> Option<SupervisorRef> {

@@ -22,7 +22,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Figure> {
     let sup = SupervisorRef::start(SupervisorSpec::new(flags).child(process_child(
         ChildSpec::worker("crasher"),
         ProcessSpec::new([BINARY]),
-        TaskContext::new("bench", "crasher", &root),
+        TaskContext::new(&troupe_os::Executor::new(), "bench", "crasher", &root),
     )))
     .await?;
     // Timed from the first restart seen to the first count at least `n` later, over the

@@ -52,7 +52,7 @@ async fn run() -> anyhow::Result<()> {
     let sup = SupervisorRef::start(SupervisorSpec::new(flags).child(process_child(
         ChildSpec::worker("web"),
         web,
-        TaskContext::new("example", "web", &sandboxes),
+        TaskContext::new(&troupe_os::Executor::new(), "example", "web", &sandboxes),
     )))
     .await?;
     let result = demo(&sup, port).await;

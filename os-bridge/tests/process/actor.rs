@@ -262,7 +262,7 @@ async fn a_restart_runs_on_the_shim_its_last_run_left_which_then_serves_other_ta
     sup.stop().await;
     assert!(
         super::until(troupe_os::keeper::KEEP_FOR + Duration::from_secs(5), || {
-            troupe_os::keeper::spare_shims() == 1
+            fx.executor.spare_shims() == 1
         })
         .await,
         "a spare once its keeper lets it go"
@@ -293,7 +293,7 @@ async fn spare_shims_are_kept_up_to_their_limit_and_the_rest_exit() {
         limit + 2,
         "a shim each while they ran together"
     );
-    assert_eq!(troupe_os::keeper::spare_shims(), limit);
+    assert_eq!(fx.executor.spare_shims(), limit);
     let running = || {
         shims
             .iter()
@@ -340,10 +340,10 @@ async fn a_dead_kept_shim_is_replaced_and_an_untaken_one_becomes_a_spare() {
         "the replacement is kept in turn"
     );
     within(CALL, third.wait()).await;
-    assert_eq!(troupe_os::keeper::spare_shims(), 0, "kept, not spare");
+    assert_eq!(fx.executor.spare_shims(), 0, "kept, not spare");
     assert!(
         super::until(troupe_os::keeper::KEEP_FOR + Duration::from_secs(5), || {
-            troupe_os::keeper::spare_shims() == 1
+            fx.executor.spare_shims() == 1
         })
         .await,
         "an untaken shim becomes a spare"

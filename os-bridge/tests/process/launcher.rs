@@ -68,7 +68,7 @@ async fn tasks_share_one_launcher_which_is_started_again_when_it_dies() {
     assert!(until(Duration::from_secs(5), || launchers().is_empty()).await);
 
     // The two shims are spares now (see keeper.rs): a third task at once needs a new one.
-    assert_eq!(troupe_os::keeper::spare_shims(), 2);
+    assert_eq!(fx.executor.spare_shims(), 2);
     let mut runs = Vec::new();
     for task in ["third", "fourth", "fifth"] {
         runs.push(fx.spawn(task, sh("sleep 0.3; exit 3")).await);
@@ -229,4 +229,65 @@ async fn the_launcher_reaps_the_shims_it_forked() {
         "{} shims left unreaped",
         zombie_children(launcher[0])
     );
+}
+
+/// Two owners in one process (two agents, or an agent and an application) each have their
+/// own launch machinery: launchers, spare shims, warm pools. Nothing of one is used, seen or
+/// removed by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_executors_in_one_process_share_nothing() {
+    use troupe_os::Process;
+    use troupe_os::warm::WARM;
+    let Some(a) = Fixture::new() else { return };
+    let Some(b) = Fixture::new() else { return };
+    assert!(!a.executor.same_as(&b.executor));
+    assert!(a.executor.same_as(&a.executor.clone()));
+    let ta = Process::spawn(sh("exit 0"), a.ctx("ta").warming())
+        .await
+        .unwrap();
+    let tb = Process::spawn(sh("exit 0"), b.ctx("tb").warming())
+        .await
+        .unwrap();
+    for p in [&ta, &tb] {
+        assert_eq!(
+            within(Duration::from_secs(10), p.wait()).await,
+            ExitReason::Exited(0)
+        );
+    }
+    // A launcher each, and a shim each, now each owner's spare.
+    assert_eq!(launchers().len(), 2, "a launcher per executor");
+    let (shim_a, shim_b) = (crate::shim_of(&ta), crate::shim_of(&tb));
+    assert_ne!(shim_a, shim_b);
+    let spares = until(Duration::from_secs(5), || {
+        a.executor.spare_shims() == 1 && b.executor.spare_shims() == 1
+    })
+    .await;
+    assert!(
+        spares,
+        "{} and {}",
+        a.executor.spare_shims(),
+        b.executor.spare_shims()
+    );
+    // The next task of b runs on b's spare, never on a's.
+    let tb2 = b.spawn("tb2", sh("exit 0")).await;
+    assert_eq!(crate::shim_of(&tb2), shim_b);
+    within(Duration::from_secs(10), tb2.wait()).await;
+    assert_eq!(a.executor.spare_shims(), 1, "a's spare is untouched");
+    // Each fills its own pools, and knows nothing of the other's.
+    let filled = until(Duration::from_secs(10), || {
+        a.executor.warm_ready(&a.root, &a.agent).0 == WARM
+            && b.executor.warm_ready(&b.root, &b.agent).0 == WARM
+    })
+    .await;
+    assert!(filled, "both pools fill");
+    assert_eq!(a.executor.warm_ready(&b.root, &b.agent), (0, 0));
+    assert_eq!(b.executor.warm_ready(&a.root, &a.agent), (0, 0));
+    // A drain of one leaves the other's pools.
+    a.executor.drain(&a.root, &a.agent);
+    assert_eq!(a.executor.warm_ready(&a.root, &a.agent), (0, 0));
+    assert_eq!(b.executor.warm_ready(&b.root, &b.agent).0, WARM);
+    let warm_b = std::fs::read_dir(b.root.join(".troupe-warm"))
+        .unwrap()
+        .count();
+    assert_eq!(warm_b, WARM, "b's warm sandboxes are still on disk");
 }

@@ -19,6 +19,8 @@ use troupe_os::{ExitReason, Process, ProcessSpec, Resources, StartError};
 struct Fixture {
     root: PathBuf,
     agent: String,
+    /// The test's launch machinery, as an agent has one.
+    executor: troupe_os::Executor,
 }
 
 impl Fixture {
@@ -43,6 +45,7 @@ impl Fixture {
         Some(Fixture {
             root,
             agent: format!("test-{id}"),
+            executor: troupe_os::Executor::new(),
         })
     }
 
@@ -55,6 +58,7 @@ impl Fixture {
             shim_args: Vec::new(),
             keeper: None,
             warm: false,
+            executor: self.executor.clone(),
         }
     }
 
@@ -69,7 +73,7 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         // Whatever a failed test left: kill it, remove its cgroups and sandbox (the warm
         // ones first, so that none is made after).
-        troupe_os::warm::drain(&self.root, &self.agent);
+        self.executor.drain(&self.root, &self.agent);
         troupe_os::cgroup::remove_owner(&self.agent, Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&self.root);
     }
@@ -100,7 +104,7 @@ fn alive(pid: i32) -> bool {
 }
 
 /// The pid of the shim that runs (or ran) `p`, from its checkpoint.
-fn shim_of(p: &Process) -> i32 {
+pub(crate) fn shim_of(p: &Process) -> i32 {
     troupe_os::Checkpoint::read(&p.sandbox().join(".troupe"))
         .expect("a checkpoint")
         .shim_pid
@@ -646,7 +650,7 @@ async fn the_limits_of_a_cgroup_are_read_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_launch_takes_a_warm_sandbox_and_cgroup_and_a_drain_leaves_none() {
     use std::os::unix::fs::MetadataExt;
-    use troupe_os::warm::{self, WARM};
+    use troupe_os::warm::WARM;
     let Some(fx) = Fixture::new() else { return };
     let warming = |task: &str| fx.ctx(task).warming();
     let first = Process::spawn(sh("exit 0"), warming("first"))
@@ -655,7 +659,7 @@ async fn a_launch_takes_a_warm_sandbox_and_cgroup_and_a_drain_leaves_none() {
     within(Duration::from_secs(10), first.wait()).await;
     let v1 = !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let filled = until(Duration::from_secs(10), || {
-        let (sandboxes, cgroups) = warm::ready(&fx.root, &fx.agent);
+        let (sandboxes, cgroups) = fx.executor.warm_ready(&fx.root, &fx.agent);
         // (The first task's cgroup may be back in the pool too, recycled.)
         sandboxes == WARM && (!v1 || cgroups >= WARM)
     })
@@ -663,7 +667,7 @@ async fn a_launch_takes_a_warm_sandbox_and_cgroup_and_a_drain_leaves_none() {
     assert!(
         filled,
         "the pools fill: {:?}",
-        warm::ready(&fx.root, &fx.agent)
+        fx.executor.warm_ready(&fx.root, &fx.agent)
     );
     let inodes = |dirs: Vec<PathBuf>| -> Vec<u64> {
         dirs.iter()
@@ -713,8 +717,8 @@ async fn a_launch_takes_a_warm_sandbox_and_cgroup_and_a_drain_leaves_none() {
         within(Duration::from_secs(10), second.stop()).await,
         ExitReason::Killed
     );
-    warm::drain(&fx.root, &fx.agent);
-    assert_eq!(warm::ready(&fx.root, &fx.agent), (0, 0));
+    fx.executor.drain(&fx.root, &fx.agent);
+    assert_eq!(fx.executor.warm_ready(&fx.root, &fx.agent), (0, 0));
     assert!(!warm_dir.exists(), "no warm sandbox is left");
     let left: Vec<String> = troupe_os::cgroup::task_names(&fx.agent)
         .into_iter()

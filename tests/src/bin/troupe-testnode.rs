@@ -91,14 +91,16 @@ async fn main() -> anyhow::Result<()> {
     // Process actors, for the tests of processes anywhere in the cluster. Arguments: the
     // spec, the task id and the sandbox root.
     let agent = format!("testnode-{name}");
+    // One launch machinery for every process this node spawns, as an agent has.
+    let executor = troupe_os::Executor::new();
     troupe_runtime::spawn::register_kind("process", move |args| {
-        let agent = agent.clone();
+        let (agent, executor) = (agent.clone(), executor.clone());
         async move {
             let (spec, task, root): (troupe_os::ProcessSpec, String, String) =
                 args.decode().map_err(|e| e.to_string())?;
             let args = troupe_os::actor::ProcessArgs {
                 spec,
-                ctx: troupe_os::process::TaskContext::new(&agent, &task, root),
+                ctx: troupe_os::process::TaskContext::new(&executor, &agent, &task, root),
                 path: None,
                 adopt: false,
             };

@@ -24,7 +24,8 @@ async fn main() -> anyhow::Result<()> {
         "usage: troupe-testowner ROOT AGENT TASK [--adopt | -- ARGV...]"
     );
     // The shim: $TROUPE_SHIM, or troupe-shim beside this binary.
-    let ctx = TaskContext::new(&args[1], &args[2], PathBuf::from(&args[0]));
+    let executor = troupe_os::Executor::new();
+    let ctx = TaskContext::new(&executor, &args[1], &args[2], PathBuf::from(&args[0]));
     let process = if args[3] == "--adopt" {
         match Process::adopt(ctx).await {
             Ok(p) => {
