@@ -12,10 +12,10 @@ use troupe_actors::dev::{self, DevConfig};
 use troupe_actors::master::{self, MasterConfig};
 use troupe_actors::protocol::Resources;
 use troupe_actors::runner;
-use troupe_runtime::{Node, NodeConfig};
+use troupe_runtime::Node;
 
-use super::node::{ChannelArgs, DetectorArgs, shutdown_signals};
-use super::{CookieArgs, Failure, parse_key_value};
+use super::node::{ANY_LOOPBACK_PORT, NodeFlags, shutdown_signals};
+use super::{Failure, parse_key_value};
 use crate::http::Role;
 
 /// 32 bits that differ from one process to the next (std's hasher keys are random per
@@ -33,9 +33,6 @@ const DEFAULT_TASK_HISTORY: usize = 10_000;
 /// Arguments of `troupe master`.
 #[derive(Debug, Args)]
 pub(crate) struct MasterArgs {
-    /// Where to listen.
-    #[arg(long, value_name = "HOST:PORT", default_value = super::client::DEFAULT_MASTER)]
-    listen: SocketAddr,
     /// The node's name.
     #[arg(long, default_value = "master")]
     name: String,
@@ -60,11 +57,7 @@ pub(crate) struct MasterArgs {
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<SocketAddr>,
     #[command(flatten)]
-    cookie: CookieArgs,
-    #[command(flatten)]
-    detector: DetectorArgs,
-    #[command(flatten)]
-    channel: ChannelArgs,
+    node: NodeFlags,
 }
 
 impl MasterArgs {
@@ -77,28 +70,16 @@ impl MasterArgs {
             completed_tasks_kept: self.task_history,
             ..MasterConfig::default()
         };
-        if let Some(heartbeat) = self.detector.config()? {
+        if let Some(heartbeat) = self.node.detector()? {
             config.detector = heartbeat.detector;
         }
         Ok(config)
     }
 }
 
-async fn start_node(
-    name: &str,
-    listen: SocketAddr,
-    cookie: &CookieArgs,
-    detector: &DetectorArgs,
-    channel: &ChannelArgs,
-) -> Result<Node, Failure> {
-    let mut config = NodeConfig::new(name, listen, cookie.resolve()?);
-    config.heartbeat = detector.config()?;
-    config.channel = channel.config();
-    Node::start(config).await.map_err(|e| match e {
-        // Already says where and why: `cannot listen on ADDR: address already in use`.
-        troupe_runtime::NodeError::Listen { .. } => Failure::from(e.to_string()),
-        e => Failure::from(format!("cannot start the node on {listen}: {e}")),
-    })
+/// Where `troupe master` and `troupe dev` listen by default (where commands look).
+fn default_master() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5050))
 }
 
 async fn serve_until_stopped(
@@ -131,14 +112,10 @@ async fn start_http(listen: Option<SocketAddr>, node: &Node, role: Role) -> Resu
 pub(crate) async fn master(args: MasterArgs) -> Result<(), Failure> {
     let shutdown = shutdown_signals()?;
     let config = args.config()?;
-    let node = start_node(
-        &args.name,
-        args.listen,
-        &args.cookie,
-        &args.detector,
-        &args.channel,
-    )
-    .await?;
+    let node = args
+        .node
+        .start(&args.name, default_master(), Vec::new())
+        .await?;
     let tree = master::start(config).await?;
     let runner = runner::start(None).await?;
     println!(
@@ -245,9 +222,6 @@ pub(crate) struct AgentArgs {
     /// The agent's name: its id (its node is named NAME-XXXXXXXX, one per process).
     #[arg(long)]
     name: String,
-    /// Where to listen (port 0 picks a free port).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
     /// Where to keep the checkpoint and the tasks' sandboxes.
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -262,11 +236,7 @@ pub(crate) struct AgentArgs {
     #[command(flatten)]
     tuning: HostTuningArgs,
     #[command(flatten)]
-    cookie: CookieArgs,
-    #[command(flatten)]
-    detector: DetectorArgs,
-    #[command(flatten)]
-    channel: ChannelArgs,
+    node: NodeFlags,
 }
 
 pub(crate) async fn agent(args: AgentArgs) -> Result<(), Failure> {
@@ -285,14 +255,10 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<(), Failure> {
     // second's registration while the first is connected. Under one node name, the
     // second's connection would replace the first's, and it would take over silently.
     let node_name = format!("{}-{:08x}", args.name, process_suffix());
-    let node = start_node(
-        &node_name,
-        args.listen,
-        &args.cookie,
-        &args.detector,
-        &args.channel,
-    )
-    .await?;
+    let node = args
+        .node
+        .start(&node_name, ANY_LOOPBACK_PORT, Vec::new())
+        .await?;
     let tree = agent::start(config).await?;
     println!("agent {} listening on {}", args.name, node.advertise_addr());
     start_http(
@@ -312,9 +278,6 @@ pub(crate) struct DevArgs {
     /// How many agents.
     #[arg(long, default_value_t = 2)]
     agents: usize,
-    /// Where to listen (what TROUPE_MASTER should say).
-    #[arg(long, value_name = "HOST:PORT", default_value = super::client::DEFAULT_MASTER)]
-    listen: SocketAddr,
     /// The node's name (agents are NAME-a1, NAME-a2, ...).
     #[arg(long, default_value = "dev")]
     name: String,
@@ -336,11 +299,7 @@ pub(crate) struct DevArgs {
     #[command(flatten)]
     tuning: HostTuningArgs,
     #[command(flatten)]
-    cookie: CookieArgs,
-    #[command(flatten)]
-    detector: DetectorArgs,
-    #[command(flatten)]
-    channel: ChannelArgs,
+    node: NodeFlags,
 }
 
 pub(crate) async fn dev(args: DevArgs) -> Result<(), Failure> {
@@ -353,21 +312,17 @@ pub(crate) async fn dev(args: DevArgs) -> Result<(), Failure> {
         .clone()
         .unwrap_or_else(|| default_work_dir(&args.name));
     args.tuning.apply()?;
-    let node = start_node(
-        &args.name,
-        args.listen,
-        &args.cookie,
-        &args.detector,
-        &args.channel,
-    )
-    .await?;
+    let node = args
+        .node
+        .start(&args.name, default_master(), Vec::new())
+        .await?;
     let mut master = MasterConfig {
         registry: args.registry.clone(),
         allocation_interval: Duration::from_millis(100),
         completed_tasks_kept: args.task_history,
         ..MasterConfig::default()
     };
-    if let Some(heartbeat) = args.detector.config()? {
+    if let Some(heartbeat) = args.node.detector()? {
         master.detector = heartbeat.detector;
     }
     let cluster = dev::start(DevConfig {

@@ -14,21 +14,80 @@ pub(crate) struct NodeArgs {
     /// The node's name, unique in the cluster.
     #[arg(long)]
     name: String,
-    /// Where to listen (port 0 picks a free port).
-    #[arg(long, value_name = "HOST:PORT")]
-    listen: SocketAddr,
-    /// The address peers use to reach this node (default: the listen address).
-    #[arg(long, value_name = "HOST:PORT")]
-    advertise: Option<SocketAddr>,
     /// A peer to know from the start, as NAME=HOST:PORT (repeatable).
     #[arg(long = "peer", value_name = "NAME=HOST:PORT", value_parser = parse_peer)]
     peers: Vec<(String, SocketAddr)>,
     #[command(flatten)]
-    cookie: CookieArgs,
+    node: NodeFlags,
+}
+
+/// The flags of every command that runs a node (`node`, `master`, `agent`, `dev`), in one
+/// place: where it listens and is reached, its cookie, how it watches its peers, and its
+/// message channel.
+#[derive(Debug, Args)]
+pub(crate) struct NodeFlags {
+    /// Where to listen, HOST:PORT (port 0 picks a free one). Default: 127.0.0.1:5050 for
+    /// `master` and `dev`, 127.0.0.1:0 for `agent` and `node`.
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::values::host_port)]
+    listen: Option<SocketAddr>,
+    /// The address peers use to reach this node (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::values::host_port)]
+    advertise: Option<SocketAddr>,
+    #[command(flatten)]
+    pub(crate) cookie: CookieArgs,
     #[command(flatten)]
     detector: DetectorArgs,
     #[command(flatten)]
     channel: ChannelArgs,
+}
+
+/// Where `troupe agent` and `troupe node` listen by default: a free port on loopback.
+pub(crate) const ANY_LOOPBACK_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+impl NodeFlags {
+    /// The heartbeat configuration the detector flags ask for (the master's observers of
+    /// agents use it too).
+    pub(crate) fn detector(&self) -> Result<Option<HeartbeatConfig>, Failure> {
+        self.detector.config()
+    }
+
+    /// Where the node listens: `--listen`, or the command's default.
+    pub(crate) fn listen_or(&self, default: SocketAddr) -> SocketAddr {
+        self.listen.unwrap_or(default)
+    }
+
+    /// The node's configuration: these flags, its name, and its peers known from the start.
+    pub(crate) fn config(
+        &self,
+        name: &str,
+        default_listen: SocketAddr,
+        peers: Vec<(String, SocketAddr)>,
+    ) -> Result<NodeConfig, Failure> {
+        let mut config =
+            NodeConfig::new(name, self.listen_or(default_listen), self.cookie.resolve()?);
+        config.advertise = self.advertise;
+        config.peers = peers;
+        config.heartbeat = self.detector.config()?;
+        config.channel = self.channel.config();
+        Ok(config)
+    }
+
+    /// Starts this process's node as `name`.
+    pub(crate) async fn start(
+        &self,
+        name: &str,
+        default_listen: SocketAddr,
+        peers: Vec<(String, SocketAddr)>,
+    ) -> Result<Node, Failure> {
+        let config = self.config(name, default_listen, peers)?;
+        let listen = config.listen;
+        Node::start(config).await.map_err(|e| match e {
+            // Already says where and why: `cannot listen on ADDR: address already in use`.
+            troupe_runtime::NodeError::Listen { .. } => Failure::from(e.to_string()),
+            e => Failure::from(format!("cannot start the node on {listen}: {e}")),
+        })
+    }
 }
 
 /// Where a node's message channel listens (shared by every command that runs a node).
@@ -100,13 +159,10 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
     // Install the handlers before announcing the node: a SIGTERM right after the
     // "listening" line must stop the node cleanly, not kill the process.
     let shutdown = shutdown_signals()?;
-    let cookie = args.cookie.resolve()?;
-    let mut config = NodeConfig::new(args.name, args.listen, cookie);
-    config.advertise = args.advertise;
-    config.peers = args.peers;
-    config.heartbeat = args.detector.config()?;
-    config.channel = args.channel.config();
-    let node = Node::start(config).await?;
+    let node = args
+        .node
+        .start(&args.name, ANY_LOOPBACK_PORT, args.peers)
+        .await?;
     // Scripts and tests wait for this line: print it once the listener is bound.
     println!(
         "node {} listening on {}",
