@@ -355,26 +355,44 @@ impl RunnerState {
             .unwrap_or_else(|p| p.into_inner())
             .insert(path.clone());
         if first {
-            let (book, monitored) = (self.book.clone(), self.monitored.clone());
-            let target = Addr::<RunnerEvent>::new(path.clone());
-            let placed = troupe_runtime::monitor_with(&target, move |down| {
-                monitored
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&down.path);
-                let gone = lock(&book)
-                    .cancel_where(|e| e.watcher.as_ref().is_some_and(|w| w.path == down.path));
-                if !gone.is_empty() {
-                    tracing::info!(watcher = %down.path, reason = %down.reason, tasks = gone.len(), "the submitter went away: its waiting commands are cancelled");
-                }
-            })
-            .await;
-            if let Err(e) = placed {
-                tracing::warn!(watcher = %path, cause = %e, "cannot monitor the submitter; its commands are not cancelled if it goes");
-            }
+            monitor_watcher(self.book.clone(), self.monitored.clone(), path).await;
         }
         watcher
     }
+}
+
+/// Monitors the watcher at `path`: when it goes, its commands that still wait are
+/// cancelled. A monitor lost with the node's kernel (the watcher may still be there) is
+/// placed again.
+fn monitor_watcher(
+    book: SharedBook,
+    monitored: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    path: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let target = Addr::<RunnerEvent>::new(path.clone());
+        let again = (book.clone(), monitored.clone(), path.clone());
+        let placed = troupe_runtime::monitor_with(&target, move |down| {
+            if let troupe_runtime::DownReason::Lost(_) = down.reason {
+                let (book, monitored, path) = again;
+                tokio::spawn(monitor_watcher(book, monitored, path));
+                return;
+            }
+            monitored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&down.path);
+            let gone = lock(&book)
+                .cancel_where(|e| e.watcher.as_ref().is_some_and(|w| w.path == down.path));
+            if !gone.is_empty() {
+                tracing::info!(watcher = %down.path, reason = %down.reason, tasks = gone.len(), "the submitter went away: its waiting commands are cancelled");
+            }
+        })
+        .await;
+        if let Err(e) = placed {
+            tracing::warn!(watcher = %path, cause = %e, "cannot monitor the submitter; its commands are not cancelled if it goes");
+        }
+    })
 }
 
 /// The master's agents, as it sees them now (none if it does not answer).

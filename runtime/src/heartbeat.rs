@@ -84,17 +84,6 @@ pub(crate) struct HeartbeatState {
     timer: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Heartbeat {
-    pub(crate) async fn start(
-        node: &Node,
-        config: HeartbeatConfig,
-    ) -> Result<ActorRef<HeartbeatMsg>, ractor::SpawnErr> {
-        let (actor, _) = Actor::spawn(None, Heartbeat, (node.clone(), config)).await?;
-        let _ = crate::addr::register(&heartbeat_path(node.name()), &actor);
-        Ok(actor)
-    }
-}
-
 impl Actor for Heartbeat {
     type Msg = HeartbeatMsg;
     type State = HeartbeatState;
@@ -105,6 +94,8 @@ impl Actor for Heartbeat {
         myself: ActorRef<HeartbeatMsg>,
         (node, config): (Node, HeartbeatConfig),
     ) -> Result<HeartbeatState, ActorProcessingErr> {
+        crate::addr::register(&heartbeat_path(node.name()), &myself)?;
+        node.shared.heartbeat.fill(myself.clone());
         let timer = myself.send_interval(config.interval, || HeartbeatMsg::Tick);
         Ok(HeartbeatState {
             node,

@@ -278,14 +278,6 @@ const MAX_ACTORS: usize = 100_000;
 
 pub(crate) struct Inspector;
 
-impl Inspector {
-    pub(crate) async fn start(node: &Node) -> Result<ActorRef<InspectorMsg>, ractor::SpawnErr> {
-        let (actor, _) = Actor::spawn(None, Inspector, node.clone()).await?;
-        let _ = crate::addr::register(&inspector_path(node.name()), &actor);
-        Ok(actor)
-    }
-}
-
 impl Actor for Inspector {
     type Msg = InspectorMsg;
     type State = Node;
@@ -293,9 +285,11 @@ impl Actor for Inspector {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<InspectorMsg>,
+        myself: ActorRef<InspectorMsg>,
         node: Node,
     ) -> Result<Node, ActorProcessingErr> {
+        crate::addr::register(&inspector_path(node.name()), &myself)?;
+        node.shared.inspector.fill(myself);
         Ok(node)
     }
 

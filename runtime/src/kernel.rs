@@ -120,6 +120,12 @@ pub(crate) enum KernelWire {
         /// The offer.
         reply: Reply<Option<crate::node::channel::ChannelOffer>>,
     },
+    /// The kernel of `node` restarted after a failure: the monitors and links this node
+    /// holds through it are lost.
+    Restarted {
+        /// The node.
+        node: String,
+    },
 }
 
 /// A callback that receives exit signals for an actor that traps exits.
@@ -279,6 +285,66 @@ pub(crate) struct KernelState {
     traps: HashMap<ActorId, ExitSink>,
 }
 
+/// A kernel that stops while its node runs (it failed, or was killed, and its supervisor
+/// starts another) takes its tables with it. Every holder on this node is told, rather
+/// than left waiting: each monitor fires `Lost`, and each linked actor that traps exits
+/// gets an `Exit` with `Lost` (one that does not is left running: the link is lost, not
+/// its peer). A clean stop of the node tells no one.
+impl Drop for KernelState {
+    fn drop(&mut self) {
+        if self.node.is_stopping() {
+            return;
+        }
+        let here = self.here();
+        let reason = DownReason::Lost(format!("the kernel of node {here} restarted"));
+        for (monitor, w) in self.local.drain() {
+            (w.sink)(Down {
+                monitor,
+                path: w.path,
+                node: here.clone(),
+                reason: reason.clone(),
+            });
+        }
+        for (monitor, w) in self.remote.drain() {
+            (w.sink)(Down {
+                monitor,
+                path: w.path,
+                node: w.node,
+                reason: reason.clone(),
+            });
+        }
+        let exits: Vec<(ActorId, Exit)> = self
+            .links
+            .iter()
+            .map(|(key, end)| {
+                let (path, node) = match &end.peer {
+                    PeerEnd::Remote { node, path } => (path.clone(), node.clone()),
+                    PeerEnd::Here => {
+                        let other = LinkKey {
+                            id: key.id.clone(),
+                            initiator: !key.initiator,
+                        };
+                        let path = self.links.get(&other).map(|e| e.path.clone());
+                        (path.unwrap_or_default(), here.clone())
+                    }
+                };
+                let exit = Exit {
+                    link: key.id.clone(),
+                    path,
+                    node,
+                    reason: reason.clone(),
+                };
+                (end.cell.get_id(), exit)
+            })
+            .collect();
+        for (actor, exit) in exits {
+            if let Some(sink) = self.traps.get(&actor) {
+                sink(exit);
+            }
+        }
+    }
+}
+
 /// The kernel actor.
 pub(crate) struct Kernel;
 
@@ -289,30 +355,6 @@ pub(crate) struct LinkPlan {
     pub(crate) local_path: String,
     pub(crate) peer_path: String,
     pub(crate) peer: Target,
-}
-
-impl Kernel {
-    pub(crate) async fn start(node: &Node) -> Result<ActorRef<KernelMsg>, ractor::SpawnErr> {
-        let (kernel, _) = Actor::spawn(None, Kernel, node.clone()).await?;
-        let _ = crate::addr::register(&kernel_path(node.name()), &kernel);
-        let mut events = node.subscribe();
-        let forward = kernel.clone();
-        tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                let req = match events.recv().await {
-                    Ok(NodeEvent::Down { node, .. }) => LocalReq::PeerDown { node },
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => LocalReq::Resync,
-                    Err(RecvError::Closed) => break,
-                };
-                if forward.cast(KernelMsg::Local(req)).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(kernel)
-    }
 }
 
 /// Sends a message to another node's kernel, if it is connected. A kernel never waits for
@@ -427,6 +469,9 @@ impl KernelState {
     fn exit_signal(&self, end: &LinkEnd, exit: Exit) {
         if let Some(sink) = self.traps.get(&end.cell.get_id()) {
             sink(exit);
+        } else if let DownReason::Lost(why) = &exit.reason {
+            // The link is lost, not its other end: no reason to stop.
+            tracing::warn!(actor = %end.path, peer = %exit.path, %why, "link lost");
         } else if !exit.reason.is_normal() {
             tracing::debug!(actor = %end.path, peer = %exit.path, reason = %exit.reason, "linked actor stopped: stopping with it");
             end.cell.stop(Some(exit.reason.to_stop_reason()));
@@ -593,6 +638,12 @@ impl KernelState {
 
     /// A peer node is gone: fire every remote monitor and link end that pointed at it.
     fn peer_down(&mut self, node: &str) {
+        self.peer_gone(node, &DownReason::NodeDown);
+    }
+
+    /// Fires, with `reason`, every monitor of actors on `node` and every link with one,
+    /// and forgets what `node`'s watchers monitor here.
+    fn peer_gone(&mut self, node: &str, reason: &DownReason) {
         let fired: Vec<Ref> = self
             .remote
             .iter()
@@ -605,7 +656,7 @@ impl KernelState {
                     monitor: r,
                     path: w.path,
                     node: w.node,
-                    reason: DownReason::NodeDown,
+                    reason: reason.clone(),
                 });
             }
         }
@@ -625,7 +676,7 @@ impl KernelState {
                     link: key.id.clone(),
                     path: path.clone(),
                     node: node.clone(),
-                    reason: DownReason::NodeDown,
+                    reason: reason.clone(),
                 };
                 self.exit_signal(&end, exit);
             }
@@ -870,6 +921,10 @@ impl KernelState {
             KernelWire::Sync { reply } => {
                 reply.send(());
             }
+            KernelWire::Restarted { node } => {
+                let why = format!("the kernel of node {node} restarted");
+                self.peer_gone(&node, &DownReason::Lost(why));
+            }
             KernelWire::OpenChannel { node, reply } => {
                 let offer = self.node.shared.channels.offer(&node);
                 if let Err(e) = &offer {
@@ -888,9 +943,44 @@ impl Actor for Kernel {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<KernelMsg>,
+        myself: ActorRef<KernelMsg>,
         node: Node,
     ) -> Result<KernelState, ActorProcessingErr> {
+        // Registered, slotted and fed here, so that a restart by the node supervisor does it
+        // all again.
+        crate::addr::register(&kernel_path(node.name()), &myself)?;
+        let earlier = node.shared.kernel.get();
+        node.shared.kernel.fill(myself.clone());
+        let mut events = node.subscribe();
+        let forward = myself.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let req = match events.recv().await {
+                    Ok(NodeEvent::Down { node, .. }) => LocalReq::PeerDown { node },
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => LocalReq::Resync,
+                    Err(RecvError::Closed) => break,
+                };
+                if forward.cast(KernelMsg::Local(req)).is_err() {
+                    break;
+                }
+            }
+        });
+        if earlier.is_some_and(|e| e.get_id() != myself.get_id()) {
+            // A restart: what the earlier kernel held is gone (its state told this node's
+            // holders as it went). The peers hold the other halves: monitors they placed
+            // here, links to actors here. They are told, and give their holders a `Down`.
+            tracing::warn!(node = %node.name(), "the kernel restarted: its monitors and links are lost, and their holders told");
+            for peer in node.connected_peers() {
+                to_kernel(
+                    &peer,
+                    KernelWire::Restarted {
+                        node: node.name().to_string(),
+                    },
+                );
+            }
+        }
         Ok(KernelState {
             node,
             watched: HashMap::new(),

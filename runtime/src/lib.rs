@@ -48,6 +48,7 @@ pub mod node;
 pub mod ping;
 pub mod spawn;
 pub mod supervisor;
+pub mod system;
 pub mod text;
 
 pub use addr::{Addr, AddrError, SendError, register, register_cell, unregister};

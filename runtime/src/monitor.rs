@@ -35,6 +35,9 @@ pub enum DownReason {
     NoSuchActor,
     /// Its node disconnected or was declared failed.
     NodeDown,
+    /// The monitor (or link) itself was lost, not the actor: the kernel that held it
+    /// restarted after a failure. The actor may still run; monitor it again to watch it.
+    Lost(String),
 }
 
 impl DownReason {
@@ -45,6 +48,7 @@ impl DownReason {
             Some("killed") => DownReason::Killed,
             Some("noconnection") => DownReason::NodeDown,
             Some("noproc") => DownReason::NoSuchActor,
+            Some(r) if r.starts_with("lost: ") => DownReason::Lost(r["lost: ".len()..].to_string()),
             Some(r) if r == "shutdown" || r.starts_with("shutdown:") => DownReason::Shutdown,
             Some(r) => DownReason::Error(r.to_string()),
         }
@@ -59,6 +63,7 @@ impl DownReason {
             DownReason::Killed => "killed".into(),
             DownReason::NoSuchActor => "noproc".into(),
             DownReason::NodeDown => "noconnection".into(),
+            DownReason::Lost(why) => format!("lost: {why}"),
         }
     }
 
@@ -77,6 +82,7 @@ impl std::fmt::Display for DownReason {
             DownReason::Killed => f.write_str("killed"),
             DownReason::NoSuchActor => f.write_str("no such actor"),
             DownReason::NodeDown => f.write_str("node down"),
+            DownReason::Lost(why) => write!(f, "monitor lost: {why}"),
         }
     }
 }

@@ -27,11 +27,11 @@ use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::broadcast;
 
 use crate::cookie::Cookie;
-use crate::heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMsg};
-use crate::inspector::{Inspector, InspectorMsg};
-use crate::kernel::{Kernel, KernelMsg};
-use crate::ping::{PingMsg, PingServer};
-use crate::spawn::{Spawner, SpawnerMsg};
+use crate::heartbeat::{HeartbeatConfig, HeartbeatMsg};
+use crate::inspector::InspectorMsg;
+use crate::kernel::KernelMsg;
+use crate::ping::PingMsg;
+use crate::spawn::SpawnerMsg;
 use peers::Peers;
 
 /// How long [`Node::connect`] waits for a handshake by default.
@@ -223,22 +223,12 @@ impl<M: ractor::Message> Slot<M> {
         Slot(Mutex::new(None))
     }
 
-    fn fill(&self, actor: ActorRef<M>) {
+    pub(crate) fn fill(&self, actor: ActorRef<M>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(actor);
     }
 
     pub(crate) fn get(&self) -> Option<ActorRef<M>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Stops the actor, if there is one, waiting up to 5 s.
-    async fn stop(&self) {
-        let actor = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(actor) = actor {
-            let _ = actor
-                .stop_and_wait(None, Some(Duration::from_secs(5)))
-                .await;
-        }
     }
 }
 
@@ -255,11 +245,16 @@ pub(crate) struct Shared {
     /// is not a troupe node sending bytes to the port (garbage, truncated or oversized
     /// frames, which ractor_cluster refuses by closing the session).
     handshake_failures: std::sync::atomic::AtomicU64,
-    kernel: Slot<KernelMsg>,
-    ping: Slot<PingMsg>,
-    heartbeat: Slot<HeartbeatMsg>,
-    spawner: Slot<SpawnerMsg>,
-    inspector: Slot<InspectorMsg>,
+    /// The node's own services, each filled by the service as it starts (again).
+    pub(crate) kernel: Slot<KernelMsg>,
+    pub(crate) ping: Slot<PingMsg>,
+    pub(crate) heartbeat: Slot<HeartbeatMsg>,
+    pub(crate) spawner: Slot<SpawnerMsg>,
+    pub(crate) inspector: Slot<InspectorMsg>,
+    /// The node supervisor, over the services (see `crate::system`).
+    system: Mutex<Option<crate::supervisor::SupervisorRef>>,
+    /// Set once the node stops: a service that goes then is no failure.
+    stopping: std::sync::atomic::AtomicBool,
     pub(crate) channels: channel::Channels,
 }
 
@@ -397,6 +392,8 @@ impl Node {
             heartbeat: Slot::empty(),
             spawner: Slot::empty(),
             inspector: Slot::empty(),
+            system: Mutex::new(None),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             channels,
         });
         let node = Node { shared };
@@ -425,37 +422,18 @@ impl Node {
         Ok(node)
     }
 
-    /// Starts the node's own actors: kernel, ping, spawner, inspector and heartbeat.
+    /// Starts the node's own actors under the node supervisor (see `crate::system`).
     async fn start_own_actors(&self, config: &NodeConfig) -> Result<(), NodeError> {
-        fn failed(what: &'static str) -> impl FnOnce(ractor::SpawnErr) -> NodeError {
-            move |e| NodeError::Spawn {
-                what,
-                cause: e.to_string(),
-            }
-        }
-        let shared = &self.shared;
-        shared
-            .kernel
-            .fill(Kernel::start(self).await.map_err(failed("kernel"))?);
-        shared.ping.fill(
-            PingServer::start(self)
-                .await
-                .map_err(failed("ping server"))?,
-        );
-        shared
-            .spawner
-            .fill(Spawner::start(self).await.map_err(failed("spawner"))?);
-        shared
-            .inspector
-            .fill(Inspector::start(self).await.map_err(failed("inspector"))?);
-        if let Some(heartbeat) = config.heartbeat.clone() {
-            shared.heartbeat.fill(
-                Heartbeat::start(self, heartbeat)
-                    .await
-                    .map_err(failed("heartbeat"))?,
-            );
-        }
+        let system = crate::system::start(self, config.heartbeat.clone()).await?;
+        *self.shared.system.lock().unwrap_or_else(|p| p.into_inner()) = Some(system);
         Ok(())
+    }
+
+    /// Whether the node is stopping (its services going is then no failure).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.shared
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The node running in this OS process, if any.
@@ -731,11 +709,18 @@ impl Node {
             });
         }
         heard.join_all().await;
-        shared.heartbeat.stop().await;
-        shared.inspector.stop().await;
-        shared.spawner.stop().await;
-        shared.ping.stop().await;
-        shared.kernel.stop().await;
+        shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // The services stop in the reverse of their start: the kernel last.
+        let system = shared
+            .system
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(system) = system {
+            system.stop().await;
+        }
         shared.channels.stop();
         let _ = self
             .shared

@@ -37,14 +37,6 @@ pub struct Pong {
 
 pub(crate) struct PingServer;
 
-impl PingServer {
-    pub(crate) async fn start(node: &Node) -> Result<ActorRef<PingMsg>, ractor::SpawnErr> {
-        let (ping, _) = Actor::spawn(None, PingServer, node.clone()).await?;
-        let _ = crate::addr::register(&ping_path(node.name()), &ping);
-        Ok(ping)
-    }
-}
-
 impl Actor for PingServer {
     type Msg = PingMsg;
     type State = Node;
@@ -52,9 +44,13 @@ impl Actor for PingServer {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<PingMsg>,
+        myself: ActorRef<PingMsg>,
         node: Node,
     ) -> Result<Node, ActorProcessingErr> {
+        // Registered and slotted here, so that a restart by the node supervisor does both
+        // again.
+        crate::addr::register(&ping_path(node.name()), &myself)?;
+        node.shared.ping.fill(myself);
         Ok(node)
     }
 

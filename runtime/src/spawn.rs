@@ -158,14 +158,6 @@ pub(crate) struct SpawnerState {
     events: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Spawner {
-    pub(crate) async fn start(node: &Node) -> Result<ActorRef<SpawnerMsg>, ractor::SpawnErr> {
-        let (actor, _) = Actor::spawn(None, Spawner, node.clone()).await?;
-        let _ = crate::addr::register(&spawner_path(node.name()), &actor);
-        Ok(actor)
-    }
-}
-
 impl Actor for Spawner {
     type Msg = SpawnerMsg;
     type State = SpawnerState;
@@ -176,6 +168,8 @@ impl Actor for Spawner {
         myself: ActorRef<SpawnerMsg>,
         node: Node,
     ) -> Result<SpawnerState, ActorProcessingErr> {
+        crate::addr::register(&spawner_path(node.name()), &myself)?;
+        node.shared.spawner.fill(myself.clone());
         let mut events = node.subscribe();
         let me = myself.clone();
         let forward = tokio::spawn(async move {

@@ -848,3 +848,106 @@ async fn a_peer_without_a_message_channel_is_served_through_the_session_in_order
     assert!(matches!(down.reason, DownReason::Error(_)), "{down:?}");
     assert_eq!(node.channel_refusals(), 0);
 }
+
+/// The node's own services run under the node supervisor: each one killed (through the
+/// node's inspector, as an operator would) is started again under its path, the node keeps
+/// answering, and the `Down`s it promised arrive, each exactly once. Killing the kernel
+/// loses the monitors held through it, and their holders hear `Lost`, not silence; the
+/// other services' deaths touch no monitor but their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_service_killed_is_restarted_and_its_downs_arrive_once() {
+    use troupe_runtime::inspector::{InspectorMsg, inspector_path};
+    let b = testnode("b");
+    let node = start_local_node("a", TEST_COOKIE).await;
+    node.add_peer("b", b.addr);
+    assert_eq!(echo("b", "before").await.unwrap(), "before");
+    for service in ["kernel", "ping", "spawner", "inspector", "heartbeat"] {
+        let path = format!("node/b/{service}");
+        let victim_path = format!("victim/{service}");
+        spawn_victim("b", &victim_path, false).await;
+        let victim = Addr::<VictimMsg>::on("b", victim_path.as_str());
+        let victim_downs = counted_monitor(&victim).await;
+        // The service itself, watched like any actor.
+        let service_addr = Addr::<troupe_runtime::PingMsg>::on("b", path.as_str());
+        let before = service_addr
+            .resolve()
+            .await
+            .expect("the service runs")
+            .get_id();
+        let (tx, service_downs) = tokio::sync::mpsc::unbounded_channel();
+        troupe_runtime::monitor_with(&service_addr, move |down| {
+            let _ = tx.send(down);
+        })
+        .await
+        .unwrap();
+
+        let inspector = Addr::<InspectorMsg>::on("b", inspector_path("b"));
+        let killed = inspector
+            .call(
+                |reply| InspectorMsg::Kill {
+                    actor: path.clone(),
+                    reply,
+                },
+                CALL_TIMEOUT,
+            )
+            .await;
+        if service != "inspector" {
+            // (The inspector, killing itself, may go before it answers.)
+            killed
+                .expect("the inspector answers")
+                .expect("the service is killed");
+        }
+        let down = troupe_tests::remote::exactly_one_down(service_downs).await;
+        if service == "kernel" {
+            // The kernel held the monitor of itself too: that one is lost with it.
+            assert!(matches!(down.reason, DownReason::Lost(_)), "{down:?}");
+        } else {
+            assert_eq!(down.reason, DownReason::Killed, "{service}: {down:?}");
+        }
+
+        // Started again under its path, and the node answers.
+        let mut again = None;
+        for _ in 0..250 {
+            if let Ok(cell) = Addr::<troupe_runtime::PingMsg>::on("b", path.as_str())
+                .resolve()
+                .await
+            {
+                if cell.get_id() != before {
+                    again = Some(cell.get_id());
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(again.is_some(), "{service} is started again");
+        let mut answered = false;
+        for _ in 0..100 {
+            if echo("b", service).await.is_ok_and(|e| e == service) {
+                answered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(answered, "b answers after its {service} was killed");
+
+        if service == "kernel" {
+            // The monitor held through b's kernel is lost: its holder hears it, once.
+            let down = troupe_tests::remote::exactly_one_down(victim_downs).await;
+            assert!(matches!(down.reason, DownReason::Lost(_)), "{down:?}");
+            assert!(alive("b", &victim_path).await, "the actor itself lives on");
+        } else {
+            assert!(alive("b", &victim_path).await);
+            drop(victim_downs);
+        }
+        // A new monitor through the (new) kernel works: exactly one Down for a stop.
+        let fresh = counted_monitor(&victim).await;
+        victim
+            .send(VictimMsg::Die {
+                mode: StopMode::Normal,
+            })
+            .await
+            .unwrap();
+        let down = troupe_tests::remote::exactly_one_down(fresh).await;
+        assert_eq!(down.reason, DownReason::Normal, "{service}: {down:?}");
+    }
+}

@@ -735,26 +735,7 @@ impl AgentState {
 
     /// Monitors a task's process actor; its end comes back as [`AgentMsg::Exited`].
     async fn watch(&mut self, id: &TaskId, ctx: TaskContext) {
-        let me = self.myself.clone();
-        let task = id.clone();
-        let target = Addr::<ProcessMsg>::new(format!("task/{id}"));
-        let placed = troupe_runtime::monitor_with(&target, move |down| {
-            // The outcome the process actor recorded is exact; the Down reason is its text.
-            let reason = ctx.outcome().unwrap_or_else(|| match down.reason {
-                DownReason::Normal => ExitReason::Exited(0),
-                DownReason::Shutdown => ExitReason::Killed,
-                DownReason::Error(text) => ExitReason::from_stop_reason(&text),
-                DownReason::Killed => ExitReason::Gone("its process actor was killed".into()),
-                DownReason::NoSuchActor | DownReason::NodeDown => {
-                    ExitReason::Gone("it ended and its outcome was not recorded".into())
-                }
-            });
-            let _ = me.cast(AgentMsg::Exited { task, reason });
-        })
-        .await;
-        if let Err(e) = placed {
-            tracing::error!(task = %id, cause = %e, "cannot watch the task's process");
-        }
+        watch_task(self.myself.clone(), id.clone(), ctx).await;
     }
 
     fn exited(&mut self, task: TaskId, reason: ExitReason) {
@@ -1035,6 +1016,43 @@ fn stop_process(task: &TaskId, grace: Duration) {
             )
             .await;
     });
+}
+
+/// Monitors task `task`'s process actor for the agent `me`: its end comes back as
+/// [`AgentMsg::Exited`]. A monitor lost with the node's kernel (the process may still run)
+/// is placed again.
+fn watch_task(
+    me: ActorRef<AgentMsg>,
+    task: TaskId,
+    ctx: TaskContext,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let target = Addr::<ProcessMsg>::new(format!("task/{task}"));
+        let (again_me, again_task, again_ctx) = (me.clone(), task.clone(), ctx.clone());
+        let id = task.clone();
+        let placed = troupe_runtime::monitor_with(&target, move |down| {
+            if let DownReason::Lost(why) = &down.reason {
+                tracing::warn!(task = %again_task, %why, "the watch of a task was lost; watching it again");
+                tokio::spawn(watch_task(again_me, again_task, again_ctx));
+                return;
+            }
+            // The outcome the process actor recorded is exact; the Down reason is its text.
+            let reason = ctx.outcome().unwrap_or_else(|| match down.reason {
+                DownReason::Normal => ExitReason::Exited(0),
+                DownReason::Shutdown => ExitReason::Killed,
+                DownReason::Error(text) => ExitReason::from_stop_reason(&text),
+                DownReason::Killed => ExitReason::Gone("its process actor was killed".into()),
+                DownReason::NoSuchActor | DownReason::NodeDown | DownReason::Lost(_) => {
+                    ExitReason::Gone("it ended and its outcome was not recorded".into())
+                }
+            });
+            let _ = me.cast(AgentMsg::Exited { task, reason });
+        })
+        .await;
+        if let Err(e) = placed {
+            tracing::error!(task = %id, cause = %e, "cannot watch the task's process");
+        }
+    })
 }
 
 /// The pid of a just-started process actor's main process (it is known once the actor

@@ -83,6 +83,12 @@ impl Actor for Observer {
         let id = args.agent.clone();
         let master = Addr::<MasterMsg>::new(crate::master::MASTER_PATH);
         let watch = troupe_runtime::monitor_with(&agent, move |down| {
+            if let DownReason::Lost(why) = &down.reason {
+                // The watch is gone, not the agent: the observer starts again (its
+                // supervisor restarts it), and watches it again.
+                me.stop(Some(format!("its watch of the agent was lost: {why}")));
+                return;
+            }
             let reason = match down.reason {
                 DownReason::NodeDown => "its node disconnected".to_string(),
                 other => format!("its actor stopped: {other:?}"),

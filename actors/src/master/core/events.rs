@@ -50,7 +50,13 @@ impl CoreState {
         let myself = self.myself.clone();
         let path = to.clone();
         // Without a monitor, nothing would end the subscription: refuse it instead.
-        let watch = troupe_runtime::monitor_with(&addr, move |_down| {
+        let watch = troupe_runtime::monitor_with(&addr, move |down| {
+            if let troupe_runtime::DownReason::Lost(why) = down.reason {
+                // As for frameworks: the core starts again (and its subscribers, whose
+                // stream ends with the core, subscribe again).
+                myself.stop(Some(format!("its monitors were lost: {why}")));
+                return;
+            }
             let _ = myself.cast(MasterMsg::UnsubscribeEvents { to: path });
         })
         .await

@@ -77,7 +77,13 @@ impl CoreState {
         let driver = Addr::<SchedulerMsg>::new(info.driver.clone());
         let core = self.myself.clone();
         let (fw, path) = (id.clone(), info.driver.clone());
-        let watch = troupe_runtime::monitor_with(&driver, move |_| {
+        let watch = troupe_runtime::monitor_with(&driver, move |down| {
+            if let troupe_runtime::DownReason::Lost(why) = down.reason {
+                // The core's monitors went with the node's kernel: it starts again, and
+                // rebuilds them from registrations as after any restart.
+                core.stop(Some(format!("its monitors were lost: {why}")));
+                return;
+            }
             let _ = core.cast(MasterMsg::FrameworkDown {
                 framework: fw,
                 driver: path,
