@@ -28,8 +28,8 @@
 //! * [`sandbox`]: the layout of a task's sandbox.
 //!
 //! Floors, each using only those below it: `spec`, `procfs`, `sandbox`, `cgroup`, `logs`
-//! (leaves); `exec`, `shim`; `launcher`; `shim_link`, `keeper`, `warm`; `executor`;
-//! `process`; `actor`; `entry` above `shim` and `launcher`.
+//! (leaves); `exec`, `shim`; `launcher`; `shim_link`, `keeper`, `warm`; `executor` and
+//! `entry` (above `shim` and `launcher`); `process`; `actor`.
 //!
 //! No state is shared across the process but these facts of the process and its host,
 //! each written once or a cache that never goes stale: the cgroup mounts (`cgroup.rs`,

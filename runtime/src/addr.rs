@@ -21,10 +21,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{CodecError, Reply, ReplyError};
+pub(crate) use crate::node::Target;
 use crate::node::{ConnectError, Node, SCOPE};
 
 /// How long a path not found waits for the news of its registration from a connected node
-/// (`crate::kernel::session_barrier`): a session round trip, unless the peer is stuck.
+/// (`crate::node::endpoint::session_barrier`): a session round trip, unless the peer is stuck.
 const BARRIER_WAIT: Duration = Duration::from_secs(2);
 
 /// Why an address could not be reached.
@@ -154,13 +155,6 @@ pub fn register_cell(path: &str, actor: &ActorCell) -> Result<(), AddrError> {
 /// Removes `actor` from `path`.
 pub fn unregister<M: Message>(path: &str, actor: &ActorRef<M>) {
     ractor::pg::leave_scoped(SCOPE.to_string(), path.to_string(), vec![actor.get_cell()]);
-}
-
-/// The actor an address resolved to, and the node it lives on.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub(crate) cell: ActorCell,
-    pub(crate) node: String,
 }
 
 /// A typed, location-transparent handle to the actor(s) registered under a path.
@@ -314,7 +308,7 @@ impl<M: Message> Addr<M> {
             // The path may be registered already and its news still on the way: the
             // message channel that told the caller about it overtakes the session.
             Some(peer) => {
-                crate::kernel::session_barrier(peer, BARRIER_WAIT).await;
+                crate::node::endpoint::session_barrier(peer, BARRIER_WAIT).await;
             }
             None => {
                 node.connect_known().await;
@@ -323,7 +317,7 @@ impl<M: Message> Addr<M> {
                     .into_iter()
                     .map(|peer| {
                         tokio::spawn(async move {
-                            crate::kernel::session_barrier(&peer, BARRIER_WAIT).await
+                            crate::node::endpoint::session_barrier(&peer, BARRIER_WAIT).await
                         })
                     })
                     .collect();

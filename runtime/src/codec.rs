@@ -28,8 +28,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::oneshot;
 
-use crate::node::channel::{ANSWER_TAG as ANSWER_TAG_PREFIX, Answer};
-
 /// Why bytes could not be turned into a value, or a value into bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -153,12 +151,38 @@ thread_local! {
     static INCOMING_REPLY: RefCell<Option<Incoming>> = const { RefCell::new(None) };
 }
 
+/// The metadata prefix of a call whose answer goes back over a message channel; the rest
+/// of the metadata names the connection and the call.
+pub(crate) const ANSWER_TAG: &[u8; 8] = b"troupe-c";
+
+/// Where the answer of a call that came over a message channel goes: written back once,
+/// as bytes; dropped unanswered, it tells the caller that no answer will come. The message
+/// channel implements it; the codec only holds it (the transport sits above the codec).
+pub(crate) trait Answer: Send {
+    /// Writes the encoded answer back to the caller's node; `false` when the connection is
+    /// gone.
+    fn send(self: Box<Self>, bytes: &[u8]) -> bool;
+}
+
+/// Finds the answer port a call's metadata names (or `None` when it names none). The
+/// message channel registers it when a node first binds one; until then no call can have
+/// come over a channel.
+pub(crate) type FindAnswer = fn(&[u8], RpcReplyPort<Vec<u8>>) -> Option<Box<dyn Answer>>;
+
+/// Where [`FindAnswer`] is: set once, by the message channel.
+static FIND_ANSWER: std::sync::OnceLock<FindAnswer> = std::sync::OnceLock::new();
+
+/// Tells the codec how to find a channel call's answer port.
+pub(crate) fn answers_through(find: FindAnswer) {
+    let _ = FIND_ANSWER.set(find);
+}
+
 /// Where a call that came from another node is answered.
 enum Incoming {
     /// Through ractor_cluster's session: its byte-level reply channel.
     Session(RpcReplyPort<Vec<u8>>),
     /// Back on the message channel the call came over.
-    Channel(Answer),
+    Channel(Box<dyn Answer>),
 }
 
 /// Encodes a message into ractor's frame: a cast, or a call when the message carries a
@@ -209,8 +233,11 @@ pub fn decode_frame<M: DeserializeOwned>(frame: SerializedMessage) -> Result<M, 
             args,
             reply,
             metadata: Some(metadata),
-        } if metadata.starts_with(ANSWER_TAG_PREFIX) => {
-            let incoming = Answer::from_call(&metadata, reply).map(Incoming::Channel);
+        } if metadata.starts_with(ANSWER_TAG) => {
+            let incoming = FIND_ANSWER
+                .get()
+                .and_then(|find| find(&metadata, reply))
+                .map(Incoming::Channel);
             (variant, args, incoming)
         }
         SerializedMessage::Call {
@@ -276,7 +303,7 @@ enum Port<T> {
     /// The caller is on another node and called through the session.
     Wire(RpcReplyPort<Vec<u8>>),
     /// The caller is on another node and called over its message channel.
-    Channel(Answer),
+    Channel(Box<dyn Answer>),
 }
 
 impl<T> fmt::Debug for Reply<T> {

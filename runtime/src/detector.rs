@@ -167,6 +167,37 @@ fn phi(silence: f64, mean: f64, std_dev: f64) -> f64 {
     }
 }
 
+/// How a node watches its peers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatConfig {
+    /// How often a beat goes to each peer (and how often peers are judged).
+    pub interval: Duration,
+    /// How the beats are judged.
+    pub detector: DetectorConfig,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Duration::from_millis(200),
+            detector: DetectorConfig::default(),
+        }
+    }
+}
+
+impl HeartbeatConfig {
+    /// Beats every `interval`, with the detector's first estimate to match.
+    pub fn every(interval: Duration) -> HeartbeatConfig {
+        HeartbeatConfig {
+            interval,
+            detector: DetectorConfig {
+                first_interval: interval,
+                ..DetectorConfig::default()
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,6 @@
 //! late does not judge; it restarts every peer's clock instead.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
@@ -22,39 +21,9 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::addr::Addr;
-use crate::detector::{DetectorConfig, PhiAccrual};
+pub use crate::detector::HeartbeatConfig;
+use crate::detector::PhiAccrual;
 use crate::node::Node;
-
-/// How a node watches its peers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HeartbeatConfig {
-    /// How often a beat goes to each peer (and how often peers are judged).
-    pub interval: Duration,
-    /// How the beats are judged.
-    pub detector: DetectorConfig,
-}
-
-impl Default for HeartbeatConfig {
-    fn default() -> Self {
-        HeartbeatConfig {
-            interval: Duration::from_millis(200),
-            detector: DetectorConfig::default(),
-        }
-    }
-}
-
-impl HeartbeatConfig {
-    /// Beats every `interval`, with the detector's first estimate to match.
-    pub fn every(interval: Duration) -> HeartbeatConfig {
-        HeartbeatConfig {
-            interval,
-            detector: DetectorConfig {
-                first_interval: interval,
-                ..DetectorConfig::default()
-            },
-        }
-    }
-}
 
 /// The path of a node's heartbeat actor.
 pub fn heartbeat_path(node: &str) -> String {
@@ -95,7 +64,7 @@ impl Actor for Heartbeat {
         (node, config): (Node, HeartbeatConfig),
     ) -> Result<HeartbeatState, ActorProcessingErr> {
         crate::addr::register(&heartbeat_path(node.name()), &myself)?;
-        node.shared.heartbeat.fill(myself.clone());
+        node.set_service("heartbeat", myself.get_cell());
         let timer = myself.send_interval(config.interval, || HeartbeatMsg::Tick);
         Ok(HeartbeatState {
             node,

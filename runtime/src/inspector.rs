@@ -148,7 +148,7 @@ pub type Description = (ActorKind, BTreeMap<String, String>);
 
 /// Describes an actor it knows the kind of, or says `None`.
 pub type Describer =
-    Arc<dyn Fn(ActorCell) -> crate::supervisor::BoxFuture<Option<Description>> + Send + Sync>;
+    Arc<dyn Fn(ActorCell) -> crate::lifecycle::BoxFuture<Option<Description>> + Send + Sync>;
 
 static DESCRIBERS: Mutex<Vec<Describer>> = Mutex::new(Vec::new());
 
@@ -289,7 +289,7 @@ impl Actor for Inspector {
         node: Node,
     ) -> Result<Node, ActorProcessingErr> {
         crate::addr::register(&inspector_path(node.name()), &myself)?;
-        node.shared.inspector.fill(myself);
+        node.set_service("inspector", myself.get_cell());
         Ok(node)
     }
 

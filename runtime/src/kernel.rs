@@ -15,7 +15,6 @@
 //! wins, and the other finds nothing.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{
@@ -26,8 +25,8 @@ use tokio::sync::oneshot;
 
 use crate::addr::{Addr, Target};
 use crate::codec::{self, Reply};
-use crate::monitor::{Down, DownReason, DownSink, Exit, Ref};
 use crate::node::{Node, NodeEvent};
+use crate::signal::{Down, DownReason, DownSink, Exit, Ref};
 
 mod place;
 
@@ -52,11 +51,6 @@ pub(crate) enum KernelWire {
         /// Answered once the monitor is in place (`true`) or the path found empty (`false`,
         /// and a `Down` with `NoSuchActor` is on its way).
         reply: Reply<bool>,
-    },
-    /// The sending node is stopping on purpose: when its sessions close, that is no failure.
-    Leaving {
-        /// The node.
-        node: String,
     },
     /// Forget a served monitor.
     Demonitor {
@@ -105,20 +99,6 @@ pub(crate) enum KernelWire {
     Unlink {
         /// The link.
         id: Ref,
-    },
-    /// Answered at once, through the session it came by: once the answer is in, every
-    /// process-group change this node sent before it has reached the asking node.
-    Sync {
-        /// The answer.
-        reply: Reply<()>,
-    },
-    /// The node `node` asks for a ticket to open its message channel to this node
-    /// (`crate::node::channel`); `None` when none can be issued.
-    OpenChannel {
-        /// The asking node.
-        node: String,
-        /// The offer.
-        reply: Reply<Option<crate::node::channel::ChannelOffer>>,
     },
     /// The kernel of `node` restarted after a failure: the monitors and links this node
     /// holds through it are lost.
@@ -348,6 +328,13 @@ impl Drop for KernelState {
 /// The kernel actor.
 pub(crate) struct Kernel;
 
+impl Node {
+    /// This node's kernel, as last started.
+    pub(crate) fn kernel(&self) -> Option<ActorRef<KernelMsg>> {
+        self.service("kernel").map(ActorRef::from)
+    }
+}
+
 /// Everything [`establish_link`] needs.
 pub(crate) struct LinkPlan {
     pub(crate) id: Ref,
@@ -366,44 +353,6 @@ pub(crate) fn to_kernel(node: &str, wire: KernelWire) {
     match addr.lookup() {
         Ok(target) => {
             if crate::node::channel::deliver(&target, KernelMsg::Wire(wire)).is_err() {
-                tracing::debug!(peer = %node, "kernel message to a stopping peer dropped");
-            }
-        }
-        Err(e) => {
-            tracing::debug!(peer = %node, cause = %e, "kernel message to an unreachable peer dropped")
-        }
-    }
-}
-
-/// Waits until the process-group changes `node` made before now have reached this node:
-/// a round trip through the ractor_cluster session, which carries them in order. A message
-/// channel is faster than the session, so an answer that says "registered" can arrive
-/// before the registration; an address that does not find a path asks this before it says
-/// there is no such actor. `false` when the peer did not answer within `within`.
-pub(crate) async fn session_barrier(node: &str, within: Duration) -> bool {
-    let Ok(target) = Addr::<KernelMsg>::on(node, kernel_path(node)).lookup() else {
-        return false;
-    };
-    let (reply, answer) = Reply::channel();
-    if target
-        .cell
-        .send_message(KernelMsg::Wire(KernelWire::Sync { reply }))
-        .is_err()
-    {
-        return false;
-    }
-    matches!(
-        tokio::time::timeout(within, answer.recv()).await,
-        Ok(Ok(()))
-    )
-}
-
-/// [`to_kernel`] through the ractor_cluster session instead of the message channel.
-pub(crate) fn to_kernel_by_session(node: &str, wire: KernelWire) {
-    let addr = Addr::<KernelMsg>::on(node, kernel_path(node));
-    match addr.lookup() {
-        Ok(target) => {
-            if target.cell.send_message(KernelMsg::Wire(wire)).is_err() {
                 tracing::debug!(peer = %node, "kernel message to a stopping peer dropped");
             }
         }
@@ -902,14 +851,6 @@ impl KernelState {
                     self.exit_signal(&end, exit);
                 }
             }
-            KernelWire::Leaving { node } => {
-                self.node
-                    .shared
-                    .peers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .leaving(&node);
-            }
             KernelWire::Unlink { id } => {
                 for initiator in [true, false] {
                     self.links.remove(&LinkKey {
@@ -918,19 +859,9 @@ impl KernelState {
                     });
                 }
             }
-            KernelWire::Sync { reply } => {
-                reply.send(());
-            }
             KernelWire::Restarted { node } => {
                 let why = format!("the kernel of node {node} restarted");
                 self.peer_gone(&node, &DownReason::Lost(why));
-            }
-            KernelWire::OpenChannel { node, reply } => {
-                let offer = self.node.shared.channels.offer(&node);
-                if let Err(e) = &offer {
-                    tracing::warn!(peer = %node, cause = %e, "cannot issue a message channel ticket");
-                }
-                reply.send(offer.ok().flatten());
             }
         }
     }
@@ -949,8 +880,8 @@ impl Actor for Kernel {
         // Registered, slotted and fed here, so that a restart by the node supervisor does it
         // all again.
         crate::addr::register(&kernel_path(node.name()), &myself)?;
-        let earlier = node.shared.kernel.get();
-        node.shared.kernel.fill(myself.clone());
+        let earlier = node.service("kernel");
+        node.set_service("kernel", myself.get_cell());
         let mut events = node.subscribe();
         let forward = myself.clone();
         tokio::spawn(async move {

@@ -19,6 +19,27 @@
 //! * [`supervisor`]: OTP supervisors; the decisions in a pure core, carried out by an actor.
 //! * [`text`]: the text form of messages, for the REPL's `send` and `call`.
 //! * `kernel` (private): the per-node actor that carries monitors and links across nodes.
+//! * [`signal`]: what monitors and links deliver ([`Down`], [`Exit`]) and why.
+//! * [`lifecycle`]: start arguments, shutdown, and stopping an actor, below supervisors and
+//!   the spawner.
+//! * [`system`]: the node's services under the node supervisor; `Node::start` and
+//!   `Node::stop`.
+//!
+//! Floors, each importing only those below it (`../shared/tools/modcycles .` checks that no
+//! module imports one above it):
+//!
+//! ```text
+//! system                        starts and stops the node services (Node::start, ::stop)
+//! inspector                     snapshots, stop/kill/text by path
+//! supervisor                    OTP supervisors (remote children through the spawner)
+//! spawn  ping  heartbeat        node services
+//! monitor                       the public face of monitors and links
+//! kernel                        monitors and links across nodes
+//! signal  inbox  text           what monitors deliver; inboxes; messages as text
+//! addr  lifecycle               paths, resolution, sends and calls; how actors stop
+//! node                          the transport: server, sessions, channels, peers, endpoint
+//! codec  cookie  detector       the wire form, the cookie, the phi-accrual detector
+//! ```
 //!
 //! Making a message type remote takes one derive:
 //!
@@ -43,9 +64,11 @@ pub mod heartbeat;
 pub mod inbox;
 pub mod inspector;
 mod kernel;
+pub mod lifecycle;
 pub mod monitor;
 pub mod node;
 pub mod ping;
+pub mod signal;
 pub mod spawn;
 pub mod supervisor;
 pub mod system;

@@ -10,143 +10,15 @@
 //! The bookkeeping lives in each node's kernel actor (`crate::kernel`); this module is the
 //! public face.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{ActorRef, Message};
-use serde::{Deserialize, Serialize};
 
 use crate::addr::{Addr, AddrError};
 use crate::kernel::{self, LocalReq};
 use crate::node::Node;
-
-/// Why a monitored actor is gone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DownReason {
-    /// It stopped on its own without a reason, or with reason `normal`.
-    Normal,
-    /// It was asked to stop with reason `shutdown` (as a supervisor does).
-    Shutdown,
-    /// It failed: a handler returned an error or panicked, or it stopped with another reason.
-    Error(String),
-    /// It was killed.
-    Killed,
-    /// There was no actor at the path when the monitor was placed.
-    NoSuchActor,
-    /// Its node disconnected or was declared failed.
-    NodeDown,
-    /// The monitor (or link) itself was lost, not the actor: the kernel that held it
-    /// restarted after a failure. The actor may still run; monitor it again to watch it.
-    Lost(String),
-}
-
-impl DownReason {
-    /// Reads a ractor stop reason.
-    pub fn from_stop_reason(reason: Option<&str>) -> DownReason {
-        match reason {
-            None | Some("normal") => DownReason::Normal,
-            Some("killed") => DownReason::Killed,
-            Some("noconnection") => DownReason::NodeDown,
-            Some("noproc") => DownReason::NoSuchActor,
-            Some(r) if r.starts_with("lost: ") => DownReason::Lost(r["lost: ".len()..].to_string()),
-            Some(r) if r == "shutdown" || r.starts_with("shutdown:") => DownReason::Shutdown,
-            Some(r) => DownReason::Error(r.to_string()),
-        }
-    }
-
-    /// The ractor stop reason that reads back as this reason.
-    pub fn to_stop_reason(&self) -> String {
-        match self {
-            DownReason::Normal => "normal".into(),
-            DownReason::Shutdown => "shutdown".into(),
-            DownReason::Error(text) => text.clone(),
-            DownReason::Killed => "killed".into(),
-            DownReason::NoSuchActor => "noproc".into(),
-            DownReason::NodeDown => "noconnection".into(),
-            DownReason::Lost(why) => format!("lost: {why}"),
-        }
-    }
-
-    /// Whether this is a normal exit, which links do not propagate.
-    pub fn is_normal(&self) -> bool {
-        matches!(self, DownReason::Normal)
-    }
-}
-
-impl std::fmt::Display for DownReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DownReason::Normal => f.write_str("normal"),
-            DownReason::Shutdown => f.write_str("shutdown"),
-            DownReason::Error(text) => write!(f, "error: {text}"),
-            DownReason::Killed => f.write_str("killed"),
-            DownReason::NoSuchActor => f.write_str("no such actor"),
-            DownReason::NodeDown => f.write_str("node down"),
-            DownReason::Lost(why) => write!(f, "monitor lost: {why}"),
-        }
-    }
-}
-
-/// Identifies one monitor or link, unique in the cluster: the node that made it and a
-/// sequence number.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Ref {
-    /// The node that created the reference.
-    pub node: String,
-    /// Its sequence number on that node.
-    pub seq: u64,
-}
-
-static NEXT_REF: AtomicU64 = AtomicU64::new(1);
-
-impl Ref {
-    pub(crate) fn new(node: &str) -> Ref {
-        Ref {
-            node: node.to_string(),
-            seq: NEXT_REF.fetch_add(1, Ordering::Relaxed),
-        }
-    }
-}
-
-/// The one message a monitor delivers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Down {
-    /// The monitor that fired.
-    pub monitor: Ref,
-    /// The monitored path.
-    pub path: String,
-    /// The node the actor lived on.
-    pub node: String,
-    /// Why it is gone.
-    pub reason: DownReason,
-}
-
-/// The message a linked actor that traps exits receives when its peer stops.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exit {
-    /// The link.
-    pub link: Ref,
-    /// The peer's path.
-    pub path: String,
-    /// The peer's node.
-    pub node: String,
-    /// Why the peer stopped.
-    pub reason: DownReason,
-}
-
-/// Why a monitor or link could not be placed.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    /// No node runs in this process.
-    #[error("no node runs in this process: start one with Node::start")]
-    NoNode,
-    /// The peer could not be reached or does not exist.
-    #[error(transparent)]
-    Addr(#[from] AddrError),
-}
-
-/// A callback that receives a monitor's `Down`, exactly once.
-pub(crate) type DownSink = Box<dyn FnOnce(Down) + Send>;
+pub(crate) use crate::signal::DownSink;
+pub use crate::signal::{Down, DownReason, Exit, LINK_TIMEOUT, LinkError, Ref};
 
 /// Monitors the actor at `target`; `on_down` runs exactly once when it is gone. Returns once
 /// the monitor is in place, so a message sent afterwards cannot stop the target unobserved.
@@ -252,9 +124,6 @@ pub fn trap_exit<M: Message + From<Exit>>(actor: &ActorRef<M>) -> Result<(), Lin
 /// How long a watch or link of an actor found on a peer waits for that peer's session to
 /// be recorded as up (it can be found a moment before), before taking the peer for down.
 const SESSION_SETTLES_WITHIN: Duration = Duration::from_secs(1);
-
-/// How long [`link`] waits for the peer's node to confirm.
-pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Links the local actor `local`, registered under `local_path` (or any label for it), with
 /// the actor at `peer`. Fails with `NoSuchActor` when there is none.

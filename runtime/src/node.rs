@@ -1,37 +1,38 @@
-//! Nodes: one OS process in the cluster, reachable by name.
+//! Nodes: one OS process in the cluster, reachable by name. This module is the transport,
+//! the lowest floor of the runtime above the codec: it imports no node service.
 //!
 //! ```text
 //! Node (this module; one per OS process, as ractor's pg and registry are process-global)
 //! ├── ractor_cluster NodeServer      listener + one NodeSession per peer (Isolated mode)
 //! ├── message channels               one TCP connection each way per peer for messages
 //! │                                  (node/channel.rs; tasks, not actors)
-//! ├── kernel   node/<name>/kernel    monitors and links across nodes   (crate::kernel)
-//! └── ping     node/<name>/ping      answers `troupe ping`              (crate::ping)
+//! ├── the peer table                 (node/peers.rs)
+//! └── the endpoint actor             node/<name>/endpoint: barriers, channel tickets,
+//!                                    peers leaving (node/endpoint.rs)
 //! ```
 //!
-//! Nothing restarts these: they live as long as the node, and [`Node::stop`] stops them in
-//! reverse order. A node learns of its peers from configuration, from
+//! The node's services (the kernel, ping, the spawner, the inspector, heartbeat, and the
+//! endpoint) run under the node supervisor that `crate::system` starts with
+//! [`Node::start`]; the transport knows them only as cells by name
+//! (`Node::set_service`). A node learns of its peers from configuration, from
 //! [`Node::add_peer`], and from every peer that connects to it; the first message sent to
 //! a known but unconnected node opens the connection ([`Node::ensure_connected`]).
 
 pub(crate) mod channel;
+pub(crate) mod endpoint;
 mod peers;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorCell, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::broadcast;
 
 use crate::cookie::Cookie;
-use crate::heartbeat::{HeartbeatConfig, HeartbeatMsg};
-use crate::inspector::InspectorMsg;
-use crate::kernel::KernelMsg;
-use crate::ping::PingMsg;
-use crate::spawn::SpawnerMsg;
+use crate::detector::HeartbeatConfig;
 use peers::Peers;
 
 /// How long [`Node::connect`] waits for a handshake by default.
@@ -215,23 +216,6 @@ pub enum NodeEvent {
     },
 }
 
-/// Where the node keeps one of its own actors.
-pub(crate) struct Slot<M: ractor::Message>(Mutex<Option<ActorRef<M>>>);
-
-impl<M: ractor::Message> Slot<M> {
-    fn empty() -> Self {
-        Slot(Mutex::new(None))
-    }
-
-    pub(crate) fn fill(&self, actor: ActorRef<M>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(actor);
-    }
-
-    pub(crate) fn get(&self) -> Option<ActorRef<M>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
 pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) listen: SocketAddr,
@@ -245,17 +229,20 @@ pub(crate) struct Shared {
     /// is not a troupe node sending bytes to the port (garbage, truncated or oversized
     /// frames, which ractor_cluster refuses by closing the session).
     handshake_failures: std::sync::atomic::AtomicU64,
-    /// The node's own services, each filled by the service as it starts (again).
-    pub(crate) kernel: Slot<KernelMsg>,
-    pub(crate) ping: Slot<PingMsg>,
-    pub(crate) heartbeat: Slot<HeartbeatMsg>,
-    pub(crate) spawner: Slot<SpawnerMsg>,
-    pub(crate) inspector: Slot<InspectorMsg>,
-    /// The node supervisor, over the services (see `crate::system`).
-    system: Mutex<Option<crate::supervisor::SupervisorRef>>,
+    /// The node's own services by name, each recorded by the service as it starts (again),
+    /// and the node supervisor over them under `supervisor` (see `crate::system`). The
+    /// transport knows them only as cells: each service's module gives its typed handle.
+    services: Mutex<std::collections::HashMap<&'static str, ActorCell>>,
     /// Set once the node stops: a service that goes then is no failure.
     stopping: std::sync::atomic::AtomicBool,
     pub(crate) channels: channel::Channels,
+}
+
+/// The actor an address resolved to, and the node it lives on.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) cell: ActorCell,
+    pub(crate) node: String,
 }
 
 /// A handle to the running node of this OS process. Cheap to clone.
@@ -316,9 +303,10 @@ fn listen_cause(e: &std::io::Error) -> String {
 }
 
 impl Node {
-    /// Starts this process's node: binds the listener, starts the kernel and ping actors,
-    /// and registers them in the cluster's process groups.
-    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+    /// Starts this process's node's transport: binds the listener and the message channel,
+    /// and makes it the current node. (`Node::start`, in `crate::system`, then starts the
+    /// node's services.)
+    pub(crate) async fn start_transport(config: NodeConfig) -> Result<Node, NodeError> {
         if !valid_name(&config.name) {
             return Err(NodeError::InvalidName { name: config.name });
         }
@@ -387,12 +375,7 @@ impl Node {
             peers: Mutex::new(peers),
             events,
             handshake_failures: std::sync::atomic::AtomicU64::new(0),
-            kernel: Slot::empty(),
-            ping: Slot::empty(),
-            heartbeat: Slot::empty(),
-            spawner: Slot::empty(),
-            inspector: Slot::empty(),
-            system: Mutex::new(None),
+            services: Mutex::new(std::collections::HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             channels,
         });
@@ -414,19 +397,37 @@ impl Node {
             }
             *current = Some(node.clone());
         }
-        if let Err(e) = node.start_own_actors(&config).await {
-            node.stop().await;
-            return Err(e);
-        }
-        tracing::info!(node = %node.name(), listen = %listen, advertise = %advertise, "node started");
+        tracing::info!(node = %node.name(), listen = %listen, advertise = %advertise, "node transport started");
         Ok(node)
     }
 
-    /// Starts the node's own actors under the node supervisor (see `crate::system`).
-    async fn start_own_actors(&self, config: &NodeConfig) -> Result<(), NodeError> {
-        let system = crate::system::start(self, config.heartbeat.clone()).await?;
-        *self.shared.system.lock().unwrap_or_else(|p| p.into_inner()) = Some(system);
-        Ok(())
+    /// Records the running actor of the node's service `name` (each service does, as it
+    /// starts).
+    pub(crate) fn set_service(&self, name: &'static str, cell: ActorCell) {
+        self.shared
+            .services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, cell);
+    }
+
+    /// The actor of the node's service `name`, as last recorded (it may have stopped).
+    pub(crate) fn service(&self, name: &str) -> Option<ActorCell> {
+        self.shared
+            .services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Takes the record of service `name` (to stop it).
+    pub(crate) fn take_service(&self, name: &str) -> Option<ActorCell> {
+        self.shared
+            .services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
     }
 
     /// Whether the node is stopping (its services going is then no failure).
@@ -539,10 +540,6 @@ impl Node {
 
     pub(crate) fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
         self.shared.peers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn kernel(&self) -> Option<ActorRef<KernelMsg>> {
-        self.shared.kernel.get()
     }
 
     /// Connects to the node listening at `addr` and returns its name once the handshake
@@ -685,19 +682,17 @@ impl Node {
         }
     }
 
-    /// Stops the node: its own actors (the kernel last), then every session and the
-    /// listener.
-    pub async fn stop(&self) {
-        let shared = &self.shared;
-        // Peers hear that this is a stop, not a failure. The news travels on the sessions
-        // about to close, not on a message channel, which the close could overtake; and the
-        // stop waits (briefly) for a round trip on each session behind it, since stopping
-        // the server would otherwise end a session with the news still in its mailbox.
+    /// Tells every connected peer that this node stops on purpose, and waits (briefly) until
+    /// each has heard. The news travels on the sessions about to close, not on a message
+    /// channel, which the close could overtake; and the stop waits for a round trip on each
+    /// session behind it, since stopping the server would otherwise end a session with the
+    /// news still in its mailbox.
+    pub(crate) async fn announce_leaving(&self) {
         let peers = self.connected_peers();
         for peer in &peers {
-            crate::kernel::to_kernel_by_session(
+            endpoint::tell(
                 peer,
-                crate::kernel::KernelWire::Leaving {
+                endpoint::EndpointMsg::Leaving {
                     node: self.name().to_string(),
                 },
             );
@@ -705,22 +700,18 @@ impl Node {
         let mut heard = tokio::task::JoinSet::new();
         for peer in peers {
             heard.spawn(async move {
-                crate::kernel::session_barrier(&peer, LEAVING_HEARD_WITHIN).await;
+                endpoint::session_barrier(&peer, LEAVING_HEARD_WITHIN).await;
             });
         }
         heard.join_all().await;
-        shared
+        self.shared
             .stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        // The services stop in the reverse of their start: the kernel last.
-        let system = shared
-            .system
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(system) = system {
-            system.stop().await;
-        }
+    }
+
+    /// Stops the transport: the message channels, every session and the listener.
+    pub(crate) async fn stop_transport(&self) {
+        let shared = &self.shared;
         shared.channels.stop();
         let _ = self
             .shared

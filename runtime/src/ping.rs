@@ -50,7 +50,7 @@ impl Actor for PingServer {
         // Registered and slotted here, so that a restart by the node supervisor does both
         // again.
         crate::addr::register(&ping_path(node.name()), &myself)?;
-        node.shared.ping.fill(myself);
+        node.set_service("ping", myself.get_cell());
         Ok(node)
     }
 

@@ -18,9 +18,8 @@ use tracing::{debug, info};
 
 use crate::addr::{Addr, AddrError};
 use crate::codec::Reply;
+use crate::lifecycle::{Args, BoxFuture, Shutdown, stop_cell};
 use crate::node::{Node, NodeEvent};
-use crate::supervisor::spec::{Args, Shutdown};
-use crate::supervisor::{BoxFuture, stop_cell};
 
 /// Starts one actor of a kind from its arguments, or says why not.
 pub type KindFactory = Arc<dyn Fn(Args) -> BoxFuture<Result<ActorCell, String>> + Send + Sync>;
@@ -169,7 +168,7 @@ impl Actor for Spawner {
         node: Node,
     ) -> Result<SpawnerState, ActorProcessingErr> {
         crate::addr::register(&spawner_path(node.name()), &myself)?;
-        node.shared.spawner.fill(myself.clone());
+        node.set_service("spawner", myself.get_cell());
         let mut events = node.subscribe();
         let me = myself.clone();
         let forward = tokio::spawn(async move {

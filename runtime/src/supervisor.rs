@@ -679,26 +679,7 @@ async fn stop_all(state: &mut SupervisorState) {
     }
 }
 
-/// Stops an actor: kill, or ask with reason `shutdown` and kill when it is late.
-pub(crate) async fn stop_cell(cell: ActorCell, shutdown: Shutdown) {
-    match shutdown {
-        Shutdown::BrutalKill => {
-            let _ = cell.kill_and_wait(None).await;
-        }
-        Shutdown::Timeout(limit) => {
-            if let Err(ractor::RactorErr::Timeout) = cell
-                .stop_and_wait(Some("shutdown".into()), Some(limit))
-                .await
-            {
-                warn!(actor = %cell.get_id(), ?limit, "child did not stop in time; killing it");
-                let _ = cell.kill_and_wait(None).await;
-            }
-        }
-        Shutdown::Infinity => {
-            let _ = cell.stop_and_wait(Some("shutdown".into()), None).await;
-        }
-    }
-}
+use crate::lifecycle::stop_cell;
 
 /// A running child, detached for stopping.
 enum Running {

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! node supervisor (one_for_one, 10 restarts in 10 s)   node/<name>/supervisor
-//! ├── kernel      node/<name>/kernel      monitors and links (started first, stopped last)
+//! ├── endpoint    node/<name>/endpoint    the transport's own: session barriers, channel
+//! │                                       tickets, peers leaving (started first, stopped last)
+//! ├── kernel      node/<name>/kernel      monitors and links
 //! ├── ping        node/<name>/ping        liveness and version
 //! ├── spawner     node/<name>/spawner     actors started here on other nodes' behalf
 //! ├── inspector   node/<name>/inspector   snapshots, stop/kill/text by path
@@ -22,7 +24,8 @@ use std::time::Duration;
 use crate::heartbeat::{Heartbeat, HeartbeatConfig};
 use crate::inspector::Inspector;
 use crate::kernel::Kernel;
-use crate::node::{Node, NodeError};
+use crate::node::endpoint::Endpoint;
+use crate::node::{Node, NodeConfig, NodeError};
 use crate::ping::PingServer;
 use crate::spawn::Spawner;
 use crate::supervisor::{
@@ -50,7 +53,8 @@ pub(crate) async fn start(
         let node = node.clone();
         move || node.clone()
     };
-    let (kernel_node, ping_node, spawner_node, inspector_node) = (
+    let (endpoint_node, kernel_node, ping_node, spawner_node, inspector_node) = (
+        for_node(node),
         for_node(node),
         for_node(node),
         for_node(node),
@@ -59,6 +63,10 @@ pub(crate) async fn start(
     let mut spec = SupervisorSpec::new(
         SupFlags::new(Strategy::OneForOne).intensity(RESTART_INTENSITY, RESTART_PERIOD),
     )
+    .child(Child::new(service("endpoint"), move |ctx: StartCtx| {
+        let node = endpoint_node();
+        async move { ctx.spawn(Endpoint, node).await }
+    }))
     .child(Child::new(service("kernel"), move |ctx: StartCtx| {
         let node = kernel_node();
         async move { ctx.spawn(Kernel, node).await }
@@ -90,4 +98,36 @@ pub(crate) async fn start(
         })?;
     let _ = crate::addr::register_cell(&supervisor_path(node.name()), &system.cell());
     Ok(system)
+}
+
+impl Node {
+    /// Starts this process's node: binds the listener and the message channel, then starts
+    /// the node's services under the node supervisor (see the module's documentation).
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let heartbeat = config.heartbeat.clone();
+        let node = Node::start_transport(config).await?;
+        match start(&node, heartbeat).await {
+            Ok(system) => node.set_service("supervisor", system.cell()),
+            Err(e) => {
+                node.stop_transport().await;
+                return Err(e);
+            }
+        }
+        tracing::info!(node = %node.name(), "node started");
+        Ok(node)
+    }
+
+    /// Stops the node: tells its peers it leaves, stops its services (the kernel last, so
+    /// that monitors still fire while everything else goes away), then every session and
+    /// the listener.
+    pub async fn stop(&self) {
+        self.announce_leaving().await;
+        if let Some(system) = self
+            .take_service("supervisor")
+            .and_then(SupervisorRef::from_cell)
+        {
+            system.stop().await;
+        }
+        self.stop_transport().await;
+    }
 }

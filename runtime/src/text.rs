@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::Reply;
-use crate::supervisor::BoxFuture;
+use crate::lifecycle::BoxFuture;
 
 /// How long a call in text form may wait for its answer.
 const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

@@ -7,8 +7,8 @@ use tokio::sync::oneshot;
 use super::{KernelMsg, KernelWire, LinkKey, LinkPlan, LinkedHere, LocalReq, Remote, kernel_path};
 use crate::addr::{Addr, AddrError};
 use crate::codec::{Reply, ReplyError};
-use crate::monitor::{DownSink, LINK_TIMEOUT, LinkError, Ref};
 use crate::node::Node;
+use crate::signal::{DownSink, LINK_TIMEOUT, LinkError, Ref};
 use ractor::ActorRef;
 
 /// Places a monitor on an actor of another node and returns once the target's kernel has it

@@ -65,12 +65,9 @@ use tokio::task::AbortHandle;
 
 mod conn;
 
-pub(crate) use conn::Answer;
 use conn::{Conn, abort_all};
 
-use crate::addr::{Addr, Target};
-use crate::codec::Reply;
-use crate::kernel::{KernelMsg, KernelWire, kernel_path};
+use super::Target;
 use crate::node::{ChannelConfig, Node, NodeEvent, Shared};
 
 /// The largest frame a channel accepts; a larger length prefix is a broken peer.
@@ -88,9 +85,6 @@ const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
 const PREAMBLE: &[u8; 8] = b"troupe/1";
 /// The listener's answer to a good ticket.
 const ACCEPTED: &[u8; 2] = b"ok";
-/// The prefix of the metadata that marks a message as a call made over a channel.
-pub(crate) const ANSWER_TAG: &[u8; 8] = b"troupe-c";
-
 /// A message: `pid`, then the type name and the payload.
 const CAST: u8 = 1;
 /// A call: the call number, `pid`, then the type name and the payload.
@@ -245,6 +239,9 @@ impl Channels {
 
     /// Starts accepting peers' channels and closing channels whose session closed.
     pub(crate) fn start(node: &Node, listener: Option<TcpListener>) {
+        // Calls that come over a channel name their answer port in their metadata; the
+        // codec finds it through the connection table here.
+        crate::codec::answers_through(conn::ChannelAnswer::from_call);
         let Some(listener) = listener else { return };
         let accept = tokio::spawn(accept_loop(Arc::downgrade(&node.shared), listener));
         let mut events = node.subscribe();
@@ -532,38 +529,6 @@ async fn accept(node: &Node, mut stream: TcpStream) -> Result<String, String> {
     Ok(peer)
 }
 
-/// Asks the peer's kernel, over the session, for a ticket. `None` when the peer has its
-/// channel off, or does not answer in time (a troupe without channels).
-async fn ask_offer(node: &Node, peer: &str) -> Result<Option<ChannelOffer>, String> {
-    let kernel = Addr::<KernelMsg>::on(peer, kernel_path(peer));
-    let deadline = Instant::now() + TICKET_WAIT;
-    // The kernel's process group may reach this node a moment after the actor that a
-    // message was sent to.
-    let target = loop {
-        match kernel.lookup() {
-            Ok(target) => break target,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(5)).await
-            }
-            Err(e) => return Err(format!("cannot find its kernel: {e}")),
-        }
-    };
-    let (reply, answer) = Reply::channel();
-    let request = KernelMsg::Wire(KernelWire::OpenChannel {
-        node: node.name().to_string(),
-        reply,
-    });
-    target
-        .cell
-        .send_message(request)
-        .map_err(|_| "its kernel stopped".to_string())?;
-    match tokio::time::timeout_at(deadline.into(), answer.recv()).await {
-        Ok(Ok(offer)) => Ok(offer),
-        Ok(Err(e)) => Err(format!("no ticket: {e}")),
-        Err(_) => Ok(None),
-    }
-}
-
 /// Opens this node's channel to `peer`.
 async fn connect(node: &Node, peer: &str, offer: ChannelOffer) -> Result<Arc<Conn>, String> {
     let mut stream = TcpStream::connect(offer.addr)
@@ -592,7 +557,7 @@ async fn connect(node: &Node, peer: &str, offer: ChannelOffer) -> Result<Arc<Con
 async fn open(node: Node, out: Arc<Outbound>) {
     let peer = out.peer.clone();
     let attempt = async {
-        match ask_offer(&node, &peer).await? {
+        match super::endpoint::ask_offer(&node, &peer, Instant::now() + TICKET_WAIT).await? {
             Some(offer) => {
                 let addr = offer.addr;
                 tokio::time::timeout(CONNECT_WAIT, connect(&node, &peer, offer))

@@ -2,7 +2,6 @@
 //! including children that are supervisors and children on other nodes.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +10,7 @@ use ractor::{Actor, ActorCell, SpawnErr};
 use super::spec::{self, ChildSpec, ChildType};
 use super::{Supervisor, SupervisorSpec};
 
-/// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub use crate::lifecycle::BoxFuture;
 
 /// What a child's start produced.
 #[derive(Debug)]

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+pub use crate::lifecycle::{Args, Shutdown};
 
 /// How a supervisor restarts its children when one of them fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -101,19 +102,6 @@ pub enum Restart {
     Temporary,
 }
 
-/// How a child is stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Shutdown {
-    /// Killed at once, without running its stop hook.
-    BrutalKill,
-    /// Asked to stop with reason `shutdown`, and killed if it has not stopped in time.
-    #[serde(rename = "timeout_ms", with = "crate::codec::millis")]
-    Timeout(Duration),
-    /// Asked to stop with reason `shutdown`, and waited for as long as it takes.
-    Infinity,
-}
-
 /// Whether a child is a worker or a supervisor; it decides the default shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,32 +115,6 @@ pub enum ChildType {
 
 /// How long a worker gets to stop by default.
 pub const DEFAULT_WORKER_SHUTDOWN: Duration = Duration::from_secs(5);
-
-/// Serialized start arguments of a child (MessagePack).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Args(#[serde(with = "serde_bytes_compat")] pub Vec<u8>);
-
-impl Args {
-    /// No arguments.
-    pub fn none() -> Args {
-        Args::default()
-    }
-
-    /// Encodes a value as arguments.
-    pub fn encode<T: Serialize>(value: &T) -> Result<Args, crate::codec::CodecError> {
-        crate::codec::encode(value).map(Args)
-    }
-
-    /// Decodes the arguments as a value.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, crate::codec::CodecError> {
-        crate::codec::decode(&self.0)
-    }
-
-    /// Whether there are no arguments.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// The plain-data description of one child.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,42 +295,6 @@ impl SupFlags {
             });
         }
         Ok(())
-    }
-}
-
-/// Bytes as a MessagePack bin (not an array of integers).
-mod serde_bytes_compat {
-    use serde::{Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(b)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some(b) = seq.next_element::<u8>()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_byte_buf(Visitor)
     }
 }
 

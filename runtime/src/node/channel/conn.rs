@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::{ANSWER, ANSWER_TAG, CALL, CAST, MAX_FRAME, NO_ANSWER};
+use super::{ANSWER, CALL, CAST, MAX_FRAME, NO_ANSWER};
+use crate::codec::ANSWER_TAG;
 use crate::node::{Node, Shared};
 
 /// One frame, as read.
@@ -517,7 +518,7 @@ fn variant_too_long(message: &SerializedMessage) -> bool {
 
 /// Where the answer of a call that came over a channel goes. Dropped unanswered, it tells
 /// the caller there will be no answer.
-pub(crate) struct Answer {
+pub(crate) struct ChannelAnswer {
     conn: Weak<Conn>,
     call: u64,
     answered: bool,
@@ -526,17 +527,20 @@ pub(crate) struct Answer {
     decoded: Option<RpcReplyPort<Vec<u8>>>,
 }
 
-impl Answer {
+impl ChannelAnswer {
     /// The answer port a call's metadata names, if it names one; `decoded` is the call's
-    /// own port, told once the answer is written.
-    pub(crate) fn from_call(metadata: &[u8], decoded: RpcReplyPort<Vec<u8>>) -> Option<Answer> {
-        let mut answer = Answer::from_metadata(metadata)?;
+    /// own port, told once the answer is written. (The codec's [`crate::codec::FindAnswer`].)
+    pub(crate) fn from_call(
+        metadata: &[u8],
+        decoded: RpcReplyPort<Vec<u8>>,
+    ) -> Option<Box<dyn crate::codec::Answer>> {
+        let mut answer = ChannelAnswer::from_metadata(metadata)?;
         answer.decoded = Some(decoded);
-        Some(answer)
+        Some(Box::new(answer))
     }
 
     /// The answer port a message's metadata names, if it names one.
-    fn from_metadata(metadata: &[u8]) -> Option<Answer> {
+    fn from_metadata(metadata: &[u8]) -> Option<ChannelAnswer> {
         let rest = metadata.strip_prefix(ANSWER_TAG)?;
         let (conn, rest) = rest.split_first_chunk::<8>()?;
         let (nonce, rest) = rest.split_first_chunk::<8>()?;
@@ -553,17 +557,17 @@ impl Answer {
             Some(c) if c.nonce == u64::from_be_bytes(*nonce) => conn,
             _ => Weak::new(),
         };
-        Some(Answer {
+        Some(ChannelAnswer {
             conn,
             call: u64::from_be_bytes(*call),
             answered: false,
             decoded: None,
         })
     }
+}
 
-    /// Writes the encoded answer back to the caller's node. `false` when the connection is
-    /// gone.
-    pub(crate) fn send(mut self, bytes: &[u8]) -> bool {
+impl crate::codec::Answer for ChannelAnswer {
+    fn send(mut self: Box<Self>, bytes: &[u8]) -> bool {
         self.answered = true;
         let sent = self
             .conn
@@ -576,7 +580,7 @@ impl Answer {
     }
 }
 
-impl Drop for Answer {
+impl Drop for ChannelAnswer {
     fn drop(&mut self) {
         if !self.answered
             && let Some(conn) = self.conn.upgrade()
@@ -657,10 +661,10 @@ mod tests {
     #[test]
     fn an_answer_tag_names_its_connection_and_call_and_nothing_else_does() {
         let tag = answer_tag(5, 77, 11);
-        let answer = Answer::from_metadata(&tag).unwrap();
+        let answer = ChannelAnswer::from_metadata(&tag).unwrap();
         assert_eq!(answer.call, 11);
         assert!(answer.conn.upgrade().is_none(), "no connection 5 is open");
-        assert!(Answer::from_metadata(b"something else entirely").is_none());
-        assert!(Answer::from_metadata(&tag[..28]).is_none());
+        assert!(ChannelAnswer::from_metadata(b"something else entirely").is_none());
+        assert!(ChannelAnswer::from_metadata(&tag[..28]).is_none());
     }
 }
