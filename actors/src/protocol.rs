@@ -337,6 +337,11 @@ pub struct TaskStatus {
     /// Its main process's pid, on the agent's `Running`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
+    /// How its process ended, as data (the code, the signal, out of memory, failed to
+    /// start...), on the agent's end of a task whose process ran or tried to; `reason` says
+    /// the same in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<troupe_os::ExitReason>,
 }
 
 impl TaskStatus {
@@ -377,6 +382,7 @@ impl TaskStatus {
             agent: None,
             exit_code: None,
             pid: None,
+            exit: None,
         }
     }
 }

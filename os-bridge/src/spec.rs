@@ -225,42 +225,6 @@ impl ExitReason {
     }
 }
 
-impl ExitReason {
-    /// Reads back a stop reason made by [`ExitReason::to_stop_reason`] (as a monitor's
-    /// `Down` carries it). A text that is none of them is a reason the process is gone for.
-    pub fn from_stop_reason(reason: &str) -> ExitReason {
-        let number = |s: &str| s.trim().parse::<i32>().ok();
-        if reason == "normal" {
-            return ExitReason::Exited(0);
-        }
-        if reason == "shutdown" {
-            return ExitReason::Killed;
-        }
-        if reason == "killed for exceeding its memory limit (OOM)" {
-            return ExitReason::OomKilled;
-        }
-        if let Some(code) = reason.strip_prefix("exited with code ").and_then(number) {
-            return ExitReason::Exited(code);
-        }
-        if let Some(sig) = reason
-            .strip_prefix("killed by signal ")
-            .and_then(|s| signal_number(s.trim()))
-        {
-            return ExitReason::Signaled(sig);
-        }
-        if let Some(err) = reason.strip_prefix("failed to start: ") {
-            return ExitReason::FailedToStart(err.to_string());
-        }
-        if reason == "stopped by its owner" {
-            return ExitReason::Killed;
-        }
-        match reason.strip_prefix("gone: ") {
-            Some(why) => ExitReason::Gone(why.to_string()),
-            None => ExitReason::Gone(reason.to_string()),
-        }
-    }
-}
-
 impl std::fmt::Display for ExitReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -320,27 +284,6 @@ pub fn signal_name(sig: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_exit_reason_reads_back_from_its_stop_reason() {
-        for reason in [
-            ExitReason::Exited(0),
-            ExitReason::Exited(3),
-            ExitReason::Exited(-1),
-            ExitReason::Signaled(9),
-            ExitReason::Signaled(15),
-            ExitReason::OomKilled,
-            ExitReason::FailedToStart("No such file or directory (os error 2)".into()),
-            ExitReason::Killed,
-            ExitReason::Gone("pid 7 no longer runs this task".into()),
-        ] {
-            assert_eq!(
-                ExitReason::from_stop_reason(&reason.to_stop_reason()),
-                reason,
-                "{reason}"
-            );
-        }
-    }
 
     #[test]
     fn signals_by_name_and_number() {

@@ -511,17 +511,18 @@ impl AgentState {
 
     /// Records a task's new status and queues the update for its framework.
     fn update(&mut self, task: &TaskId, state: TaskState, reason: String, exit_code: Option<i32>) {
-        self.update_with_pid(task, state, reason, exit_code, None);
+        self.update_with(task, state, reason, exit_code, Detail::default());
     }
 
-    /// [`AgentState::update`], with the main process's pid (on `Running`).
-    fn update_with_pid(
+    /// [`AgentState::update`], with what the status carries as data: the main process's
+    /// pid (on `Running`), how it ended (on its end).
+    fn update_with(
         &mut self,
         task: &TaskId,
         state: TaskState,
         reason: String,
         exit_code: Option<i32>,
-        pid: Option<i32>,
+        detail: Detail,
     ) {
         let Some(t) = self.book.tasks.get_mut(task) else {
             return;
@@ -538,7 +539,8 @@ impl AgentState {
         status.reason = reason;
         status.agent = Some(self.config.id.clone());
         status.exit_code = exit_code;
-        status.pid = pid;
+        status.pid = detail.pid;
+        status.exit = detail.exit;
         t.status = status.clone();
         let framework = t.framework.clone();
         let now = self.now();
@@ -713,22 +715,34 @@ impl AgentState {
                     } else {
                         "its process runs"
                     };
-                    self.update_with_pid(id, TaskState::Running, reason.into(), None, pid);
+                    let detail = Detail {
+                        pid,
+                        ..Detail::default()
+                    };
+                    self.update_with(id, TaskState::Running, reason.into(), None, detail);
                     tracing::trace!(agent = %self.id(), task = %id, "running, and the update sent");
                 }
                 self.watch(id, self.context(id)).await;
             }
             Err(text) => {
-                let (state, reason) = if killing {
+                let (state, reason, exit) = if killing {
                     let reason = format!("killed while it started, and it did not start: {text}");
-                    (TaskState::Killed, reason)
+                    (TaskState::Killed, reason, ExitReason::Killed)
                 } else if adopt {
                     let reason = format!("not found again after the agent restarted: {text}");
-                    (TaskState::Failed, reason)
+                    (TaskState::Failed, reason.clone(), ExitReason::Gone(reason))
                 } else {
-                    (TaskState::Failed, text)
+                    let why = text
+                        .strip_prefix("failed to start: ")
+                        .unwrap_or(&text)
+                        .to_string();
+                    (TaskState::Failed, text, ExitReason::FailedToStart(why))
                 };
-                self.update(id, state, reason, None);
+                let detail = Detail {
+                    exit: Some(exit),
+                    ..Detail::default()
+                };
+                self.update_with(id, state, reason, None, detail);
             }
         }
     }
@@ -754,7 +768,11 @@ impl AgentState {
             );
         }
         tracing::debug!(agent = %self.id(), task = %task, %state, reason = %text, "task ended");
-        self.update(&task, state, text, code);
+        let detail = Detail {
+            exit: Some(reason),
+            ..Detail::default()
+        };
+        self.update_with(&task, state, text, code, detail);
     }
 
     fn kill(&mut self, task: TaskId) {
@@ -1040,7 +1058,9 @@ fn watch_task(
             let reason = ctx.outcome().unwrap_or_else(|| match down.reason {
                 DownReason::Normal => ExitReason::Exited(0),
                 DownReason::Shutdown => ExitReason::Killed,
-                DownReason::Error(text) => ExitReason::from_stop_reason(&text),
+                DownReason::Error(text) => {
+                    ExitReason::Gone(format!("its process actor stopped: {text}"))
+                }
                 DownReason::Killed => ExitReason::Gone("its process actor was killed".into()),
                 DownReason::NoSuchActor | DownReason::NodeDown | DownReason::Lost(_) => {
                     ExitReason::Gone("it ended and its outcome was not recorded".into())
@@ -1053,6 +1073,13 @@ fn watch_task(
             tracing::error!(task = %id, cause = %e, "cannot watch the task's process");
         }
     })
+}
+
+/// What a status carries beyond its state and words.
+#[derive(Default)]
+struct Detail {
+    pid: Option<i32>,
+    exit: Option<ExitReason>,
 }
 
 /// The pid of a just-started process actor's main process (it is known once the actor

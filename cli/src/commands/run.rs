@@ -115,29 +115,27 @@ async fn submit_and_watch(client: &Client, args: &RunArgs) -> Result<u8, Failure
     code
 }
 
-/// The exit code and the line that explains it, for a task's last status.
+/// The exit code and the line that explains it, for a task's last status. How the process
+/// ended comes as data (`TaskStatus::exit`), not read back from the words.
 fn outcome(status: &TaskStatus) -> (u8, Option<String>) {
+    use troupe_os::ExitReason;
     let reason = &status.reason;
     match status.state {
         TaskState::Finished => (exit::OK, None),
-        TaskState::Failed => match status.exit_code {
-            Some(code) => ((code & 0xff) as u8, None),
-            None if reason.contains("out of memory") => (exit::TASK_OOM, Some(reason.clone())),
-            None if reason.starts_with("failed to start") => {
+        TaskState::Failed => match &status.exit {
+            Some(ExitReason::Exited(code)) => ((code & 0xff) as u8, None),
+            Some(ExitReason::OomKilled) => (exit::TASK_OOM, Some(reason.clone())),
+            Some(ExitReason::FailedToStart(_)) => {
                 (exit::TASK_FAILED_TO_START, Some(reason.clone()))
             }
-            None => {
-                let signal = reason
-                    .strip_prefix("killed by signal ")
-                    .and_then(troupe_os::spec::signal_number);
-                match signal {
-                    Some(sig) => (
-                        exit::SIGNAL_BASE + sig as u8,
-                        Some(format!("failed: {reason}")),
-                    ),
-                    None => (exit::FAILURE, Some(format!("failed: {reason}"))),
-                }
-            }
+            Some(ExitReason::Signaled(sig)) => (
+                exit::SIGNAL_BASE.saturating_add((*sig & 0x7f) as u8),
+                Some(format!("failed: {reason}")),
+            ),
+            _ => match status.exit_code {
+                Some(code) => ((code & 0xff) as u8, None),
+                None => (exit::FAILURE, Some(format!("failed: {reason}"))),
+            },
         },
         TaskState::Killed => (exit::TASK_KILLED, Some(format!("killed: {reason}"))),
         other => (

@@ -97,16 +97,13 @@ fn state_cell(status: &TaskStatus) -> String {
     if let Some(code) = status.exit_code.filter(|c| *c != 0) {
         return format!("{state}({code})");
     }
-    if status.state == TaskState::Failed {
-        if let Some(signal) = status.reason.strip_prefix("killed by signal ") {
-            let signal = signal.split_whitespace().next().unwrap_or(signal);
-            return format!("{state}({signal})");
+    match &status.exit {
+        Some(troupe_os::ExitReason::Signaled(sig)) => {
+            format!("{state}({})", troupe_os::spec::signal_name(*sig))
         }
-        if status.reason.contains("out of memory") {
-            return format!("{state}(OOM)");
-        }
+        Some(troupe_os::ExitReason::OomKilled) => format!("{state}(OOM)"),
+        _ => state,
     }
-    state
 }
 
 /// A command line as a shell would need it typed: arguments with spaces, quotes or other
@@ -383,10 +380,11 @@ mod tests {
     #[test]
     fn a_failure_by_signal_says_which() {
         let mut status = TaskStatus::new(TaskId("t".into()), TaskState::Failed, Source::Agent, 0);
-        status.reason = "killed by signal SIGKILL".into();
+        status.exit = Some(troupe_os::ExitReason::Signaled(9));
         assert_eq!(state_cell(&status), "FAILED(SIGKILL)");
-        status.reason = "out of memory (limit 64 MiB)".into();
+        status.exit = Some(troupe_os::ExitReason::OomKilled);
         assert_eq!(state_cell(&status), "FAILED(OOM)");
+        status.exit = Some(troupe_os::ExitReason::Exited(3));
         status.exit_code = Some(3);
         assert_eq!(state_cell(&status), "FAILED(3)");
     }
