@@ -23,31 +23,29 @@ use troupe_runtime::{Addr, AddrError, Node};
 use crate::master::MASTER_PATH;
 use crate::protocol::{
     AgentId, AgentInfo, AgentMsg, ClusterState, KillAccepted, MasterHealth, MasterMsg, TaskId,
-    TaskLocation, TaskUsage,
+    TaskLocation, TaskRefused, TaskUsage,
 };
-use crate::runner::{QueuedTask, RUNNER_PATH, RunRequest, RunnerMsg};
+use crate::runner::{QueuedTask, RUNNER_PATH, RunRequest, RunnerMsg, SubmitRefused};
 
 /// How long a call waits for its answer unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a call through a client handle has no answer.
+/// Why a call through a client handle has no answer: the actor could not be reached, or
+/// it answered no, and why (as data).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The actor could not be reached, or did not answer in time.
     #[error(transparent)]
     Call(#[from] AddrError),
-    /// The actor answered: no, and why.
-    #[error("{reason}")]
-    Refused {
-        /// Its words.
-        reason: String,
-    },
-}
-
-impl ClientError {
-    fn refused(reason: String) -> ClientError {
-        ClientError::Refused { reason }
-    }
+    /// The master refused a request about a task.
+    #[error(transparent)]
+    Task(#[from] TaskRefused),
+    /// The runner refused a submission.
+    #[error(transparent)]
+    Submit(#[from] SubmitRefused),
+    /// A process refused a signal.
+    #[error(transparent)]
+    Signal(#[from] troupe_os::actor::SignalRefused),
 }
 
 /// The master core of a cluster.
@@ -118,7 +116,7 @@ impl MasterClient {
         self.addr
             .call(|reply| MasterMsg::Locate { task, reply }, self.timeout)
             .await?
-            .map_err(ClientError::refused)
+            .map_err(ClientError::from)
     }
 
     /// Subscribes to the master's event stream (tasks, agents, frameworks as they change).
@@ -134,7 +132,7 @@ impl MasterClient {
         self.addr
             .call(|reply| MasterMsg::Kill { task, reply }, self.timeout)
             .await?
-            .map_err(ClientError::refused)
+            .map_err(ClientError::from)
     }
 }
 
@@ -233,7 +231,7 @@ impl AgentClient {
         process
             .call(|reply| ProcessMsg::Signal { signal, reply }, self.timeout)
             .await?
-            .map_err(ClientError::refused)
+            .map_err(ClientError::from)
     }
 }
 
@@ -299,7 +297,7 @@ impl Runner {
                 self.timeout,
             )
             .await?
-            .map_err(ClientError::refused)
+            .map_err(ClientError::from)
     }
 
     /// Cancels these tasks if they still wait for resources; the ones cancelled.

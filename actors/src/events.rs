@@ -96,7 +96,7 @@ impl Events {
             )
             .await
             .map_err(|e| e.to_string())
-            .and_then(|r| r);
+            .and_then(|r| r.map_err(|refused| refused.to_string()));
         let events = Events {
             rx,
             receiver,

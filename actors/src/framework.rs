@@ -451,7 +451,8 @@ impl DriverState {
                 // Implicit reconciliation: the latest state of every live task.
                 driver.reconcile(Vec::new());
             }
-            Ok(Err(reason)) => {
+            Ok(Err(refused)) => {
+                let reason = refused.to_string();
                 let driver = self.driver.clone();
                 self.scheduler.error(&driver, &reason);
                 let _ = self.driver.shared.subscribed.send(Some(Err(reason)));

@@ -18,7 +18,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use troupe_runtime::Reply;
 
+mod refusals;
 mod views;
+
+pub use refusals::{EventsRefused, RegistrationRefused, SubscribeRefused, TaskRefused};
 
 pub use views::{
     AgentView, ClusterEvent, ClusterState, EventMsg, FrameworkView, MasterHealth, TaskLocation,
@@ -585,7 +588,7 @@ pub enum MasterMsg {
         /// Every task it still has: its latest status and what it was launched as.
         tasks: Vec<ReportedTask>,
         /// `Ok`, or why it was refused.
-        reply: Reply<Result<(), String>>,
+        reply: Reply<Result<(), RegistrationRefused>>,
     },
     /// An agent reports a task's status (the master forwards it to the framework).
     StatusUpdate {
@@ -599,7 +602,7 @@ pub enum MasterMsg {
         /// Who it is.
         info: FrameworkInfo,
         /// Its id, or why it was refused.
-        reply: Reply<Result<FrameworkId, String>>,
+        reply: Reply<Result<FrameworkId, SubscribeRefused>>,
     },
     /// A framework leaves for good: its tasks are killed.
     Teardown {
@@ -645,7 +648,7 @@ pub enum MasterMsg {
         /// The task.
         task: TaskId,
         /// Whether the kill went to the agent or waits for it, or why it cannot be.
-        reply: Reply<Result<KillAccepted, String>>,
+        reply: Reply<Result<KillAccepted, TaskRefused>>,
     },
     /// A framework acknowledges a status update.
     Acknowledge {
@@ -685,7 +688,7 @@ pub enum MasterMsg {
         /// The task.
         task: TaskId,
         /// The answer, or why not.
-        reply: Reply<Result<TaskLocation, String>>,
+        reply: Reply<Result<TaskLocation, TaskRefused>>,
     },
     /// An observer's judgement of its agent (sent by the observer, on the master's node).
     AgentHealth {
@@ -723,7 +726,7 @@ pub enum MasterMsg {
         /// Its node, when it is not the master's.
         node: Option<String>,
         /// `Ok` once subscribed.
-        reply: Reply<Result<(), String>>,
+        reply: Reply<Result<(), EventsRefused>>,
     },
     /// Stops the events to `to`.
     UnsubscribeEvents {

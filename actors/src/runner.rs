@@ -63,7 +63,7 @@ pub enum RunnerMsg {
         /// Who hears of their states.
         watcher: Option<String>,
         /// Their task ids, in order, or why they were refused.
-        reply: Reply<Result<Vec<TaskId>, String>>,
+        reply: Reply<Result<Vec<TaskId>, SubmitRefused>>,
     },
     /// Cancel these tasks if they still wait for resources (their watcher hears them end
     /// `Killed`). Launched ones are not touched: the master kills those.
@@ -77,6 +77,32 @@ pub enum RunnerMsg {
     Queued {
         /// The answer.
         reply: Reply<Vec<QueuedTask>>,
+    },
+}
+
+/// Why the runner refused a submission (all of it: nothing of a refused one runs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum SubmitRefused {
+    /// There was nothing to run.
+    #[error("nothing to run")]
+    Nothing,
+    /// A command is not valid (no program, a bad signal or limit, bad or no resources).
+    #[error("{name}: {why}")]
+    Invalid {
+        /// The command's name.
+        name: String,
+        /// Why.
+        why: String,
+    },
+    /// A command needs more than any agent has: it would wait forever.
+    #[error("{name} needs {needs}, more than any agent has (the largest: {largest})")]
+    TooBig {
+        /// The command's name.
+        name: String,
+        /// What it needs.
+        needs: String,
+        /// The largest agent's resources.
+        largest: String,
     },
 }
 
@@ -220,23 +246,25 @@ fn task_id(name: &str) -> TaskId {
 }
 
 /// Checks submitted commands and makes them tasks with fresh ids.
-fn tasks_of(requests: Vec<RunRequest>) -> Result<Vec<TaskInfo>, String> {
+fn tasks_of(requests: Vec<RunRequest>) -> Result<Vec<TaskInfo>, SubmitRefused> {
     requests
         .into_iter()
         .map(|r| {
-            r.command
-                .validate()
-                .map_err(|e| format!("{}: {e}", r.name))?;
+            let invalid = |why: String| SubmitRefused::Invalid {
+                name: r.name.clone(),
+                why,
+            };
+            r.command.validate().map_err(|e| invalid(e.to_string()))?;
             if !r.resources.is_valid() {
-                return Err(format!("{}: invalid resources {}", r.name, r.resources));
+                return Err(invalid(format!("invalid resources {}", r.resources)));
             }
             // Nothing allocated would mean no cgroup limit and nothing counted against the
             // agent: an over-commit nobody asked for.
             if r.resources.cpus <= 0.0 || r.resources.mem_mib <= 0.0 {
-                return Err(format!(
-                    "{}: a task needs more than 0 cpus and more than 0 MiB of memory, not {}",
-                    r.name, r.resources
-                ));
+                return Err(invalid(format!(
+                    "a task needs more than 0 cpus and more than 0 MiB of memory, not {}",
+                    r.resources
+                )));
             }
             Ok(TaskInfo {
                 id: task_id(&r.name),
@@ -281,7 +309,7 @@ impl Actor for RunnerActor {
                 reply,
             } => {
                 let tasks = match tasks_of(requests) {
-                    Ok(tasks) if tasks.is_empty() => Err("nothing to run".to_string()),
+                    Ok(tasks) if tasks.is_empty() => Err(SubmitRefused::Nothing),
                     Ok(tasks) => fits_somewhere(&tasks).await.map(|()| tasks),
                     other => other,
                 };
@@ -408,7 +436,7 @@ async fn cluster_agents() -> Vec<crate::protocol::AgentView> {
 }
 
 /// Refuses at once what no registered agent could ever hold (it would wait forever).
-async fn fits_somewhere(tasks: &[TaskInfo]) -> Result<(), String> {
+async fn fits_somewhere(tasks: &[TaskInfo]) -> Result<(), SubmitRefused> {
     let master = Addr::<MasterMsg>::new(MASTER_PATH);
     let Ok(state) = master
         .call(
@@ -434,10 +462,11 @@ async fn fits_somewhere(tasks: &[TaskInfo]) -> Result<(), String> {
                 .map(|a| a.info.resources)
                 .max_by(|a, b| a.cpus.total_cmp(&b.cpus))
                 .unwrap_or_default();
-            return Err(format!(
-                "{} needs {}, more than any agent has (the largest: {largest})",
-                task.name, task.resources
-            ));
+            return Err(SubmitRefused::TooBig {
+                name: task.name.clone(),
+                needs: task.resources.to_string(),
+                largest: largest.to_string(),
+            });
         }
     }
     Ok(())

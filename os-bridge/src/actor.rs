@@ -50,6 +50,23 @@ pub struct ProcessInfo {
     pub cgroup: Vec<String>,
 }
 
+/// Why a process actor did not send a signal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum SignalRefused {
+    /// No such signal.
+    #[error("unknown signal {signal:?}")]
+    Unknown {
+        /// What was asked for.
+        signal: String,
+    },
+    /// The kernel refused (the process is gone, say).
+    #[error("cannot signal the process: {cause}")]
+    Failed {
+        /// The OS error.
+        cause: String,
+    },
+}
+
 /// What a process actor accepts.
 #[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
 pub enum ProcessMsg {
@@ -58,7 +75,7 @@ pub enum ProcessMsg {
         /// The signal.
         signal: String,
         /// `Ok`, or why not.
-        reply: Reply<Result<(), String>>,
+        reply: Reply<Result<(), SignalRefused>>,
     },
     /// Stops the process gracefully (stop signal, grace period, then SIGKILL to what is
     /// left); answers with how it ended, and then the actor stops.
@@ -143,7 +160,9 @@ impl troupe_runtime::text::TextProtocol for ProcessMsg {
                 let signal = signal.to_string();
                 Ok(Parsed::call(
                     |reply| ProcessMsg::Signal { signal, reply },
-                    |sent: Result<(), String>| sent.map(|()| "sent".to_string()),
+                    |sent: Result<(), SignalRefused>| {
+                        sent.map(|()| "sent".to_string()).map_err(|e| e.to_string())
+                    },
                 ))
             }
             ["stop"] => Ok(Parsed::call(
@@ -277,8 +296,10 @@ impl Actor for ProcessActor {
         match message {
             ProcessMsg::Signal { signal, reply } => {
                 let result = match signal_number(&signal) {
-                    Some(n) => process.signal(n).map_err(|e| e.to_string()),
-                    None => Err(format!("unknown signal {signal:?}")),
+                    Some(n) => process.signal(n).map_err(|e| SignalRefused::Failed {
+                        cause: e.to_string(),
+                    }),
+                    None => Err(SignalRefused::Unknown { signal }),
                 };
                 reply.send(result);
             }

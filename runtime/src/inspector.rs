@@ -247,7 +247,7 @@ pub enum InspectorMsg {
         /// The exit reason.
         reason: String,
         /// Its id, or why not.
-        reply: Reply<Result<String, String>>,
+        reply: Reply<Result<String, InspectRefused>>,
     },
     /// Kills an actor at once (Erlang's `exit(Pid, kill)`): no cleanup runs, and its
     /// supervisor sees reason `killed`. Answers with the actor id that was killed.
@@ -255,7 +255,7 @@ pub enum InspectorMsg {
         /// The actor: a path or an actor id.
         actor: String,
         /// Its id, or why not.
-        reply: Reply<Result<String, String>>,
+        reply: Reply<Result<String, InspectRefused>>,
     },
     /// Delivers a message in its text form (see [`crate::text`]); answers with the text of
     /// the answer for a call, `None` for a cast once delivered.
@@ -267,8 +267,23 @@ pub enum InspectorMsg {
         /// Whether to wait for an answer.
         call: bool,
         /// The answer, or why there is none.
-        reply: Reply<Result<Option<String>, String>>,
+        reply: Reply<Result<Option<String>, InspectRefused>>,
     },
+}
+
+/// Why the inspector did not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum InspectRefused {
+    /// No actor on this node goes by that path or id.
+    #[error("no actor {actor} on this node")]
+    NoSuchActor {
+        /// The path or id asked for.
+        actor: String,
+    },
+    /// A message in text form was not delivered or answered (the words say why: an
+    /// unknown command, bad arguments, an actor without a text form...).
+    #[error("{0}")]
+    Text(String),
 }
 
 /// How long the inspector waits for one supervisor's report.
@@ -332,7 +347,8 @@ impl Actor for Inspector {
                 Ok(cell) => {
                     // A call may take its time; the inspector stays free.
                     tokio::spawn(async move {
-                        reply.send(crate::text::deliver(cell, &line, call).await);
+                        let answer = crate::text::deliver(cell, &line, call).await;
+                        reply.send(answer.map_err(InspectRefused::Text));
                     });
                 }
                 Err(e) => {
@@ -376,7 +392,7 @@ fn named_actors() -> (HashMap<ActorId, Vec<String>>, HashMap<ActorId, ActorCell>
 
 /// The local actor named by `actor`: a path registered on this node, or an actor id as
 /// snapshots show it (which also reaches the unregistered children of named actors).
-pub fn find(actor: &str) -> Result<ActorCell, String> {
+pub fn find(actor: &str) -> Result<ActorCell, InspectRefused> {
     let (paths, known) = named_actors();
     if let Some(cell) = known.values().find(|c| {
         paths
@@ -396,7 +412,9 @@ pub fn find(actor: &str) -> Result<ActorCell, String> {
         }
         queue.extend(cell.get_children());
     }
-    Err(format!("no actor {actor} on this node"))
+    Err(InspectRefused::NoSuchActor {
+        actor: actor.to_string(),
+    })
 }
 
 /// Takes this node's snapshot.

@@ -335,7 +335,7 @@ impl Actor for MasterCore {
                             .and_then(|a| state.agents.get(a))
                             .map(|a| a.info.clone()),
                     })
-                    .ok_or_else(|| format!("no task {task} is known to the master"));
+                    .ok_or_else(|| crate::protocol::TaskRefused::Unknown { task: task.clone() });
                 reply.send(answer);
             }
             MasterMsg::AgentHealth {

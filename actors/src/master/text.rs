@@ -44,15 +44,17 @@ impl TextProtocol for MasterMsg {
                 let task = TaskId::from(*task);
                 Ok(Parsed::call(
                     |reply| MasterMsg::Locate { task, reply },
-                    |found: Result<TaskLocation, String>| found.and_then(json),
+                    |found: Result<TaskLocation, crate::protocol::TaskRefused>| {
+                        found.map_err(|e| e.to_string()).and_then(json)
+                    },
                 ))
             }
             ["kill", task] => {
                 let task = TaskId::from(*task);
                 Ok(Parsed::call(
                     |reply| MasterMsg::Kill { task, reply },
-                    |done: Result<KillAccepted, String>| {
-                        done.map(|how| match how {
+                    |done: Result<KillAccepted, crate::protocol::TaskRefused>| {
+                        done.map_err(|e| e.to_string()).map(|how| match how {
                             KillAccepted::Sent => "killing".to_string(),
                             KillAccepted::Deferred => {
                                 "its agent is unreachable: killed when it comes back".to_string()

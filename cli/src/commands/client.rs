@@ -107,7 +107,7 @@ pub(crate) fn connect_failure(e: ConnectError, what: &str) -> Failure {
 pub(crate) fn client_failure(e: ClientError) -> Failure {
     match e {
         ClientError::Call(e) => call_failure(e),
-        ClientError::Refused { reason } => Failure::from(reason),
+        refused => Failure::from(refused.to_string()),
     }
 }
 

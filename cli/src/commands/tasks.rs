@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use troupe_actors::client::ClientError;
 use troupe_actors::protocol::{
-    FrameworkId, KillAccepted, Source, TaskId, TaskState, TaskStatus, TaskView, now_ms,
+    FrameworkId, KillAccepted, Source, TaskId, TaskRefused, TaskState, TaskStatus, TaskView, now_ms,
 };
 use troupe_actors::runner::RUNNER_NAME;
 use troupe_os::actor::Stream;
@@ -199,7 +199,7 @@ pub(crate) async fn kill(args: KillArgs) -> Result<(), Failure> {
 async fn kill_with(client: &Client, task: TaskId, no_wait: bool) -> Result<(), Failure> {
     let how = match client.master.kill(&task).await {
         Ok(how) => how,
-        Err(ClientError::Refused { reason: unknown }) => {
+        Err(ClientError::Task(unknown @ TaskRefused::Unknown { .. })) => {
             // Not with the master yet: it may wait in the runner's queue.
             let cancelled = client
                 .runner
@@ -213,7 +213,9 @@ async fn kill_with(client: &Client, task: TaskId, no_wait: bool) -> Result<(), F
             // It may have left the queue for the master in between.
             match client.master.kill(&task).await {
                 Ok(how) => how,
-                Err(ClientError::Refused { .. }) => return Err(Failure::from(unknown)),
+                Err(ClientError::Task(TaskRefused::Unknown { .. })) => {
+                    return Err(Failure::from(unknown.to_string()));
+                }
                 Err(e) => return Err(client_failure(e)),
             }
         }

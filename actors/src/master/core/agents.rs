@@ -12,8 +12,8 @@ use crate::master::allocator::AllocatorMsg;
 use crate::master::observer::{Observer, ObserverArgs};
 use crate::outbox::Outbox;
 use crate::protocol::{
-    AgentId, AgentInfo, AgentMsg, ClusterEvent, FrameworkId, ReportedTask, Resources, SchedulerMsg,
-    TaskId, TaskState,
+    AgentId, AgentInfo, AgentMsg, ClusterEvent, FrameworkId, RegistrationRefused, ReportedTask,
+    Resources, SchedulerMsg, TaskId, TaskState,
 };
 
 impl CoreState {
@@ -21,15 +21,16 @@ impl CoreState {
         &mut self,
         info: AgentInfo,
         reported: Vec<ReportedTask>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RegistrationRefused> {
         if self.registry.facts.removed_agents.contains(&info.id) {
-            return Err(format!(
-                "agent {} was removed from the cluster; start it with a fresh id",
-                info.id
-            ));
+            return Err(RegistrationRefused::Removed {
+                agent: info.id.clone(),
+            });
         }
         if !info.resources.is_valid() {
-            return Err(format!("invalid resources {}", info.resources));
+            return Err(RegistrationRefused::InvalidResources {
+                resources: info.resources.to_string(),
+            });
         }
         // A name held by a connected agent is not taken over by another one: that would
         // make the live agent's tasks `Gone` while they run, and count its resources free.
@@ -39,10 +40,12 @@ impl CoreState {
             let same = live.info.hostname == info.hostname && live.info.work_dir == info.work_dir;
             if !same {
                 tracing::warn!(agent = %info.id, live = %live.info.addr, newcomer = %info.addr, "registration refused: the name is held by a connected agent");
-                return Err(format!(
-                    "the name {} is taken by a connected agent at {} (host {}, work directory {}); stop that agent first or give this one another --name",
-                    info.id, live.info.addr, live.info.hostname, live.info.work_dir
-                ));
+                return Err(RegistrationRefused::NameTaken {
+                    agent: info.id.clone(),
+                    addr: live.info.addr.clone(),
+                    host: live.info.hostname.clone(),
+                    work_dir: live.info.work_dir.clone(),
+                });
             }
         }
         let id = info.id.clone();

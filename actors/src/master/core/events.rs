@@ -12,6 +12,7 @@ use troupe_runtime::Addr;
 
 use super::CoreState;
 use crate::outbox::BoundedOutbox;
+use crate::protocol::EventsRefused;
 use crate::protocol::{ClusterEvent, EventMsg, MasterMsg, TaskId, now_ms};
 
 /// One subscriber of the event stream.
@@ -34,14 +35,14 @@ impl CoreState {
         &mut self,
         to: String,
         node: Option<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), EventsRefused> {
         if !troupe_runtime::addr::valid_path(&to) {
-            return Err(format!("{to:?} is not a valid path"));
+            return Err(EventsRefused::InvalidPath { path: to });
         }
         if self.subscribers.len() >= MAX_SUBSCRIBERS && !self.subscribers.contains_key(&to) {
-            return Err(format!(
-                "the master already serves {MAX_SUBSCRIBERS} event subscribers"
-            ));
+            return Err(EventsRefused::TooMany {
+                limit: MAX_SUBSCRIBERS,
+            });
         }
         let addr = match &node {
             Some(node) => Addr::<EventMsg>::on(node.clone(), to.clone()),
@@ -60,7 +61,10 @@ impl CoreState {
             let _ = myself.cast(MasterMsg::UnsubscribeEvents { to: path });
         })
         .await
-        .map_err(|e| format!("cannot watch the subscriber {to}: {e}"))?;
+        .map_err(|e| EventsRefused::CannotWatch {
+            path: to.clone(),
+            cause: e.to_string(),
+        })?;
         if let Some(old) = self.subscribers.insert(
             to,
             Subscriber {

@@ -8,6 +8,7 @@ use troupe_runtime::Addr;
 use super::{CoreState, FrameworkEntry, master_status, valid_role};
 use crate::master::allocator::AllocatorMsg;
 use crate::outbox::Outbox;
+use crate::protocol::SubscribeRefused;
 use crate::protocol::{
     AgentId, AgentMsg, ClusterEvent, FrameworkId, FrameworkInfo, MasterMsg, SchedulerMsg, TaskId,
     TaskState, now_ms,
@@ -20,30 +21,29 @@ impl CoreState {
     pub(super) async fn subscribe(
         &mut self,
         mut info: FrameworkInfo,
-    ) -> Result<FrameworkId, String> {
+    ) -> Result<FrameworkId, SubscribeRefused> {
         if info.name.trim().is_empty() {
-            return Err("a framework needs a name".into());
+            return Err(SubscribeRefused::NoName);
         }
         if !valid_role(&info.role) {
-            return Err(format!(
-                "invalid role {:?}: use `*` or names of letters, digits, `-`, `_` and `.` joined by `/`",
-                info.role
-            ));
+            return Err(SubscribeRefused::InvalidRole {
+                role: info.role.clone(),
+            });
         }
         if !troupe_runtime::addr::valid_path(&info.driver) {
-            return Err(format!("invalid driver path {:?}", info.driver));
+            return Err(SubscribeRefused::InvalidDriver {
+                path: info.driver.clone(),
+            });
         }
         // An id the master does not know is taken as it is (a framework that subscribed
         // to a master before a restart without a registry, or a built-in one with a fixed
         // id); only a removed framework's id is refused.
         let id = match info.id.clone() {
             Some(id) if self.registry.facts.removed_frameworks.contains(&id) => {
-                return Err(format!(
-                    "framework {id} was removed (torn down, or its failover timeout passed); subscribe without an id"
-                ));
+                return Err(SubscribeRefused::Removed { framework: id });
             }
             Some(id) if troupe_runtime::addr::valid_path(&format!("framework/{id}")) => id,
-            Some(id) => return Err(format!("invalid framework id {id:?}")),
+            Some(id) => return Err(SubscribeRefused::InvalidId { id: id.0 }),
             None => FrameworkId(format!(
                 "{}-{:x}-{}",
                 info.name
@@ -67,7 +67,7 @@ impl CoreState {
             None => (false, None),
         };
         if allocated && old_role.as_deref() != Some(info.role.as_str()) {
-            return Err("a framework cannot change its role when it subscribes again".into());
+            return Err(SubscribeRefused::RoleChanged);
         }
         // Offers made to its previous connection are void.
         let stale = self.offer_ids(|o| o.framework == id);

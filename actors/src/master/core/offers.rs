@@ -8,7 +8,7 @@ use super::{CoreState, OfferEntry, TaskEntry, master_status};
 use crate::master::allocator::AllocatorMsg;
 use crate::protocol::{
     AgentId, AgentMsg, FrameworkId, KillAccepted, OfferId, OfferInfo, Resources, SchedulerMsg,
-    Source, TaskId, TaskInfo, TaskState, TaskStatus, now_ms,
+    Source, TaskId, TaskInfo, TaskRefused, TaskState, TaskStatus, now_ms,
 };
 use crate::validation::{Verdict, validate_launch};
 
@@ -243,7 +243,7 @@ impl CoreState {
     /// Kills a task. The intent is recorded before anything is sent (in the registry too,
     /// when there is one): an agent that cannot be reached now, or that restarts before the
     /// kill reaches it, is sent the kill again when it registers, until the task ends.
-    pub(super) fn kill(&mut self, id: &TaskId) -> Result<KillAccepted, String> {
+    pub(super) fn kill(&mut self, id: &TaskId) -> Result<KillAccepted, TaskRefused> {
         self.kill_then_save(id, true)
     }
 
@@ -253,17 +253,20 @@ impl CoreState {
         &mut self,
         id: &TaskId,
         save: bool,
-    ) -> Result<KillAccepted, String> {
+    ) -> Result<KillAccepted, TaskRefused> {
         let task = self
             .tasks
             .get_mut(id)
-            .ok_or_else(|| format!("no task {id} is known to the master"))?;
+            .ok_or_else(|| TaskRefused::Unknown { task: id.clone() })?;
         let state = task.status.state;
         if state.is_terminal() {
-            return Err(format!("task {id} already ended: {state}"));
+            return Err(TaskRefused::Ended {
+                task: id.clone(),
+                state,
+            });
         }
         let Some(agent_id) = task.agent.clone() else {
-            return Err(format!("task {id} has no agent to kill it"));
+            return Err(TaskRefused::NoAgent { task: id.clone() });
         };
         task.kill_requested = true;
         if self.registry.facts.pending_kills.insert(id.clone()) && save {
