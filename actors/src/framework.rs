@@ -46,6 +46,7 @@ use crate::protocol::{
     AgentId, FrameworkId, FrameworkInfo, MasterMsg, OfferId, OfferInfo, SchedulerMsg, TaskId,
     TaskInfo, TaskState, TaskStatus,
 };
+use crate::protocol::{DriverOwn, DriverOwnMsg};
 
 /// What a framework decides. Every callback runs in the driver actor, one at a time; use
 /// the [`Driver`] to act.
@@ -320,8 +321,10 @@ impl Actor for DriverActor {
         args: DriverArgs,
     ) -> Result<DriverState, ActorProcessingErr> {
         troupe_runtime::register(&args.path, &myself)?;
-        myself.send_interval(RESUBSCRIBE_EVERY, || SchedulerMsg::Reconnect);
-        let _ = myself.cast(SchedulerMsg::Reconnect);
+        myself.send_interval(RESUBSCRIBE_EVERY, || {
+            SchedulerMsg::own(DriverOwnMsg::Reconnect)
+        });
+        let _ = myself.cast(SchedulerMsg::own(DriverOwnMsg::Reconnect));
         Ok(DriverState {
             settings: args.settings,
             master_at: args.master,
@@ -354,12 +357,12 @@ impl Actor for DriverActor {
     ) -> Result<(), ActorProcessingErr> {
         let driver = state.driver.clone();
         match message {
-            SchedulerMsg::Reconnect => {
+            SchedulerMsg::Own(DriverOwn(DriverOwnMsg::Reconnect)) => {
                 if !state.subscribed {
                     state.subscribe(&myself).await;
                 }
             }
-            SchedulerMsg::MasterDown => {
+            SchedulerMsg::Own(DriverOwn(DriverOwnMsg::MasterDown)) => {
                 if state.subscribed {
                     tracing::info!(framework = ?driver.framework(), "the master went away; subscribing again");
                     state.subscribed = false;
@@ -441,7 +444,7 @@ impl DriverState {
                 }
                 let me = myself.clone();
                 self.watch = troupe_runtime::monitor_with(&self.master, move |_| {
-                    let _ = me.cast(SchedulerMsg::MasterDown);
+                    let _ = me.cast(SchedulerMsg::own(DriverOwnMsg::MasterDown));
                 })
                 .await
                 .ok();

@@ -578,6 +578,103 @@ pub struct Update {
     pub status: TaskStatus,
 }
 
+/// A message an actor's own node sends it, opaque outside this crate (see `Own` variants
+/// of [`MasterMsg`], [`AgentMsg`], [`ObserverMsg`], [`SchedulerMsg`]).
+#[derive(Debug)]
+pub struct Own(pub(crate) ());
+
+/// What the master core's own node sends it (see [`MasterMsg::Own`]).
+#[derive(Debug)]
+pub struct MasterOwn(pub(crate) MasterOwnMsg);
+
+/// See [`MasterOwn`].
+#[derive(Debug)]
+pub(crate) enum MasterOwnMsg {
+    /// An observer's judgement of its agent.
+    AgentHealth {
+        /// The agent.
+        agent: AgentId,
+        /// Whether it is heard from.
+        reachable: bool,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The allocator's decisions.
+    Offers {
+        /// The new offers: framework, agent, resources, reservation.
+        offers: Vec<(FrameworkId, AgentId, Resources, Option<String>)>,
+    },
+    /// A connected framework's driver stopped or its node went away.
+    FrameworkDown {
+        /// Which framework.
+        framework: FrameworkId,
+        /// The driver's path it was connected through.
+        driver: String,
+    },
+    /// Periodic upkeep: offer timeouts, framework failover timeouts, agents gone for good.
+    Tick,
+}
+
+impl MasterMsg {
+    /// A message of the master core's own node.
+    pub(crate) fn own(message: MasterOwnMsg) -> MasterMsg {
+        MasterMsg::Own(MasterOwn(message))
+    }
+}
+
+/// What the agent sends itself (see [`AgentMsg::Own`]).
+#[derive(Debug)]
+pub struct AgentOwn(pub(crate) AgentOwnMsg);
+
+/// See [`AgentOwn`].
+#[derive(Debug)]
+pub(crate) enum AgentOwnMsg {
+    /// A task's process started, or could not, and why (from the agent's own start of it,
+    /// which runs beside the agent's other work).
+    Started {
+        /// The task.
+        task: TaskId,
+        /// Its main process's pid, or the reason it did not start.
+        result: Result<Option<i32>, String>,
+    },
+    /// A task's process ended (from the agent's own watchers).
+    Exited {
+        /// The task.
+        task: TaskId,
+        /// How.
+        reason: troupe_os::ExitReason,
+    },
+    /// Periodic upkeep: heartbeats, retries of unacknowledged updates.
+    Tick,
+}
+
+impl AgentMsg {
+    /// A message the agent sends itself.
+    pub(crate) fn own(message: AgentOwnMsg) -> AgentMsg {
+        AgentMsg::Own(AgentOwn(message))
+    }
+}
+
+/// What a framework's driver sends itself (see [`SchedulerMsg::Own`]).
+#[derive(Debug)]
+pub struct DriverOwn(pub(crate) DriverOwnMsg);
+
+/// See [`DriverOwn`].
+#[derive(Debug)]
+pub(crate) enum DriverOwnMsg {
+    /// Its timer: subscribe if not subscribed.
+    Reconnect,
+    /// Its monitor of the master fired.
+    MasterDown,
+}
+
+impl SchedulerMsg {
+    /// A message the driver sends itself.
+    pub(crate) fn own(message: DriverOwnMsg) -> SchedulerMsg {
+        SchedulerMsg::Own(DriverOwn(message))
+    }
+}
+
 /// What the master accepts.
 #[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
 pub enum MasterMsg {
@@ -690,29 +787,11 @@ pub enum MasterMsg {
         /// The answer, or why not.
         reply: Reply<Result<TaskLocation, TaskRefused>>,
     },
-    /// An observer's judgement of its agent (sent by the observer, on the master's node).
-    AgentHealth {
-        /// The agent.
-        agent: AgentId,
-        /// Whether it is heard from.
-        reachable: bool,
-        /// Why, in words.
-        reason: String,
-    },
-    /// The allocator's decisions (sent by the allocator, on the master's node).
-    Offers {
-        /// The new offers: framework, agent, resources, reservation.
-        offers: Vec<(FrameworkId, AgentId, Resources, Option<String>)>,
-    },
-    /// A connected framework's driver stopped or its node went away.
-    FrameworkDown {
-        /// Which framework.
-        framework: FrameworkId,
-        /// The driver's path it was connected through.
-        driver: String,
-    },
-    /// Periodic upkeep: offer timeouts, framework failover timeouts, agents gone for good.
-    Tick,
+    /// What the master core's own node sends it: its observers' judgements, its
+    /// allocator's offers, its monitors' news, its timer. Not a message a peer can send: it
+    /// cannot be made outside this crate, nor encoded, nor decoded.
+    #[serde(skip)]
+    Own(MasterOwn),
     /// A quick summary, cheap to compute: the master's health check.
     Health {
         /// The answer.
@@ -799,23 +878,11 @@ pub enum AgentMsg {
         /// The answer.
         reply: Reply<Vec<TaskUsage>>,
     },
-    /// A task's process started, or could not, and why (from the agent's own start of it,
-    /// which runs beside the agent's other work).
-    Started {
-        /// The task.
-        task: TaskId,
-        /// Its main process's pid, or the reason it did not start.
-        result: Result<Option<i32>, String>,
-    },
-    /// A task's process ended (from the agent's own watchers).
-    Exited {
-        /// The task.
-        task: TaskId,
-        /// How.
-        reason: troupe_os::ExitReason,
-    },
-    /// Periodic upkeep: heartbeats, retries of unacknowledged updates.
-    Tick,
+    /// What the agent sends itself: its processes' starts and ends, its timer. Not a
+    /// message a peer can send: it cannot be made outside this crate, nor encoded, nor
+    /// decoded.
+    #[serde(skip)]
+    Own(AgentOwn),
 }
 
 /// One task's resource use, as an agent reports it.
@@ -836,8 +903,9 @@ pub struct TaskUsage {
 pub enum ObserverMsg {
     /// The agent is alive.
     Heartbeat,
-    /// Time to judge (from the observer's own timer).
-    Check,
+    /// Time to judge (the observer's own timer). Not a message a peer can send.
+    #[serde(skip)]
+    Check(Own),
 }
 
 /// What the master sends a framework's driver.
@@ -873,10 +941,11 @@ pub enum SchedulerMsg {
         /// What.
         message: String,
     },
-    /// The driver's own timer: subscribe if not subscribed.
-    Reconnect,
-    /// The driver's monitor of the master fired.
-    MasterDown,
+    /// The driver's own timer (subscribe if not subscribed) and its monitor of the master.
+    /// Not a message a peer can send: it cannot be made outside this crate, nor encoded,
+    /// nor decoded.
+    #[serde(skip)]
+    Own(DriverOwn),
 }
 
 #[cfg(test)]
@@ -930,6 +999,29 @@ mod tests {
         assert!(Staging.may_become(Error) && Staging.may_become(Dropped));
         // Unreachable while its launch was on the way, and the agent never had it.
         assert!(Unreachable.may_become(Dropped));
+    }
+
+    #[test]
+    fn what_an_actor_sends_itself_never_goes_on_the_wire() {
+        use troupe_runtime::codec::{decode, encode};
+        // It cannot be encoded...
+        assert!(encode(&AgentMsg::own(AgentOwnMsg::Tick)).is_err());
+        assert!(encode(&MasterMsg::own(MasterOwnMsg::Tick)).is_err());
+        assert!(encode(&ObserverMsg::Check(Own(()))).is_err());
+        assert!(encode(&SchedulerMsg::own(DriverOwnMsg::Reconnect)).is_err());
+        // ...and a peer's frame that names it is refused.
+        #[derive(serde::Serialize)]
+        enum Forged {
+            Own,
+            Check,
+        }
+        let own = encode(&Forged::Own).unwrap();
+        assert!(decode::<AgentMsg>(&own).is_err());
+        assert!(decode::<MasterMsg>(&own).is_err());
+        assert!(decode::<SchedulerMsg>(&own).is_err());
+        assert!(decode::<ObserverMsg>(&encode(&Forged::Check).unwrap()).is_err());
+        // What peers do send still goes.
+        assert!(decode::<ObserverMsg>(&encode(&ObserverMsg::Heartbeat).unwrap()).is_ok());
     }
 
     #[test]

@@ -33,8 +33,8 @@ use super::AgentConfig;
 use crate::master::{AGENT_HEARTBEAT, MASTER_PATH, observer_path};
 use crate::outbox::Outbox;
 use crate::protocol::{
-    AgentId, AgentInfo, AgentMsg, FrameworkId, MasterMsg, ObserverMsg, ReportedTask, Resources,
-    Source, TaskId, TaskInfo, TaskState, TaskStatus, TaskUsage, now_ms,
+    AgentId, AgentInfo, AgentMsg, AgentOwn, AgentOwnMsg, FrameworkId, MasterMsg, ObserverMsg,
+    ReportedTask, Resources, Source, TaskId, TaskInfo, TaskState, TaskStatus, TaskUsage, now_ms,
 };
 use crate::status_updates::StatusUpdates;
 
@@ -208,7 +208,7 @@ impl Actor for AgentCore {
             .map(|(id, _)| id.clone())
             .collect();
         troupe_runtime::register(&format!("agent/{}", config.id), &myself)?;
-        myself.send_interval(AGENT_HEARTBEAT, || AgentMsg::Tick);
+        myself.send_interval(AGENT_HEARTBEAT, || AgentMsg::own(AgentOwnMsg::Tick));
         let master = Addr::<MasterMsg>::new(MASTER_PATH);
         // Heartbeats go from a task of their own: a mailbox busy launching tasks must not
         // look like a dead agent.
@@ -374,15 +374,15 @@ impl Actor for AgentCore {
                     reply.send(usage);
                 });
             }
-            AgentMsg::Started { task, result } => {
+            AgentMsg::Own(AgentOwn(AgentOwnMsg::Started { task, result })) => {
                 state.started(&task, result, false).await;
                 state.save();
             }
-            AgentMsg::Exited { task, reason } => {
+            AgentMsg::Own(AgentOwn(AgentOwnMsg::Exited { task, reason })) => {
                 state.exited(task, reason);
                 state.save();
             }
-            AgentMsg::Tick => {
+            AgentMsg::Own(AgentOwn(AgentOwnMsg::Tick)) => {
                 if state.dirty {
                     state.flush();
                 }
@@ -645,7 +645,7 @@ impl AgentState {
     /// Starts a launched task's process actor beside the agent's other work: a start takes
     /// the agent's sandbox and cgroup work, the shim's and the task's exec (about a
     /// millisecond), and a launch of many tasks, a kill or an acknowledgement would wait
-    /// behind each. The outcome comes back as [`AgentMsg::Started`].
+    /// behind each. The outcome comes back as `AgentOwnMsg::Started`.
     async fn launch_process(&mut self, id: &TaskId, spec: troupe_os::ProcessSpec) {
         let Some(executors) = self.executors().await else {
             self.not_started(id);
@@ -659,7 +659,7 @@ impl AgentState {
                 Ok(cell) => Ok(pid_of(cell).await),
                 Err(e) => Err(start_failure(e)),
             };
-            let _ = me.cast(AgentMsg::Started { task, result });
+            let _ = me.cast(AgentMsg::own(AgentOwnMsg::Started { task, result }));
         });
     }
 
@@ -747,7 +747,7 @@ impl AgentState {
         }
     }
 
-    /// Monitors a task's process actor; its end comes back as [`AgentMsg::Exited`].
+    /// Monitors a task's process actor; its end comes back as `AgentOwnMsg::Exited`.
     async fn watch(&mut self, id: &TaskId, ctx: TaskContext) {
         watch_task(self.myself.clone(), id.clone(), ctx).await;
     }
@@ -1037,7 +1037,7 @@ fn stop_process(task: &TaskId, grace: Duration) {
 }
 
 /// Monitors task `task`'s process actor for the agent `me`: its end comes back as
-/// [`AgentMsg::Exited`]. A monitor lost with the node's kernel (the process may still run)
+/// `AgentOwnMsg::Exited`. A monitor lost with the node's kernel (the process may still run)
 /// is placed again.
 fn watch_task(
     me: ActorRef<AgentMsg>,
@@ -1066,7 +1066,7 @@ fn watch_task(
                     ExitReason::Gone("it ended and its outcome was not recorded".into())
                 }
             });
-            let _ = me.cast(AgentMsg::Exited { task, reason });
+            let _ = me.cast(AgentMsg::own(AgentOwnMsg::Exited { task, reason }));
         })
         .await;
         if let Err(e) = placed {

@@ -279,7 +279,13 @@ impl Actor for Allocator {
                         .into_iter()
                         .map(|o| (o.framework, o.agent, o.resources, o.reservation))
                         .collect();
-                    if let Err(e) = state.master.send(MasterMsg::Offers { offers }).await {
+                    if let Err(e) = state
+                        .master
+                        .send(MasterMsg::own(crate::protocol::MasterOwnMsg::Offers {
+                            offers,
+                        }))
+                        .await
+                    {
                         // The core is restarting; it resets this allocator when it is back.
                         tracing::warn!(cause = %e.error, "cannot hand offers to the master core");
                     }

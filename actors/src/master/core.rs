@@ -37,6 +37,7 @@ use crate::protocol::{
     FrameworkView, MasterHealth, MasterMsg, OfferId, OfferInfo, Resources, SchedulerMsg, Source,
     TaskId, TaskLocation, TaskState, TaskStatus, TaskView, now_ms,
 };
+use crate::protocol::{MasterOwn, MasterOwnMsg};
 
 mod agents;
 mod events;
@@ -212,7 +213,7 @@ impl Actor for MasterCore {
                 let _ = agent.send(AgentMsg::Reregister).await;
             });
         }
-        myself.send_interval(TICK, || MasterMsg::Tick);
+        myself.send_interval(TICK, || MasterMsg::own(MasterOwnMsg::Tick));
         Ok(state)
     }
 
@@ -338,16 +339,18 @@ impl Actor for MasterCore {
                     .ok_or_else(|| crate::protocol::TaskRefused::Unknown { task: task.clone() });
                 reply.send(answer);
             }
-            MasterMsg::AgentHealth {
-                agent,
-                reachable,
-                reason,
-            } => state.agent_health(agent, reachable, reason).await,
-            MasterMsg::Offers { offers } => state.hand_out(offers).await,
-            MasterMsg::FrameworkDown { framework, driver } => {
-                state.framework_down(framework, driver).await;
-            }
-            MasterMsg::Tick => state.tick().await,
+            MasterMsg::Own(MasterOwn(own)) => match own {
+                MasterOwnMsg::AgentHealth {
+                    agent,
+                    reachable,
+                    reason,
+                } => state.agent_health(agent, reachable, reason).await,
+                MasterOwnMsg::Offers { offers } => state.hand_out(offers).await,
+                MasterOwnMsg::FrameworkDown { framework, driver } => {
+                    state.framework_down(framework, driver).await;
+                }
+                MasterOwnMsg::Tick => state.tick().await,
+            },
             MasterMsg::Health { reply } => {
                 reply.send(MasterHealth {
                     node: state.node.clone(),

@@ -15,6 +15,7 @@ use troupe_runtime::detector::{DetectorConfig, PhiAccrual};
 use troupe_runtime::{Addr, DownReason};
 
 use crate::protocol::{AgentId, AgentMsg, MasterMsg, ObserverMsg};
+use crate::protocol::{MasterOwnMsg, Own};
 
 /// How often an agent sends its observer a heartbeat.
 pub const AGENT_HEARTBEAT: Duration = Duration::from_millis(200);
@@ -53,11 +54,11 @@ pub struct ObserverState {
 }
 
 async fn report(state: &ObserverState, reachable: bool, reason: String) {
-    let msg = MasterMsg::AgentHealth {
+    let msg = MasterMsg::own(MasterOwnMsg::AgentHealth {
         agent: state.args.agent.clone(),
         reachable,
         reason,
-    };
+    });
     if let Err(e) = state.master.send(msg).await {
         tracing::warn!(agent = %state.args.agent, cause = %e.error, "cannot reach the master core");
     }
@@ -76,7 +77,7 @@ impl Actor for Observer {
         troupe_runtime::register(&observer_path(&args.agent), &myself)?;
         let mut detector = PhiAccrual::new(args.detector.clone());
         detector.heartbeat(Instant::now());
-        myself.send_interval(CHECK_EVERY, || ObserverMsg::Check);
+        myself.send_interval(CHECK_EVERY, || ObserverMsg::Check(Own(())));
         // A crash of the agent, or its connection closing, is known at once.
         let agent = Addr::<AgentMsg>::on(args.node.clone(), format!("agent/{}", args.agent));
         let me = myself.clone();
@@ -97,11 +98,11 @@ impl Actor for Observer {
             if me.get_status() == ractor::ActorStatus::Running {
                 tokio::spawn(async move {
                     let _ = master
-                        .send(MasterMsg::AgentHealth {
+                        .send(MasterMsg::own(MasterOwnMsg::AgentHealth {
                             agent: id,
                             reachable: false,
                             reason,
-                        })
+                        }))
                         .await;
                 });
             }
@@ -147,7 +148,7 @@ impl Actor for Observer {
                     report(state, true, "heartbeats resumed".into()).await;
                 }
             }
-            ObserverMsg::Check => {
+            ObserverMsg::Check(_) => {
                 if state.reachable && state.detector.is_suspected(now) {
                     state.reachable = false;
                     let silent = state

@@ -84,10 +84,12 @@ impl CoreState {
                 core.stop(Some(format!("its monitors were lost: {why}")));
                 return;
             }
-            let _ = core.cast(MasterMsg::FrameworkDown {
-                framework: fw,
-                driver: path,
-            });
+            let _ = core.cast(MasterMsg::own(
+                crate::protocol::MasterOwnMsg::FrameworkDown {
+                    framework: fw,
+                    driver: path,
+                },
+            ));
         })
         .await
         .ok();
