@@ -5,6 +5,8 @@
 //! * [`MasterClient`]: the master core: the cluster's state, where a task runs, kills.
 //! * [`AgentClient`]: one agent: its tasks' resource use, their logs, signals to them.
 //! * [`Runner`]: the one-shot runner behind `troupe run`: submit, cancel, the queue.
+//! * [`Processes`]: the process service: spawn a process anywhere, list, get, monitor,
+//!   signal, kill.
 //! * [`cluster_tree`]: every node the master knows, with its inspector's snapshot.
 //!
 //! A handle is an address and a timeout: cheap to make and to clone, it connects nothing by
@@ -21,6 +23,10 @@ use troupe_runtime::inspector::{NodeSnapshot, inspect};
 use troupe_runtime::{Addr, AddrError, Node};
 
 use crate::master::MASTER_PATH;
+use crate::processes::{
+    Needs, PLACE_WITHIN, PROCESSES_PATH, ProcessEnd, ProcessEvent, ProcessRef, ProcessRefused,
+    ProcessView, ProcessesMsg, SpawnRefused,
+};
 use crate::protocol::{
     AgentId, AgentInfo, AgentMsg, ClusterState, KillAccepted, MasterHealth, MasterMsg, TaskId,
     TaskLocation, TaskRefused, TaskUsage,
@@ -46,6 +52,15 @@ pub enum ClientError {
     /// A process refused a signal.
     #[error(transparent)]
     Signal(#[from] troupe_os::actor::SignalRefused),
+    /// The process service refused a spawn, or could not place or start it.
+    #[error(transparent)]
+    Spawn(#[from] SpawnRefused),
+    /// The process service refused a request about a process.
+    #[error(transparent)]
+    Process(#[from] ProcessRefused),
+    /// Something of this node's own failed (a local receiver could not be started).
+    #[error("{0}")]
+    Local(String),
 }
 
 /// The master core of a cluster.
@@ -315,6 +330,180 @@ impl Runner {
             .addr
             .call(|reply| RunnerMsg::Queued { reply }, self.timeout)
             .await?)
+    }
+}
+
+/// The process service, on the master's node.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), troupe_actors::client::ClientError> {
+/// use troupe_actors::client::Processes;
+/// use troupe_actors::processes::{Constraint, Needs, Placement, ProcessEnd};
+/// use troupe_actors::protocol::Resources;
+///
+/// let processes = Processes::on("master-1");
+/// let needs = Needs {
+///     resources: Resources::new(0.5, 128.0),
+///     placement: Placement::Constraints(vec![Constraint::parse("rack = r1").unwrap()]),
+/// };
+/// let web = processes
+///     .spawn("web", troupe_os::ProcessSpec::new(["python3", "-m", "http.server"]), needs)
+///     .await?;
+/// let down = processes.monitor(&web.id).await?;
+/// processes.signal(&web.id, "HUP").await?;
+/// processes.kill(&web.id).await?;
+/// if let Some(ProcessEnd::Exited(how)) = down.wait().await {
+///     println!("{} ended: {how}", web.id);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Processes {
+    addr: Addr<ProcessesMsg>,
+    timeout: Duration,
+}
+
+/// A monitor of a process: its one [`ProcessEnd`] comes out of [`ProcessMonitor::wait`].
+#[derive(Debug)]
+pub struct ProcessMonitor {
+    receiver: ractor::ActorRef<ProcessEvent>,
+    events: tokio::sync::mpsc::UnboundedReceiver<ProcessEvent>,
+}
+
+impl ProcessMonitor {
+    /// Waits for the process's end; `None` if the service went away first.
+    pub async fn wait(mut self) -> Option<ProcessEnd> {
+        let end = self
+            .events
+            .recv()
+            .await
+            .map(|ProcessEvent::Down { end, .. }| end);
+        self.receiver.stop(None);
+        end
+    }
+}
+
+impl Drop for ProcessMonitor {
+    fn drop(&mut self) {
+        self.receiver.stop(None);
+    }
+}
+
+impl Processes {
+    /// The service on the master's node `node`.
+    pub fn on(node: impl Into<String>) -> Processes {
+        Processes {
+            addr: Addr::on(node, PROCESSES_PATH),
+            // A spawn waits for a place for up to `PLACE_WITHIN`.
+            timeout: PLACE_WITHIN + DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The same handle with another timeout per call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Processes {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Spawns a process where `needs` allows; answers once it runs, with where, or why it
+    /// cannot (refused, not placed in time, did not start).
+    pub async fn spawn(
+        &self,
+        name: &str,
+        spec: troupe_os::ProcessSpec,
+        needs: Needs,
+    ) -> Result<ProcessRef, ClientError> {
+        let name = name.to_string();
+        Ok(self
+            .addr
+            .call(
+                |reply| ProcessesMsg::Spawn {
+                    name,
+                    spec: Box::new(spec),
+                    needs,
+                    reply,
+                },
+                self.timeout,
+            )
+            .await??)
+    }
+
+    /// Every process the service keeps.
+    pub async fn list(&self) -> Result<Vec<ProcessView>, ClientError> {
+        Ok(self
+            .addr
+            .call(|reply| ProcessesMsg::List { reply }, DEFAULT_TIMEOUT)
+            .await?)
+    }
+
+    /// One process.
+    pub async fn get(&self, id: &TaskId) -> Result<ProcessView, ClientError> {
+        let id = id.clone();
+        Ok(self
+            .addr
+            .call(|reply| ProcessesMsg::Get { id, reply }, DEFAULT_TIMEOUT)
+            .await??)
+    }
+
+    /// Monitors a process: exactly one end comes out of the returned monitor (at once if
+    /// it ended already).
+    pub async fn monitor(&self, id: &TaskId) -> Result<ProcessMonitor, ClientError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let node = Node::current()
+            .map(|n| n.name().to_string())
+            .unwrap_or_default();
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = format!("processes/monitor/{node}/{n}");
+        let (receiver, events) = troupe_runtime::inbox::inbox::<ProcessEvent>(&path)
+            .await
+            .map_err(|e| ClientError::Local(format!("cannot start a local receiver: {e}")))?;
+        let monitor = ProcessMonitor { receiver, events };
+        let id = id.clone();
+        let placed = self
+            .addr
+            .call(
+                |reply| ProcessesMsg::Monitor {
+                    id,
+                    watcher: path,
+                    reply,
+                },
+                DEFAULT_TIMEOUT,
+            )
+            .await?;
+        placed?;
+        Ok(monitor)
+    }
+
+    /// Kills a process (its stop signal, its grace, then SIGKILL); returns once the kill
+    /// is under way.
+    pub async fn kill(&self, id: &TaskId) -> Result<(), ClientError> {
+        let id = id.clone();
+        Ok(self
+            .addr
+            .call(|reply| ProcessesMsg::Kill { id, reply }, DEFAULT_TIMEOUT)
+            .await??)
+    }
+
+    /// Sends a signal (a name, `TERM`, or a number) to a running process, on its agent.
+    pub async fn signal(&self, id: &TaskId, signal: &str) -> Result<(), ClientError> {
+        let view = self.get(id).await?;
+        let agent = view
+            .agent
+            .ok_or_else(|| ProcessRefused::Ended { id: id.clone() })?;
+        if view.end.is_some() {
+            return Err(ProcessRefused::Ended { id: id.clone() }.into());
+        }
+        let state = MasterClient::any().state(false).await;
+        let info = state
+            .ok()
+            .and_then(|s| s.agents.into_iter().find(|a| a.info.id == agent))
+            .map(|a| a.info)
+            .ok_or_else(|| ProcessRefused::Unknown { id: id.clone() })?;
+        AgentClient::of(&info)
+            .with_timeout(DEFAULT_TIMEOUT)
+            .signal(id, signal)
+            .await
     }
 }
 

@@ -1,5 +1,5 @@
-//! The embedded cluster of `troupe dev`: a master, its one-shot runner and N agents as
-//! actors of one node. It is the same code as a real cluster (the addresses are
+//! The embedded cluster of `troupe dev`: a master, its one-shot runner, its process service
+//! and N agents as actors of one node. It is the same code as a real cluster (the addresses are
 //! location-transparent), so what works here works across machines.
 
 use std::path::PathBuf;
@@ -36,12 +36,15 @@ pub struct DevCluster {
     pub agent_ids: Vec<String>,
     /// The runner's driver.
     pub runner: Driver,
+    /// The process service's driver.
+    pub processes: Driver,
 }
 
 impl DevCluster {
     /// Stops the agents (their tasks first), the runner and the master.
     pub async fn stop(self) {
         self.runner.abandon();
+        self.processes.abandon();
         for agent in &self.agents {
             agent.stop().await;
         }
@@ -59,6 +62,9 @@ pub async fn start(config: DevConfig) -> Result<DevCluster, String> {
     let runner = runner::start(None)
         .await
         .map_err(|e| format!("the runner did not start: {e}"))?;
+    let processes = crate::processes::start(None)
+        .await
+        .map_err(|e| format!("the process service did not start: {e}"))?;
     let share = config.agent_resources.unwrap_or_else(|| {
         let host = troupe_os::host::host_resources(&config.work_dir, Default::default());
         let n = config.agents.max(1) as f64;
@@ -85,5 +91,6 @@ pub async fn start(config: DevConfig) -> Result<DevCluster, String> {
         agents,
         agent_ids,
         runner,
+        processes,
     })
 }

@@ -20,6 +20,7 @@ pub mod events;
 pub mod framework;
 pub mod master;
 pub mod outbox;
+pub mod processes;
 pub mod protocol;
 pub mod runner;
 pub mod status_updates;

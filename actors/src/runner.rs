@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use troupe_runtime::{Addr, Reply};
 
 pub use book::MAX_LAUNCHES;
+pub(crate) use book::why_waiting;
 use book::{Book, Heard};
 
 use crate::framework::{Driver, DriverError, FrameworkSettings, Scheduler};

@@ -5,6 +5,7 @@ mod cluster;
 mod follow;
 mod node;
 mod ping;
+mod procs;
 mod repl;
 mod run;
 mod tasks;
@@ -49,6 +50,10 @@ pub(crate) enum Command {
     Signal(tasks::SignalArgs),
     /// Print a task's output (stdout, or --stderr), following it with -f.
     Logs(tasks::LogsArgs),
+    /// Start a process anywhere in the cluster (the process service), and say where.
+    Spawn(procs::SpawnArgs),
+    /// List the process service's processes.
+    Procs(procs::ProcsArgs),
     /// Draw the cluster's actor tree: nodes, supervisors, actors, process actors.
     Tree(tree::TreeArgs),
     /// An interactive shell on the cluster: every command here, and actors to inspect,
@@ -70,6 +75,8 @@ impl Command {
             | Command::Kill(_)
             | Command::Signal(_)
             | Command::Logs(_)
+            | Command::Spawn(_)
+            | Command::Procs(_)
             | Command::Tree(_)
             | Command::Repl(_) => "error,ractor_cluster=off",
         }
@@ -116,6 +123,8 @@ pub(crate) async fn dispatch(cli: Cli) -> u8 {
         Command::Kill(args) => tasks::kill(args).await.map(|()| exit::OK),
         Command::Signal(args) => tasks::signal(args).await.map(|()| exit::OK),
         Command::Logs(args) => tasks::logs(args).await.map(|()| exit::OK),
+        Command::Spawn(args) => procs::spawn(args).await.map(|()| exit::OK),
+        Command::Procs(args) => procs::procs(args).await.map(|()| exit::OK),
         Command::Tree(args) => tree::run(args).await.map(|()| exit::OK),
         Command::Repl(args) => Box::pin(repl::run(args)).await,
     };

@@ -118,6 +118,7 @@ pub(crate) async fn master(args: MasterArgs) -> Result<(), Failure> {
         .await?;
     let tree = master::start(config).await?;
     let runner = runner::start(None).await?;
+    let processes = troupe_actors::processes::start(None).await?;
     println!(
         "master {} listening on {}",
         node.name(),
@@ -126,6 +127,7 @@ pub(crate) async fn master(args: MasterArgs) -> Result<(), Failure> {
     start_http(args.http, &node, Role::Master).await?;
     serve_until_stopped(node, shutdown, async move {
         runner.abandon();
+        processes.abandon();
         tree.stop().await;
     })
     .await

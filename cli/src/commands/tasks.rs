@@ -29,7 +29,7 @@ pub(crate) struct PsArgs {
 }
 
 /// A duration for people: `4s`, `3m12s`, `2h5m`, `3d4h`.
-fn age(ms: u64) -> String {
+pub(crate) fn age(ms: u64) -> String {
     let s = ms / 1000;
     match s {
         0..60 => format!("{s}s"),

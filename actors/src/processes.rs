@@ -1,0 +1,590 @@
+//! The process service: spawn a process anywhere in the cluster, list it, get it, monitor
+//! it, kill it. A built-in framework on the master's node at [`PROCESSES_PATH`], beside the
+//! one-shot runner; reached from any node through the [`crate::client::Processes`] handle.
+//!
+//! A spawn names what to run and what it needs: resources and a placement (any agent, a
+//! named one, or constraints on the agents' attributes and host). It waits for an offer it
+//! fits, at most [`PLACE_WITHIN`], and is answered once the process runs, with where: a
+//! spawn no agent could ever hold, or none took in time, fails with the reason, not a hang.
+//! A monitor hears of the process's end exactly once, as data ([`ProcessEnd`]: the exit
+//! code, the signal, out of memory, failed to start, the agent lost).
+//!
+//! Restarts, supervision across agents and specs build on this (see `docs/processes.md`).
+
+mod book;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
+use troupe_runtime::{Addr, Reply};
+
+use crate::framework::{Driver, DriverError, FrameworkSettings, Scheduler};
+use crate::master::MASTER_PATH;
+use crate::outbox::Outbox;
+use crate::protocol::{
+    AgentId, AgentInfo, FrameworkId, MasterMsg, OfferInfo, Resources, TaskId, TaskInfo, TaskState,
+    TaskStatus, now_ms,
+};
+use book::{Book, Heard, Phase};
+pub use book::{Constraint, Placement};
+
+/// The service's path.
+pub const PROCESSES_PATH: &str = "processes";
+
+/// The service's framework name (and id: one id for every life of it).
+pub const PROCESSES_NAME: &str = "troupe-processes";
+
+/// How long a spawn waits for a place before it fails with the reason.
+pub const PLACE_WITHIN: Duration = Duration::from_secs(10);
+
+/// What a process needs: resources, and where it may run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Needs {
+    /// Cpus, memory, disk (also its cgroup's limits).
+    pub resources: Resources,
+    /// Where it may run.
+    pub placement: Placement,
+}
+
+/// A running process: its id, and the agent (and node) it runs on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRef {
+    /// Its id (a task id of the service's framework).
+    pub id: TaskId,
+    /// Its agent.
+    pub agent: AgentId,
+    /// Its agent's node and address, to reach its process actor (`task/<id>`) and logs.
+    pub location: Option<AgentInfo>,
+}
+
+/// How a process ended, as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProcessEnd {
+    /// It ended on its agent: how (an exit code, a signal, out of memory, failed to start,
+    /// stopped by its owner).
+    Exited(troupe_os::ExitReason),
+    /// Its agent was lost for good, and it with it.
+    AgentLost(String),
+    /// It never reached an agent (its launch was dropped or refused).
+    NeverRan(String),
+}
+
+impl ProcessEnd {
+    /// The end a task's last status tells.
+    pub fn of(status: &TaskStatus) -> ProcessEnd {
+        match (&status.exit, status.state) {
+            (Some(exit), _) => ProcessEnd::Exited(exit.clone()),
+            (None, TaskState::Killed) => ProcessEnd::Exited(troupe_os::ExitReason::Killed),
+            (None, TaskState::Gone) => ProcessEnd::AgentLost(status.reason.clone()),
+            (None, _) => ProcessEnd::NeverRan(status.reason.clone()),
+        }
+    }
+}
+
+/// A process as the service knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessView {
+    /// Its id.
+    pub id: TaskId,
+    /// Its name.
+    pub name: String,
+    /// `queued` while it waits for a place, then the task's states.
+    pub state: TaskState,
+    /// Its agent, once placed.
+    pub agent: Option<AgentId>,
+    /// Its main process's pid, once it runs.
+    pub pid: Option<i32>,
+    /// What it holds.
+    pub resources: Resources,
+    /// Its command line.
+    pub command: Vec<String>,
+    /// When it was spawned (ms since the Unix epoch).
+    pub spawned_ms: u64,
+    /// How it ended, once it did.
+    pub end: Option<ProcessEnd>,
+}
+
+/// Why the service refused a spawn, or could not place or start it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum SpawnRefused {
+    /// What to run is not valid.
+    #[error("invalid process: {why}")]
+    Invalid {
+        /// Why.
+        why: String,
+    },
+    /// No agent took it within the time a spawn waits: why, as the allocator sees it.
+    #[error("not placed within {seconds} s: {why}")]
+    NotPlaced {
+        /// How long it waited.
+        seconds: u64,
+        /// Why not.
+        why: String,
+    },
+    /// It was placed, and ended before it ran (failed to start, dropped).
+    #[error("it did not start: {why}")]
+    DidNotStart {
+        /// Why.
+        why: String,
+    },
+}
+
+/// Why the service refused a request about a process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ProcessRefused {
+    /// It does not know it (never spawned, or ended long ago).
+    #[error("no process {id} is known to the process service")]
+    Unknown {
+        /// The id.
+        id: TaskId,
+    },
+    /// It ended already.
+    #[error("process {id} already ended")]
+    Ended {
+        /// The id.
+        id: TaskId,
+    },
+}
+
+/// What a monitor of a process receives, exactly once.
+#[derive(Debug, Clone, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
+pub enum ProcessEvent {
+    /// The process ended.
+    Down {
+        /// Which.
+        id: TaskId,
+        /// How.
+        end: ProcessEnd,
+    },
+}
+
+/// What the process service accepts.
+#[derive(Debug, Serialize, Deserialize, troupe_runtime::RemoteMessage)]
+pub enum ProcessesMsg {
+    /// Spawns a process; answered once it runs, or why it cannot.
+    Spawn {
+        /// A name for people (and the prefix of its id).
+        name: String,
+        /// What to run.
+        spec: Box<troupe_os::ProcessSpec>,
+        /// What it needs.
+        needs: Needs,
+        /// Where it runs, or why not.
+        reply: Reply<Result<ProcessRef, SpawnRefused>>,
+    },
+    /// Every process it keeps (the running, and the ended it still remembers).
+    List {
+        /// The answer.
+        reply: Reply<Vec<ProcessView>>,
+    },
+    /// One process.
+    Get {
+        /// Which.
+        id: TaskId,
+        /// The answer.
+        reply: Reply<Result<ProcessView, ProcessRefused>>,
+    },
+    /// Sends one [`ProcessEvent::Down`] to the receiver at `watcher` (a path on any node)
+    /// when the process ends, or at once if it has.
+    Monitor {
+        /// Which.
+        id: TaskId,
+        /// The receiver's path.
+        watcher: String,
+        /// `Ok` once the monitor is in place.
+        reply: Reply<Result<(), ProcessRefused>>,
+    },
+    /// Kills a process (its stop signal, its grace, then SIGKILL); its end comes to its
+    /// monitors.
+    Kill {
+        /// Which.
+        id: TaskId,
+        /// `Ok` once the kill is under way.
+        reply: Reply<Result<(), ProcessRefused>>,
+    },
+}
+
+/// A pending spawn's answer: the reply port.
+type SpawnReply = Reply<Result<ProcessRef, SpawnRefused>>;
+type SharedBook = Arc<Mutex<Book<SpawnReply, Addr<ProcessEvent>>>>;
+
+fn lock(
+    book: &Mutex<Book<SpawnReply, Addr<ProcessEvent>>>,
+) -> std::sync::MutexGuard<'_, Book<SpawnReply, Addr<ProcessEvent>>> {
+    book.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Tells a monitor, in order behind anything else sent to it from here.
+fn tell(watcher: &Addr<ProcessEvent>, id: &TaskId, end: &ProcessEnd) {
+    let outbox = Outbox::new(watcher.clone());
+    outbox.send(ProcessEvent::Down {
+        id: id.clone(),
+        end: end.clone(),
+    });
+}
+
+struct ProcessScheduler {
+    book: SharedBook,
+}
+
+impl Scheduler for ProcessScheduler {
+    fn offers(&mut self, driver: &Driver, offers: Vec<OfferInfo>) {
+        let mut book = lock(&self.book);
+        for offer in offers {
+            let launch = book.fill(&offer);
+            if launch.is_empty() {
+                driver.decline(&[offer.id], Duration::from_secs(1));
+            } else {
+                driver.launch(&[offer.id], launch);
+            }
+        }
+        if !book.waiting() {
+            driver.suppress();
+        }
+    }
+
+    fn status(&mut self, _driver: &Driver, status: &TaskStatus) {
+        let heard = lock(&self.book).heard(status);
+        match heard {
+            Heard::Running(Some(reply), agent) => {
+                let id = status.task.clone();
+                tokio::spawn(async move {
+                    let location = locate(&agent).await;
+                    reply.send(Ok(ProcessRef {
+                        id,
+                        agent,
+                        location,
+                    }));
+                });
+            }
+            Heard::Ended(reply, monitors) => {
+                let end = ProcessEnd::of(status);
+                if let Some(reply) = reply {
+                    let why = if status.reason.is_empty() {
+                        status.state.to_string()
+                    } else {
+                        status.reason.clone()
+                    };
+                    reply.send(Err(SpawnRefused::DidNotStart { why }));
+                }
+                for watcher in &monitors {
+                    tell(watcher, &status.task, &end);
+                }
+            }
+            Heard::Running(None, _) | Heard::Nothing => {}
+        }
+    }
+}
+
+/// Where an agent is (its node and address), as the master knows it.
+async fn locate(agent: &AgentId) -> Option<AgentInfo> {
+    let state = Addr::<MasterMsg>::new(MASTER_PATH)
+        .call(
+            |reply| MasterMsg::State { all: false, reply },
+            Duration::from_secs(2),
+        )
+        .await
+        .ok()?;
+    state
+        .agents
+        .into_iter()
+        .find(|a| &a.info.id == agent)
+        .map(|a| a.info)
+}
+
+/// The service actor (its scheduler runs in its driver).
+struct ProcessesActor;
+
+struct ProcessesState {
+    book: SharedBook,
+    driver: Driver,
+    counter: troupe_runtime::inspector::MessageCounter,
+}
+
+static SPAWNED: AtomicU64 = AtomicU64::new(0);
+
+/// A process id: `p-`, the name, and 8 hex digits unique across the cluster's lives.
+fn process_id(name: &str) -> TaskId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(SPAWNED.fetch_add(1, Ordering::Relaxed));
+    h.write_u64(now_ms());
+    let prefix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    let prefix = if prefix.trim_matches('-').is_empty() {
+        "process".to_string()
+    } else {
+        prefix
+    };
+    TaskId(format!("p-{prefix}-{:08x}", h.finish() as u32))
+}
+
+impl ProcessesState {
+    /// A view of a process.
+    fn view(p: &book::Proc<SpawnReply, Addr<ProcessEvent>>) -> ProcessView {
+        let (state, agent, pid, end) = match &p.phase {
+            Phase::Waiting { .. } => (TaskState::Queued, None, None, None),
+            Phase::Launched { agent } => (TaskState::Staging, Some(agent.clone()), None, None),
+            Phase::Running { agent, pid } => (TaskState::Running, Some(agent.clone()), *pid, None),
+            Phase::Ended { status } => (
+                status.state,
+                status.agent.clone(),
+                None,
+                Some(ProcessEnd::of(status)),
+            ),
+        };
+        ProcessView {
+            id: p.task.id.clone(),
+            name: p.task.name.clone(),
+            state,
+            agent,
+            pid,
+            resources: p.task.resources,
+            command: p.task.command.argv.clone(),
+            spawned_ms: p.spawned_ms,
+            end,
+        }
+    }
+}
+
+/// Refuses at once what no registered agent could ever hold, by its placement and its
+/// whole resources (with no agent registered yet, a spawn waits for one).
+async fn could_ever_run(needs: &Needs) -> Result<(), String> {
+    let Ok(state) = Addr::<MasterMsg>::new(MASTER_PATH)
+        .call(
+            |reply| MasterMsg::State { all: false, reply },
+            Duration::from_secs(2),
+        )
+        .await
+    else {
+        return Ok(());
+    };
+    if state.agents.is_empty() {
+        return Ok(());
+    }
+    let places: Vec<_> = state
+        .agents
+        .iter()
+        .filter(|a| {
+            needs
+                .placement
+                .allows_agent(&a.info.id, &a.info.hostname, &a.info.attributes)
+        })
+        .collect();
+    if places.is_empty() {
+        return Err(match &needs.placement {
+            Placement::Agent(id) => format!("no agent {id} is registered"),
+            Placement::Constraints(all) => format!(
+                "no agent meets the placement {}",
+                all.iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Placement::Any => "no agent is registered".into(),
+        });
+    }
+    if !places
+        .iter()
+        .any(|a| a.info.resources.contains(&needs.resources))
+    {
+        return Err(format!(
+            "it needs {}, more than any agent it may run on has",
+            needs.resources
+        ));
+    }
+    Ok(())
+}
+
+/// Answers the spawns that waited too long, with why they were not placed.
+async fn expire(book: &SharedBook) {
+    {
+        let late = lock(book).overdue(now_ms());
+        if late.is_empty() {
+            return;
+        }
+        let agents = Addr::<MasterMsg>::new(MASTER_PATH)
+            .call(
+                |reply| MasterMsg::State { all: false, reply },
+                Duration::from_secs(2),
+            )
+            .await
+            .map(|s| s.agents)
+            .unwrap_or_default();
+        for (reply, task, placement) in late {
+            let places: Vec<_> = agents
+                .iter()
+                .filter(|a| {
+                    placement.allows_agent(&a.info.id, &a.info.hostname, &a.info.attributes)
+                })
+                .cloned()
+                .collect();
+            let why = match &placement {
+                Placement::Agent(id) if places.is_empty() => {
+                    format!("no agent {id} is registered")
+                }
+                Placement::Constraints(all) if places.is_empty() => format!(
+                    "no agent meets the placement {}",
+                    all.iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => crate::runner::why_waiting(&task.resources, &places),
+            };
+            reply.send(Err(SpawnRefused::NotPlaced {
+                seconds: PLACE_WITHIN.as_secs(),
+                why,
+            }));
+        }
+    }
+}
+
+impl Actor for ProcessesActor {
+    type Msg = ProcessesMsg;
+    type State = ProcessesState;
+    type Arguments = (SharedBook, Driver);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ProcessesMsg>,
+        (book, driver): (SharedBook, Driver),
+    ) -> Result<ProcessesState, ActorProcessingErr> {
+        troupe_runtime::register(PROCESSES_PATH, &myself)?;
+        // The spawns' deadlines are kept by a timer task of the service's own, on the book
+        // itself: a late spawn is answered within half a second of its deadline.
+        let (timer_book, me) = (book.clone(), myself.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                every.tick().await;
+                if me.get_status() > ractor::ActorStatus::Running {
+                    return;
+                }
+                expire(&timer_book).await;
+            }
+        });
+        Ok(ProcessesState {
+            book,
+            driver,
+            counter: troupe_runtime::inspector::MessageCounter::new(&myself.get_cell()),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ProcessesMsg>,
+        message: ProcessesMsg,
+        state: &mut ProcessesState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.counter.handled();
+        match message {
+            ProcessesMsg::Spawn {
+                name,
+                spec,
+                needs,
+                reply,
+            } => {
+                if let Err(e) = spec.validate() {
+                    reply.send(Err(SpawnRefused::Invalid { why: e.to_string() }));
+                    return Ok(());
+                }
+                let r = needs.resources;
+                if !r.is_valid() || r.cpus <= 0.0 || r.mem_mib <= 0.0 {
+                    reply.send(Err(SpawnRefused::Invalid {
+                        why: format!(
+                            "a process needs more than 0 cpus and more than 0 MiB of memory, not {r}"
+                        ),
+                    }));
+                    return Ok(());
+                }
+                // What no agent could ever hold would wait its whole time for nothing.
+                if let Err(why) = could_ever_run(&needs).await {
+                    reply.send(Err(SpawnRefused::NotPlaced { seconds: 0, why }));
+                    return Ok(());
+                }
+                let task = TaskInfo {
+                    id: process_id(&name),
+                    name,
+                    command: *spec,
+                    resources: needs.resources,
+                };
+                let now = now_ms();
+                let deadline = now + PLACE_WITHIN.as_millis() as u64;
+                lock(&state.book).spawn(task, needs.placement, now, deadline, reply);
+                state.driver.revive();
+            }
+            ProcessesMsg::List { reply } => {
+                let views = lock(&state.book).all().map(ProcessesState::view).collect();
+                reply.send(views);
+            }
+            ProcessesMsg::Get { id, reply } => {
+                let view = lock(&state.book)
+                    .get(&id)
+                    .map(ProcessesState::view)
+                    .ok_or(ProcessRefused::Unknown { id });
+                reply.send(view);
+            }
+            ProcessesMsg::Monitor { id, watcher, reply } => {
+                let addr = Addr::<ProcessEvent>::new(watcher);
+                let placed = lock(&state.book).monitor(&id, addr.clone());
+                match placed {
+                    Ok(None) => {
+                        reply.send(Ok(()));
+                    }
+                    Ok(Some(status)) => {
+                        reply.send(Ok(()));
+                        tell(&addr, &id, &ProcessEnd::of(&status));
+                    }
+                    Err(_) => {
+                        reply.send(Err(ProcessRefused::Unknown { id }));
+                    }
+                }
+            }
+            ProcessesMsg::Kill { id, reply } => {
+                let phase = lock(&state.book).get(&id).map(|p| p.phase.clone());
+                match phase {
+                    None => {
+                        reply.send(Err(ProcessRefused::Unknown { id }));
+                    }
+                    Some(Phase::Ended { .. }) => {
+                        reply.send(Err(ProcessRefused::Ended { id }));
+                    }
+                    Some(_) => {
+                        state.driver.kill(&id);
+                        reply.send(Ok(()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the process service on this node: its framework (subscribed to the master at
+/// `master`, or on this node) and its desk at [`PROCESSES_PATH`].
+pub async fn start(master: Option<SocketAddr>) -> Result<Driver, DriverError> {
+    let book: SharedBook = Arc::new(Mutex::new(Book::default()));
+    let scheduler = ProcessScheduler { book: book.clone() };
+    let mut settings = FrameworkSettings::new(PROCESSES_NAME);
+    settings.failover_timeout = Duration::from_secs(3600);
+    settings.id = Some(FrameworkId(PROCESSES_NAME.to_string()));
+    let driver = Driver::start(settings, master, scheduler).await?;
+    Actor::spawn(None, ProcessesActor, (book, driver.clone()))
+        .await
+        .map_err(|e| DriverError::Spawn(e.to_string()))?;
+    Ok(driver)
+}

@@ -1,0 +1,154 @@
+//! The process service's commands: `troupe spawn [--agent A] [--constraint 'KEY = VALUE']...
+//! [--cpus C] [--mem MiB] [--name NAME] [--env K=V]... -- CMD ARGS...` starts a process
+//! anywhere in the cluster and says where; `troupe procs [--json]` lists the processes.
+
+use std::time::Duration;
+
+use clap::Args;
+use troupe_actors::client::Processes;
+use troupe_actors::processes::{Constraint, Needs, Placement, ProcessView};
+use troupe_actors::protocol::{AgentId, Resources, now_ms};
+
+use super::client::{Client, ClusterArgs, client_failure};
+use super::tasks::{age, shell_words};
+use super::{Failure, parse_key_value};
+
+/// Arguments of `troupe spawn`.
+#[derive(Debug, Args)]
+pub(crate) struct SpawnArgs {
+    /// Only on this agent.
+    #[arg(long, value_name = "AGENT", conflicts_with = "constraints")]
+    agent: Option<String>,
+    /// Only on agents whose attribute (or `host`) meets it: `KEY = VALUE` or
+    /// `KEY != VALUE` (repeatable; all must hold).
+    #[arg(long = "constraint", value_name = "KEY = VALUE", value_parser = Constraint::parse)]
+    constraints: Vec<Constraint>,
+    /// Cpus, more than 0 (also its cgroup's cpu quota).
+    #[arg(long, default_value = "0.1", allow_negative_numbers = true, value_parser = super::values::cpus)]
+    cpus: f64,
+    /// Memory in MiB, more than 0 (also its cgroup's memory limit).
+    #[arg(long, value_name = "MiB", default_value = "64", allow_negative_numbers = true, value_parser = super::values::mib)]
+    mem: f64,
+    /// A name (the prefix of its id); default: the program's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// An environment variable, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    env: Vec<(String, String)>,
+    /// Seconds between the stop signal and SIGKILL when it is stopped.
+    #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = super::values::seconds)]
+    grace: Duration,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub(crate) async fn spawn(args: SpawnArgs) -> Result<(), Failure> {
+    let client = Client::connect(&args.cluster).await?;
+    let result = spawn_with(&client, &args).await;
+    client.close().await;
+    result
+}
+
+async fn spawn_with(client: &Client, args: &SpawnArgs) -> Result<(), Failure> {
+    let mut spec = troupe_os::ProcessSpec::new(args.command.iter().cloned()).grace(args.grace);
+    for (k, v) in &args.env {
+        spec = spec.env(k, v);
+    }
+    let name = args.name.clone().unwrap_or_else(|| {
+        std::path::Path::new(&args.command[0])
+            .file_name()
+            .map_or("process".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let placement = match (&args.agent, args.constraints.is_empty()) {
+        (Some(agent), _) => Placement::Agent(AgentId(agent.clone())),
+        (None, false) => Placement::Constraints(args.constraints.clone()),
+        (None, true) => Placement::Any,
+    };
+    let needs = Needs {
+        resources: Resources::new(args.cpus, args.mem),
+        placement,
+    };
+    let spawned = Processes::on(client.master_node.clone())
+        .spawn(&name, spec, needs)
+        .await
+        .map_err(client_failure)?;
+    let at = spawned
+        .location
+        .map(|l| format!(" ({})", l.addr))
+        .unwrap_or_default();
+    println!("{} running on {}{at}", spawned.id, spawned.agent);
+    Ok(())
+}
+
+/// Arguments of `troupe procs`.
+#[derive(Debug, Args)]
+pub(crate) struct ProcsArgs {
+    /// JSON for scripts: an array of processes.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+pub(crate) async fn procs(args: ProcsArgs) -> Result<(), Failure> {
+    let client = Client::connect(&args.cluster).await?;
+    let listed = Processes::on(client.master_node.clone()).list().await;
+    client.close().await;
+    let mut listed = listed.map_err(client_failure)?;
+    listed.sort_by_key(|p| p.spawned_ms);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&listed)?);
+    } else {
+        print!("{}", table(&listed));
+    }
+    Ok(())
+}
+
+fn table(procs: &[ProcessView]) -> String {
+    let now = now_ms();
+    let mut rows = vec![[
+        "ID".to_string(),
+        "STATE".into(),
+        "AGENT".into(),
+        "PID".into(),
+        "CPUS".into(),
+        "MEM".into(),
+        "AGE".into(),
+        "COMMAND".into(),
+    ]];
+    for p in procs {
+        rows.push([
+            p.id.to_string(),
+            p.state.to_string().to_uppercase(),
+            p.agent.as_ref().map_or("-".into(), |a| a.to_string()),
+            p.pid.map_or("-".into(), |pid| pid.to_string()),
+            format!("{}", p.resources.cpus),
+            format!("{}M", p.resources.mem_mib),
+            age(now.saturating_sub(p.spawned_ms)),
+            shell_words(&p.command),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i == 7 {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,265 @@
+//! The process service from a third node: `troupe master` and `troupe agent` as OS processes,
+//! and this test's own node, which is neither the master's nor the processes', calling the
+//! `Processes` handle against real processes.
+
+use std::process::Command;
+use std::time::Duration;
+
+use troupe_actors::client::{ClientError, Processes};
+use troupe_actors::processes::{Constraint, Needs, Placement, ProcessEnd, SpawnRefused};
+use troupe_actors::protocol::{AgentId, Resources, TaskId, TaskState};
+use troupe_os::{ExitReason, ProcessSpec};
+use troupe_tests::{ChildNode, ScratchDir, TEST_COOKIE, TaskLitter, start_local_node};
+
+const TROUPE: &str = env!("CARGO_BIN_EXE_troupe");
+
+fn needs(placement: Placement) -> Needs {
+    Needs {
+        resources: Resources::new(0.1, 32.0),
+        placement,
+    }
+}
+
+fn rack(text: &str) -> Placement {
+    Placement::Constraints(vec![Constraint::parse(text).unwrap()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_is_spawned_listed_monitored_signalled_and_killed_from_a_third_node() {
+    let dir = ScratchDir::new("processes");
+    let agent_name = format!("pr{}", std::process::id());
+    let _litter = TaskLitter::new(dir.join("work").join("sandboxes"), &agent_name);
+    let mut cmd = Command::new(TROUPE);
+    cmd.args([
+        "master",
+        "--name",
+        "pm",
+        "--listen",
+        "127.0.0.1:0",
+        "--cookie",
+        TEST_COOKIE,
+    ]);
+    cmd.args(["--allocation-interval-ms", "100"]);
+    let master = ChildNode::spawn("pm", cmd).expect("troupe master starts");
+    let mut cmd = Command::new(TROUPE);
+    cmd.args(["agent", "--name", &agent_name, "--cookie", TEST_COOKIE]);
+    cmd.args([
+        "--master",
+        &master.addr.to_string(),
+        "--cpus",
+        "1",
+        "--mem",
+        "256",
+    ]);
+    cmd.args(["--attr", "rack=r1", "--work-dir"]);
+    cmd.arg(dir.join("work"));
+    let _agent = ChildNode::spawn(&agent_name, cmd).expect("troupe agent starts");
+
+    let node = start_local_node("client", TEST_COOKIE).await;
+    let master_node = node.connect(master.addr).await.expect("the master answers");
+    let processes = Processes::on(master_node);
+
+    // Placed by its constraint, answered once it runs, with where.
+    let mut sleeper = None;
+    for _ in 0..100 {
+        let spawned = processes
+            .spawn(
+                "sleeper",
+                ProcessSpec::new(["sleep", "300"]),
+                needs(rack("rack = r1")),
+            )
+            .await;
+        match spawned {
+            Ok(p) => {
+                sleeper = Some(p);
+                break;
+            }
+            // The agent may not have registered yet.
+            Err(ClientError::Spawn(SpawnRefused::NotPlaced { .. })) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("spawn: {e}"),
+        }
+    }
+    let sleeper = sleeper.expect("the sleeper is placed");
+    assert_eq!(sleeper.agent, AgentId(agent_name.clone()));
+    assert!(sleeper.location.is_some(), "{sleeper:?}");
+    let view = processes.get(&sleeper.id).await.unwrap();
+    assert_eq!(view.state, TaskState::Running);
+    let pid = view.pid.expect("a running process has its pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert_eq!(cmdline, b"sleep\x00300\x00", "pid {pid} is the process");
+    let listed = processes.list().await.unwrap();
+    assert!(listed.iter().any(|p| p.id == sleeper.id));
+
+    // A signal ends it; its one monitor hears how.
+    let down = processes.monitor(&sleeper.id).await.unwrap();
+    processes.signal(&sleeper.id, "TERM").await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(20), down.wait())
+        .await
+        .expect("the end comes")
+        .expect("from the service");
+    assert_eq!(end, ProcessEnd::Exited(ExitReason::Signaled(15)));
+
+    // An exit code, as data.
+    let failing = processes
+        .spawn(
+            "failing",
+            ProcessSpec::new(["sh", "-c", "sleep 0.3; exit 3"]),
+            needs(Placement::Agent(AgentId(agent_name.clone()))),
+        )
+        .await
+        .unwrap();
+    let down = processes.monitor(&failing.id).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(20), down.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end, ProcessEnd::Exited(ExitReason::Exited(3)));
+    // A monitor placed after the end fires at once, the same.
+    let late = processes.monitor(&failing.id).await.unwrap();
+    assert_eq!(
+        late.wait().await,
+        Some(ProcessEnd::Exited(ExitReason::Exited(3)))
+    );
+
+    // A kill.
+    let victim = processes
+        .spawn(
+            "victim",
+            ProcessSpec::new(["sleep", "300"]),
+            needs(Placement::Any),
+        )
+        .await
+        .unwrap();
+    let down = processes.monitor(&victim.id).await.unwrap();
+    processes.kill(&victim.id).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(20), down.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end, ProcessEnd::Exited(ExitReason::Killed));
+    assert!(matches!(
+        processes.kill(&victim.id).await,
+        Err(ClientError::Process(_))
+    ));
+
+    // What cannot be placed fails at once, with why; nothing is left waiting.
+    for (placement, why) in [
+        (rack("rack = r9"), "no agent meets the placement rack = r9"),
+        (
+            Placement::Agent(AgentId("nope".into())),
+            "no agent nope is registered",
+        ),
+    ] {
+        match processes
+            .spawn("nowhere", ProcessSpec::new(["true"]), needs(placement))
+            .await
+        {
+            Err(ClientError::Spawn(SpawnRefused::NotPlaced { why: got, .. })) => {
+                assert!(got.contains(why), "{got}")
+            }
+            other => panic!("expected not placed, got {other:?}"),
+        }
+    }
+    let too_big = Needs {
+        resources: Resources::new(64.0, 32.0),
+        placement: Placement::Any,
+    };
+    assert!(matches!(
+        processes
+            .spawn("huge", ProcessSpec::new(["true"]), too_big)
+            .await,
+        Err(ClientError::Spawn(SpawnRefused::NotPlaced { .. }))
+    ));
+    assert!(matches!(
+        processes.monitor(&TaskId("p-unknown".into())).await,
+        Err(ClientError::Process(_))
+    ));
+    assert!(
+        processes
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|p| p.state.is_terminal()),
+        "nothing runs or waits"
+    );
+    node.stop().await;
+}
+
+#[test]
+fn troupe_spawn_says_where_procs_lists_and_kill_ends_a_process() {
+    let dir = ScratchDir::new("procs-cli");
+    let name = format!("ps{}", std::process::id());
+    let (dev, _litter) = troupe_tests::start_dev(std::path::Path::new(TROUPE), &name, &dir)
+        .expect("troupe dev starts");
+    let addr = dev.addr.to_string();
+    let troupe = |args: &[&str]| troupe_tests::troupe_at(TROUPE, &addr, args);
+    let mut spawned = None;
+    for _ in 0..100 {
+        let (code, out, err) = troupe(&[
+            "spawn",
+            "--constraint",
+            "host != nowhere",
+            "--name",
+            "napper",
+            "--",
+            "sleep",
+            "300",
+        ]);
+        if code == 0 {
+            spawned = Some(out);
+            break;
+        }
+        assert!(err.contains("not placed"), "{err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = spawned.expect("troupe spawn places it");
+    assert!(out.contains(" running on "), "{out}");
+    let id = out.split_whitespace().next().unwrap().to_string();
+    assert!(id.starts_with("p-napper-"), "{id}");
+
+    let (code, json, err) = troupe(&["procs", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let p = listed
+        .iter()
+        .find(|p| p["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(p["state"], "running");
+    assert!(p["pid"].is_i64(), "{p}");
+    let (_, table, _) = troupe(&["procs"]);
+    assert!(
+        table.contains(&id) && table.contains("RUNNING") && table.contains("sleep 300"),
+        "{table}"
+    );
+
+    // A process is a task: `troupe kill` ends it, and the service books its end.
+    let (code, _, err) = troupe(&["kill", &id]);
+    assert_eq!(code, 0, "{err}");
+    // (The service hears of the end through its framework, a moment after the master.)
+    let mut state = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, json, _) = troupe(&["procs", "--json"]);
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap_or_default();
+        state = listed
+            .iter()
+            .find(|p| p["id"] == id.as_str())
+            .map(|p| p["state"].clone())
+            .unwrap_or_default();
+        if state == "killed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state, "killed");
+
+    // No place: refused at once, with why; a malformed constraint is a usage error.
+    let (code, _, err) = troupe(&["spawn", "--agent", "nope", "--", "true"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no agent nope is registered"), "{err}");
+    let (code, _, err) = troupe(&["spawn", "--constraint", "rack", "--", "true"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("KEY = VALUE"), "{err}");
+}
