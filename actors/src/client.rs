@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use troupe_os::actor::{ProcessMsg, Stream};
+use troupe_os::actor::{LogMsg, ProcessMsg, Stream};
 use troupe_runtime::inspector::{NodeSnapshot, inspect};
 use troupe_runtime::{Addr, AddrError, Node};
 
@@ -485,6 +485,64 @@ impl Processes {
             .await??)
     }
 
+    /// A process's standard output or error, from offset `from`: what is there, then, with
+    /// `follow`, live until it ends. Works for ended processes too, while their agent keeps
+    /// the sandbox.
+    pub async fn logs(
+        &self,
+        id: &TaskId,
+        stream: Stream,
+        from: u64,
+        follow: bool,
+    ) -> Result<ProcessLogs, ClientError> {
+        let info = self.agent_of(id).await?;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let node = Node::current()
+            .map(|n| n.name().to_string())
+            .unwrap_or_default();
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = format!("processes/logs/{node}/{n}");
+        let (receiver, chunks) = troupe_runtime::inbox::inbox::<LogMsg>(&path)
+            .await
+            .map_err(|e| ClientError::Local(format!("cannot start a local receiver: {e}")))?;
+        AgentClient::of(&info)
+            .with_timeout(DEFAULT_TIMEOUT)
+            .stream_log(id, stream, from, follow, &path)
+            .await?;
+        Ok(ProcessLogs {
+            receiver,
+            chunks,
+            next: from,
+            ended: false,
+        })
+    }
+
+    /// All a process wrote to `stream`, once it ended (or what is there so far).
+    pub async fn output(&self, id: &TaskId, stream: Stream) -> Result<Vec<u8>, ClientError> {
+        let mut logs = self.logs(id, stream, 0, false).await?;
+        let mut out = Vec::new();
+        while let Some(bytes) = logs.next(DEFAULT_TIMEOUT).await {
+            out.extend_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    /// The agent a process was placed on, where it is.
+    async fn agent_of(&self, id: &TaskId) -> Result<AgentInfo, ClientError> {
+        let view = self.get(id).await?;
+        let agent = view
+            .agent
+            .ok_or_else(|| ProcessRefused::Unknown { id: id.clone() })?;
+        MasterClient::any()
+            .state(false)
+            .await?
+            .agents
+            .into_iter()
+            .find(|a| a.info.id == agent)
+            .map(|a| a.info)
+            .ok_or_else(|| ProcessRefused::Unknown { id: id.clone() }.into())
+    }
+
     /// Sends a signal (a name, `TERM`, or a number) to a running process, on its agent.
     pub async fn signal(&self, id: &TaskId, signal: &str) -> Result<(), ClientError> {
         let view = self.get(id).await?;
@@ -504,6 +562,46 @@ impl Processes {
             .with_timeout(DEFAULT_TIMEOUT)
             .signal(id, signal)
             .await
+    }
+}
+
+/// A process's log stream, as its agent sends it: the bytes in order, each once.
+#[derive(Debug)]
+pub struct ProcessLogs {
+    receiver: ractor::ActorRef<LogMsg>,
+    chunks: tokio::sync::mpsc::UnboundedReceiver<LogMsg>,
+    /// The offset of the next byte wanted.
+    next: u64,
+    ended: bool,
+}
+
+impl ProcessLogs {
+    /// The next bytes, or `None` once the stream ended (or nothing came within `wait`).
+    pub async fn next(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        while !self.ended {
+            let message = tokio::time::timeout(wait, self.chunks.recv())
+                .await
+                .ok()??;
+            match message {
+                LogMsg::Chunk { chunk, .. } => {
+                    let end = chunk.offset + chunk.bytes.len() as u64;
+                    if end <= self.next {
+                        continue;
+                    }
+                    let skip = self.next.saturating_sub(chunk.offset) as usize;
+                    self.next = end;
+                    return Some(chunk.bytes[skip.min(chunk.bytes.len())..].to_vec());
+                }
+                LogMsg::End { .. } => self.ended = true,
+            }
+        }
+        None
+    }
+}
+
+impl Drop for ProcessLogs {
+    fn drop(&mut self) {
+        self.receiver.stop(None);
     }
 }
 
