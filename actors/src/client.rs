@@ -25,7 +25,7 @@ use troupe_runtime::{Addr, AddrError, Node};
 use crate::master::MASTER_PATH;
 use crate::processes::{
     Needs, PLACE_WITHIN, PROCESSES_PATH, ProcessEnd, ProcessEvent, ProcessRef, ProcessRefused,
-    ProcessView, ProcessesMsg, SpawnRefused,
+    ProcessView, ProcessesMsg, RestartPolicy, SpawnRefused,
 };
 use crate::protocol::{
     AgentId, AgentInfo, AgentMsg, ClusterState, KillAccepted, MasterHealth, MasterMsg, TaskId,
@@ -414,6 +414,20 @@ impl Processes {
         spec: troupe_os::ProcessSpec,
         needs: Needs,
     ) -> Result<ProcessRef, ClientError> {
+        self.spawn_with(name, spec, needs, RestartPolicy::default())
+            .await
+    }
+
+    /// [`Processes::spawn`], started again by `policy` (OTP's restart types, within its
+    /// intensity; on another agent when its agent stays unreachable): its id stays, its
+    /// monitors hear of its end only when it is not started again.
+    pub async fn spawn_with(
+        &self,
+        name: &str,
+        spec: troupe_os::ProcessSpec,
+        needs: Needs,
+        policy: RestartPolicy,
+    ) -> Result<ProcessRef, ClientError> {
         let name = name.to_string();
         Ok(self
             .addr
@@ -422,6 +436,7 @@ impl Processes {
                     name,
                     spec: Box::new(spec),
                     needs,
+                    policy,
                     reply,
                 },
                 self.timeout,

@@ -30,7 +30,7 @@ use crate::protocol::{
     TaskStatus, now_ms,
 };
 use book::{Book, Heard, Phase};
-pub use book::{Constraint, Placement};
+pub use book::{Constraint, Placement, RestartPolicy};
 
 /// The service's path.
 pub const PROCESSES_PATH: &str = "processes";
@@ -106,6 +106,12 @@ pub struct ProcessView {
     pub spawned_ms: u64,
     /// How it ended, once it did.
     pub end: Option<ProcessEnd>,
+    /// Its run: 1, then one more for each restart.
+    pub incarnation: u32,
+    /// The task of its current run (its id for the first; `ID.N` for the Nth).
+    pub task: TaskId,
+    /// Why it was last started again, if it was.
+    pub last_restart: Option<String>,
 }
 
 /// Why the service refused a spawn, or could not place or start it.
@@ -173,6 +179,9 @@ pub enum ProcessesMsg {
         spec: Box<troupe_os::ProcessSpec>,
         /// What it needs.
         needs: Needs,
+        /// When it is started again (by default, never).
+        #[serde(default)]
+        policy: RestartPolicy,
         /// Where it runs, or why not.
         reply: Reply<Result<ProcessRef, SpawnRefused>>,
     },
@@ -235,7 +244,7 @@ impl Scheduler for ProcessScheduler {
     fn offers(&mut self, driver: &Driver, offers: Vec<OfferInfo>) {
         let mut book = lock(&self.book);
         for offer in offers {
-            let launch = book.fill(&offer);
+            let launch = book.fill(&offer, now_ms());
             if launch.is_empty() {
                 driver.decline(&[offer.id], Duration::from_secs(1));
             } else {
@@ -247,9 +256,17 @@ impl Scheduler for ProcessScheduler {
         }
     }
 
-    fn status(&mut self, _driver: &Driver, status: &TaskStatus) {
-        let heard = lock(&self.book).heard(status);
+    fn status(&mut self, driver: &Driver, status: &TaskStatus) {
+        let heard = lock(&self.book).heard(status, now_ms());
         match heard {
+            Heard::Restarted => {
+                tracing::info!(task = %status.task, reason = %status.reason, "process ended: started again by its policy");
+                driver.revive();
+            }
+            Heard::Fence(task) => {
+                tracing::warn!(%task, "a copy of an earlier run of a process runs (its agent came back): killed");
+                driver.kill(&task);
+            }
             Heard::Running(Some(reply), agent) => {
                 let id = status.task.clone();
                 tokio::spawn(async move {
@@ -276,6 +293,21 @@ impl Scheduler for ProcessScheduler {
                 }
             }
             Heard::Running(None, _) | Heard::Nothing => {}
+        }
+    }
+}
+
+/// Tells what a book decision asks for: answers and monitors.
+fn carry_out(heard: Heard<SpawnReply, Addr<ProcessEvent>>, status: &TaskStatus) {
+    if let Heard::Ended(reply, monitors) = heard {
+        let end = ProcessEnd::of(status);
+        if let Some(reply) = reply {
+            reply.send(Err(SpawnRefused::DidNotStart {
+                why: status.reason.clone(),
+            }));
+        }
+        for watcher in &monitors {
+            tell(watcher, &status.task, &end);
         }
     }
 }
@@ -335,6 +367,8 @@ fn process_id(name: &str) -> TaskId {
 impl ProcessesState {
     /// A view of a process.
     fn view(p: &book::Proc<SpawnReply, Addr<ProcessEvent>>) -> ProcessView {
+        let (incarnation, task, last_restart) =
+            (p.incarnation, p.task.id.clone(), p.last_restart.clone());
         let (state, agent, pid, end) = match &p.phase {
             Phase::Waiting { .. } => (TaskState::Queued, None, None, None),
             Phase::Launched { agent } => (TaskState::Staging, Some(agent.clone()), None, None),
@@ -347,7 +381,10 @@ impl ProcessesState {
             ),
         };
         ProcessView {
-            id: p.task.id.clone(),
+            id: p.id.clone(),
+            incarnation,
+            task,
+            last_restart,
             name: p.task.name.clone(),
             state,
             agent,
@@ -466,7 +503,8 @@ impl Actor for ProcessesActor {
         troupe_runtime::register(PROCESSES_PATH, &myself)?;
         // The spawns' deadlines are kept by a timer task of the service's own, on the book
         // itself: a late spawn is answered within half a second of its deadline.
-        let (timer_book, me) = (book.clone(), myself.clone());
+        // Processes whose agent stays unreachable are started elsewhere by the same timer.
+        let (timer_book, me, timer_driver) = (book.clone(), myself.clone(), driver.clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(500));
             loop {
@@ -475,6 +513,14 @@ impl Actor for ProcessesActor {
                     return;
                 }
                 expire(&timer_book).await;
+                let left = lock(&timer_book).move_lost(now_ms());
+                for task in &left {
+                    tracing::warn!(%task, "its agent is unreachable: the process starts elsewhere, and this copy is killed when the agent comes back");
+                    timer_driver.kill(task);
+                }
+                if !left.is_empty() {
+                    timer_driver.revive();
+                }
             }
         });
         Ok(ProcessesState {
@@ -496,6 +542,7 @@ impl Actor for ProcessesActor {
                 name,
                 spec,
                 needs,
+                policy,
                 reply,
             } => {
                 if let Err(e) = spec.validate() {
@@ -524,7 +571,7 @@ impl Actor for ProcessesActor {
                 };
                 let now = now_ms();
                 let deadline = now + PLACE_WITHIN.as_millis() as u64;
-                lock(&state.book).spawn(task, needs.placement, now, deadline, reply);
+                lock(&state.book).spawn(task, needs.placement, policy, now, deadline, reply);
                 state.driver.revive();
             }
             ProcessesMsg::List { reply } => {
@@ -564,7 +611,23 @@ impl Actor for ProcessesActor {
                         reply.send(Err(ProcessRefused::Ended { id }));
                     }
                     Some(_) => {
-                        state.driver.kill(&id);
+                        // Asked to stop: not started again, whatever its policy.
+                        let running = lock(&state.book).stop(&id);
+                        match running {
+                            Some(task) => state.driver.kill(&task),
+                            None => {
+                                let mut status = TaskStatus::new(
+                                    id.clone(),
+                                    TaskState::Killed,
+                                    crate::protocol::Source::Master,
+                                    now_ms(),
+                                );
+                                status.reason = "killed while it waited for a place".into();
+                                status.exit = Some(troupe_os::ExitReason::Killed);
+                                let heard = lock(&state.book).end_waiting(&id, status.clone());
+                                carry_out(heard, &status);
+                            }
+                        }
                         reply.send(Ok(()));
                     }
                 }

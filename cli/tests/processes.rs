@@ -263,3 +263,159 @@ fn troupe_spawn_says_where_procs_lists_and_kill_ends_a_process() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("KEY = VALUE"), "{err}");
 }
+
+/// The pids of the processes whose command line is exactly `argv`.
+fn pids_running(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .ok()
+                .as_deref()
+                == Some(&want[..])
+        })
+        .filter(|pid| troupe_os::procfs::is_running(*pid))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_process_restarts_on_its_agent_moves_when_the_agent_is_lost_and_never_runs_twice()
+ {
+    use troupe_actors::processes::RestartPolicy;
+    use troupe_runtime::supervisor::Restart;
+    let dir = ScratchDir::new("processes-move");
+    let tag = std::process::id();
+    let names = [format!("mv{tag}a"), format!("mv{tag}b")];
+    let _litter: Vec<TaskLitter> = names
+        .iter()
+        .map(|n| TaskLitter::new(dir.join(n).join("sandboxes"), n))
+        .collect();
+    let mut cmd = Command::new(TROUPE);
+    cmd.args([
+        "master",
+        "--name",
+        "mvm",
+        "--listen",
+        "127.0.0.1:0",
+        "--cookie",
+        TEST_COOKIE,
+    ]);
+    cmd.args(["--allocation-interval-ms", "100"]);
+    let master = ChildNode::spawn("mvm", cmd).expect("troupe master starts");
+    let agent = |name: &str| {
+        let mut cmd = Command::new(TROUPE);
+        cmd.args(["agent", "--name", name, "--cookie", TEST_COOKIE]);
+        cmd.args([
+            "--master",
+            &master.addr.to_string(),
+            "--cpus",
+            "1",
+            "--mem",
+            "256",
+        ]);
+        cmd.arg("--work-dir").arg(dir.join(name));
+        ChildNode::spawn(name, cmd).expect("troupe agent starts")
+    };
+    let mut agents: Vec<Option<ChildNode>> = names.iter().map(|n| Some(agent(n))).collect();
+
+    let node = start_local_node("mvclient", TEST_COOKIE).await;
+    let master_node = node.connect(master.addr).await.expect("the master answers");
+    let processes = Processes::on(master_node);
+    let marker = format!("1{tag}");
+    let argv = ["sleep", marker.as_str()];
+    let mut first = None;
+    for _ in 0..100 {
+        match processes
+            .spawn_with(
+                "keeper",
+                ProcessSpec::new(argv),
+                needs(Placement::Any),
+                RestartPolicy::of(Restart::Permanent),
+            )
+            .await
+        {
+            Ok(p) => {
+                first = Some(p);
+                break;
+            }
+            Err(ClientError::Spawn(SpawnRefused::NotPlaced { .. })) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("spawn: {e}"),
+        }
+    }
+    let first = first.expect("placed");
+    let id = first.id.clone();
+    let home = names.iter().position(|n| n == &first.agent.0).unwrap();
+    let down = processes.monitor(&id).await.unwrap();
+    let view = |processes: Processes, id: TaskId| async move { processes.get(&id).await.unwrap() };
+    let wait_for = |want: u32| {
+        let (processes, id) = (processes.clone(), id.clone());
+        async move {
+            for _ in 0..200 {
+                let v = processes.get(&id).await.unwrap();
+                if v.incarnation == want && v.state == TaskState::Running {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!(
+                "incarnation {want} does not run: {:?}",
+                processes.get(&id).await
+            );
+        }
+    };
+
+    // A crash (kill -9 of the process): started again, on the same agent.
+    let pid = view(processes.clone(), id.clone()).await.pid.unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let second = wait_for(2).await;
+    assert_eq!(
+        second.agent,
+        Some(first.agent.clone()),
+        "its own agent first"
+    );
+    assert_ne!(second.pid, Some(pid));
+    assert!(second.last_restart.is_some());
+
+    // Its agent killed (SIGKILL: the copy runs on): started on the other agent.
+    agents[home] = None;
+    let third = wait_for(3).await;
+    let other = AgentId(names[1 - home].clone());
+    assert_eq!(third.agent, Some(other), "moved");
+    assert_eq!(
+        pids_running(&argv).len(),
+        2,
+        "the lost agent's copy still runs, for now"
+    );
+
+    // The lost agent comes back: its copy is killed; one runs.
+    agents[home] = Some(agent(&names[home]));
+    let mut running = Vec::new();
+    for _ in 0..200 {
+        running = pids_running(&argv);
+        if running.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running, vec![third.pid.unwrap()], "exactly one copy runs");
+    assert_eq!(processes.get(&id).await.unwrap().incarnation, 3);
+
+    // Asked to stop, it stays stopped; its monitor hears once, now.
+    processes.kill(&id).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(20), down.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end, ProcessEnd::Exited(ExitReason::Killed));
+    assert!(pids_running(&argv).is_empty());
+    node.stop().await;
+}

@@ -3,10 +3,54 @@
 //! launches, tells monitors), which keeps this part testable alone.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use troupe_runtime::supervisor::Restart;
 
 use crate::protocol::{AgentId, OfferInfo, TaskId, TaskInfo, TaskState, TaskStatus};
+
+/// When a process is started again, and how often at most: OTP's restart type, intensity
+/// and period, and how long its agent may be unreachable before it is started elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// `temporary`: never; `transient`: when it ended abnormally; `permanent`: always.
+    pub restart: Restart,
+    /// At most this many restarts within `period`; one more and the service gives up.
+    pub intensity: u32,
+    /// See `intensity`.
+    #[serde(with = "troupe_runtime::codec::millis")]
+    pub period: Duration,
+    /// How long its agent may be unreachable before it is started on another one (the copy
+    /// left there is killed when that agent comes back).
+    #[serde(with = "troupe_runtime::codec::millis")]
+    pub move_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            restart: Restart::Temporary,
+            intensity: 3,
+            period: Duration::from_secs(5),
+            move_after: Duration::from_secs(3),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// A policy of this restart type, with the default intensity, period and move time.
+    pub fn of(restart: Restart) -> RestartPolicy {
+        RestartPolicy {
+            restart,
+            ..RestartPolicy::default()
+        }
+    }
+}
+
+/// How long a process restarted after a crash waits for its own agent before it takes
+/// another.
+const SAME_AGENT_FOR_MS: u64 = 2_000;
 
 /// Where a process may run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,9 +153,27 @@ pub(crate) enum Phase {
 /// One process of the book; `R` answers its spawn, `W` reaches a monitor.
 #[derive(Debug)]
 pub(crate) struct Proc<R, W> {
+    /// What runs: its id is the current incarnation's task id.
     pub(crate) task: TaskInfo,
     pub(crate) placement: Placement,
     pub(crate) phase: Phase,
+    /// The process's own id (its first incarnation's task id), which stays.
+    pub(crate) id: TaskId,
+    pub(crate) policy: RestartPolicy,
+    /// 1 for the first run, and one more for each restart.
+    pub(crate) incarnation: u32,
+    /// When it was restarted (ms), within the policy's period.
+    pub(crate) recent_restarts: VecDeque<u64>,
+    /// Asked to stop: its end is its end.
+    pub(crate) stopping: bool,
+    /// The agent a restart waits for first, until when (ms): its own, after a crash.
+    pub(crate) prefer: Option<(AgentId, u64)>,
+    /// An agent a restart must not take: the one it was lost with.
+    pub(crate) avoid: Option<AgentId>,
+    /// Since when (ms) its agent is unreachable.
+    pub(crate) unreachable_since: Option<u64>,
+    /// Why it was last restarted, for people.
+    pub(crate) last_restart: Option<String>,
     /// Whom to answer once it runs (or could not be placed or started).
     pub(crate) reply: Option<R>,
     /// Who hears of its end, once each.
@@ -127,6 +189,11 @@ pub(crate) enum Heard<R, W> {
     Running(Option<R>, AgentId),
     /// It ended: answer the spawn if it never ran, and tell the monitors.
     Ended(Option<R>, Vec<W>),
+    /// It ended and is started again (a new incarnation waits for a place).
+    Restarted,
+    /// A copy of an earlier incarnation runs (its agent came back after the process was
+    /// started elsewhere): kill that task.
+    Fence(TaskId),
     /// Nothing to do.
     Nothing,
 }
@@ -135,6 +202,8 @@ pub(crate) enum Heard<R, W> {
 #[derive(Debug)]
 pub(crate) struct Book<R, W> {
     procs: BTreeMap<TaskId, Proc<R, W>>,
+    /// Every incarnation's task id, to its process's id.
+    tasks: BTreeMap<TaskId, TaskId>,
     /// The waiting ones, in spawn order.
     queue: VecDeque<TaskId>,
     /// Ended processes kept for `get` and `list`, oldest first, at most [`ENDED_KEPT`].
@@ -148,6 +217,7 @@ impl<R, W> Default for Book<R, W> {
     fn default() -> Self {
         Book {
             procs: BTreeMap::new(),
+            tasks: BTreeMap::new(),
             queue: VecDeque::new(),
             ended: VecDeque::new(),
         }
@@ -160,22 +230,120 @@ impl<R, W> Book<R, W> {
         &mut self,
         task: TaskInfo,
         placement: Placement,
+        policy: RestartPolicy,
         now_ms: u64,
         deadline_ms: u64,
         reply: R,
     ) {
         self.queue.push_back(task.id.clone());
+        self.tasks.insert(task.id.clone(), task.id.clone());
         self.procs.insert(
             task.id.clone(),
             Proc {
+                id: task.id.clone(),
                 task,
                 placement,
                 phase: Phase::Waiting { deadline_ms },
                 reply: Some(reply),
                 monitors: Vec::new(),
                 spawned_ms: now_ms,
+                policy,
+                incarnation: 1,
+                recent_restarts: VecDeque::new(),
+                stopping: false,
+                prefer: None,
+                avoid: None,
+                unreachable_since: None,
+                last_restart: None,
             },
         );
+    }
+
+    /// Starts `id` again as its next incarnation (a new task id), waiting for a place with
+    /// no deadline, preferring `prefer` for a while, never on `avoid`.
+    fn restart(
+        &mut self,
+        id: &TaskId,
+        why: String,
+        now_ms: u64,
+        prefer: Option<AgentId>,
+        avoid: Option<AgentId>,
+    ) {
+        let Some(p) = self.procs.get_mut(id) else {
+            return;
+        };
+        p.incarnation += 1;
+        p.recent_restarts.push_back(now_ms);
+        let task_id = TaskId(format!("{}.{}", p.id, p.incarnation));
+        p.task.id = task_id.clone();
+        p.phase = Phase::Waiting {
+            deadline_ms: u64::MAX,
+        };
+        p.prefer = prefer.map(|agent| (agent, now_ms + SAME_AGENT_FOR_MS));
+        p.avoid = avoid;
+        p.unreachable_since = None;
+        p.last_restart = Some(why);
+        self.tasks.insert(task_id, id.clone());
+        self.queue.push_back(id.clone());
+    }
+
+    /// Whether the policy lets `p` start again now, within its intensity.
+    fn may_restart(p: &mut Proc<R, W>, now_ms: u64) -> bool {
+        let period = p.policy.period.as_millis() as u64;
+        while p
+            .recent_restarts
+            .front()
+            .is_some_and(|t| now_ms.saturating_sub(*t) > period)
+        {
+            p.recent_restarts.pop_front();
+        }
+        (p.recent_restarts.len() as u32) < p.policy.intensity
+    }
+
+    /// Asks `id` to stop for good: its end, when it comes, is its end. `Some(task)` is the
+    /// running task to kill; `None` when nothing runs (it ended now, if it waited).
+    pub(crate) fn stop(&mut self, id: &TaskId) -> Option<TaskId> {
+        let p = self.procs.get_mut(id)?;
+        p.stopping = true;
+        match &p.phase {
+            Phase::Waiting { .. } => None,
+            Phase::Ended { .. } => None,
+            _ => Some(p.task.id.clone()),
+        }
+    }
+
+    /// The processes whose agent has been unreachable longer than their `move_after`,
+    /// started again elsewhere (with restarts left): the tasks left behind, to kill (the
+    /// kill waits for their agent: the master delivers it when the agent comes back).
+    pub(crate) fn move_lost(&mut self, now_ms: u64) -> Vec<TaskId> {
+        let lost: Vec<(TaskId, TaskId, AgentId)> = self
+            .procs
+            .values()
+            .filter_map(|p| {
+                let since = p.unreachable_since?;
+                let agent = match &p.phase {
+                    Phase::Running { agent, .. } | Phase::Launched { agent } => agent.clone(),
+                    _ => return None,
+                };
+                let due = now_ms.saturating_sub(since) >= p.policy.move_after.as_millis() as u64;
+                (due && !p.stopping && p.policy.restart != Restart::Temporary)
+                    .then(|| (p.id.clone(), p.task.id.clone(), agent))
+            })
+            .collect();
+        let mut left = Vec::new();
+        for (id, task, agent) in lost {
+            let allowed = self
+                .procs
+                .get_mut(&id)
+                .is_some_and(|p| Self::may_restart(p, now_ms));
+            if !allowed {
+                continue;
+            }
+            let why = format!("its agent {agent} was unreachable: started elsewhere");
+            self.restart(&id, why, now_ms, None, Some(agent));
+            left.push(task);
+        }
+        left
     }
 
     /// Whether any spawn waits.
@@ -185,7 +353,7 @@ impl<R, W> Book<R, W> {
 
     /// Takes, in spawn order, the waiting processes the offer's agent is a place for and
     /// that fit together in it.
-    pub(crate) fn fill(&mut self, offer: &OfferInfo) -> Vec<TaskInfo> {
+    pub(crate) fn fill(&mut self, offer: &OfferInfo, now_ms: u64) -> Vec<TaskInfo> {
         let mut left = offer.resources;
         let mut launch = Vec::new();
         let mut keep = VecDeque::new();
@@ -193,7 +361,16 @@ impl<R, W> Book<R, W> {
             let Some(p) = self.procs.get_mut(&id) else {
                 continue;
             };
-            if p.placement.allows(offer) && left.contains(&p.task.resources) {
+            let preferred = match &p.prefer {
+                Some((agent, until)) if now_ms < *until => agent == &offer.agent,
+                _ => true,
+            };
+            let avoided = p.avoid.as_ref() == Some(&offer.agent);
+            if p.placement.allows(offer)
+                && preferred
+                && !avoided
+                && left.contains(&p.task.resources)
+            {
                 left = left.minus(p.task.resources);
                 p.phase = Phase::Launched {
                     agent: offer.agent.clone(),
@@ -229,15 +406,36 @@ impl<R, W> Book<R, W> {
         out
     }
 
-    /// Books a status of one of its processes.
-    pub(crate) fn heard(&mut self, status: &TaskStatus) -> Heard<R, W> {
-        let Some(p) = self.procs.get_mut(&status.task) else {
+    /// Books a status of one of its processes' tasks.
+    pub(crate) fn heard(&mut self, status: &TaskStatus, now_ms: u64) -> Heard<R, W> {
+        let Some(id) = self.tasks.get(&status.task).cloned() else {
             return Heard::Nothing;
         };
+        let Some(p) = self.procs.get_mut(&id) else {
+            return Heard::Nothing;
+        };
+        if p.task.id != status.task {
+            // An earlier incarnation: if it runs (its agent came back), it must not.
+            return match status.state {
+                s if s.is_terminal() => {
+                    self.tasks.remove(&status.task);
+                    Heard::Nothing
+                }
+                TaskState::Running | TaskState::Starting | TaskState::Staging => {
+                    Heard::Fence(status.task.clone())
+                }
+                _ => Heard::Nothing,
+            };
+        }
         if matches!(p.phase, Phase::Ended { .. }) {
             return Heard::Nothing;
         }
+        if status.state == TaskState::Unreachable {
+            p.unreachable_since.get_or_insert(now_ms);
+            return Heard::Nothing;
+        }
         if status.state == TaskState::Running {
+            p.unreachable_since = None;
             let agent = match (&p.phase, &status.agent) {
                 (_, Some(agent)) => agent.clone(),
                 (Phase::Launched { agent } | Phase::Running { agent, .. }, None) => agent.clone(),
@@ -256,18 +454,72 @@ impl<R, W> Book<R, W> {
         if !status.state.is_terminal() {
             return Heard::Nothing;
         }
+        // Started again, by its policy, if it ran (a spawn that never ran is answered with
+        // why instead) and was not asked to stop, within its intensity.
+        let normal = matches!(status.exit, Some(troupe_os::ExitReason::Exited(0)))
+            || status.state == TaskState::Finished;
+        let wanted = match p.policy.restart {
+            Restart::Temporary => false,
+            Restart::Transient => !normal,
+            Restart::Permanent => true,
+        };
+        if wanted && !p.stopping && p.reply.is_none() {
+            if Self::may_restart(p, now_ms) {
+                let lost = status.state == TaskState::Gone;
+                let agent = status.agent.clone();
+                let why = format!(
+                    "{}: {}",
+                    status.state.to_string().to_lowercase(),
+                    status.reason
+                );
+                let (prefer, avoid) = if lost { (None, agent) } else { (agent, None) };
+                self.restart(&id, why, now_ms, prefer, avoid);
+                self.tasks.remove(&status.task);
+                return Heard::Restarted;
+            }
+            let mut gave_up = status.clone();
+            gave_up.reason = format!(
+                "gave up after {} restarts within {:?}; the last end: {}",
+                p.policy.intensity, p.policy.period, status.reason
+            );
+            return self.end(&id, gave_up);
+        }
+        self.end(&id, status.clone())
+    }
+
+    /// Ends `id` for good with `status`: answers and monitors to tell.
+    fn end(&mut self, id: &TaskId, status: TaskStatus) -> Heard<R, W> {
+        let Some(p) = self.procs.get_mut(id) else {
+            return Heard::Nothing;
+        };
+        let task = status.task.clone();
         p.phase = Phase::Ended {
-            status: Box::new(status.clone()),
+            status: Box::new(status),
         };
         let (reply, monitors) = (p.reply.take(), std::mem::take(&mut p.monitors));
-        self.queue.retain(|id| id != &status.task);
-        self.ended.push_back(status.task.clone());
+        self.queue.retain(|q| q != id);
+        self.tasks.remove(&task);
+        self.ended.push_back(id.clone());
         while self.ended.len() > ENDED_KEPT {
             if let Some(old) = self.ended.pop_front() {
                 self.procs.remove(&old);
+                self.tasks.retain(|_, p| p != &old);
             }
         }
         Heard::Ended(reply, monitors)
+    }
+
+    /// Ends a process that waits for a place, asked to stop: `status` says how.
+    pub(crate) fn end_waiting(&mut self, id: &TaskId, status: TaskStatus) -> Heard<R, W> {
+        let waiting = self
+            .procs
+            .get(id)
+            .is_some_and(|p| matches!(p.phase, Phase::Waiting { .. }));
+        if waiting {
+            self.end(id, status)
+        } else {
+            Heard::Nothing
+        }
     }
 
     /// Adds a monitor of `id`: `Ok(None)` once placed, `Ok(Some(end))` when it ended already
@@ -348,18 +600,28 @@ mod tests {
     fn a_spawn_waits_for_a_place_it_fits_and_is_answered_when_it_runs() {
         let mut book: Book<&str, &str> = Book::default();
         let rack = Placement::Constraints(vec![Constraint::parse("rack = r2").unwrap()]);
-        book.spawn(task("p1", 1.0), rack, 0, 10_000, "reply");
-        assert!(book.fill(&offer("a1", "r1", 4.0)).is_empty(), "not r2");
-        assert!(book.fill(&offer("a2", "r2", 0.5)).is_empty(), "too small");
-        assert_eq!(book.fill(&offer("a2", "r2", 2.0)).len(), 1);
+        book.spawn(
+            task("p1", 1.0),
+            rack,
+            RestartPolicy::default(),
+            0,
+            10_000,
+            "reply",
+        );
+        assert!(book.fill(&offer("a1", "r1", 4.0), 0).is_empty(), "not r2");
+        assert!(
+            book.fill(&offer("a2", "r2", 0.5), 0).is_empty(),
+            "too small"
+        );
+        assert_eq!(book.fill(&offer("a2", "r2", 2.0), 0).len(), 1);
         assert!(!book.waiting());
         assert_eq!(
-            book.heard(&status("p1", TaskState::Running, "a2")),
+            book.heard(&status("p1", TaskState::Running, "a2"), 0),
             Heard::Running(Some("reply"), AgentId("a2".into()))
         );
         assert_eq!(book.monitor(&TaskId("p1".into()), "w"), Ok(None));
         assert_eq!(
-            book.heard(&status("p1", TaskState::Failed, "a2")),
+            book.heard(&status("p1", TaskState::Failed, "a2"), 0),
             Heard::Ended(None, vec!["w"])
         );
         // Its end is kept: a late monitor fires at once.
@@ -373,8 +635,22 @@ mod tests {
     #[test]
     fn a_spawn_with_no_place_by_its_deadline_is_answered_and_forgotten() {
         let mut book: Book<&str, &str> = Book::default();
-        book.spawn(task("p1", 1.0), Placement::Any, 0, 100, "r1");
-        book.spawn(task("p2", 1.0), Placement::Any, 0, 500, "r2");
+        book.spawn(
+            task("p1", 1.0),
+            Placement::Any,
+            RestartPolicy::default(),
+            0,
+            100,
+            "r1",
+        );
+        book.spawn(
+            task("p2", 1.0),
+            Placement::Any,
+            RestartPolicy::default(),
+            0,
+            500,
+            "r2",
+        );
         let late = book.overdue(200);
         assert_eq!(late.len(), 1);
         assert_eq!(late[0].0, "r1");
@@ -385,11 +661,147 @@ mod tests {
     #[test]
     fn a_process_that_ends_before_it_ran_answers_its_spawn() {
         let mut book: Book<&str, &str> = Book::default();
-        book.spawn(task("p1", 1.0), Placement::Any, 0, 10_000, "reply");
-        book.fill(&offer("a1", "r1", 1.0));
+        book.spawn(
+            task("p1", 1.0),
+            Placement::Any,
+            RestartPolicy::default(),
+            0,
+            10_000,
+            "reply",
+        );
+        book.fill(&offer("a1", "r1", 1.0), 0);
         assert_eq!(
-            book.heard(&status("p1", TaskState::Failed, "a1")),
+            book.heard(&status("p1", TaskState::Failed, "a1"), 0),
             Heard::Ended(Some("reply"), vec![])
         );
+    }
+
+    fn ended(id: &str, state: TaskState, agent: &str, exit: troupe_os::ExitReason) -> TaskStatus {
+        let mut s = status(id, state, agent);
+        s.exit = Some(exit);
+        s
+    }
+
+    /// A running permanent process: spawned, placed on a1, running, its spawn answered.
+    fn running(policy: RestartPolicy) -> Book<&'static str, &'static str> {
+        let mut book = Book::default();
+        book.spawn(task("p", 1.0), Placement::Any, policy, 0, 10_000, "reply");
+        book.fill(&offer("a1", "r1", 4.0), 0);
+        assert!(matches!(
+            book.heard(&status("p", TaskState::Running, "a1"), 0),
+            Heard::Running(Some(_), _)
+        ));
+        book
+    }
+
+    #[test]
+    fn a_crashed_permanent_process_starts_again_on_its_own_agent_first_under_a_new_task() {
+        let mut book = running(RestartPolicy::of(Restart::Permanent));
+        let crash = ended(
+            "p",
+            TaskState::Failed,
+            "a1",
+            troupe_os::ExitReason::Exited(1),
+        );
+        assert_eq!(book.heard(&crash, 100), Heard::Restarted);
+        let p = book.get(&TaskId("p".into())).unwrap();
+        assert_eq!((p.incarnation, p.task.id.0.as_str()), (2, "p.2"));
+        // Its own agent first, for a while.
+        assert!(book.fill(&offer("a2", "r1", 4.0), 200).is_empty());
+        assert_eq!(book.fill(&offer("a1", "r1", 4.0), 300)[0].id.0, "p.2");
+        assert_eq!(
+            book.heard(&status("p.2", TaskState::Running, "a1"), 300),
+            Heard::Running(None, AgentId("a1".into()))
+        );
+    }
+
+    #[test]
+    fn transient_restarts_only_abnormal_ends_and_temporary_never() {
+        let mut book = running(RestartPolicy::of(Restart::Transient));
+        let fine = ended(
+            "p",
+            TaskState::Finished,
+            "a1",
+            troupe_os::ExitReason::Exited(0),
+        );
+        assert!(matches!(book.heard(&fine, 10), Heard::Ended(None, _)));
+        let mut book = running(RestartPolicy::of(Restart::Temporary));
+        let crash = ended(
+            "p",
+            TaskState::Failed,
+            "a1",
+            troupe_os::ExitReason::Exited(1),
+        );
+        assert!(matches!(book.heard(&crash, 10), Heard::Ended(None, _)));
+    }
+
+    #[test]
+    fn past_its_intensity_a_process_is_given_up_and_its_monitors_told_why() {
+        let policy = RestartPolicy {
+            intensity: 2,
+            ..RestartPolicy::of(Restart::Permanent)
+        };
+        let mut book = running(policy);
+        assert_eq!(book.monitor(&TaskId("p".into()), "w"), Ok(None));
+        let mut task = "p".to_string();
+        for n in 2..=3 {
+            let crash = ended(
+                &task,
+                TaskState::Failed,
+                "a1",
+                troupe_os::ExitReason::Exited(1),
+            );
+            assert_eq!(book.heard(&crash, n * 10), Heard::Restarted, "restart {n}");
+            task = format!("p.{n}");
+            book.fill(&offer("a1", "r1", 4.0), n * 10);
+            book.heard(&status(&task, TaskState::Running, "a1"), n * 10);
+        }
+        let crash = ended(
+            &task,
+            TaskState::Failed,
+            "a1",
+            troupe_os::ExitReason::Exited(1),
+        );
+        assert_eq!(book.heard(&crash, 40), Heard::Ended(None, vec!["w"]));
+        let Phase::Ended { status } = &book.get(&TaskId("p".into())).unwrap().phase else {
+            panic!("ended")
+        };
+        assert!(
+            status.reason.contains("gave up after 2 restarts"),
+            "{}",
+            status.reason
+        );
+    }
+
+    #[test]
+    fn a_process_whose_agent_stays_unreachable_moves_and_the_copy_left_behind_is_fenced() {
+        let mut book = running(RestartPolicy::of(Restart::Permanent));
+        book.heard(&status("p", TaskState::Unreachable, "a1"), 1_000);
+        assert!(book.move_lost(2_000).is_empty(), "not yet");
+        assert_eq!(book.move_lost(4_000), vec![TaskId("p".into())]);
+        // Not back on the lost agent; anywhere else at once.
+        assert!(book.fill(&offer("a1", "r1", 4.0), 4_000).is_empty());
+        assert_eq!(book.fill(&offer("a2", "r1", 4.0), 4_000)[0].id.0, "p.2");
+        book.heard(&status("p.2", TaskState::Running, "a2"), 4_100);
+        // The lost agent comes back with the old copy running: it is killed.
+        assert_eq!(
+            book.heard(&status("p", TaskState::Running, "a1"), 5_000),
+            Heard::Fence(TaskId("p".into()))
+        );
+        // Its end is no end of the process.
+        let killed = ended("p", TaskState::Killed, "a1", troupe_os::ExitReason::Killed);
+        assert_eq!(book.heard(&killed, 5_100), Heard::Nothing);
+        assert!(matches!(
+            book.get(&TaskId("p".into())).unwrap().phase,
+            Phase::Running { .. }
+        ));
+    }
+
+    #[test]
+    fn a_process_asked_to_stop_is_not_started_again() {
+        let mut book = running(RestartPolicy::of(Restart::Permanent));
+        assert_eq!(book.stop(&TaskId("p".into())), Some(TaskId("p".into())));
+        let killed = ended("p", TaskState::Killed, "a1", troupe_os::ExitReason::Killed);
+        assert!(matches!(book.heard(&killed, 10), Heard::Ended(None, _)));
     }
 }

@@ -1,17 +1,31 @@
 //! The process service's commands: `troupe spawn [--agent A] [--constraint 'KEY = VALUE']...
-//! [--cpus C] [--mem MiB] [--name NAME] [--env K=V]... -- CMD ARGS...` starts a process
+//! [--cpus C] [--mem MiB] [--name NAME] [--env K=V]... [--restart TYPE] -- CMD ARGS...`
+//! starts a process
 //! anywhere in the cluster and says where; `troupe procs [--json]` lists the processes.
 
 use std::time::Duration;
 
 use clap::Args;
 use troupe_actors::client::Processes;
-use troupe_actors::processes::{Constraint, Needs, Placement, ProcessView};
+use troupe_actors::processes::{Constraint, Needs, Placement, ProcessView, RestartPolicy};
 use troupe_actors::protocol::{AgentId, Resources, now_ms};
+use troupe_runtime::supervisor::Restart;
 
 use super::client::{Client, ClusterArgs, client_failure};
 use super::tasks::{age, shell_words};
 use super::{Failure, parse_key_value};
+
+/// Reads a restart type.
+fn restart_type(text: &str) -> Result<Restart, String> {
+    match text {
+        "permanent" => Ok(Restart::Permanent),
+        "transient" => Ok(Restart::Transient),
+        "temporary" => Ok(Restart::Temporary),
+        other => Err(format!(
+            "{other:?} is not a restart type: permanent, transient or temporary"
+        )),
+    }
+}
 
 /// Arguments of `troupe spawn`.
 #[derive(Debug, Args)]
@@ -38,6 +52,11 @@ pub(crate) struct SpawnArgs {
     /// Seconds between the stop signal and SIGKILL when it is stopped.
     #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = super::values::seconds)]
     grace: Duration,
+    /// When it is started again: never (`temporary`), when it ended abnormally
+    /// (`transient`), always (`permanent`); at most 3 times in 5 s, and on another agent
+    /// when its own stays unreachable for 3 s.
+    #[arg(long, value_name = "TYPE", default_value = "temporary", value_parser = restart_type)]
+    restart: Restart,
     #[command(flatten)]
     cluster: ClusterArgs,
     /// The command and its arguments.
@@ -72,7 +91,7 @@ async fn spawn_with(client: &Client, args: &SpawnArgs) -> Result<(), Failure> {
         placement,
     };
     let spawned = Processes::on(client.master_node.clone())
-        .spawn(&name, spec, needs)
+        .spawn_with(&name, spec, needs, RestartPolicy::of(args.restart))
         .await
         .map_err(client_failure)?;
     let at = spawned
@@ -109,11 +128,12 @@ pub(crate) async fn procs(args: ProcsArgs) -> Result<(), Failure> {
 
 fn table(procs: &[ProcessView]) -> String {
     let now = now_ms();
-    let mut rows = vec![[
+    let mut rows: Vec<[String; 9]> = vec![[
         "ID".to_string(),
         "STATE".into(),
         "AGENT".into(),
         "PID".into(),
+        "RUN".into(),
         "CPUS".into(),
         "MEM".into(),
         "AGE".into(),
@@ -125,13 +145,14 @@ fn table(procs: &[ProcessView]) -> String {
             p.state.to_string().to_uppercase(),
             p.agent.as_ref().map_or("-".into(), |a| a.to_string()),
             p.pid.map_or("-".into(), |pid| pid.to_string()),
+            p.incarnation.to_string(),
             format!("{}", p.resources.cpus),
             format!("{}M", p.resources.mem_mib),
             age(now.saturating_sub(p.spawned_ms)),
             shell_words(&p.command),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -140,7 +161,7 @@ fn table(procs: &[ProcessView]) -> String {
             .iter()
             .enumerate()
             .map(|(i, cell)| {
-                if i == 7 {
+                if i == 8 {
                     cell.clone()
                 } else {
                     format!("{cell:<w$}", w = widths[i])
