@@ -18,6 +18,7 @@ pub mod client;
 pub mod dev;
 pub mod events;
 pub mod framework;
+mod ids;
 pub mod master;
 pub mod outbox;
 pub mod processes;

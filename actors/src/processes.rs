@@ -14,7 +14,6 @@
 mod book;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -337,31 +336,9 @@ struct ProcessesState {
     counter: troupe_runtime::inspector::MessageCounter,
 }
 
-static SPAWNED: AtomicU64 = AtomicU64::new(0);
-
 /// A process id: `p-`, the name, and 8 hex digits unique across the cluster's lives.
 fn process_id(name: &str) -> TaskId {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(SPAWNED.fetch_add(1, Ordering::Relaxed));
-    h.write_u64(now_ms());
-    let prefix: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(32)
-        .collect();
-    let prefix = if prefix.trim_matches('-').is_empty() {
-        "process".to_string()
-    } else {
-        prefix
-    };
-    TaskId(format!("p-{prefix}-{:08x}", h.finish() as u32))
+    crate::ids::unique_id("p-", name, "process")
 }
 
 impl ProcessesState {

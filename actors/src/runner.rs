@@ -15,7 +15,6 @@
 mod book;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -214,36 +213,10 @@ struct RunnerState {
     monitored: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
-static SUBMITTED: AtomicU64 = AtomicU64::new(0);
-
 /// A task id that is unique across the cluster and its restarts, and short enough to type:
 /// the name, then 8 hex digits.
 fn task_id(name: &str) -> TaskId {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(SUBMITTED.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    let prefix: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(32)
-        .collect();
-    let prefix = if prefix.trim_matches('-').is_empty() {
-        "task".to_string()
-    } else {
-        prefix
-    };
-    TaskId(format!("{prefix}-{:08x}", h.finish() as u32))
+    crate::ids::unique_id("", name, "task")
 }
 
 /// Checks submitted commands and makes them tasks with fresh ids.

@@ -12,7 +12,7 @@ use troupe_actors::protocol::{AgentId, Resources, now_ms};
 use troupe_runtime::supervisor::Restart;
 
 use super::client::{Client, ClusterArgs, client_failure};
-use super::tasks::{age, shell_words};
+use super::tasks::{age, render_table, shell_words};
 use super::{Failure, parse_key_value};
 
 /// Reads a restart type.
@@ -128,48 +128,25 @@ pub(crate) async fn procs(args: ProcsArgs) -> Result<(), Failure> {
 
 fn table(procs: &[ProcessView]) -> String {
     let now = now_ms();
-    let mut rows: Vec<[String; 9]> = vec![[
-        "ID".to_string(),
-        "STATE".into(),
-        "AGENT".into(),
-        "PID".into(),
-        "RUN".into(),
-        "CPUS".into(),
-        "MEM".into(),
-        "AGE".into(),
-        "COMMAND".into(),
-    ]];
-    for p in procs {
-        rows.push([
-            p.id.to_string(),
-            p.state.to_string().to_uppercase(),
-            p.agent.as_ref().map_or("-".into(), |a| a.to_string()),
-            p.pid.map_or("-".into(), |pid| pid.to_string()),
-            p.incarnation.to_string(),
-            format!("{}", p.resources.cpus),
-            format!("{}M", p.resources.mem_mib),
-            age(now.saturating_sub(p.spawned_ms)),
-            shell_words(&p.command),
-        ]);
-    }
-    let widths: Vec<usize> = (0..9)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+    let header = [
+        "ID", "STATE", "AGENT", "PID", "RUN", "CPUS", "MEM", "AGE", "COMMAND",
+    ];
+    let rows = procs
+        .iter()
+        .map(|p| {
+            let row = vec![
+                p.id.to_string(),
+                p.state.to_string().to_uppercase(),
+                p.agent.as_ref().map_or("-".into(), |a| a.to_string()),
+                p.pid.map_or("-".into(), |pid| pid.to_string()),
+                p.incarnation.to_string(),
+                format!("{}", p.resources.cpus),
+                format!("{}M", p.resources.mem_mib),
+                age(now.saturating_sub(p.spawned_ms)),
+                shell_words(&p.command),
+            ];
+            (row, None)
+        })
         .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| {
-                if i == 8 {
-                    cell.clone()
-                } else {
-                    format!("{cell:<w$}", w = widths[i])
-                }
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    render_table(&header, rows)
 }

@@ -41,40 +41,51 @@ pub(crate) fn age(ms: u64) -> String {
 
 fn table(tasks: &[TaskView]) -> String {
     let now = now_ms();
-    let mut rows = vec![[
-        "ID".to_string(),
-        "STATE".into(),
-        "AGENT".into(),
-        "CPUS".into(),
-        "MEM".into(),
-        "AGE".into(),
-        "COMMAND".into(),
-    ]];
-    // A queued task's reason goes on a line of its own under its row.
-    let mut notes: Vec<Option<String>> = vec![None];
-    for t in tasks {
-        let state = state_cell(&t.status);
-        notes.push((t.status.state == TaskState::Queued).then(|| t.status.reason.clone()));
-        rows.push([
-            t.id.to_string(),
-            state,
-            t.agent.as_ref().map_or("-".into(), |a| a.to_string()),
-            format!("{}", t.resources.cpus),
-            format!("{}M", t.resources.mem_mib),
-            age(now.saturating_sub(t.launched_ms)),
-            shell_words(&t.command),
-        ]);
-    }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+    let header = ["ID", "STATE", "AGENT", "CPUS", "MEM", "AGE", "COMMAND"];
+    let rows = tasks
+        .iter()
+        .map(|t| {
+            let row = vec![
+                t.id.to_string(),
+                state_cell(&t.status),
+                t.agent.as_ref().map_or("-".into(), |a| a.to_string()),
+                format!("{}", t.resources.cpus),
+                format!("{}M", t.resources.mem_mib),
+                age(now.saturating_sub(t.launched_ms)),
+                shell_words(&t.command),
+            ];
+            // A queued task's reason goes on a line of its own under its row.
+            let note = (t.status.state == TaskState::Queued).then(|| t.status.reason.clone());
+            (row, note)
+        })
+        .collect();
+    render_table(&header, rows)
+}
+
+/// A table for people: a header, then rows in columns padded to their widest cell, the
+/// last column free (a command line); a row's note, if any, on a line under it.
+pub(crate) fn render_table(header: &[&str], rows: Vec<(Vec<String>, Option<String>)>) -> String {
+    let mut all = vec![(
+        header.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        None,
+    )];
+    all.extend(rows);
+    let columns = header.len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            all.iter()
+                .map(|(r, _)| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
-    for (row, note) in rows.into_iter().zip(notes) {
+    for (row, note) in all {
         let line: Vec<String> = row
             .iter()
             .enumerate()
             .map(|(i, cell)| {
-                if i == 6 {
+                if i + 1 == columns {
                     cell.clone()
                 } else {
                     format!("{cell:<w$}", w = widths[i])
