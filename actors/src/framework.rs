@@ -81,6 +81,19 @@ pub struct FrameworkSettings {
 }
 
 impl FrameworkSettings {
+    /// The settings of a framework built into the master's node (the runner, the process
+    /// service): one id for every life of it, its name, and an hour to come back. With a
+    /// new id every start, the updates agents hold for its tasks from before a master
+    /// restart, addressed to the old id, would wait behind one nobody can acknowledge, and
+    /// the tasks' ends would never reach the master's books; with the same id, the new
+    /// life acknowledges them.
+    pub fn built_in(name: &str) -> FrameworkSettings {
+        let mut settings = FrameworkSettings::new(name);
+        settings.failover_timeout = Duration::from_secs(3600);
+        settings.id = Some(FrameworkId(name.to_string()));
+        settings
+    }
+
     /// A framework called `name` in role `*`, with a failover timeout of one minute.
     pub fn new(name: impl Into<String>) -> FrameworkSettings {
         FrameworkSettings {

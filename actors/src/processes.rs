@@ -25,8 +25,8 @@ use crate::framework::{Driver, DriverError, FrameworkSettings, Scheduler};
 use crate::master::MASTER_PATH;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    AgentId, AgentInfo, FrameworkId, MasterMsg, OfferInfo, Resources, TaskId, TaskInfo, TaskState,
-    TaskStatus, now_ms,
+    AgentId, AgentInfo, MasterMsg, OfferInfo, Resources, TaskId, TaskInfo, TaskState, TaskStatus,
+    now_ms,
 };
 use book::{Book, Heard, Phase};
 pub use book::{Constraint, Placement, RestartPolicy};
@@ -619,9 +619,7 @@ impl Actor for ProcessesActor {
 pub async fn start(master: Option<SocketAddr>) -> Result<Driver, DriverError> {
     let book: SharedBook = Arc::new(Mutex::new(Book::default()));
     let scheduler = ProcessScheduler { book: book.clone() };
-    let mut settings = FrameworkSettings::new(PROCESSES_NAME);
-    settings.failover_timeout = Duration::from_secs(3600);
-    settings.id = Some(FrameworkId(PROCESSES_NAME.to_string()));
+    let settings = FrameworkSettings::built_in(PROCESSES_NAME);
     let driver = Driver::start(settings, master, scheduler).await?;
     Actor::spawn(None, ProcessesActor, (book, driver.clone()))
         .await

@@ -30,8 +30,7 @@ use crate::framework::{Driver, DriverError, FrameworkSettings, Scheduler};
 use crate::master::MASTER_PATH;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    FrameworkId, MasterMsg, OfferInfo, Resources, Source, TaskId, TaskInfo, TaskState, TaskStatus,
-    now_ms,
+    MasterMsg, OfferInfo, Resources, Source, TaskId, TaskInfo, TaskState, TaskStatus, now_ms,
 };
 
 /// The runner's path.
@@ -451,13 +450,7 @@ async fn fits_somewhere(tasks: &[TaskInfo]) -> Result<(), SubmitRefused> {
 pub async fn start(master: Option<SocketAddr>) -> Result<Driver, DriverError> {
     let book: SharedBook = Arc::new(Mutex::new(Book::default()));
     let scheduler = RunScheduler { book: book.clone() };
-    let mut settings = FrameworkSettings::new(RUNNER_NAME);
-    settings.failover_timeout = Duration::from_secs(3600);
-    // One id for every life of the runner: the updates that agents hold for its tasks from
-    // before a master restart are addressed to it, and the runner of the new master
-    // acknowledges them (with a new id every start, they would wait behind an update
-    // nobody can acknowledge, and the task's end would never reach the master's books).
-    settings.id = Some(FrameworkId(RUNNER_NAME.to_string()));
+    let settings = FrameworkSettings::built_in(RUNNER_NAME);
     let driver = Driver::start(settings, master, scheduler).await?;
     Actor::spawn(None, RunnerActor, (book, driver.clone()))
         .await
