@@ -369,9 +369,22 @@ pub struct Processes {
 pub struct ProcessMonitor {
     receiver: ractor::ActorRef<ProcessEvent>,
     events: tokio::sync::mpsc::UnboundedReceiver<ProcessEvent>,
+    /// The service, the process and the receiver's path, to take the monitor back.
+    service: Addr<ProcessesMsg>,
+    id: TaskId,
+    path: String,
 }
 
 impl ProcessMonitor {
+    /// Takes the monitor back (the service forgets it); its end will not come.
+    pub async fn demonitor(self) {
+        let message = ProcessesMsg::Demonitor {
+            id: self.id.clone(),
+            watcher: self.path.clone(),
+        };
+        let _ = self.service.send(message).await;
+    }
+
     /// Waits for the process's end; `None` if the service went away first.
     pub async fn wait(mut self) -> Option<ProcessEnd> {
         let end = self
@@ -473,7 +486,13 @@ impl Processes {
         let (receiver, events) = troupe_runtime::inbox::inbox::<ProcessEvent>(&path)
             .await
             .map_err(|e| ClientError::Local(format!("cannot start a local receiver: {e}")))?;
-        let monitor = ProcessMonitor { receiver, events };
+        let monitor = ProcessMonitor {
+            receiver,
+            events,
+            service: self.addr.clone(),
+            id: id.clone(),
+            path: path.clone(),
+        };
         let id = id.clone();
         let placed = self
             .addr
@@ -488,6 +507,50 @@ impl Processes {
             .await?;
         placed?;
         Ok(monitor)
+    }
+
+    /// Links the local actor `actor` with process `id`, both ways, as Erlang links: when
+    /// the process ends for good other than with exit code 0, the actor is stopped with a
+    /// reason that says how; when the actor stops abnormally (not `normal`, not
+    /// `shutdown`), the process is killed. [`ProcessLink::unlink`] takes it back. (An actor
+    /// that wants the end as a message, not a stop, monitors the process instead.)
+    pub async fn link(
+        &self,
+        actor: &ractor::ActorCell,
+        id: &TaskId,
+    ) -> Result<ProcessLink, ClientError> {
+        let process = self.monitor(id).await?;
+        let (actor_gone, actor_down) = tokio::sync::oneshot::channel();
+        let watch = troupe_runtime::monitor_cell(actor, move |down| {
+            let _ = actor_gone.send(down);
+        })
+        .await
+        .map_err(|e| ClientError::Local(format!("cannot watch the actor: {e}")))?;
+        let (processes, cell, pid) = (self.clone(), actor.clone(), id.clone());
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                end = process.wait() => {
+                    match end {
+                        Some(ProcessEnd::Exited(troupe_os::ExitReason::Exited(0))) | None => {}
+                        Some(end) => {
+                            cell.stop(Some(format!("linked process {pid} ended: {end:?}")));
+                        }
+                    }
+                }
+                down = actor_down => {
+                    if let Ok(down) = down {
+                        let normal = matches!(
+                            down.reason,
+                            troupe_runtime::DownReason::Normal | troupe_runtime::DownReason::Shutdown
+                        );
+                        if !normal {
+                            let _ = processes.kill(&pid).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(ProcessLink { task, watch })
     }
 
     /// Kills a process (its stop signal, its grace, then SIGKILL); returns once the kill
@@ -577,6 +640,23 @@ impl Processes {
             .with_timeout(DEFAULT_TIMEOUT)
             .signal(id, signal)
             .await
+    }
+}
+
+/// A link between a local actor and a process (see [`Processes::link`]). It lasts until
+/// one end goes or [`ProcessLink::unlink`]; dropping the handle keeps it, as an Erlang link
+/// outlives the call that made it.
+#[derive(Debug)]
+pub struct ProcessLink {
+    task: tokio::task::JoinHandle<()>,
+    watch: troupe_runtime::Ref,
+}
+
+impl ProcessLink {
+    /// Takes the link back at both ends: neither end's going touches the other.
+    pub fn unlink(self) {
+        self.task.abort();
+        troupe_runtime::demonitor(&self.watch);
     }
 }
 

@@ -206,6 +206,13 @@ pub enum ProcessesMsg {
         /// `Ok` once the monitor is in place.
         reply: Reply<Result<(), ProcessRefused>>,
     },
+    /// Removes a monitor placed with [`ProcessesMsg::Monitor`]: it will not fire.
+    Demonitor {
+        /// Which process.
+        id: TaskId,
+        /// The receiver's path it was placed with.
+        watcher: String,
+    },
     /// Kills a process (its stop signal, its grace, then SIGKILL); its end comes to its
     /// monitors.
     Kill {
@@ -577,6 +584,9 @@ impl Actor for ProcessesActor {
                         reply.send(Err(ProcessRefused::Unknown { id }));
                     }
                 }
+            }
+            ProcessesMsg::Demonitor { id, watcher } => {
+                lock(&state.book).demonitor(&id, |w| w.path() == watcher);
             }
             ProcessesMsg::Kill { id, reply } => {
                 let phase = lock(&state.book).get(&id).map(|p| p.phase.clone());

@@ -419,3 +419,114 @@ async fn a_permanent_process_restarts_on_its_agent_moves_when_the_agent_is_lost_
     assert!(pids_running(&argv).is_empty());
     node.stop().await;
 }
+
+/// An actor of the test's node that does nothing: an end to link.
+struct Idle;
+
+impl troupe_runtime::ractor::Actor for Idle {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: troupe_runtime::ractor::ActorRef<()>,
+        _args: (),
+    ) -> Result<(), troupe_runtime::ractor::ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_ends_the_actor_with_its_process_and_the_process_with_its_actor() {
+    use troupe_runtime::ractor::{Actor, ActorStatus};
+    let dir = ScratchDir::new("processes-link");
+    let agent_name = format!("lk{}", std::process::id());
+    let _litter = TaskLitter::new(dir.join("work").join("sandboxes"), &agent_name);
+    let mut cmd = Command::new(TROUPE);
+    cmd.args([
+        "master",
+        "--name",
+        "lkm",
+        "--listen",
+        "127.0.0.1:0",
+        "--cookie",
+        TEST_COOKIE,
+    ]);
+    cmd.args(["--allocation-interval-ms", "100"]);
+    let master = ChildNode::spawn("lkm", cmd).expect("troupe master starts");
+    let mut cmd = Command::new(TROUPE);
+    cmd.args(["agent", "--name", &agent_name, "--cookie", TEST_COOKIE]);
+    cmd.args([
+        "--master",
+        &master.addr.to_string(),
+        "--cpus",
+        "1",
+        "--mem",
+        "256",
+        "--work-dir",
+    ]);
+    cmd.arg(dir.join("work"));
+    let _agent = ChildNode::spawn(&agent_name, cmd).expect("troupe agent starts");
+    let node = start_local_node("lkclient", TEST_COOKIE).await;
+    let processes = Processes::on(node.connect(master.addr).await.unwrap());
+    let spawn = |name: &'static str| {
+        let processes = processes.clone();
+        async move {
+            for _ in 0..100 {
+                match processes
+                    .spawn(
+                        name,
+                        ProcessSpec::new(["sleep", "300"]),
+                        needs(Placement::Any),
+                    )
+                    .await
+                {
+                    Ok(p) => return p,
+                    Err(ClientError::Spawn(SpawnRefused::NotPlaced { .. })) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => panic!("spawn: {e}"),
+                }
+            }
+            panic!("not placed")
+        }
+    };
+
+    // The process is killed by a signal: the linked actor stops, saying why.
+    let p1 = spawn("linked1").await;
+    let (actor, handle) = Actor::spawn(None, Idle, ()).await.unwrap();
+    let _link = processes.link(&actor.get_cell(), &p1.id).await.unwrap();
+    processes.signal(&p1.id, "KILL").await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), handle).await;
+    assert!(stopped.is_ok(), "the linked actor stopped");
+    assert_eq!(actor.get_status(), ActorStatus::Stopped);
+
+    // The actor fails: the linked process is killed.
+    let p2 = spawn("linked2").await;
+    let down = processes.monitor(&p2.id).await.unwrap();
+    let (actor, _handle) = Actor::spawn(None, Idle, ()).await.unwrap();
+    let _link = processes.link(&actor.get_cell(), &p2.id).await.unwrap();
+    actor.stop(Some("it failed".into()));
+    let end = tokio::time::timeout(Duration::from_secs(20), down.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end, ProcessEnd::Exited(ExitReason::Killed));
+
+    // Unlinked, and a monitor taken back: neither end's going touches the other.
+    let p3 = spawn("unlinked").await;
+    let (actor, _handle) = Actor::spawn(None, Idle, ()).await.unwrap();
+    let link = processes.link(&actor.get_cell(), &p3.id).await.unwrap();
+    link.unlink();
+    let taken_back = processes.monitor(&p3.id).await.unwrap();
+    taken_back.demonitor().await;
+    actor.stop(Some("it failed".into()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        processes.get(&p3.id).await.unwrap().state,
+        TaskState::Running
+    );
+    processes.kill(&p3.id).await.unwrap();
+    node.stop().await;
+}

@@ -157,6 +157,11 @@ pub fn unregister<M: Message>(path: &str, actor: &ActorRef<M>) {
     ractor::pg::leave_scoped(SCOPE.to_string(), path.to_string(), vec![actor.get_cell()]);
 }
 
+/// [`unregister`] for an untyped actor cell.
+pub fn unregister_cell(path: &str, actor: &ActorCell) {
+    ractor::pg::leave_scoped(SCOPE.to_string(), path.to_string(), vec![actor.clone()]);
+}
+
 /// A typed, location-transparent handle to the actor(s) registered under a path.
 pub struct Addr<M> {
     path: Arc<str>,

@@ -74,13 +74,13 @@ pub mod supervisor;
 pub mod system;
 pub mod text;
 
-pub use addr::{Addr, AddrError, SendError, register, register_cell, unregister};
+pub use addr::{Addr, AddrError, SendError, register, register_cell, unregister, unregister_cell};
 pub use codec::{DecodeStats, Reply, ReplyReceiver, decode_stats};
 pub use cookie::Cookie;
 pub use heartbeat::HeartbeatConfig;
 pub use monitor::{
-    Down, DownReason, Exit, LinkError, Ref, demonitor, link, monitor, monitor_channel,
-    monitor_with, trap_exit, unlink,
+    Down, DownReason, Exit, LinkError, Ref, demonitor, link, monitor, monitor_cell,
+    monitor_channel, monitor_with, trap_exit, unlink,
 };
 pub use node::channel::ChannelInfo;
 pub use node::{ChannelConfig, ConnectError, Node, NodeConfig, NodeError, NodeEvent, Transport};

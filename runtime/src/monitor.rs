@@ -72,6 +72,29 @@ pub async fn monitor_with<M: Message>(
     Ok(id)
 }
 
+/// Monitors an actor of this node by its cell, whatever its message type (an actor with
+/// no path, say); `on_down` runs exactly once when it is gone. Returns once the monitor is
+/// in place.
+pub async fn monitor_cell(
+    cell: &ractor::ActorCell,
+    on_down: impl FnOnce(Down) + Send + 'static,
+) -> Result<Ref, LinkError> {
+    let node = Node::current().ok_or(LinkError::NoNode)?;
+    let kernel = node.kernel().ok_or(LinkError::NoNode)?;
+    let id = Ref::new(node.name());
+    let sink: DownSink = Box::new(on_down);
+    let (placed, done) = tokio::sync::oneshot::channel();
+    let _ = kernel.cast(kernel::KernelMsg::Local(LocalReq::Watch {
+        id: id.clone(),
+        cell: cell.clone(),
+        path: cell.get_id().to_string(),
+        sink,
+        placed,
+    }));
+    let _ = done.await;
+    Ok(id)
+}
+
 /// Monitors the actor at `target`; the watcher receives one [`Down`] as a message.
 pub async fn monitor<M: Message, W: Message + From<Down>>(
     target: &Addr<M>,

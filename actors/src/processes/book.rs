@@ -537,6 +537,13 @@ impl<R, W> Book<R, W> {
         }
     }
 
+    /// Removes the monitors of `id` that `gone` selects: they will not fire.
+    pub(crate) fn demonitor(&mut self, id: &TaskId, gone: impl Fn(&W) -> bool) {
+        if let Some(p) = self.procs.get_mut(id) {
+            p.monitors.retain(|w| !gone(w));
+        }
+    }
+
     /// One process.
     pub(crate) fn get(&self, id: &TaskId) -> Option<&Proc<R, W>> {
         self.procs.get(id)
