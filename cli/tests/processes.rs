@@ -255,6 +255,31 @@ fn troupe_spawn_says_where_procs_lists_and_kill_ends_a_process() {
     }
     assert_eq!(state, "killed");
 
+    // `troupe kill` of a permanent process's id stops it for good: it is not started again.
+    let (code, out, err) = troupe(&[
+        "spawn",
+        "--restart",
+        "permanent",
+        "--name",
+        "keeper",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let keeper = out.split_whitespace().next().unwrap().to_string();
+    let (code, out, err) = troupe(&["kill", &keeper]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("{keeper} killed"));
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, json, _) = troupe(&["procs", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let p = listed.iter().find(|p| p["id"] == keeper.as_str()).unwrap();
+    assert_eq!(
+        (p["state"].as_str(), p["incarnation"].as_u64()),
+        (Some("killed"), Some(1))
+    );
+
     // No place: refused at once, with why; a malformed constraint is a usage error.
     let (code, _, err) = troupe(&["spawn", "--agent", "nope", "--", "true"]);
     assert_eq!(code, 1, "{err}");

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use clap::Args;
-use troupe_actors::client::ClientError;
+use troupe_actors::client::{ClientError, Processes};
+use troupe_actors::processes::{ProcessEnd, ProcessView};
 use troupe_actors::protocol::{
     FrameworkId, KillAccepted, Source, TaskId, TaskRefused, TaskState, TaskStatus, TaskView, now_ms,
 };
@@ -202,9 +203,60 @@ pub(crate) struct KillArgs {
 
 pub(crate) async fn kill(args: KillArgs) -> Result<(), Failure> {
     let client = Client::connect(&args.cluster).await?;
-    let result = kill_with(&client, TaskId(args.task), args.no_wait).await;
+    let id = TaskId(args.task);
+    let result = match process_of(&client, &id).await {
+        Some(view) if view.end.is_none() => kill_process(&client, &id, args.no_wait).await,
+        _ => kill_with(&client, id, args.no_wait).await,
+    };
     client.close().await;
     result
+}
+
+/// The process service's process of this id, if it is one.
+async fn process_of(client: &Client, id: &TaskId) -> Option<ProcessView> {
+    Processes::on(client.master_node.clone()).get(id).await.ok()
+}
+
+/// The task a task or process id names now: a process's current run (`ID.N` after
+/// restarts), or the task itself.
+pub(crate) async fn current_task(client: &Client, id: &TaskId) -> TaskId {
+    match process_of(client, id).await {
+        Some(view) => view.task,
+        None => id.clone(),
+    }
+}
+
+/// Kills a process of the process service for good (not started again, whatever its
+/// restart policy), and waits for its end unless `no_wait`.
+async fn kill_process(client: &Client, id: &TaskId, no_wait: bool) -> Result<(), Failure> {
+    let processes = Processes::on(client.master_node.clone());
+    let down = processes.monitor(id).await.map_err(client_failure)?;
+    processes.kill(id).await.map_err(client_failure)?;
+    if no_wait {
+        println!("killing {id}");
+        return Ok(());
+    }
+    match tokio::time::timeout(Duration::from_secs(60), down.wait()).await {
+        Ok(Some(end)) => {
+            println!("{id} {}", end_words(&end));
+            Ok(())
+        }
+        Ok(None) => Err(Failure::from("the process service went away")),
+        Err(_) => Err(Failure::new(
+            crate::exit::TIMEOUT,
+            format!("{id} has not ended after 60 s"),
+        )),
+    }
+}
+
+/// How a process ended, in the words `kill` prints.
+fn end_words(end: &ProcessEnd) -> String {
+    match end {
+        ProcessEnd::Exited(troupe_os::ExitReason::Killed) => "killed".into(),
+        ProcessEnd::Exited(how) => format!("ended: {how}"),
+        ProcessEnd::AgentLost(why) => format!("lost with its agent: {why}"),
+        ProcessEnd::NeverRan(why) => format!("never ran: {why}"),
+    }
 }
 
 async fn kill_with(client: &Client, task: TaskId, no_wait: bool) -> Result<(), Failure> {
@@ -285,7 +337,8 @@ pub(crate) async fn signal(args: SignalArgs) -> Result<(), Failure> {
     }
     let client = Client::connect(&args.cluster).await?;
     let result = async {
-        let location = client.locate(&TaskId(args.task.clone())).await?;
+        let task = current_task(&client, &TaskId(args.task.clone())).await;
+        let location = client.locate(&task).await?;
         if location.task.status.state.is_terminal() {
             return Err(Failure::from(format!(
                 "task {} already ended: {}",
@@ -298,7 +351,7 @@ pub(crate) async fn signal(args: SignalArgs) -> Result<(), Failure> {
             .ok_or_else(|| Failure::from(format!("task {} has not reached an agent", args.task)))?;
         client
             .agent(agent)
-            .signal(&TaskId(args.task.clone()), &args.signal)
+            .signal(&task, &args.signal)
             .await
             .map_err(client_failure)?;
         println!("{} signalled with {}", args.task, args.signal);
@@ -332,7 +385,7 @@ pub(crate) async fn logs(args: LogsArgs) -> Result<(), Failure> {
 }
 
 async fn logs_with(client: &Client, args: &LogsArgs) -> Result<(), Failure> {
-    let task = TaskId(args.task.clone());
+    let task = current_task(client, &TaskId(args.task.clone())).await;
     let mut location = client.locate(&task).await?;
     // Right after `run --detach` the task may still be on its way to its agent, which
     // would answer with the (empty) files of a task it does not have yet: a follower waits
