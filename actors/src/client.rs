@@ -373,33 +373,51 @@ pub struct ProcessMonitor {
     service: Addr<ProcessesMsg>,
     id: TaskId,
     path: String,
+    /// Its end came (nothing to take back).
+    fired: bool,
 }
 
 impl ProcessMonitor {
     /// Takes the monitor back (the service forgets it); its end will not come.
-    pub async fn demonitor(self) {
+    pub async fn demonitor(mut self) {
         let message = ProcessesMsg::Demonitor {
             id: self.id.clone(),
             watcher: self.path.clone(),
         };
         let _ = self.service.send(message).await;
+        self.fired = true;
     }
 
     /// Waits for the process's end; `None` if the service went away first.
     pub async fn wait(mut self) -> Option<ProcessEnd> {
-        let end = self
-            .events
-            .recv()
-            .await
-            .map(|ProcessEvent::Down { end, .. }| end);
-        self.receiver.stop(None);
-        end
+        while let Some(ProcessEvent::Down { id, end }) = self.events.recv().await {
+            // Only this process's end (a receiver's path could be reused by a later one).
+            if id == self.id {
+                self.fired = true;
+                return Some(end);
+            }
+        }
+        None
     }
 }
 
 impl Drop for ProcessMonitor {
+    /// A monitor dropped before its end is taken back, so that the service does not keep
+    /// it for the process's life.
     fn drop(&mut self) {
         self.receiver.stop(None);
+        if !self.fired {
+            let message = ProcessesMsg::Demonitor {
+                id: self.id.clone(),
+                watcher: self.path.clone(),
+            };
+            let service = self.service.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = service.send(message).await;
+                });
+            }
+        }
     }
 }
 
@@ -492,6 +510,7 @@ impl Processes {
             service: self.addr.clone(),
             id: id.clone(),
             path: path.clone(),
+            fired: false,
         };
         let id = id.clone();
         let placed = self
@@ -520,37 +539,52 @@ impl Processes {
         id: &TaskId,
     ) -> Result<ProcessLink, ClientError> {
         let process = self.monitor(id).await?;
-        let (actor_gone, actor_down) = tokio::sync::oneshot::channel();
-        let watch = troupe_runtime::monitor_cell(actor, move |down| {
-            let _ = actor_gone.send(down);
-        })
-        .await
-        .map_err(|e| ClientError::Local(format!("cannot watch the actor: {e}")))?;
+        let (watch, actor_down) = watch_actor(actor).await?;
         let (processes, cell, pid) = (self.clone(), actor.clone(), id.clone());
+        let watch_ref = std::sync::Arc::new(std::sync::Mutex::new(watch.clone()));
+        let current_watch = watch_ref.clone();
         let task = tokio::spawn(async move {
-            tokio::select! {
-                end = process.wait() => {
-                    match end {
-                        Some(ProcessEnd::Exited(troupe_os::ExitReason::Exited(0))) | None => {}
-                        Some(end) => {
-                            cell.stop(Some(format!("linked process {pid} ended: {end:?}")));
+            let ended = process.wait();
+            tokio::pin!(ended);
+            let mut actor_down = actor_down;
+            loop {
+                tokio::select! {
+                    end = &mut ended => {
+                        match end {
+                            Some(ProcessEnd::Exited(troupe_os::ExitReason::Exited(0))) | None => {}
+                            Some(end) => {
+                                cell.stop(Some(format!("linked process {pid} ended: {end:?}")));
+                            }
                         }
+                        return;
                     }
-                }
-                down = actor_down => {
-                    if let Ok(down) = down {
-                        let normal = matches!(
-                            down.reason,
-                            troupe_runtime::DownReason::Normal | troupe_runtime::DownReason::Shutdown
-                        );
-                        if !normal {
-                            let _ = processes.kill(&pid).await;
+                    down = &mut actor_down => {
+                        let Ok(down) = down else { return };
+                        match down.reason {
+                            // The watch was lost with this node's kernel, not the actor:
+                            // watch it again.
+                            troupe_runtime::DownReason::Lost(_) => match watch_actor(&cell).await {
+                                Ok((again, down)) => {
+                                    *current_watch.lock().unwrap_or_else(|p| p.into_inner()) = again;
+                                    actor_down = down;
+                                }
+                                Err(_) => return,
+                            },
+                            troupe_runtime::DownReason::Normal
+                            | troupe_runtime::DownReason::Shutdown => return,
+                            _ => {
+                                let _ = processes.kill(&pid).await;
+                                return;
+                            }
                         }
                     }
                 }
             }
         });
-        Ok(ProcessLink { task, watch })
+        Ok(ProcessLink {
+            task,
+            watch: watch_ref,
+        })
     }
 
     /// Kills a process (its stop signal, its grace, then SIGKILL); returns once the kill
@@ -573,7 +607,7 @@ impl Processes {
         from: u64,
         follow: bool,
     ) -> Result<ProcessLogs, ClientError> {
-        let info = self.agent_of(id).await?;
+        let (task, info) = self.run_of(id).await?;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let node = Node::current()
             .map(|n| n.name().to_string())
@@ -585,7 +619,7 @@ impl Processes {
             .map_err(|e| ClientError::Local(format!("cannot start a local receiver: {e}")))?;
         AgentClient::of(&info)
             .with_timeout(DEFAULT_TIMEOUT)
-            .stream_log(id, stream, from, follow, &path)
+            .stream_log(&task, stream, from, follow, &path)
             .await?;
         Ok(ProcessLogs {
             receiver,
@@ -605,42 +639,55 @@ impl Processes {
         Ok(out)
     }
 
-    /// The agent a process was placed on, where it is.
-    async fn agent_of(&self, id: &TaskId) -> Result<AgentInfo, ClientError> {
+    /// A process's current run (its task) and the agent it was placed on, where it is;
+    /// refused while it waits for a place (it runs nowhere).
+    async fn run_of(&self, id: &TaskId) -> Result<(TaskId, AgentInfo), ClientError> {
         let view = self.get(id).await?;
         let agent = view
             .agent
-            .ok_or_else(|| ProcessRefused::Unknown { id: id.clone() })?;
-        MasterClient::any()
+            .ok_or_else(|| ProcessRefused::NotRunning { id: id.clone() })?;
+        let info = MasterClient::any()
             .state(false)
             .await?
             .agents
             .into_iter()
             .find(|a| a.info.id == agent)
             .map(|a| a.info)
-            .ok_or_else(|| ProcessRefused::Unknown { id: id.clone() }.into())
+            .ok_or_else(|| ProcessRefused::NotRunning { id: id.clone() })?;
+        Ok((view.task, info))
     }
 
-    /// Sends a signal (a name, `TERM`, or a number) to a running process, on its agent.
+    /// Sends a signal (a name, `TERM`, or a number) to a running process's current run, on
+    /// its agent.
     pub async fn signal(&self, id: &TaskId, signal: &str) -> Result<(), ClientError> {
-        let view = self.get(id).await?;
-        let agent = view
-            .agent
-            .ok_or_else(|| ProcessRefused::Ended { id: id.clone() })?;
-        if view.end.is_some() {
+        if self.get(id).await?.end.is_some() {
             return Err(ProcessRefused::Ended { id: id.clone() }.into());
         }
-        let state = MasterClient::any().state(false).await;
-        let info = state
-            .ok()
-            .and_then(|s| s.agents.into_iter().find(|a| a.info.id == agent))
-            .map(|a| a.info)
-            .ok_or_else(|| ProcessRefused::Unknown { id: id.clone() })?;
+        let (task, info) = self.run_of(id).await?;
         AgentClient::of(&info)
             .with_timeout(DEFAULT_TIMEOUT)
-            .signal(id, signal)
+            .signal(&task, signal)
             .await
     }
+}
+
+/// Monitors a local actor: the monitor, and where its `Down` comes.
+async fn watch_actor(
+    actor: &ractor::ActorCell,
+) -> Result<
+    (
+        troupe_runtime::Ref,
+        tokio::sync::oneshot::Receiver<troupe_runtime::Down>,
+    ),
+    ClientError,
+> {
+    let (gone, down) = tokio::sync::oneshot::channel();
+    let watch = troupe_runtime::monitor_cell(actor, move |d| {
+        let _ = gone.send(d);
+    })
+    .await
+    .map_err(|e| ClientError::Local(format!("cannot watch the actor: {e}")))?;
+    Ok((watch, down))
 }
 
 /// A link between a local actor and a process (see [`Processes::link`]). It lasts until
@@ -649,14 +696,15 @@ impl Processes {
 #[derive(Debug)]
 pub struct ProcessLink {
     task: tokio::task::JoinHandle<()>,
-    watch: troupe_runtime::Ref,
+    /// The monitor of the actor now (placed again if the kernel restarted).
+    watch: std::sync::Arc<std::sync::Mutex<troupe_runtime::Ref>>,
 }
 
 impl ProcessLink {
     /// Takes the link back at both ends: neither end's going touches the other.
     pub fn unlink(self) {
         self.task.abort();
-        troupe_runtime::demonitor(&self.watch);
+        troupe_runtime::demonitor(&self.watch.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 

@@ -153,6 +153,12 @@ pub enum ProcessRefused {
         /// The id.
         id: TaskId,
     },
+    /// It runs nowhere now (it waits for a place).
+    #[error("process {id} is not running now (it waits for a place)")]
+    NotRunning {
+        /// The id.
+        id: TaskId,
+    },
 }
 
 /// What a monitor of a process receives, exactly once.
@@ -273,8 +279,7 @@ impl Scheduler for ProcessScheduler {
                 tracing::warn!(%task, "a copy of an earlier run of a process runs (its agent came back): killed");
                 driver.kill(&task);
             }
-            Heard::Running(Some(reply), agent) => {
-                let id = status.task.clone();
+            Heard::Running(Some(reply), id, agent) => {
                 tokio::spawn(async move {
                     let location = locate(&agent).await;
                     reply.send(Ok(ProcessRef {
@@ -284,36 +289,27 @@ impl Scheduler for ProcessScheduler {
                     }));
                 });
             }
-            Heard::Ended(reply, monitors) => {
-                let end = ProcessEnd::of(status);
-                if let Some(reply) = reply {
-                    let why = if status.reason.is_empty() {
-                        status.state.to_string()
-                    } else {
-                        status.reason.clone()
-                    };
-                    reply.send(Err(SpawnRefused::DidNotStart { why }));
-                }
-                for watcher in &monitors {
-                    tell(watcher, &status.task, &end);
-                }
-            }
-            Heard::Running(None, _) | Heard::Nothing => {}
+            heard @ Heard::Ended(..) => carry_out(heard, status),
+            Heard::Running(None, _, _) | Heard::Nothing => {}
         }
     }
 }
 
 /// Tells what a book decision asks for: answers and monitors.
 fn carry_out(heard: Heard<SpawnReply, Addr<ProcessEvent>>, status: &TaskStatus) {
-    if let Heard::Ended(reply, monitors) = heard {
+    if let Heard::Ended(reply, monitors, id) = heard {
         let end = ProcessEnd::of(status);
         if let Some(reply) = reply {
-            reply.send(Err(SpawnRefused::DidNotStart {
-                why: status.reason.clone(),
-            }));
+            let why = if status.reason.is_empty() {
+                status.state.to_string()
+            } else {
+                status.reason.clone()
+            };
+            reply.send(Err(SpawnRefused::DidNotStart { why }));
         }
+        // Monitors hear the process's id, whichever run ended.
         for watcher in &monitors {
-            tell(watcher, &status.task, &end);
+            tell(watcher, &id, &end);
         }
     }
 }
@@ -445,7 +441,21 @@ async fn expire(book: &SharedBook) {
             .await
             .map(|s| s.agents)
             .unwrap_or_default();
-        for (reply, task, placement) in late {
+        for overdue in late {
+            let book::Overdue {
+                reply,
+                task,
+                placement,
+                monitors,
+                status,
+            } = overdue;
+            let end = ProcessEnd::of(&status);
+            for watcher in &monitors {
+                tell(watcher, &task.id, &end);
+            }
+            let Some(reply) = reply else {
+                continue;
+            };
             let places: Vec<_> = agents
                 .iter()
                 .filter(|a| {
@@ -599,21 +609,11 @@ impl Actor for ProcessesActor {
                     }
                     Some(_) => {
                         // Asked to stop: not started again, whatever its policy.
-                        let running = lock(&state.book).stop(&id);
-                        match running {
-                            Some(task) => state.driver.kill(&task),
-                            None => {
-                                let mut status = TaskStatus::new(
-                                    id.clone(),
-                                    TaskState::Killed,
-                                    crate::protocol::Source::Master,
-                                    now_ms(),
-                                );
-                                status.reason = "killed while it waited for a place".into();
-                                status.exit = Some(troupe_os::ExitReason::Killed);
-                                let heard = lock(&state.book).end_waiting(&id, status.clone());
-                                carry_out(heard, &status);
-                            }
+                        let stopped = lock(&state.book).stop(&id, now_ms());
+                        match stopped {
+                            book::Stopped::Kill(task) => state.driver.kill(&task),
+                            book::Stopped::Ended(heard, status) => carry_out(heard, &status),
+                            book::Stopped::Nothing => {}
                         }
                         reply.send(Ok(()));
                     }

@@ -257,6 +257,8 @@ struct RemoteWatch {
 
 pub(crate) struct KernelState {
     node: Node,
+    /// This kernel's own id (a restart's next kernel has another).
+    me: ActorId,
     watched: HashMap<ActorId, ActorCell>,
     local: HashMap<Ref, LocalWatch>,
     served: HashMap<Ref, ServedWatch>,
@@ -277,23 +279,27 @@ impl Drop for KernelState {
         }
         let here = self.here();
         let reason = DownReason::Lost(format!("the kernel of node {here} restarted"));
+        let mut downs: Vec<(DownSink, Down)> = Vec::new();
         for (monitor, w) in self.local.drain() {
-            (w.sink)(Down {
+            let down = Down {
                 monitor,
                 path: w.path,
                 node: here.clone(),
                 reason: reason.clone(),
-            });
+            };
+            downs.push((w.sink, down));
         }
         for (monitor, w) in self.remote.drain() {
-            (w.sink)(Down {
+            let down = Down {
                 monitor,
                 path: w.path,
                 node: w.node,
                 reason: reason.clone(),
-            });
+            };
+            downs.push((w.sink, down));
         }
-        let exits: Vec<(ActorId, Exit)> = self
+        let mut exits: Vec<(ExitSink, Exit)> = Vec::new();
+        let ends: Vec<(ActorId, Exit)> = self
             .links
             .iter()
             .map(|(key, end)| {
@@ -317,10 +323,40 @@ impl Drop for KernelState {
                 (end.cell.get_id(), exit)
             })
             .collect();
-        for (actor, exit) in exits {
-            if let Some(sink) = self.traps.get(&actor) {
+        for (actor, exit) in ends {
+            if let Some(sink) = self.traps.remove(&actor) {
+                exits.push((sink, exit));
+            }
+        }
+        if downs.is_empty() && exits.is_empty() {
+            return;
+        }
+        // Told once the next kernel is in place, so that a holder that monitors again at
+        // once (as the documented answer is) reaches it, not this one (at most 5 s).
+        let (node, gone) = (self.node.clone(), self.me);
+        let tell = async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while tokio::time::Instant::now() < deadline {
+                let next = node
+                    .kernel()
+                    .filter(|k| k.get_id() != gone && k.get_status() == ActorStatus::Running);
+                if next.is_some() || node.is_stopping() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            for (sink, down) in downs {
+                sink(down);
+            }
+            for (sink, exit) in exits {
                 sink(exit);
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(tell);
+            }
+            Err(_) => tracing::warn!("the kernel's holders cannot be told: no runtime"),
         }
     }
 }
@@ -914,6 +950,7 @@ impl Actor for Kernel {
         }
         Ok(KernelState {
             node,
+            me: myself.get_id(),
             watched: HashMap::new(),
             local: HashMap::new(),
             served: HashMap::new(),

@@ -52,6 +52,11 @@ impl RestartPolicy {
 /// another.
 const SAME_AGENT_FOR_MS: u64 = 2_000;
 
+/// How long a process moved off a lost agent keeps off it (the agent is not offered while
+/// unreachable anyway; once back, the copy left there is killed first). After that, the
+/// agent is a place like any other (it may be the only one).
+const AVOID_LOST_AGENT_FOR_MS: u64 = 10_000;
+
 /// Where a process may run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Placement {
@@ -168,8 +173,9 @@ pub(crate) struct Proc<R, W> {
     pub(crate) stopping: bool,
     /// The agent a restart waits for first, until when (ms): its own, after a crash.
     pub(crate) prefer: Option<(AgentId, u64)>,
-    /// An agent a restart must not take: the one it was lost with.
-    pub(crate) avoid: Option<AgentId>,
+    /// An agent a restart does not take, until when (ms): the one it was lost with, while
+    /// the copy left there is being killed on its return.
+    pub(crate) avoid: Option<(AgentId, u64)>,
     /// Since when (ms) its agent is unreachable.
     pub(crate) unreachable_since: Option<u64>,
     /// Why it was last restarted, for people.
@@ -182,19 +188,41 @@ pub(crate) struct Proc<R, W> {
     pub(crate) spawned_ms: u64,
 }
 
+/// A spawn that waited past its deadline, ended.
+#[derive(Debug)]
+pub(crate) struct Overdue<R, W> {
+    pub(crate) reply: Option<R>,
+    pub(crate) task: TaskInfo,
+    pub(crate) placement: Placement,
+    pub(crate) monitors: Vec<W>,
+    pub(crate) status: TaskStatus,
+}
+
 /// What a status means for the service to do.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Heard<R, W> {
-    /// It runs: answer the spawn.
-    Running(Option<R>, AgentId),
-    /// It ended: answer the spawn if it never ran, and tell the monitors.
-    Ended(Option<R>, Vec<W>),
+    /// It runs: answer the spawn (with the process's id and agent).
+    Running(Option<R>, TaskId, AgentId),
+    /// It ended for good: answer the spawn if it never ran, and tell the monitors (the
+    /// process's id, and its last status).
+    Ended(Option<R>, Vec<W>, TaskId),
     /// It ended and is started again (a new incarnation waits for a place).
     Restarted,
     /// A copy of an earlier incarnation runs (its agent came back after the process was
     /// started elsewhere): kill that task.
     Fence(TaskId),
     /// Nothing to do.
+    Nothing,
+}
+
+/// What asking a process to stop does.
+#[derive(Debug)]
+pub(crate) enum Stopped<R, W> {
+    /// Kill this task (its current run).
+    Kill(TaskId),
+    /// It waited for a place and ended now: tell as for any end.
+    Ended(Heard<R, W>, Box<TaskStatus>),
+    /// It ended already, or is unknown.
     Nothing,
 }
 
@@ -280,7 +308,7 @@ impl<R, W> Book<R, W> {
             deadline_ms: u64::MAX,
         };
         p.prefer = prefer.map(|agent| (agent, now_ms + SAME_AGENT_FOR_MS));
-        p.avoid = avoid;
+        p.avoid = avoid.map(|agent| (agent, now_ms + AVOID_LOST_AGENT_FOR_MS));
         p.unreachable_since = None;
         p.last_restart = Some(why);
         self.tasks.insert(task_id, id.clone());
@@ -300,15 +328,28 @@ impl<R, W> Book<R, W> {
         (p.recent_restarts.len() as u32) < p.policy.intensity
     }
 
-    /// Asks `id` to stop for good: its end, when it comes, is its end. `Some(task)` is the
-    /// running task to kill; `None` when nothing runs (it ended now, if it waited).
-    pub(crate) fn stop(&mut self, id: &TaskId) -> Option<TaskId> {
-        let p = self.procs.get_mut(id)?;
+    /// Asks `id` to stop for good: its end, when it comes, is its end. One that runs (or
+    /// was launched) gives the task to kill; one that waits for a place ends now, killed.
+    pub(crate) fn stop(&mut self, id: &TaskId, now_ms: u64) -> Stopped<R, W> {
+        let Some(p) = self.procs.get_mut(id) else {
+            return Stopped::Nothing;
+        };
         p.stopping = true;
         match &p.phase {
-            Phase::Waiting { .. } => None,
-            Phase::Ended { .. } => None,
-            _ => Some(p.task.id.clone()),
+            Phase::Ended { .. } => Stopped::Nothing,
+            Phase::Waiting { .. } => {
+                let mut status = TaskStatus::new(
+                    p.task.id.clone(),
+                    TaskState::Killed,
+                    crate::protocol::Source::Master,
+                    now_ms,
+                );
+                status.reason = "killed while it waited for a place".into();
+                status.exit = Some(troupe_os::ExitReason::Killed);
+                let heard = self.end(id, status.clone());
+                Stopped::Ended(heard, Box::new(status))
+            }
+            _ => Stopped::Kill(p.task.id.clone()),
         }
     }
 
@@ -326,7 +367,10 @@ impl<R, W> Book<R, W> {
                     _ => return None,
                 };
                 let due = now_ms.saturating_sub(since) >= p.policy.move_after.as_millis() as u64;
-                (due && !p.stopping && p.policy.restart != Restart::Temporary)
+                // A spawn not answered yet is not moved (its caller holds no id yet), nor
+                // one that may run on that agent only.
+                let movable = p.reply.is_none() && !matches!(p.placement, Placement::Agent(_));
+                (due && movable && !p.stopping && p.policy.restart != Restart::Temporary)
                     .then(|| (p.id.clone(), p.task.id.clone(), agent))
             })
             .collect();
@@ -365,7 +409,7 @@ impl<R, W> Book<R, W> {
                 Some((agent, until)) if now_ms < *until => agent == &offer.agent,
                 _ => true,
             };
-            let avoided = p.avoid.as_ref() == Some(&offer.agent);
+            let avoided = matches!(&p.avoid, Some((agent, until)) if agent == &offer.agent && now_ms < *until);
             if p.placement.allows(offer)
                 && preferred
                 && !avoided
@@ -384,25 +428,42 @@ impl<R, W> Book<R, W> {
         launch
     }
 
-    /// The waiting spawns past their deadline, taken out: their replies and their tasks.
-    pub(crate) fn overdue(&mut self, now_ms: u64) -> Vec<(R, TaskInfo, Placement)> {
+    /// The waiting spawns past their deadline, ended (never ran): their replies, tasks and
+    /// placements, and their monitors with the end to tell them.
+    pub(crate) fn overdue(&mut self, now_ms: u64) -> Vec<Overdue<R, W>> {
+        let late: Vec<TaskId> = self
+            .queue
+            .iter()
+            .filter(|id| {
+                self.procs.get(*id).is_some_and(
+                    |p| matches!(p.phase, Phase::Waiting { deadline_ms } if deadline_ms <= now_ms),
+                )
+            })
+            .cloned()
+            .collect();
         let mut out = Vec::new();
-        let mut keep = VecDeque::new();
-        while let Some(id) = self.queue.pop_front() {
-            let late = self.procs.get(&id).is_some_and(
-                |p| matches!(p.phase, Phase::Waiting { deadline_ms } if deadline_ms <= now_ms),
+        for id in late {
+            let Some(p) = self.procs.get(&id) else {
+                continue;
+            };
+            let (task, placement) = (p.task.clone(), p.placement.clone());
+            let mut status = TaskStatus::new(
+                task.id.clone(),
+                TaskState::Dropped,
+                crate::protocol::Source::Master,
+                now_ms,
             );
-            if late {
-                if let Some(mut p) = self.procs.remove(&id) {
-                    if let Some(reply) = p.reply.take() {
-                        out.push((reply, p.task, p.placement));
-                    }
-                }
-            } else {
-                keep.push_back(id);
+            status.reason = "no agent took it in time".into();
+            if let Heard::Ended(reply, monitors, _) = self.end(&id, status.clone()) {
+                out.push(Overdue {
+                    reply,
+                    task,
+                    placement,
+                    monitors,
+                    status,
+                });
             }
         }
-        self.queue = keep;
         out
     }
 
@@ -449,7 +510,7 @@ impl<R, W> Book<R, W> {
                 agent: agent.clone(),
                 pid,
             };
-            return Heard::Running(p.reply.take(), agent);
+            return Heard::Running(p.reply.take(), p.id.clone(), agent);
         }
         if !status.state.is_terminal() {
             return Heard::Nothing;
@@ -506,20 +567,7 @@ impl<R, W> Book<R, W> {
                 self.tasks.retain(|_, p| p != &old);
             }
         }
-        Heard::Ended(reply, monitors)
-    }
-
-    /// Ends a process that waits for a place, asked to stop: `status` says how.
-    pub(crate) fn end_waiting(&mut self, id: &TaskId, status: TaskStatus) -> Heard<R, W> {
-        let waiting = self
-            .procs
-            .get(id)
-            .is_some_and(|p| matches!(p.phase, Phase::Waiting { .. }));
-        if waiting {
-            self.end(id, status)
-        } else {
-            Heard::Nothing
-        }
+        Heard::Ended(reply, monitors, id.clone())
     }
 
     /// Adds a monitor of `id`: `Ok(None)` once placed, `Ok(Some(end))` when it ended already
@@ -624,12 +672,12 @@ mod tests {
         assert!(!book.waiting());
         assert_eq!(
             book.heard(&status("p1", TaskState::Running, "a2"), 0),
-            Heard::Running(Some("reply"), AgentId("a2".into()))
+            Heard::Running(Some("reply"), TaskId("p1".into()), AgentId("a2".into()))
         );
         assert_eq!(book.monitor(&TaskId("p1".into()), "w"), Ok(None));
         assert_eq!(
             book.heard(&status("p1", TaskState::Failed, "a2"), 0),
-            Heard::Ended(None, vec!["w"])
+            Heard::Ended(None, vec!["w"], TaskId("p1".into()))
         );
         // Its end is kept: a late monitor fires at once.
         assert!(matches!(
@@ -640,7 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn a_spawn_with_no_place_by_its_deadline_is_answered_and_forgotten() {
+    fn a_spawn_with_no_place_by_its_deadline_is_answered_and_its_monitors_told() {
         let mut book: Book<&str, &str> = Book::default();
         book.spawn(
             task("p1", 1.0),
@@ -658,11 +706,19 @@ mod tests {
             500,
             "r2",
         );
+        assert_eq!(book.monitor(&TaskId("p1".into()), "w"), Ok(None));
         let late = book.overdue(200);
         assert_eq!(late.len(), 1);
-        assert_eq!(late[0].0, "r1");
-        assert!(book.get(&TaskId("p1".into())).is_none());
-        assert!(book.waiting());
+        assert_eq!(
+            (late[0].reply, late[0].monitors.clone()),
+            (Some("r1"), vec!["w"])
+        );
+        assert_eq!(late[0].status.state, TaskState::Dropped);
+        assert!(matches!(
+            book.get(&TaskId("p1".into())).unwrap().phase,
+            Phase::Ended { .. }
+        ));
+        assert!(book.waiting(), "the other still waits");
     }
 
     #[test]
@@ -679,7 +735,7 @@ mod tests {
         book.fill(&offer("a1", "r1", 1.0), 0);
         assert_eq!(
             book.heard(&status("p1", TaskState::Failed, "a1"), 0),
-            Heard::Ended(Some("reply"), vec![])
+            Heard::Ended(Some("reply"), vec![], TaskId("p1".into()))
         );
     }
 
@@ -696,7 +752,7 @@ mod tests {
         book.fill(&offer("a1", "r1", 4.0), 0);
         assert!(matches!(
             book.heard(&status("p", TaskState::Running, "a1"), 0),
-            Heard::Running(Some(_), _)
+            Heard::Running(Some(_), _, _)
         ));
         book
     }
@@ -718,7 +774,7 @@ mod tests {
         assert_eq!(book.fill(&offer("a1", "r1", 4.0), 300)[0].id.0, "p.2");
         assert_eq!(
             book.heard(&status("p.2", TaskState::Running, "a1"), 300),
-            Heard::Running(None, AgentId("a1".into()))
+            Heard::Running(None, TaskId("p".into()), AgentId("a1".into()))
         );
     }
 
@@ -731,7 +787,7 @@ mod tests {
             "a1",
             troupe_os::ExitReason::Exited(0),
         );
-        assert!(matches!(book.heard(&fine, 10), Heard::Ended(None, _)));
+        assert!(matches!(book.heard(&fine, 10), Heard::Ended(None, _, _)));
         let mut book = running(RestartPolicy::of(Restart::Temporary));
         let crash = ended(
             "p",
@@ -739,7 +795,7 @@ mod tests {
             "a1",
             troupe_os::ExitReason::Exited(1),
         );
-        assert!(matches!(book.heard(&crash, 10), Heard::Ended(None, _)));
+        assert!(matches!(book.heard(&crash, 10), Heard::Ended(None, _, _)));
     }
 
     #[test]
@@ -769,7 +825,10 @@ mod tests {
             "a1",
             troupe_os::ExitReason::Exited(1),
         );
-        assert_eq!(book.heard(&crash, 40), Heard::Ended(None, vec!["w"]));
+        assert_eq!(
+            book.heard(&crash, 40),
+            Heard::Ended(None, vec!["w"], TaskId("p".into()))
+        );
         let Phase::Ended { status } = &book.get(&TaskId("p".into())).unwrap().phase else {
             panic!("ended")
         };
@@ -807,8 +866,8 @@ mod tests {
     #[test]
     fn a_process_asked_to_stop_is_not_started_again() {
         let mut book = running(RestartPolicy::of(Restart::Permanent));
-        assert_eq!(book.stop(&TaskId("p".into())), Some(TaskId("p".into())));
+        assert!(matches!(book.stop(&TaskId("p".into()), 5), Stopped::Kill(t) if t.0 == "p"));
         let killed = ended("p", TaskState::Killed, "a1", troupe_os::ExitReason::Killed);
-        assert!(matches!(book.heard(&killed, 10), Heard::Ended(None, _)));
+        assert!(matches!(book.heard(&killed, 10), Heard::Ended(None, _, _)));
     }
 }
