@@ -173,7 +173,7 @@ const MALFORMED: &[(&str, &str, (usize, usize), &[&str])] = &[
     (
         "a TOML syntax error",
         "name = \"s\n[[children]]\n",
-        (1, 8),
+        (1, 10),
         &["string"],
     ),
     (
