@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub attributes: BTreeMap<String, String>,
     /// Where it keeps its checkpoint and the tasks' sandboxes.
     pub work_dir: PathBuf,
+    /// The ports its tasks may be given.
+    pub ports: crate::protocol::PortRange,
 }
 
 impl AgentConfig {
@@ -55,6 +57,7 @@ impl AgentConfig {
             resources: None,
             attributes: BTreeMap::new(),
             work_dir: work_dir.into(),
+            ports: Default::default(),
         }
     }
 

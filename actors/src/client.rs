@@ -24,7 +24,7 @@ use troupe_runtime::{Addr, AddrError, Node};
 
 use crate::master::MASTER_PATH;
 use crate::processes::{
-    Needs, PLACE_WITHIN, PROCESSES_PATH, ProcessEnd, ProcessEvent, ProcessRef, ProcessRefused,
+    Preferences, Needs, PLACE_WITHIN, PROCESSES_PATH, ProcessEnd, ProcessEvent, ProcessRef, ProcessRefused,
     ProcessView, ProcessesMsg, RestartPolicy, SpawnRefused,
 };
 use crate::protocol::{
@@ -345,9 +345,10 @@ impl Runner {
 /// let needs = Needs {
 ///     resources: Resources::new(0.5, 128.0),
 ///     placement: Placement::Constraints(vec![Constraint::parse("rack = r1").unwrap()]),
+///     ports: 1,
 /// };
 /// let web = processes
-///     .spawn("web", troupe_os::ProcessSpec::new(["python3", "-m", "http.server"]), needs)
+///     .spawn("web", troupe_os::ProcessSpec::new(["python3", "-m", "http.server", "{port0}"]), needs)
 ///     .await?;
 /// let down = processes.monitor(&web.id).await?;
 /// processes.signal(&web.id, "HUP").await?;
@@ -459,6 +460,21 @@ impl Processes {
         needs: Needs,
         policy: RestartPolicy,
     ) -> Result<ProcessRef, ClientError> {
+        self.spawn_preferring(name, spec, needs, policy, Preferences::default())
+            .await
+    }
+
+    /// [`Processes::spawn_with`], with where it would rather run (an agent first, away
+    /// from others, off one) and whether a supervisor outside the service decides its fate
+    /// (`supervised`: it ends when its agent is lost, rather than being moved).
+    pub async fn spawn_preferring(
+        &self,
+        name: &str,
+        spec: troupe_os::ProcessSpec,
+        needs: Needs,
+        policy: RestartPolicy,
+        prefs: Preferences,
+    ) -> Result<ProcessRef, ClientError> {
         let name = name.to_string();
         Ok(self
             .addr
@@ -468,6 +484,7 @@ impl Processes {
                     spec: Box::new(spec),
                     needs,
                     policy,
+                    prefs,
                     reply,
                 },
                 self.timeout,

@@ -80,6 +80,15 @@ pub async fn start(config: DevConfig) -> Result<DevCluster, String> {
         let id = format!("{}-a{i}", node.name());
         let mut agent = AgentConfig::new(id.clone(), config.work_dir.join(&id));
         agent.resources = Some(share);
+        // The agents share one host: each gets its own slice of the default range, so
+        // that no two tasks are ever given one port.
+        let whole = crate::protocol::PortRange::default();
+        let slice = (whole.len() / config.agents.max(1)).max(1) as u16;
+        let first = whole.first.saturating_add(slice.saturating_mul(i as u16 - 1));
+        agent.ports = crate::protocol::PortRange {
+            first,
+            last: first.saturating_add(slice - 1).min(whole.last).max(first),
+        };
         let tree = agent::start(agent)
             .await
             .map_err(|e| format!("agent {id} did not start: {e}"))?;

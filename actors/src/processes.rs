@@ -28,8 +28,8 @@ use crate::protocol::{
     AgentId, AgentInfo, MasterMsg, OfferInfo, Resources, TaskId, TaskInfo, TaskState, TaskStatus,
     now_ms,
 };
-use book::{Book, Heard, Phase};
-pub use book::{Constraint, Placement, RestartPolicy};
+use book::{Asked, Book, Heard, Phase};
+pub use book::{Constraint, Placement, Preferences, RestartPolicy};
 
 /// The service's path.
 pub const PROCESSES_PATH: &str = "processes";
@@ -47,6 +47,10 @@ pub struct Needs {
     pub resources: Resources,
     /// Where it may run.
     pub placement: Placement,
+    /// How many ports it is given from its agent's range: `{port0}`... in its arguments,
+    /// `PORT0`... in its environment.
+    #[serde(default)]
+    pub ports: u16,
 }
 
 /// A running process: its id, and the agent (and node) it runs on.
@@ -58,6 +62,9 @@ pub struct ProcessRef {
     pub agent: AgentId,
     /// Its agent's node and address, to reach its process actor (`task/<id>`) and logs.
     pub location: Option<AgentInfo>,
+    /// The ports it was given (`{port0}`...), on its agent's host.
+    #[serde(default)]
+    pub ports: Vec<u16>,
 }
 
 /// How a process ended, as data.
@@ -111,6 +118,9 @@ pub struct ProcessView {
     pub task: TaskId,
     /// Why it was last started again, if it was.
     pub last_restart: Option<String>,
+    /// The ports of its current run.
+    #[serde(default)]
+    pub ports: Vec<u16>,
 }
 
 /// Why the service refused a spawn, or could not place or start it.
@@ -187,6 +197,9 @@ pub enum ProcessesMsg {
         /// When it is started again (by default, never).
         #[serde(default)]
         policy: RestartPolicy,
+        /// Where it would rather run, and whether a supervisor outside decides its fate.
+        #[serde(default)]
+        prefs: Preferences,
         /// Where it runs, or why not.
         reply: Reply<Result<ProcessRef, SpawnRefused>>,
     },
@@ -280,12 +293,17 @@ impl Scheduler for ProcessScheduler {
                 driver.kill(&task);
             }
             Heard::Running(Some(reply), id, agent) => {
+                let ports = lock(&self.book)
+                    .get(&id)
+                    .map(|p| p.ports.clone())
+                    .unwrap_or_default();
                 tokio::spawn(async move {
                     let location = locate(&agent).await;
                     reply.send(Ok(ProcessRef {
                         id,
                         agent,
                         location,
+                        ports,
                     }));
                 });
             }
@@ -365,6 +383,7 @@ impl ProcessesState {
             incarnation,
             task,
             last_restart,
+            ports: p.ports.clone(),
             name: p.task.name.clone(),
             state,
             agent,
@@ -507,12 +526,15 @@ impl Actor for ProcessesActor {
                     return;
                 }
                 expire(&timer_book).await;
-                let left = lock(&timer_book).move_lost(now_ms());
-                for task in &left {
-                    tracing::warn!(%task, "its agent is unreachable: the process starts elsewhere, and this copy is killed when the agent comes back");
+                let lost = lock(&timer_book).move_lost(now_ms());
+                for task in &lost.kill {
+                    tracing::warn!(%task, "its agent is unreachable: the process starts elsewhere (or ends, when supervised), and this copy is killed when the agent comes back");
                     timer_driver.kill(task);
                 }
-                if !left.is_empty() {
+                for (heard, status) in lost.ended {
+                    carry_out(heard, &status);
+                }
+                if !lost.kill.is_empty() {
                     timer_driver.revive();
                 }
             }
@@ -537,6 +559,7 @@ impl Actor for ProcessesActor {
                 spec,
                 needs,
                 policy,
+                prefs,
                 reply,
             } => {
                 if let Err(e) = spec.validate() {
@@ -565,7 +588,13 @@ impl Actor for ProcessesActor {
                 };
                 let now = now_ms();
                 let deadline = now + PLACE_WITHIN.as_millis() as u64;
-                lock(&state.book).spawn(task, needs.placement, policy, now, deadline, reply);
+                let asked = Asked {
+                    placement: needs.placement,
+                    policy,
+                    prefs,
+                    ports: needs.ports,
+                };
+                lock(&state.book).spawn(task, asked, now, deadline, reply);
                 state.driver.revive();
             }
             ProcessesMsg::List { reply } => {

@@ -501,6 +501,60 @@ pub struct AgentInfo {
     /// name.
     #[serde(default)]
     pub work_dir: String,
+    /// The ports its tasks may be given (the process service hands them out).
+    #[serde(default)]
+    pub ports: PortRange,
+}
+
+/// A range of ports an agent lets its tasks bind, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    /// The first.
+    pub first: u16,
+    /// The last.
+    pub last: u16,
+}
+
+impl Default for PortRange {
+    /// 31000-32000, Mesos' default.
+    fn default() -> Self {
+        PortRange {
+            first: 31_000,
+            last: 32_000,
+        }
+    }
+}
+
+impl PortRange {
+    /// Reads `FIRST-LAST` (`31000-32000`).
+    pub fn parse(text: &str) -> Result<PortRange, String> {
+        let bad = || format!("{text:?} is not a port range such as 31000-32000");
+        let (a, b) = text.split_once('-').ok_or_else(bad)?;
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || first > last {
+            return Err(format!(
+                "{text:?}: the first port must be 1 or more, and not above the last"
+            ));
+        }
+        Ok(PortRange { first, last })
+    }
+
+    /// How many ports it holds.
+    pub fn len(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    /// Whether it holds none (never: both ends are included).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
 }
 
 /// A task an agent reports when it registers: its latest status and what it was launched
@@ -568,6 +622,9 @@ pub struct OfferInfo {
     pub resources: Resources,
     /// The role they are reserved for, if they are.
     pub reservation: Option<String>,
+    /// The agent's port range.
+    #[serde(default)]
+    pub ports: PortRange,
 }
 
 /// One status update of an agent and its id (acknowledgements name it); the agent's

@@ -17,6 +17,7 @@ fn needs(placement: Placement) -> Needs {
     Needs {
         resources: Resources::new(0.1, 32.0),
         placement,
+        ports: 0,
     }
 }
 
@@ -165,6 +166,7 @@ async fn a_process_is_spawned_listed_monitored_signalled_and_killed_from_a_third
     let too_big = Needs {
         resources: Resources::new(64.0, 32.0),
         placement: Placement::Any,
+        ports: 0,
     };
     assert!(matches!(
         processes

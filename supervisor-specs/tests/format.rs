@@ -225,6 +225,7 @@ fn agent(id: &str, rack: &str, cpus: f64, mem: f64) -> AgentInfo {
         addr: "127.0.0.1:1".into(),
         resources: Resources::new(cpus, mem),
         work_dir: "/tmp".into(),
+        ports: Default::default(),
     }
 }
 

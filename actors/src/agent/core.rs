@@ -199,6 +199,7 @@ impl Actor for AgentCore {
                 .unwrap_or_else(|_| config.work_dir.clone())
                 .display()
                 .to_string(),
+            ports: config.ports,
         };
         let book = load_checkpoint(&config)?;
         let to_adopt = book

@@ -675,6 +675,11 @@ impl CoreState {
                     attributes: BTreeMap::new(),
                     resources: o.resources,
                     reservation: o.reservation.clone(),
+                    ports: self
+                        .agents
+                        .get(&o.agent)
+                        .map(|a| a.info.ports)
+                        .unwrap_or_default(),
                 })
                 .collect(),
         }

@@ -339,6 +339,7 @@ mod tests {
                 resources: Resources::new(1.0, 10.0),
                 attributes: BTreeMap::new(),
                 work_dir: "/w".into(),
+                ports: Default::default(),
             },
         );
         r.save().unwrap();

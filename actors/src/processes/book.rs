@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe_runtime::supervisor::Restart;
 
-use crate::protocol::{AgentId, OfferInfo, TaskId, TaskInfo, TaskState, TaskStatus};
+use crate::protocol::{AgentId, OfferInfo, PortRange, TaskId, TaskInfo, TaskState, TaskStatus};
 
 /// When a process is started again, and how often at most: OTP's restart type, intensity
 /// and period, and how long its agent may be unreachable before it is started elsewhere.
@@ -142,6 +142,37 @@ impl Placement {
     }
 }
 
+/// Where a spawn would rather run, beyond where it may (its placement): what a supervisor
+/// of processes asks of the service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preferences {
+    /// An agent it waits for first, a short while (its own, after a crash).
+    #[serde(default)]
+    pub prefer: Option<AgentId>,
+    /// Agents it takes only when no other came for a short while (its replicas' agents:
+    /// replicas spread over agents).
+    #[serde(default)]
+    pub spread_from: Vec<AgentId>,
+    /// An agent it keeps off for a while (the one it was lost with).
+    #[serde(default)]
+    pub avoid: Option<AgentId>,
+    /// Supervised from outside: when its agent stays unreachable past its policy's
+    /// `move_after`, it ends (its end: the agent lost) for its supervisor to start it
+    /// elsewhere, and the copy left there is killed when the agent comes back.
+    #[serde(default)]
+    pub supervised: bool,
+}
+
+/// What a spawn asks for besides its task: where, how it restarts, what it would rather,
+/// and how many ports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Asked {
+    pub(crate) placement: Placement,
+    pub(crate) policy: RestartPolicy,
+    pub(crate) prefs: Preferences,
+    pub(crate) ports: u16,
+}
+
 /// Where a process is in its life, as the book knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Phase {
@@ -186,6 +217,16 @@ pub(crate) struct Proc<R, W> {
     pub(crate) monitors: Vec<W>,
     /// When it was spawned (ms since the Unix epoch).
     pub(crate) spawned_ms: u64,
+    /// The command as asked (`{port0}`... not yet replaced): each run gets its own ports.
+    pub(crate) template: troupe_os::ProcessSpec,
+    /// How many ports it asks for.
+    pub(crate) ports_wanted: u16,
+    /// The ports of its current run, from its agent's range.
+    pub(crate) ports: Vec<u16>,
+    /// Agents it takes only when no other came, until when (ms).
+    pub(crate) spread_from: Option<(Vec<AgentId>, u64)>,
+    /// Ended by the service when its agent is lost, for its supervisor to decide.
+    pub(crate) supervised: bool,
 }
 
 /// A spawn that waited past its deadline, ended.
@@ -226,6 +267,60 @@ pub(crate) enum Stopped<R, W> {
     Nothing,
 }
 
+/// What [`Book::move_lost`] decided: tasks to kill (left behind on unreachable agents),
+/// and supervised processes ended (to tell as for any end).
+#[derive(Debug)]
+pub(crate) struct Lost<R, W> {
+    pub(crate) kill: Vec<TaskId>,
+    pub(crate) ended: Vec<(Heard<R, W>, TaskStatus)>,
+}
+
+/// `n` ports of `range` not in `held`, starting at a place the task's id picks (so that a
+/// process started again is likely to get other ports than a stray binder holds), or none
+/// if the range has not that many free.
+fn free_ports(
+    range: PortRange,
+    held: &std::collections::BTreeSet<u16>,
+    n: u16,
+    task: &TaskId,
+) -> Option<Vec<u16>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let len = range.len() as u64;
+    // FNV-1a of the id: a stable, spread-out start.
+    let start = task
+        .0
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+        % len;
+    let ports: Vec<u16> = (0..len)
+        .map(|i| range.first + ((start + i) % len) as u16)
+        .filter(|port| !held.contains(port))
+        .take(usize::from(n))
+        .collect();
+    (ports.len() == usize::from(n)).then_some(ports)
+}
+
+/// The command with its ports: `{port0}`... in its arguments, `PORT0`... in its environment.
+fn with_ports(template: &troupe_os::ProcessSpec, ports: &[u16]) -> troupe_os::ProcessSpec {
+    let mut spec = template.clone();
+    if ports.is_empty() {
+        return spec;
+    }
+    for arg in &mut spec.argv {
+        for (i, port) in ports.iter().enumerate() {
+            *arg = arg.replace(&format!("{{port{i}}}"), &port.to_string());
+        }
+    }
+    for (i, port) in ports.iter().enumerate() {
+        spec.env.insert(format!("PORT{i}"), port.to_string());
+    }
+    spec
+}
+
 /// The book.
 #[derive(Debug)]
 pub(crate) struct Book<R, W> {
@@ -257,18 +352,25 @@ impl<R, W> Book<R, W> {
     pub(crate) fn spawn(
         &mut self,
         task: TaskInfo,
-        placement: Placement,
-        policy: RestartPolicy,
+        asked: Asked,
         now_ms: u64,
         deadline_ms: u64,
         reply: R,
     ) {
+        let Asked {
+            placement,
+            policy,
+            prefs,
+            ports,
+        } = asked;
         self.queue.push_back(task.id.clone());
         self.tasks.insert(task.id.clone(), task.id.clone());
+        let a_while = now_ms + SAME_AGENT_FOR_MS;
         self.procs.insert(
             task.id.clone(),
             Proc {
                 id: task.id.clone(),
+                template: task.command.clone(),
                 task,
                 placement,
                 phase: Phase::Waiting { deadline_ms },
@@ -279,12 +381,30 @@ impl<R, W> Book<R, W> {
                 incarnation: 1,
                 recent_restarts: VecDeque::new(),
                 stopping: false,
-                prefer: None,
-                avoid: None,
+                prefer: prefs.prefer.map(|agent| (agent, a_while)),
+                avoid: prefs
+                    .avoid
+                    .map(|agent| (agent, now_ms + AVOID_LOST_AGENT_FOR_MS)),
                 unreachable_since: None,
                 last_restart: None,
+                ports_wanted: ports,
+                ports: Vec::new(),
+                spread_from: (!prefs.spread_from.is_empty()).then_some((prefs.spread_from, a_while)),
+                supervised: prefs.supervised,
             },
         );
+    }
+
+    /// The ports held by the live processes on `agent`.
+    fn ports_held(&self, agent: &AgentId) -> std::collections::BTreeSet<u16> {
+        self.procs
+            .values()
+            .filter(|p| match &p.phase {
+                Phase::Launched { agent: a } | Phase::Running { agent: a, .. } => a == agent,
+                _ => false,
+            })
+            .flat_map(|p| p.ports.iter().copied())
+            .collect()
     }
 
     /// Starts `id` again as its next incarnation (a new task id), waiting for a place with
@@ -310,6 +430,7 @@ impl<R, W> Book<R, W> {
         p.prefer = prefer.map(|agent| (agent, now_ms + SAME_AGENT_FOR_MS));
         p.avoid = avoid.map(|agent| (agent, now_ms + AVOID_LOST_AGENT_FOR_MS));
         p.unreachable_since = None;
+        p.ports.clear();
         p.last_restart = Some(why);
         self.tasks.insert(task_id, id.clone());
         self.queue.push_back(id.clone());
@@ -356,25 +477,54 @@ impl<R, W> Book<R, W> {
     /// The processes whose agent has been unreachable longer than their `move_after`,
     /// started again elsewhere (with restarts left): the tasks left behind, to kill (the
     /// kill waits for their agent: the master delivers it when the agent comes back).
-    pub(crate) fn move_lost(&mut self, now_ms: u64) -> Vec<TaskId> {
+    pub(crate) fn move_lost(&mut self, now_ms: u64) -> Lost<R, W> {
+        let mut out = Lost {
+            kill: Vec::new(),
+            ended: Vec::new(),
+        };
+        let overdue = |p: &Proc<R, W>| {
+            let since = p.unreachable_since?;
+            let agent = match &p.phase {
+                Phase::Running { agent, .. } | Phase::Launched { agent } => agent.clone(),
+                _ => return None,
+            };
+            (now_ms.saturating_sub(since) >= p.policy.move_after.as_millis() as u64)
+                .then_some(agent)
+        };
+        // A supervised process ends: its supervisor decides where it goes next.
+        let ended: Vec<(TaskId, TaskId, AgentId)> = self
+            .procs
+            .values()
+            .filter(|p| p.supervised && p.reply.is_none() && !p.stopping)
+            .filter_map(|p| Some((p.id.clone(), p.task.id.clone(), overdue(p)?)))
+            .collect();
+        for (id, task, agent) in ended {
+            let mut status = TaskStatus::new(
+                task.clone(),
+                TaskState::Gone,
+                crate::protocol::Source::Master,
+                now_ms,
+            );
+            status.agent = Some(agent.clone());
+            status.reason = format!(
+                "its agent {agent} was unreachable too long: the copy there is killed when the agent comes back"
+            );
+            let heard = self.end(&id, status.clone());
+            out.kill.push(task);
+            out.ended.push((heard, status));
+        }
         let lost: Vec<(TaskId, TaskId, AgentId)> = self
             .procs
             .values()
             .filter_map(|p| {
-                let since = p.unreachable_since?;
-                let agent = match &p.phase {
-                    Phase::Running { agent, .. } | Phase::Launched { agent } => agent.clone(),
-                    _ => return None,
-                };
-                let due = now_ms.saturating_sub(since) >= p.policy.move_after.as_millis() as u64;
+                let agent = overdue(p)?;
                 // A spawn not answered yet is not moved (its caller holds no id yet), nor
                 // one that may run on that agent only.
                 let movable = p.reply.is_none() && !matches!(p.placement, Placement::Agent(_));
-                (due && movable && !p.stopping && p.policy.restart != Restart::Temporary)
+                (movable && !p.stopping && p.policy.restart != Restart::Temporary)
                     .then(|| (p.id.clone(), p.task.id.clone(), agent))
             })
             .collect();
-        let mut left = Vec::new();
         for (id, task, agent) in lost {
             let allowed = self
                 .procs
@@ -385,9 +535,9 @@ impl<R, W> Book<R, W> {
             }
             let why = format!("its agent {agent} was unreachable: started elsewhere");
             self.restart(&id, why, now_ms, None, Some(agent));
-            left.push(task);
+            out.kill.push(task);
         }
-        left
+        out
     }
 
     /// Whether any spawn waits.
@@ -399,6 +549,7 @@ impl<R, W> Book<R, W> {
     /// that fit together in it.
     pub(crate) fn fill(&mut self, offer: &OfferInfo, now_ms: u64) -> Vec<TaskInfo> {
         let mut left = offer.resources;
+        let mut held = self.ports_held(&offer.agent);
         let mut launch = Vec::new();
         let mut keep = VecDeque::new();
         while let Some(id) = self.queue.pop_front() {
@@ -410,19 +561,36 @@ impl<R, W> Book<R, W> {
                 _ => true,
             };
             let avoided = matches!(&p.avoid, Some((agent, until)) if agent == &offer.agent && now_ms < *until);
-            if p.placement.allows(offer)
+            let spread = match &p.spread_from {
+                Some((agents, until)) if now_ms < *until => !agents.contains(&offer.agent),
+                _ => true,
+            };
+            if !(p.placement.allows(offer)
                 && preferred
                 && !avoided
-                && left.contains(&p.task.resources)
+                && spread
+                && left.contains(&p.task.resources))
             {
-                left = left.minus(p.task.resources);
-                p.phase = Phase::Launched {
-                    agent: offer.agent.clone(),
-                };
-                launch.push(p.task.clone());
-            } else {
                 keep.push_back(id);
+                continue;
             }
+            let Some(ports) = free_ports(
+                offer.ports,
+                &held,
+                p.ports_wanted,
+                &p.task.id,
+            ) else {
+                keep.push_back(id);
+                continue;
+            };
+            held.extend(ports.iter().copied());
+            left = left.minus(p.task.resources);
+            p.task.command = with_ports(&p.template, &ports);
+            p.ports = ports;
+            p.phase = Phase::Launched {
+                agent: offer.agent.clone(),
+            };
+            launch.push(p.task.clone());
         }
         self.queue = keep;
         launch
@@ -625,6 +793,10 @@ mod tests {
             attributes: [("rack".to_string(), rack.to_string())].into(),
             resources: Resources::new(cpus, 1024.0),
             reservation: None,
+            ports: crate::protocol::PortRange {
+                first: 31_000,
+                last: 31_002,
+            },
         }
     }
 
@@ -655,10 +827,7 @@ mod tests {
     fn a_spawn_waits_for_a_place_it_fits_and_is_answered_when_it_runs() {
         let mut book: Book<&str, &str> = Book::default();
         let rack = Placement::Constraints(vec![Constraint::parse("rack = r2").unwrap()]);
-        book.spawn(
-            task("p1", 1.0),
-            rack,
-            RestartPolicy::default(),
+        book.spawn(task("p1", 1.0), Asked { placement: rack, policy: RestartPolicy::default(), ..Asked::default() },
             0,
             10_000,
             "reply",
@@ -690,18 +859,12 @@ mod tests {
     #[test]
     fn a_spawn_with_no_place_by_its_deadline_is_answered_and_its_monitors_told() {
         let mut book: Book<&str, &str> = Book::default();
-        book.spawn(
-            task("p1", 1.0),
-            Placement::Any,
-            RestartPolicy::default(),
+        book.spawn(task("p1", 1.0), Asked { placement: Placement::Any, policy: RestartPolicy::default(), ..Asked::default() },
             0,
             100,
             "r1",
         );
-        book.spawn(
-            task("p2", 1.0),
-            Placement::Any,
-            RestartPolicy::default(),
+        book.spawn(task("p2", 1.0), Asked { placement: Placement::Any, policy: RestartPolicy::default(), ..Asked::default() },
             0,
             500,
             "r2",
@@ -724,10 +887,7 @@ mod tests {
     #[test]
     fn a_process_that_ends_before_it_ran_answers_its_spawn() {
         let mut book: Book<&str, &str> = Book::default();
-        book.spawn(
-            task("p1", 1.0),
-            Placement::Any,
-            RestartPolicy::default(),
+        book.spawn(task("p1", 1.0), Asked { placement: Placement::Any, policy: RestartPolicy::default(), ..Asked::default() },
             0,
             10_000,
             "reply",
@@ -748,7 +908,7 @@ mod tests {
     /// A running permanent process: spawned, placed on a1, running, its spawn answered.
     fn running(policy: RestartPolicy) -> Book<&'static str, &'static str> {
         let mut book = Book::default();
-        book.spawn(task("p", 1.0), Placement::Any, policy, 0, 10_000, "reply");
+        book.spawn(task("p", 1.0), Asked { placement: Placement::Any, policy, ..Asked::default() }, 0, 10_000, "reply");
         book.fill(&offer("a1", "r1", 4.0), 0);
         assert!(matches!(
             book.heard(&status("p", TaskState::Running, "a1"), 0),
@@ -843,8 +1003,8 @@ mod tests {
     fn a_process_whose_agent_stays_unreachable_moves_and_the_copy_left_behind_is_fenced() {
         let mut book = running(RestartPolicy::of(Restart::Permanent));
         book.heard(&status("p", TaskState::Unreachable, "a1"), 1_000);
-        assert!(book.move_lost(2_000).is_empty(), "not yet");
-        assert_eq!(book.move_lost(4_000), vec![TaskId("p".into())]);
+        assert!(book.move_lost(2_000).kill.is_empty(), "not yet");
+        assert_eq!(book.move_lost(4_000).kill, vec![TaskId("p".into())]);
         // Not back on the lost agent; anywhere else at once.
         assert!(book.fill(&offer("a1", "r1", 4.0), 4_000).is_empty());
         assert_eq!(book.fill(&offer("a2", "r1", 4.0), 4_000)[0].id.0, "p.2");
@@ -869,5 +1029,88 @@ mod tests {
         assert!(matches!(book.stop(&TaskId("p".into()), 5), Stopped::Kill(t) if t.0 == "p"));
         let killed = ended("p", TaskState::Killed, "a1", troupe_os::ExitReason::Killed);
         assert!(matches!(book.heard(&killed, 10), Heard::Ended(None, _, _)));
+    }
+
+    #[test]
+    fn ports_come_from_the_agents_range_unused_by_its_other_processes_and_fill_the_command() {
+        let mut book: Book<&str, &str> = Book::default();
+        let mut t = task("p1", 0.5);
+        t.command = troupe_os::ProcessSpec::new(["server", "--port", "{port0}", "{port1}"]);
+        let asked = Asked {
+            ports: 2,
+            ..Asked::default()
+        };
+        book.spawn(t, asked.clone(), 0, 10_000, "r1");
+        let first = book.fill(&offer("a1", "r1", 4.0), 0);
+        let p1 = book.get(&TaskId("p1".into())).unwrap().ports.clone();
+        assert_eq!(p1.len(), 2);
+        assert!(p1.iter().all(|p| (31_000..=31_002).contains(p)));
+        assert_eq!(
+            first[0].command.argv[2..],
+            [p1[0].to_string(), p1[1].to_string()]
+        );
+        assert_eq!(first[0].command.env["PORT0"], p1[0].to_string());
+        // The range has three: a second process asking two does not fit beside it, one
+        // asking one gets the last.
+        book.spawn(task("p2", 0.5), asked, 0, 10_000, "r2");
+        let one = Asked {
+            ports: 1,
+            ..Asked::default()
+        };
+        book.spawn(task("p3", 0.5), one, 0, 10_000, "r3");
+        let next = book.fill(&offer("a1", "r1", 4.0), 0);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].id.0, "p3");
+        let p3 = book.get(&TaskId("p3".into())).unwrap().ports.clone();
+        assert!(!p1.contains(&p3[0]));
+        // Another agent's range is its own.
+        assert_eq!(book.fill(&offer("a2", "r1", 4.0), 0)[0].id.0, "p2");
+    }
+
+    #[test]
+    fn replicas_spread_over_agents_first_and_share_one_when_no_other_comes() {
+        let mut book: Book<&str, &str> = Book::default();
+        let spread = Asked {
+            prefs: Preferences {
+                spread_from: vec![AgentId("a1".into())],
+                ..Preferences::default()
+            },
+            ..Asked::default()
+        };
+        book.spawn(task("p", 0.5), spread, 0, 10_000, "r");
+        assert!(book.fill(&offer("a1", "r1", 4.0), 0).is_empty(), "away from a1 first");
+        assert_eq!(book.fill(&offer("a1", "r1", 4.0), 3_000).len(), 1, "a1 when no other came");
+    }
+
+    #[test]
+    fn a_supervised_process_whose_agent_is_lost_ends_with_the_agent_lost_and_its_copy_is_fenced() {
+        let mut book: Book<&str, &str> = Book::default();
+        let supervised = Asked {
+            policy: RestartPolicy::of(Restart::Temporary),
+            prefs: Preferences {
+                supervised: true,
+                ..Preferences::default()
+            },
+            ..Asked::default()
+        };
+        book.spawn(task("p", 1.0), supervised, 0, 10_000, "reply");
+        book.fill(&offer("a1", "r1", 4.0), 0);
+        book.heard(&status("p", TaskState::Running, "a1"), 0);
+        book.monitor(&TaskId("p".into()), "w").unwrap();
+        book.heard(&status("p", TaskState::Unreachable, "a1"), 1_000);
+        assert!(book.move_lost(2_000).ended.is_empty(), "not yet");
+        let lost = book.move_lost(4_000);
+        assert_eq!(lost.kill, vec![TaskId("p".into())]);
+        let [(Heard::Ended(None, monitors, id), status)] = &lost.ended[..] else {
+            panic!("{:?}", lost.ended)
+        };
+        assert_eq!((monitors.clone(), id.0.as_str()), (vec!["w"], "p"));
+        assert_eq!(status.state, TaskState::Gone);
+        assert!(matches!(
+            crate::processes::ProcessEnd::of(status),
+            crate::processes::ProcessEnd::AgentLost(_)
+        ));
+        // Nothing is started again by the service: its supervisor decides.
+        assert!(!book.waiting());
     }
 }

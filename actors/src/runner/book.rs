@@ -277,6 +277,7 @@ mod tests {
                 resources: total,
                 attributes: Default::default(),
                 work_dir: String::new(),
+                ports: Default::default(),
             },
             reachable: true,
             allocated,

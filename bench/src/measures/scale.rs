@@ -227,6 +227,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
             resources: agent_resources(),
             attributes: BTreeMap::new(),
             work_dir: format!("/sim/{i}"),
+            ports: Default::default(),
         };
         master
             .call(

@@ -233,6 +233,10 @@ pub(crate) struct AgentArgs {
     /// Serve /health, /tree and /metrics over HTTP here (port 0 picks one).
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<SocketAddr>,
+    /// The ports its processes may be given, FIRST-LAST (agents on one host need ranges
+    /// of their own).
+    #[arg(long, value_name = "FIRST-LAST", default_value = "31000-32000", value_parser = troupe_actors::protocol::PortRange::parse)]
+    ports: troupe_actors::protocol::PortRange,
     #[command(flatten)]
     resources: AgentResourceArgs,
     #[command(flatten)]
@@ -251,6 +255,7 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<(), Failure> {
     let mut config = AgentConfig::new(args.name.clone(), work_dir.clone());
     config.master = Some(args.master);
     config.attributes = args.attributes.iter().cloned().collect();
+    config.ports = args.ports;
     config.resources = args.resources.resources(&work_dir, 1.0)?;
     // The node's name is the agent's id and a random suffix, one per process: two
     // processes that claim one agent id then meet as two nodes, and the master refuses the

@@ -1,5 +1,5 @@
 //! The process service's commands: `troupe spawn [--agent A] [--constraint 'KEY = VALUE']...
-//! [--cpus C] [--mem MiB] [--name NAME] [--env K=V]... [--restart TYPE] -- CMD ARGS...`
+//! [--cpus C] [--mem MiB] [--ports N] [--name NAME] [--env K=V]... [--restart TYPE] -- CMD ARGS...`
 //! starts a process
 //! anywhere in the cluster and says where; `troupe procs [--json]` lists the processes.
 
@@ -43,6 +43,10 @@ pub(crate) struct SpawnArgs {
     /// Memory in MiB, more than 0 (also its cgroup's memory limit).
     #[arg(long, value_name = "MiB", default_value = "64", allow_negative_numbers = true, value_parser = super::values::mib)]
     mem: f64,
+    /// Ports it is given from its agent's range: `{port0}`... in its arguments, `PORT0`...
+    /// in its environment.
+    #[arg(long, default_value = "0", value_parser = clap::value_parser!(u16).range(0..=100))]
+    ports: u16,
     /// A name (the prefix of its id); default: the program's name.
     #[arg(long)]
     name: Option<String>,
@@ -89,6 +93,7 @@ async fn spawn_with(client: &Client, args: &SpawnArgs) -> Result<(), Failure> {
     let needs = Needs {
         resources: Resources::new(args.cpus, args.mem),
         placement,
+        ports: args.ports,
     };
     let spawned = Processes::on(client.master_node.clone())
         .spawn_with(&name, spec, needs, RestartPolicy::of(args.restart))
@@ -98,7 +103,13 @@ async fn spawn_with(client: &Client, args: &SpawnArgs) -> Result<(), Failure> {
         .location
         .map(|l| format!(" ({})", l.addr))
         .unwrap_or_default();
-    println!("{} running on {}{at}", spawned.id, spawned.agent);
+    let ports = if spawned.ports.is_empty() {
+        String::new()
+    } else {
+        let all: Vec<String> = spawned.ports.iter().map(u16::to_string).collect();
+        format!(", ports {}", all.join(","))
+    };
+    println!("{} running on {}{at}{ports}", spawned.id, spawned.agent);
     Ok(())
 }
 

@@ -97,6 +97,7 @@ async fn spawn(
     let needs = Needs {
         resources: Resources::new(0.1, 32.0),
         placement: Placement::Any,
+        ports: 0,
     };
     Ok(processes
         .spawn(&format!("worker-{from}"), spec, needs)

@@ -72,6 +72,7 @@ impl CoreState {
                 attributes: info.attributes,
                 resources,
                 reservation,
+                ports: info.ports,
             });
         }
         for (framework, offers) in by_framework {
