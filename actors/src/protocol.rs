@@ -776,6 +776,28 @@ pub enum MasterMsg {
         /// The subscriber's path.
         to: String,
     },
+    /// Keeps a supervision spec in the registry (its text, as applied), replacing one of
+    /// the same name. Answers once it is written (`Err`: why it could not be).
+    PutSpec {
+        /// Its name.
+        name: String,
+        /// Its text.
+        text: String,
+        /// `Ok` once durable.
+        reply: Reply<Result<(), String>>,
+    },
+    /// Forgets a spec. Answers once it is written.
+    DeleteSpec {
+        /// Its name.
+        name: String,
+        /// `Ok` once durable.
+        reply: Reply<Result<(), String>>,
+    },
+    /// Every spec the registry keeps, by name.
+    Specs {
+        /// Their texts, by name.
+        reply: Reply<BTreeMap<String, String>>,
+    },
 }
 
 /// What an agent accepts.

@@ -8,6 +8,7 @@ mod ping;
 mod procs;
 mod repl;
 mod run;
+mod specs;
 mod tasks;
 pub(crate) mod tree;
 mod values;
@@ -54,6 +55,15 @@ pub(crate) enum Command {
     Spawn(procs::SpawnArgs),
     /// List the process service's processes.
     Procs(procs::ProcsArgs),
+    /// Apply a supervision spec: create it, or update it in place (only what changed
+    /// restarts). Prints the plan.
+    Apply(specs::ApplyArgs),
+    /// Show what applying a spec file would change, without changing anything.
+    Diff(specs::DiffArgs),
+    /// List the applied specs: desired and running children, restarts, health.
+    Specs(specs::SpecsArgs),
+    /// Delete a spec: its children stop in reverse start order.
+    Delete(specs::DeleteArgs),
     /// Draw the cluster's actor tree: nodes, supervisors, actors, process actors.
     Tree(tree::TreeArgs),
     /// An interactive shell on the cluster: every command here, and actors to inspect,
@@ -77,6 +87,10 @@ impl Command {
             | Command::Logs(_)
             | Command::Spawn(_)
             | Command::Procs(_)
+            | Command::Apply(_)
+            | Command::Diff(_)
+            | Command::Specs(_)
+            | Command::Delete(_)
             | Command::Tree(_)
             | Command::Repl(_) => "error,ractor_cluster=off",
         }
@@ -125,6 +139,10 @@ pub(crate) async fn dispatch(cli: Cli) -> u8 {
         Command::Logs(args) => tasks::logs(args).await.map(|()| exit::OK),
         Command::Spawn(args) => procs::spawn(args).await.map(|()| exit::OK),
         Command::Procs(args) => procs::procs(args).await.map(|()| exit::OK),
+        Command::Apply(args) => specs::apply(args).await,
+        Command::Diff(args) => specs::diff(args).await,
+        Command::Specs(args) => specs::specs(args).await.map(|()| exit::OK),
+        Command::Delete(args) => specs::delete(args).await.map(|()| exit::OK),
         Command::Tree(args) => tree::run(args).await.map(|()| exit::OK),
         Command::Repl(args) => Box::pin(repl::run(args)).await,
     };

@@ -14,6 +14,11 @@ pub(crate) const TIMEOUT: u8 = 4;
 /// The command line is wrong: an unknown flag, a missing argument, a value out of range
 /// (sysexits' EX_USAGE).
 pub(crate) const USAGE: u8 = 64;
+/// `troupe apply`, `troupe diff`: the file is not a valid spec (sysexits' EX_DATAERR).
+pub(crate) const INVALID_SPEC: u8 = 65;
+/// `troupe apply --dry-run`, `troupe diff`: the spec would change what runs (as `diff`
+/// exits 1 when files differ).
+pub(crate) const WOULD_CHANGE: u8 = 1;
 /// `troupe run`: the task was refused, dropped, or lost with its agent (like `docker run`'s
 /// 125: the task's own code is unknown).
 pub(crate) const TASK_NOT_RUN: u8 = 125;

@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod format;
+pub mod service;
 pub mod validate;
 
 pub use format::{Child, Needs, ProcessChild, Shutdown, Spec, SupervisorChild};

@@ -371,6 +371,29 @@ impl Actor for MasterCore {
                 reply.send(state.subscribe_events(to, node).await);
             }
             MasterMsg::UnsubscribeEvents { to } => state.unsubscribe_events(&to),
+            MasterMsg::PutSpec { name, text, reply } => {
+                let before = state.registry.facts.specs.insert(name.clone(), text);
+                let saved = state.registry.save().map_err(|e| e.to_string());
+                if saved.is_err() {
+                    // Not durable: not kept either, so what is answered is what holds.
+                    match before {
+                        Some(old) => state.registry.facts.specs.insert(name, old),
+                        None => state.registry.facts.specs.remove(&name),
+                    };
+                }
+                reply.send(saved);
+            }
+            MasterMsg::DeleteSpec { name, reply } => {
+                let before = state.registry.facts.specs.remove(&name);
+                let saved = state.registry.save().map_err(|e| e.to_string());
+                if let (Err(_), Some(old)) = (&saved, before) {
+                    state.registry.facts.specs.insert(name, old);
+                }
+                reply.send(saved);
+            }
+            MasterMsg::Specs { reply } => {
+                reply.send(state.registry.facts.specs.clone());
+            }
         }
         Ok(())
     }

@@ -41,6 +41,10 @@ pub struct Facts {
     /// master restart.
     #[serde(default)]
     pub pending_kills: BTreeSet<TaskId>,
+    /// The supervision specs applied and not deleted, by name: their text as applied (the
+    /// spec service reads them back after a master restart).
+    #[serde(default)]
+    pub specs: BTreeMap<String, String>,
 }
 
 impl Facts {
