@@ -24,8 +24,8 @@ use troupe_runtime::{Addr, AddrError, Node};
 
 use crate::master::MASTER_PATH;
 use crate::processes::{
-    Preferences, Needs, PLACE_WITHIN, PROCESSES_PATH, ProcessEnd, ProcessEvent, ProcessRef, ProcessRefused,
-    ProcessView, ProcessesMsg, RestartPolicy, SpawnRefused,
+    Adoption, Needs, PLACE_WITHIN, PROCESSES_PATH, Preferences, ProcessEnd, ProcessEvent,
+    ProcessRef, ProcessRefused, ProcessView, ProcessesMsg, RestartPolicy, SpawnRefused,
 };
 use crate::protocol::{
     AgentId, AgentInfo, AgentMsg, ClusterState, KillAccepted, MasterHealth, MasterMsg, TaskId,
@@ -488,6 +488,22 @@ impl Processes {
                     reply,
                 },
                 self.timeout,
+            )
+            .await??)
+    }
+
+    /// Has the service take in a process an earlier life of it started (found running in
+    /// the master's books after a master restart), under its task's id: answered with where
+    /// it runs, or why not ([`ProcessRefused::Ended`] when it ended meanwhile).
+    pub async fn adopt(&self, adoption: Adoption) -> Result<ProcessRef, ClientError> {
+        Ok(self
+            .addr
+            .call(
+                |reply| ProcessesMsg::Adopt {
+                    adoption: Box::new(adoption),
+                    reply,
+                },
+                DEFAULT_TIMEOUT,
             )
             .await??)
     }

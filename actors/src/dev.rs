@@ -84,7 +84,9 @@ pub async fn start(config: DevConfig) -> Result<DevCluster, String> {
         // that no two tasks are ever given one port.
         let whole = crate::protocol::PortRange::default();
         let slice = (whole.len() / config.agents.max(1)).max(1) as u16;
-        let first = whole.first.saturating_add(slice.saturating_mul(i as u16 - 1));
+        let first = whole
+            .first
+            .saturating_add(slice.saturating_mul(i as u16 - 1));
         agent.ports = crate::protocol::PortRange {
             first,
             last: first.saturating_add(slice - 1).min(whole.last).max(first),

@@ -123,6 +123,25 @@ pub struct ProcessView {
     pub ports: Vec<u16>,
 }
 
+/// A process an earlier life of the service started, to take in again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Adoption {
+    /// Its task, as the master's books show it (its id is the process's id).
+    pub task: TaskInfo,
+    /// Where it runs.
+    pub agent: AgentId,
+    /// Its pid, if known.
+    pub pid: Option<i32>,
+    /// What it was spawned with.
+    pub needs: Needs,
+    /// The ports it holds (read back from its command line).
+    pub ports: Vec<u16>,
+    /// How it restarts.
+    pub policy: RestartPolicy,
+    /// Its preferences (whether it is supervised from outside).
+    pub prefs: Preferences,
+}
+
 /// Why the service refused a spawn, or could not place or start it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum SpawnRefused {
@@ -166,6 +185,12 @@ pub enum ProcessRefused {
     /// It runs nowhere now (it waits for a place).
     #[error("process {id} is not running now (it waits for a place)")]
     NotRunning {
+        /// The id.
+        id: TaskId,
+    },
+    /// It is known already (an adoption of a process the service has).
+    #[error("process {id} is known to the process service already")]
+    Known {
         /// The id.
         id: TaskId,
     },
@@ -231,6 +256,15 @@ pub enum ProcessesMsg {
         id: TaskId,
         /// The receiver's path it was placed with.
         watcher: String,
+    },
+    /// Takes in a process an earlier life of the service started, found running in the
+    /// master's books after a master restart (its task of the service's framework):
+    /// answered with where it runs, or why not (it ended meanwhile, or is known already).
+    Adopt {
+        /// The process.
+        adoption: Box<Adoption>,
+        /// Where it runs, or why it was not taken in.
+        reply: Reply<Result<ProcessRef, ProcessRefused>>,
     },
     /// Kills a process (its stop signal, its grace, then SIGKILL); its end comes to its
     /// monitors.
@@ -596,6 +630,44 @@ impl Actor for ProcessesActor {
                 };
                 lock(&state.book).spawn(task, asked, now, deadline, reply);
                 state.driver.revive();
+            }
+            ProcessesMsg::Adopt { adoption, reply } => {
+                let Adoption {
+                    task,
+                    agent,
+                    pid,
+                    needs,
+                    ports,
+                    policy,
+                    prefs,
+                } = *adoption;
+                let id = task.id.clone();
+                let asked = Asked {
+                    placement: needs.placement,
+                    policy,
+                    prefs,
+                    ports: needs.ports,
+                };
+                let adopted = lock(&state.book).adopt(task, agent.clone(), pid, asked, now_ms());
+                match adopted {
+                    Ok(()) => {
+                        lock(&state.book).set_ports(&id, ports.clone());
+                        tracing::info!(process = %id, %agent, "adopted a process of an earlier life");
+                        let location = locate(&agent).await;
+                        reply.send(Ok(ProcessRef {
+                            id,
+                            agent,
+                            location,
+                            ports,
+                        }));
+                    }
+                    Err(Some(_)) => {
+                        reply.send(Err(ProcessRefused::Ended { id }));
+                    }
+                    Err(None) => {
+                        reply.send(Err(ProcessRefused::Known { id }));
+                    }
+                }
             }
             ProcessesMsg::List { reply } => {
                 let views = lock(&state.book).all().map(ProcessesState::view).collect();

@@ -103,7 +103,7 @@ struct Sup {
 #[derive(Debug, Clone)]
 enum Node {
     Sup(Sup),
-    Leaf(Leaf),
+    Leaf(Box<Leaf>),
 }
 
 /// The whole tree of one spec and the operations it waits to have done.
@@ -152,11 +152,19 @@ fn nodes(parent: &str, children: &[Child]) -> Vec<Node> {
                     let mut def = p.clone();
                     def.id = format!("{}-{n}", p.id);
                     def.replicas = 1;
-                    out.push(Node::Leaf(Leaf::new(join(parent, &def.id), def, Some(group.clone()))));
+                    out.push(Node::Leaf(Box::new(Leaf::new(
+                        join(parent, &def.id),
+                        def,
+                        Some(group.clone()),
+                    ))));
                 }
             }
             Child::Process(p) => {
-                out.push(Node::Leaf(Leaf::new(join(parent, &p.id), p.clone(), None)));
+                out.push(Node::Leaf(Box::new(Leaf::new(
+                    join(parent, &p.id),
+                    p.clone(),
+                    None,
+                ))));
             }
         }
     }
@@ -382,7 +390,10 @@ impl Tree {
     /// others: replicas spread over agents).
     pub fn siblings_agents(&self, path: &str) -> Vec<AgentId> {
         let leaves = self.leaves();
-        let Some(group) = leaves.iter().find(|l| l.path == path).and_then(|l| l.group.clone())
+        let Some(group) = leaves
+            .iter()
+            .find(|l| l.path == path)
+            .and_then(|l| l.group.clone())
         else {
             return Vec::new();
         };
@@ -405,6 +416,18 @@ impl Tree {
         }
     }
 
+    /// The leaf's process, started by an earlier life of the service, was found running
+    /// and taken in: it runs, and is not started again.
+    pub fn adopted(&mut self, path: &str, process: TaskId, agent: AgentId) {
+        if let Some(leaf) = self.leaf_mut(path)
+            && leaf.state == LeafState::Waiting
+        {
+            leaf.process = Some(process);
+            leaf.agent = Some(agent);
+            leaf.state = LeafState::Running;
+        }
+    }
+
     /// The leaf's process could not be started: an abnormal end, as if it crashed.
     pub fn start_failed(&mut self, path: &str, why: String, now_ms: u64) {
         let Some(leaf) = self.leaf_mut(path) else {
@@ -419,12 +442,26 @@ impl Tree {
         let why = format!("could not start: {why}");
         leaf.last_end = Some(why.clone());
         let path = path.to_string();
-        self.child_ended(&path, End { abnormal: true, why }, now_ms);
+        self.child_ended(
+            &path,
+            End {
+                abnormal: true,
+                why,
+            },
+            now_ms,
+        );
     }
 
     /// A process of the tree ended: `abnormal` unless it exited 0, `lost` when its agent was
     /// lost. Ends of processes the tree no longer holds are ignored.
-    pub fn ended(&mut self, process: &TaskId, abnormal: bool, lost: bool, why: String, now_ms: u64) {
+    pub fn ended(
+        &mut self,
+        process: &TaskId,
+        abnormal: bool,
+        lost: bool,
+        why: String,
+        now_ms: u64,
+    ) {
         let mut leaves = Vec::new();
         for child in &mut self.root.children {
             child.leaves_mut(&mut leaves);
@@ -544,7 +581,13 @@ impl Tree {
                     if j >= from && j < until && j != i {
                         let mut leaves = Vec::new();
                         c.leaves(&mut leaves);
-                        stops.extend(leaves.iter().rev().filter(|l| l.live()).map(|l| l.path.clone()));
+                        stops.extend(
+                            leaves
+                                .iter()
+                                .rev()
+                                .filter(|l| l.live())
+                                .map(|l| l.path.clone()),
+                        );
                     }
                 }
                 // Start the range again, in order; temporary children that ran stay down.
@@ -562,7 +605,10 @@ impl Tree {
                     let mut leaves = Vec::new();
                     c.leaves_mut(&mut leaves);
                     for leaf in leaves {
-                        if j == i || leaf.def.restart != Restart::Temporary || leaf.process.is_none() {
+                        if j == i
+                            || leaf.def.restart != Restart::Temporary
+                            || leaf.process.is_none()
+                        {
                             leaf.restarts += 1;
                             if leaf.state == LeafState::Ended {
                                 leaf.state = LeafState::Waiting;
@@ -622,7 +668,8 @@ impl Tree {
             match old_leaves.iter().find(|o| o.path == leaf.path) {
                 None => plan.add.push(leaf.path.clone()),
                 Some(o) if o.def != leaf.def => {
-                    plan.restart.push((leaf.path.clone(), changed_keys(&o.def, &leaf.def)));
+                    plan.restart
+                        .push((leaf.path.clone(), changed_keys(&o.def, &leaf.def)));
                     if o.live() {
                         // Stopped first (its old process), then started anew.
                         leaf.process = o.process.clone();
@@ -802,12 +849,24 @@ mod tests {
         tree.start();
         let mut n = 0;
         settle(&mut tree, &mut n);
-        tree.ended(&process_of(&tree, "replica"), true, false, "exit 1".into(), 10);
+        tree.ended(
+            &process_of(&tree, "replica"),
+            true,
+            false,
+            "exit 1".into(),
+            10,
+        );
         assert_eq!(
             settle(&mut tree, &mut n),
             vec![stop("other"), start("replica"), start("other")]
         );
-        tree.ended(&process_of(&tree, "primary"), true, false, "killed".into(), 20);
+        tree.ended(
+            &process_of(&tree, "primary"),
+            true,
+            false,
+            "killed".into(),
+            20,
+        );
         assert_eq!(
             settle(&mut tree, &mut n),
             vec![
@@ -848,7 +907,13 @@ mod tests {
         let mut n = 0;
         settle(&mut tree, &mut n);
         for t in 1..=2 {
-            tree.ended(&process_of(&tree, "bad"), true, false, "exit 3".into(), t * 100);
+            tree.ended(
+                &process_of(&tree, "bad"),
+                true,
+                false,
+                "exit 3".into(),
+                t * 100,
+            );
             assert_eq!(settle(&mut tree, &mut n), vec![start("bad")]);
         }
         tree.ended(&process_of(&tree, "bad"), true, false, "exit 3".into(), 300);
@@ -868,7 +933,13 @@ mod tests {
         let mut n = 0;
         settle(&mut tree, &mut n);
         for t in 1..=5 {
-            tree.ended(&process_of(&tree, "a"), true, false, "exit 1".into(), t * 5_000);
+            tree.ended(
+                &process_of(&tree, "a"),
+                true,
+                false,
+                "exit 1".into(),
+                t * 5_000,
+            );
             assert_eq!(settle(&mut tree, &mut n), vec![start("a")]);
         }
         assert!(tree.failed.is_none());
@@ -876,19 +947,23 @@ mod tests {
 
     #[test]
     fn a_nested_supervisor_that_gives_up_is_restarted_by_its_parent() {
-        let spec = Spec::new("s")
-            .child(p("front"))
-            .child(
-                SupervisorChild::new("db")
-                    .intensity(0, Duration::from_secs(5))
-                    .child(p("primary"))
-                    .child(p("replica")),
-            );
+        let spec = Spec::new("s").child(p("front")).child(
+            SupervisorChild::new("db")
+                .intensity(0, Duration::from_secs(5))
+                .child(p("primary"))
+                .child(p("replica")),
+        );
         let mut tree = Tree::new(&spec);
         tree.start();
         let mut n = 0;
         settle(&mut tree, &mut n);
-        tree.ended(&process_of(&tree, "db/primary"), true, false, "exit 1".into(), 10);
+        tree.ended(
+            &process_of(&tree, "db/primary"),
+            true,
+            false,
+            "exit 1".into(),
+            10,
+        );
         assert_eq!(
             settle(&mut tree, &mut n),
             vec![stop("db/replica"), start("db/primary"), start("db/replica")]
@@ -898,7 +973,9 @@ mod tests {
 
     #[test]
     fn a_lost_agent_restarts_the_child_elsewhere_and_counts() {
-        let spec = Spec::new("s").intensity(1, Duration::from_secs(60)).child(p("a"));
+        let spec = Spec::new("s")
+            .intensity(1, Duration::from_secs(60))
+            .child(p("a"));
         let mut tree = Tree::new(&spec);
         tree.start();
         let mut n = 0;
@@ -941,13 +1018,22 @@ mod tests {
         let mut new = Tree::new(&new_spec);
         let plan = new.carry_over(&old);
         assert_eq!(plan.add, vec!["d".to_string()]);
-        assert_eq!(plan.restart, vec![("b".to_string(), vec!["args".to_string()])]);
+        assert_eq!(
+            plan.restart,
+            vec![("b".to_string(), vec!["args".to_string()])]
+        );
         assert_eq!(plan.remove, vec!["c".to_string()]);
         assert_eq!(plan.keep, vec!["a".to_string()]);
         let a_before = process_of(&old, "a");
-        assert_eq!(new.removed_from(&old), vec![("c".into(), process_of(&old, "c"))]);
+        assert_eq!(
+            new.removed_from(&old),
+            vec![("c".into(), process_of(&old, "c"))]
+        );
         new.start();
-        assert_eq!(settle(&mut new, &mut n), vec![stop("b"), start("b"), start("d")]);
+        assert_eq!(
+            settle(&mut new, &mut n),
+            vec![stop("b"), start("b"), start("d")]
+        );
         assert_eq!(process_of(&new, "a"), a_before);
     }
 

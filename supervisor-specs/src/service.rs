@@ -29,9 +29,12 @@ use tokio::sync::mpsc;
 use troupe_actors::client::{ClientError, Processes};
 use troupe_actors::master::MASTER_PATH;
 use troupe_actors::processes::{
-    Constraint, Needs, Placement, Preferences, ProcessEnd, RestartPolicy,
+    Adoption, Constraint, Needs, PROCESSES_NAME, Placement, Preferences, ProcessEnd, ProcessRef,
+    RestartPolicy,
 };
-use troupe_actors::protocol::{AgentId, MasterMsg, Resources, TaskId, now_ms};
+use troupe_actors::protocol::{
+    AgentId, FrameworkId, MasterMsg, Resources, TaskId, TaskInfo, TaskView, now_ms,
+};
 use troupe_runtime::supervisor::Restart;
 use troupe_runtime::{Addr, Reply};
 
@@ -216,10 +219,16 @@ where
 }
 
 impl SpecsState {
-    /// Starts a runner for `spec` (new, or read back from the registry).
-    fn launch(&mut self, spec: Spec, text: String) {
+    /// Starts a runner for `spec`: new, or read back from the registry (`recover`: its
+    /// children that still run are found and taken in, not started again).
+    fn launch(&mut self, spec: Spec, text: String, recover: bool) {
         let tree = Tree::new(&spec);
-        let view = Arc::new(Mutex::new(view_of(&spec.name, &tree, &text, &BTreeMap::new())));
+        let view = Arc::new(Mutex::new(view_of(
+            &spec.name,
+            &tree,
+            &text,
+            &BTreeMap::new(),
+        )));
         let shared = Arc::new(Mutex::new(tree.clone()));
         let (to_runner, heard) = mpsc::unbounded_channel();
         let runner = SpecRunner {
@@ -234,7 +243,7 @@ impl SpecsState {
             places: BTreeMap::new(),
             deferred: Vec::new(),
         };
-        tokio::spawn(runner.run());
+        tokio::spawn(runner.run(recover));
         self.specs.insert(
             spec.name.clone(),
             Running {
@@ -293,7 +302,7 @@ impl SpecsState {
         .map_err(|e| SpecRefused::NotDurable { why: e.to_string() })?;
         stored.map_err(|why| SpecRefused::NotDurable { why })?;
         match self.specs.get_mut(&name) {
-            None => self.launch(spec, text),
+            None => self.launch(spec, text, false),
             Some(running) => {
                 running.spec = spec.clone();
                 running.text = text.clone();
@@ -310,12 +319,7 @@ impl SpecsState {
 }
 
 /// The view of a spec's tree.
-fn view_of(
-    name: &str,
-    tree: &Tree,
-    text: &str,
-    places: &BTreeMap<String, Place>,
-) -> SpecView {
+fn view_of(name: &str, tree: &Tree, text: &str, places: &BTreeMap<String, Place>) -> SpecView {
     let children: Vec<ChildView> = tree
         .leaves()
         .into_iter()
@@ -362,6 +366,84 @@ fn view_of(
     }
 }
 
+/// How long a spec read back after a master restart waits for the agents to register
+/// again before it takes in what it finds and starts the rest.
+const RECOVER_WITHIN: Duration = Duration::from_secs(15);
+
+/// What a child needs of the process service.
+fn needs_of(def: &ProcessChild) -> Needs {
+    let placement = match (&def.agent, def.placement.is_empty()) {
+        (Some(agent), _) => Placement::Agent(AgentId(agent.clone())),
+        (None, true) => Placement::Any,
+        // Validated when the spec was read.
+        (None, false) => Placement::Constraints(
+            def.placement
+                .iter()
+                .filter_map(|c| Constraint::parse(c).ok())
+                .collect(),
+        ),
+    };
+    Needs {
+        resources: Resources {
+            cpus: def.resources.cpus,
+            mem_mib: def.resources.mem,
+            disk_mib: def.resources.disk,
+        },
+        placement,
+        ports: def.resources.ports,
+    }
+}
+
+/// Where a process runs, for its siblings: its agent's advertised address, and its ports.
+fn place_of(process: &ProcessRef) -> Place {
+    let host = process
+        .location
+        .as_ref()
+        .and_then(|l| l.addr.rsplit_once(':').map(|(h, _)| h.to_string()))
+        .unwrap_or_else(|| "127.0.0.1".into());
+    Place {
+        host,
+        ports: process.ports.clone(),
+    }
+}
+
+/// The ports a child's process was given, read back from its command line against the
+/// child's arguments: where an argument says `{portN}`, the command line has the port.
+fn read_ports(def: &ProcessChild, argv: &[String]) -> Vec<u16> {
+    let mut ports: BTreeMap<usize, u16> = BTreeMap::new();
+    for (template, actual) in def.args.iter().zip(argv.iter().skip(1)) {
+        let mut rest = template.as_str();
+        let mut at = actual.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}') else {
+                break;
+            };
+            let (literal, mark) = (&rest[..open], &rest[open + 1..open + close]);
+            let Some(tail) = at.strip_prefix(literal) else {
+                break;
+            };
+            rest = &rest[open + close + 1..];
+            // The mark's value runs up to the next literal piece (or the end).
+            let next = rest.split('{').next().unwrap_or("");
+            let end = if next.is_empty() {
+                tail.len()
+            } else {
+                tail.find(next).unwrap_or(tail.len())
+            };
+            let value = &tail[..end];
+            if let Some(n) = mark
+                .strip_prefix("port")
+                .and_then(|n| n.parse::<usize>().ok())
+                && let Ok(port) = value.parse::<u16>()
+            {
+                ports.insert(n, port);
+            }
+            at = &tail[end..];
+        }
+    }
+    ports.into_values().collect()
+}
+
 /// Where a running child is reached.
 #[derive(Debug, Clone, Default)]
 struct Place {
@@ -386,7 +468,10 @@ struct SpecRunner {
 }
 
 impl SpecRunner {
-    async fn run(mut self) {
+    async fn run(mut self, recover: bool) {
+        if recover {
+            self.recover().await;
+        }
         self.tree.start();
         loop {
             self.work().await;
@@ -468,11 +553,115 @@ impl SpecRunner {
         // Children gone from the spec stop first, in reverse order.
         for (path, process) in tree.removed_from(&self.tree) {
             self.places.remove(&path);
-            self.kill_and_wait(&process, Duration::from_secs(24 * 3600)).await;
+            self.kill_and_wait(&process, Duration::from_secs(24 * 3600))
+                .await;
         }
         self.tree = tree;
         self.text = text;
         self.tree.start();
+    }
+
+    /// The name of a child's processes (and the prefix of their ids).
+    fn process_name(&self, path: &str) -> String {
+        format!("{}-{}", self.name, path.replace('/', "-"))
+    }
+
+    /// After a master restart: waits for the master's books to be rebuilt (every admitted
+    /// agent registered again, or [`RECOVER_WITHIN`]), then takes in each child's process
+    /// that still runs, so that none is started twice. Extra copies are killed.
+    async fn recover(&mut self) {
+        let start = tokio::time::Instant::now();
+        loop {
+            let health = master_call(|reply| MasterMsg::Health { reply }).await;
+            if health.is_ok_and(|h| h.agents_reachable >= h.agents_admitted)
+                || start.elapsed() > RECOVER_WITHIN
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let Ok(state) = master_call(|reply| MasterMsg::State { all: false, reply }).await else {
+            tracing::warn!(spec = %self.name, "cannot read the master's books: the children start anew");
+            return;
+        };
+        let framework = FrameworkId(PROCESSES_NAME.to_string());
+        let leaves: Vec<(String, ProcessChild)> = self
+            .tree
+            .leaves()
+            .iter()
+            .map(|l| (l.path.clone(), l.def.clone()))
+            .collect();
+        for (path, def) in leaves {
+            let name = self.process_name(&path);
+            let mut found: Vec<&TaskView> = state
+                .tasks
+                .iter()
+                .filter(|t| t.framework == framework && t.name == name && t.agent.is_some())
+                .filter(|t| !t.status.state.is_terminal())
+                .collect();
+            found.sort_by_key(|t| t.launched_ms);
+            let Some(newest) = found.pop() else {
+                continue;
+            };
+            for extra in found {
+                tracing::warn!(spec = %self.name, child = %path, task = %extra.id, "an extra copy of a child runs: killed");
+                let _ = master_call(|reply| MasterMsg::Kill {
+                    task: extra.id.clone(),
+                    reply,
+                })
+                .await;
+            }
+            let Some(agent) = newest.agent.clone() else {
+                continue;
+            };
+            let ports = read_ports(&def, &newest.command);
+            let adoption = Adoption {
+                task: TaskInfo {
+                    id: newest.id.clone(),
+                    name,
+                    command: troupe_os::ProcessSpec::new(newest.command.clone())
+                        .grace(def.shutdown.grace()),
+                    resources: newest.resources,
+                },
+                agent,
+                pid: newest.pid,
+                needs: needs_of(&def),
+                ports,
+                policy: RestartPolicy::of(Restart::Temporary),
+                prefs: Preferences {
+                    supervised: true,
+                    ..Preferences::default()
+                },
+            };
+            match self.processes.adopt(adoption).await {
+                Ok(process) => {
+                    if self.watch(&process.id).await.is_err() {
+                        continue;
+                    }
+                    tracing::info!(spec = %self.name, child = %path, id = %process.id, "child found running after a master restart: kept");
+                    self.places.insert(path.clone(), place_of(&process));
+                    self.tree.adopted(&path, process.id, process.agent);
+                }
+                Err(e) => {
+                    tracing::warn!(spec = %self.name, child = %path, cause = %e, "child not taken in: started anew");
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// Monitors a child's process: its end comes back to this runner.
+    async fn watch(&self, id: &TaskId) -> Result<(), ClientError> {
+        let monitor = self.processes.monitor(id).await?;
+        let (to_self, id) = (self.to_self.clone(), id.clone());
+        tokio::spawn(async move {
+            let end = monitor
+                .wait()
+                .await
+                .unwrap_or_else(|| ProcessEnd::NeverRan("the process service went away".into()));
+            let _ = to_self.send(Heard::Ended(id, end));
+        });
+        Ok(())
     }
 
     /// Spawns a child's process and watches it.
@@ -487,33 +676,14 @@ impl SpecRunner {
                 return;
             }
         };
-        let placement = match (&leaf.def.agent, leaf.def.placement.is_empty()) {
-            (Some(agent), _) => Placement::Agent(AgentId(agent.clone())),
-            (None, true) => Placement::Any,
-            (None, false) => Placement::Constraints(
-                leaf.def
-                    .placement
-                    .iter()
-                    .filter_map(|c| Constraint::parse(c).ok())
-                    .collect(),
-            ),
-        };
-        let needs = Needs {
-            resources: Resources {
-                cpus: leaf.def.resources.cpus,
-                mem_mib: leaf.def.resources.mem,
-                disk_mib: leaf.def.resources.disk,
-            },
-            placement,
-            ports: leaf.def.resources.ports,
-        };
+        let needs = needs_of(&leaf.def);
         let prefs = Preferences {
             prefer: leaf.prefer.clone(),
             spread_from: self.tree.siblings_agents(path),
             avoid: leaf.avoid.clone(),
             supervised: true,
         };
-        let name = format!("{}-{}", self.name, path.replace('/', "-"));
+        let name = self.process_name(path);
         let spawned = self
             .processes
             .spawn_preferring(
@@ -527,35 +697,14 @@ impl SpecRunner {
         match spawned {
             Ok(process) => {
                 tracing::info!(spec = %self.name, child = %path, id = %process.id, agent = %process.agent, "child started");
-                match self.processes.monitor(&process.id).await {
-                    Ok(monitor) => {
-                        let (to_self, id) = (self.to_self.clone(), process.id.clone());
-                        tokio::spawn(async move {
-                            let end = monitor.wait().await.unwrap_or_else(|| {
-                                ProcessEnd::NeverRan("the process service went away".into())
-                            });
-                            let _ = to_self.send(Heard::Ended(id, end));
-                        });
-                    }
-                    Err(e) => {
-                        // Not watched, it cannot be supervised: stopped, and a failed start.
-                        let _ = self.processes.kill(&process.id).await;
-                        self.tree
-                            .start_failed(path, format!("cannot monitor it: {e}"), now_ms());
-                        return;
-                    }
+                if let Err(e) = self.watch(&process.id).await {
+                    // Not watched, it cannot be supervised: stopped, and a failed start.
+                    let _ = self.processes.kill(&process.id).await;
+                    self.tree
+                        .start_failed(path, format!("cannot monitor it: {e}"), now_ms());
+                    return;
                 }
-                // Its agent's advertised address is where its siblings reach it.
-                let host = process
-                    .location
-                    .as_ref()
-                    .and_then(|l| l.addr.rsplit_once(':').map(|(h, _)| h.to_string()))
-                    .unwrap_or_else(|| "127.0.0.1".into());
-                let place = Place {
-                    host,
-                    ports: process.ports.clone(),
-                };
-                self.places.insert(path.to_string(), place);
+                self.places.insert(path.to_string(), place_of(&process));
                 self.tree.started(path, process.id, process.agent);
             }
             Err(e) => {
@@ -635,7 +784,8 @@ impl SpecRunner {
             return;
         };
         self.places.remove(path);
-        self.kill_and_wait(&process, leaf.def.shutdown.grace()).await;
+        self.kill_and_wait(&process, leaf.def.shutdown.grace())
+            .await;
     }
 
     /// Kills a process and waits for its end (hearing meanwhile of others' ends, and
@@ -653,14 +803,21 @@ impl SpecRunner {
                 tracing::warn!(spec = %self.name, %process, cause = %e, "cannot kill a child; waiting for its end anyway");
             }
         }
-        let deadline = tokio::time::Instant::now() + grace.min(Duration::from_secs(3600)) + STOP_SLACK;
+        let deadline =
+            tokio::time::Instant::now() + grace.min(Duration::from_secs(3600)) + STOP_SLACK;
         loop {
             let heard = tokio::time::timeout_at(deadline, self.heard.recv()).await;
             match heard {
                 Ok(Some(Heard::Ended(id, end))) => {
                     let done = &id == process;
                     if done {
-                        self.tree.ended(&id, true, false, "stopped by its supervisor".into(), now_ms());
+                        self.tree.ended(
+                            &id,
+                            true,
+                            false,
+                            "stopped by its supervisor".into(),
+                            now_ms(),
+                        );
                         return;
                     }
                     self.ended(&id, &end);
@@ -669,7 +826,13 @@ impl SpecRunner {
                 Ok(None) => return,
                 Err(_) => {
                     tracing::warn!(spec = %self.name, %process, "a child did not stop in time; taken as stopped");
-                    self.tree.ended(process, true, false, "did not stop in time".into(), now_ms());
+                    self.tree.ended(
+                        process,
+                        true,
+                        false,
+                        "did not stop in time".into(),
+                        now_ms(),
+                    );
                     return;
                 }
             }
@@ -698,8 +861,10 @@ impl Actor for SpecsActor {
             Ok(stored) => {
                 for (name, text) in stored {
                     match read(&text, &format!("registry:{name}"), &[]) {
-                        Ok(spec) => state.launch(spec, text),
-                        Err(e) => tracing::error!(spec = %name, problems = %e, "a stored spec no longer reads; left alone"),
+                        Ok(spec) => state.launch(spec, text, true),
+                        Err(e) => {
+                            tracing::error!(spec = %name, problems = %e, "a stored spec no longer reads; left alone")
+                        }
                     }
                 }
             }
@@ -837,5 +1002,48 @@ impl Specs {
         self.addr
             .call(|reply| SpecsMsg::Delete { name, reply }, self.timeout)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_read_back_from_a_command_line_by_the_childs_arguments() {
+        let def = ProcessChild::new("s", "redis-server").args([
+            "--port",
+            "{port0}",
+            "--tls-port={port1}",
+            "{port2}:{primary.port0}",
+            "plain",
+        ]);
+        let argv: Vec<String> = [
+            "redis-server",
+            "--port",
+            "31005",
+            "--tls-port=31006",
+            "31007:31100",
+            "plain",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(read_ports(&def, &argv), vec![31005, 31006, 31007]);
+        assert!(read_ports(&ProcessChild::new("s", "sleep").args(["9"]), &argv).is_empty());
+    }
+
+    #[test]
+    fn references_to_siblings_are_told_from_other_braces() {
+        assert!(matches!(
+            reference("primary.port0"),
+            Some(("primary", What::Port(0)))
+        ));
+        assert!(matches!(
+            reference("db/primary.host"),
+            Some(("db/primary", What::Host))
+        ));
+        for other in ["port0", "\"a.b\": 1", "x.y", "", "a.port"] {
+            assert!(reference(other).is_none(), "{other}");
+        }
     }
 }

@@ -249,9 +249,7 @@ impl Walk<'_, '_> {
             }
         };
         match n {
-            Some(n) if n.is_finite() && (n > 0.0 || (zero_ok && n == 0.0)) && n <= 1e12 => {
-                Some(n)
-            }
+            Some(n) if n.is_finite() && (n > 0.0 || (zero_ok && n == 0.0)) && n <= 1e12 => Some(n),
             _ => {
                 let least = if zero_ok { "0 or more" } else { "more than 0" };
                 self.problem(
@@ -310,7 +308,13 @@ impl Walk<'_, '_> {
         }
     }
 
-    fn name(&mut self, table: &DeTable<'_>, key: &str, what: &str, span: Range<usize>) -> Option<String> {
+    fn name(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        what: &str,
+        span: Range<usize>,
+    ) -> Option<String> {
         let Some((_, value)) = Self::entry(table, key) else {
             self.problem(span, format!("{what} has no `{key}`"));
             return None;
@@ -324,9 +328,7 @@ impl Walk<'_, '_> {
         if !good {
             self.problem(
                 value.span(),
-                format!(
-                    "`{key}` \"{name}\" of {what} must be 1 to 64 letters, digits, `-` or `_`"
-                ),
+                format!("`{key}` \"{name}\" of {what} must be 1 to 64 letters, digits, `-` or `_`"),
             );
             return None;
         }
@@ -362,7 +364,13 @@ impl Walk<'_, '_> {
     }
 
     /// The `children` of a supervisor table: each a process or a supervisor, ids unique.
-    fn children(&mut self, table: &DeTable<'_>, what: &str, auto_shutdown: bool, span: Range<usize>) {
+    fn children(
+        &mut self,
+        table: &DeTable<'_>,
+        what: &str,
+        auto_shutdown: bool,
+        span: Range<usize>,
+    ) {
         let Some((_, value)) = Self::entry(table, "children") else {
             self.problem(
                 span.start..span.start,
@@ -371,16 +379,31 @@ impl Walk<'_, '_> {
             return;
         };
         let DeValue::Array(children) = value.get_ref() else {
-            self.wrong_type(value.span(), "children", what, "an array of tables ([[children]])", value.get_ref());
+            self.wrong_type(
+                value.span(),
+                "children",
+                what,
+                "an array of tables ([[children]])",
+                value.get_ref(),
+            );
             return;
         };
         if children.is_empty() {
-            self.problem(value.span(), format!("`children` of {what} is empty: a supervisor needs at least one child"));
+            self.problem(
+                value.span(),
+                format!("`children` of {what} is empty: a supervisor needs at least one child"),
+            );
         }
         let mut ids: BTreeMap<String, Range<usize>> = BTreeMap::new();
         for child in children.iter() {
             let DeValue::Table(t) = child.get_ref() else {
-                self.wrong_type(child.span(), "children", what, "tables ([[children]])", child.get_ref());
+                self.wrong_type(
+                    child.span(),
+                    "children",
+                    what,
+                    "tables ([[children]])",
+                    child.get_ref(),
+                );
                 continue;
             };
             let names = self.child(t, child.span(), auto_shutdown);
@@ -389,7 +412,9 @@ impl Walk<'_, '_> {
                 if ids.insert(name.clone(), id_span.clone()).is_some() {
                     self.problem(
                         id_span.clone(),
-                        format!("duplicate child id \"{name}\" in {what}: ids of siblings are unique"),
+                        format!(
+                            "duplicate child id \"{name}\" in {what}: ids of siblings are unique"
+                        ),
                     );
                 }
             }
@@ -408,7 +433,12 @@ impl Walk<'_, '_> {
             let at = Self::entry(t, "significant").map_or(span.clone(), |(_, v)| v.span());
             self.problem(at, format!("{what} is significant, but its supervisor's `auto_shutdown` is \"never\" (OTP refuses it too)"));
         }
-        self.choice(t, "restart", &what, &["permanent", "transient", "temporary"]);
+        self.choice(
+            t,
+            "restart",
+            &what,
+            &["permanent", "transient", "temporary"],
+        );
         let (has_children, has_command) = (t.contains_key("children"), t.contains_key("command"));
         match (has_children, has_command) {
             (true, true) => {
@@ -423,7 +453,12 @@ impl Walk<'_, '_> {
                     .copied()
                     .collect();
                 self.unknown_keys(t, &every, &what);
-                self.problem(span.start..span.start, format!("{what} has neither `command` (a process) nor `children` (a supervisor)"));
+                self.problem(
+                    span.start..span.start,
+                    format!(
+                        "{what} has neither `command` (a process) nor `children` (a supervisor)"
+                    ),
+                );
                 id.into_iter().collect()
             }
             (true, false) => {
@@ -435,9 +470,13 @@ impl Walk<'_, '_> {
             (false, true) => {
                 self.unknown_keys(t, PROCESS_KEYS, &what);
                 self.process(t, &what, span);
-                let replicas = self.integer(t, "replicas", &what, 1..=MAX_REPLICAS).unwrap_or(1);
+                let replicas = self
+                    .integer(t, "replicas", &what, 1..=MAX_REPLICAS)
+                    .unwrap_or(1);
                 match id {
-                    Some(id) if replicas > 1 => (0..replicas).map(|n| format!("{id}-{n}")).collect(),
+                    Some(id) if replicas > 1 => {
+                        (0..replicas).map(|n| format!("{id}-{n}")).collect()
+                    }
                     Some(id) => vec![id],
                     None => Vec::new(),
                 }
@@ -489,7 +528,13 @@ impl Walk<'_, '_> {
     fn strings(&mut self, t: &DeTable<'_>, key: &str, what: &str) -> Option<Vec<String>> {
         let (_, value) = Self::entry(t, key)?;
         let DeValue::Array(items) = value.get_ref() else {
-            self.wrong_type(value.span(), key, what, "an array of strings", value.get_ref());
+            self.wrong_type(
+                value.span(),
+                key,
+                what,
+                "an array of strings",
+                value.get_ref(),
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -513,7 +558,13 @@ impl Walk<'_, '_> {
             return Some(Resources::new(0.1, 64.0));
         };
         let DeValue::Table(r) = value.get_ref() else {
-            self.wrong_type(value.span(), "resources", what, "a table such as { cpus = 0.5, mem = 128 }", value.get_ref());
+            self.wrong_type(
+                value.span(),
+                "resources",
+                what,
+                "a table such as { cpus = 0.5, mem = 128 }",
+                value.get_ref(),
+            );
             return None;
         };
         let what = format!("the resources of {what}");
@@ -542,7 +593,10 @@ impl Walk<'_, '_> {
                                 Ok(c) => constraints.push(c),
                                 Err(why) => {
                                     good = false;
-                                    self.problem(item.span(), format!("bad placement of {what}: {why}"));
+                                    self.problem(
+                                        item.span(),
+                                        format!("bad placement of {what}: {why}"),
+                                    );
                                 }
                             },
                             other => {
@@ -555,7 +609,13 @@ impl Walk<'_, '_> {
                 }
                 other => {
                     good = false;
-                    self.wrong_type(value.span(), "placement", what, "an array of strings such as [\"rack = r1\"]", other);
+                    self.wrong_type(
+                        value.span(),
+                        "placement",
+                        what,
+                        "an array of strings such as [\"rack = r1\"]",
+                        other,
+                    );
                 }
             }
         }
@@ -628,7 +688,9 @@ fn distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let here = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(here + 1);
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(here + 1);
             prev = here;
         }
     }

@@ -17,9 +17,17 @@ command = "python3"
 args = ["-m", "http.server"]
 "#;
 
-/// Each malformed spec, the line and column of its (first) problem, and words its message
-/// must hold.
-const MALFORMED: &[(&str, &str, (usize, usize), &[&str])] = &[
+/// A malformed spec: what is wrong, its text, the line and column of its (first) problem,
+/// and words the message must hold.
+type Case = (
+    &'static str,
+    &'static str,
+    (usize, usize),
+    &'static [&'static str],
+);
+
+/// Each malformed spec.
+const MALFORMED: &[Case] = &[
     (
         "unknown top key, with a hint",
         "name = \"s\"\nstrategie = \"one_for_all\"\n[[children]]\nid = \"a\"\ncommand = \"true\"\n",
@@ -36,7 +44,10 @@ const MALFORMED: &[(&str, &str, (usize, usize), &[&str])] = &[
         "unknown strategy",
         "name = \"s\"\nstrategy = \"one_for_everyone\"\n[[children]]\nid = \"a\"\ncommand = \"true\"\n",
         (2, 12),
-        &["unknown strategy \"one_for_everyone\"", "one_for_one, one_for_all, rest_for_one"],
+        &[
+            "unknown strategy \"one_for_everyone\"",
+            "one_for_one, one_for_all, rest_for_one",
+        ],
     ),
     (
         "simple_one_for_one is not for specs",
@@ -120,7 +131,10 @@ const MALFORMED: &[(&str, &str, (usize, usize), &[&str])] = &[
         "unknown restart type",
         "name = \"s\"\n[[children]]\nid = \"a\"\ncommand = \"true\"\nrestart = \"always\"\n",
         (5, 11),
-        &["unknown restart \"always\"", "permanent, transient, temporary"],
+        &[
+            "unknown restart \"always\"",
+            "permanent, transient, temporary",
+        ],
     ),
     (
         "bad shutdown",
@@ -168,7 +182,10 @@ const MALFORMED: &[(&str, &str, (usize, usize), &[&str])] = &[
         "nested supervisor with an unknown key",
         "name = \"s\"\n[[children]]\nid = \"db\"\nstrategy = \"rest_for_one\"\nintensty = 2\n[[children.children]]\nid = \"p\"\ncommand = \"true\"\n",
         (5, 1),
-        &["unknown key `intensty` in child \"db\"", "did you mean `intensity`"],
+        &[
+            "unknown key `intensty` in child \"db\"",
+            "did you mean `intensity`",
+        ],
     ),
     (
         "a TOML syntax error",
@@ -202,7 +219,10 @@ fn malformed_specs_are_refused_with_file_line_column_and_the_problem_named() {
             "{case}: {rendered}"
         );
         for word in *words {
-            assert!(rendered.contains(word), "{case}: {word:?} not in {rendered}");
+            assert!(
+                rendered.contains(word),
+                "{case}: {word:?} not in {rendered}"
+            );
         }
     }
 }
@@ -231,13 +251,31 @@ fn agent(id: &str, rack: &str, cpus: f64, mem: f64) -> AgentInfo {
 
 #[test]
 fn resources_no_agent_can_ever_hold_and_placements_no_agent_meets_are_refused() {
-    let agents = [agent("a1", "r1", 2.0, 1024.0), agent("a2", "r2", 4.0, 512.0)];
+    let agents = [
+        agent("a1", "r1", 2.0, 1024.0),
+        agent("a2", "r2", 4.0, 512.0),
+    ];
     let big = "name = \"s\"\n[[children]]\nid = \"a\"\ncommand = \"true\"\nresources = { cpus = 3, mem = 1000 }\n";
     let refused = read(big, "s.toml", &agents).unwrap_err();
-    assert_eq!((refused.problems[0].line, refused.problems[0].column), (5, 1));
-    assert!(refused.render().contains("no agent it may run on can ever hold"), "{}", refused.render());
-    let nowhere = "name = \"s\"\n[[children]]\nid = \"a\"\ncommand = \"true\"\nplacement = [\"rack = r9\"]\n";
-    assert!(read(nowhere, "s.toml", &agents).unwrap_err().render().contains("no agent meets its placement"));
+    assert_eq!(
+        (refused.problems[0].line, refused.problems[0].column),
+        (5, 1)
+    );
+    assert!(
+        refused
+            .render()
+            .contains("no agent it may run on can ever hold"),
+        "{}",
+        refused.render()
+    );
+    let nowhere =
+        "name = \"s\"\n[[children]]\nid = \"a\"\ncommand = \"true\"\nplacement = [\"rack = r9\"]\n";
+    assert!(
+        read(nowhere, "s.toml", &agents)
+            .unwrap_err()
+            .render()
+            .contains("no agent meets its placement")
+    );
     let fits = "name = \"s\"\n[[children]]\nid = \"a\"\ncommand = \"true\"\nresources = { cpus = 3, mem = 500 }\nplacement = [\"rack = r2\"]\n";
     read(fits, "s.toml", &agents).unwrap();
 }
@@ -245,9 +283,8 @@ fn resources_no_agent_can_ever_hold_and_placements_no_agent_meets_are_refused() 
 #[test]
 fn a_good_spec_reads_into_the_builders_value() {
     let spec = read(GOOD, "web.toml", &[]).unwrap();
-    let built = Spec::new("web").child(
-        ProcessChild::new("server", "python3").args(["-m", "http.server"]),
-    );
+    let built =
+        Spec::new("web").child(ProcessChild::new("server", "python3").args(["-m", "http.server"]));
     assert_eq!(spec, built);
 }
 
@@ -272,7 +309,16 @@ impl Gen {
     }
 
     fn text(&mut self) -> String {
-        const TEXTS: &[&str] = &["", "--port", "a b", "\"quoted\"", "ünï", "{port0}", "x=y", "\\"];
+        const TEXTS: &[&str] = &[
+            "",
+            "--port",
+            "a b",
+            "\"quoted\"",
+            "ünï",
+            "{port0}",
+            "x=y",
+            "\\",
+        ];
         TEXTS[self.below(TEXTS.len() as u64) as usize].to_string()
     }
 
@@ -281,12 +327,19 @@ impl Gen {
     }
 
     fn strategy(&mut self) -> Strategy {
-        [Strategy::OneForOne, Strategy::OneForAll, Strategy::RestForOne][self.below(3) as usize]
+        [
+            Strategy::OneForOne,
+            Strategy::OneForAll,
+            Strategy::RestForOne,
+        ][self.below(3) as usize]
     }
 
     fn auto(&mut self) -> AutoShutdown {
-        [AutoShutdown::Never, AutoShutdown::AnySignificant, AutoShutdown::AllSignificant]
-            [self.below(3) as usize]
+        [
+            AutoShutdown::Never,
+            AutoShutdown::AnySignificant,
+            AutoShutdown::AllSignificant,
+        ][self.below(3) as usize]
     }
 
     fn process(&mut self, id: String, auto: AutoShutdown) -> ProcessChild {
@@ -333,7 +386,10 @@ impl Gen {
                     let own = self.auto();
                     let mut s = SupervisorChild::new(id)
                         .strategy(self.strategy())
-                        .intensity(self.below(10) as u32, Duration::from_secs(1 + self.below(60)));
+                        .intensity(
+                            self.below(10) as u32,
+                            Duration::from_secs(1 + self.below(60)),
+                        );
                     s.auto_shutdown = own;
                     s.restart = self.restart();
                     if auto != AutoShutdown::Never {
@@ -356,7 +412,10 @@ fn the_toml_file_and_the_builder_round_trip_both_ways() {
         let auto = g.auto();
         let mut spec = Spec::new(format!("spec-{case}"))
             .strategy(g.strategy())
-            .intensity(g.below(10) as u32, Duration::from_millis(1 + g.below(100_000)))
+            .intensity(
+                g.below(10) as u32,
+                Duration::from_millis(1 + g.below(100_000)),
+            )
             .auto_shutdown(auto);
         spec.children = g.children(0, auto);
         let text = spec.to_toml();

@@ -356,6 +356,7 @@ impl Actor for MasterCore {
                     node: state.node.clone(),
                     agents: state.agents.len(),
                     agents_reachable: state.agents.values().filter(|a| a.reachable).count(),
+                    agents_admitted: state.registry.facts.agents.len(),
                     frameworks: state.frameworks.len(),
                     frameworks_connected: state.frameworks.values().filter(|f| f.connected).count(),
                     active_tasks: state

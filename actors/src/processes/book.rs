@@ -229,6 +229,43 @@ pub(crate) struct Proc<R, W> {
     pub(crate) supervised: bool,
 }
 
+impl<R, W> Proc<R, W> {
+    /// A process of `task` as asked, in `phase`, with no one to answer yet.
+    fn new(task: TaskInfo, asked: Asked, phase: Phase, now_ms: u64) -> Proc<R, W> {
+        let Asked {
+            placement,
+            policy,
+            prefs,
+            ports,
+        } = asked;
+        let a_while = now_ms + SAME_AGENT_FOR_MS;
+        Proc {
+            id: task.id.clone(),
+            template: task.command.clone(),
+            task,
+            placement,
+            phase,
+            reply: None,
+            monitors: Vec::new(),
+            spawned_ms: now_ms,
+            policy,
+            incarnation: 1,
+            recent_restarts: VecDeque::new(),
+            stopping: false,
+            prefer: prefs.prefer.map(|agent| (agent, a_while)),
+            avoid: prefs
+                .avoid
+                .map(|agent| (agent, now_ms + AVOID_LOST_AGENT_FOR_MS)),
+            unreachable_since: None,
+            last_restart: None,
+            ports_wanted: ports,
+            ports: Vec::new(),
+            spread_from: (!prefs.spread_from.is_empty()).then_some((prefs.spread_from, a_while)),
+            supervised: prefs.supervised,
+        }
+    }
+}
+
 /// A spawn that waited past its deadline, ended.
 #[derive(Debug)]
 pub(crate) struct Overdue<R, W> {
@@ -289,13 +326,9 @@ fn free_ports(
     }
     let len = range.len() as u64;
     // FNV-1a of the id: a stable, spread-out start.
-    let start = task
-        .0
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
-        % len;
+    let start = task.0.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) % len;
     let ports: Vec<u16> = (0..len)
         .map(|i| range.first + ((start + i) % len) as u16)
         .filter(|port| !held.contains(port))
@@ -331,6 +364,10 @@ pub(crate) struct Book<R, W> {
     queue: VecDeque<TaskId>,
     /// Ended processes kept for `get` and `list`, oldest first, at most [`ENDED_KEPT`].
     ended: VecDeque<TaskId>,
+    /// The latest status of each task of the service's framework that the book does not
+    /// know (run by an earlier life of the service, before a master restart), until it is
+    /// adopted; at most [`ENDED_KEPT`], oldest forgotten first.
+    orphans: BTreeMap<TaskId, TaskStatus>,
 }
 
 /// How many ended processes the book keeps.
@@ -343,6 +380,7 @@ impl<R, W> Default for Book<R, W> {
             tasks: BTreeMap::new(),
             queue: VecDeque::new(),
             ended: VecDeque::new(),
+            orphans: BTreeMap::new(),
         }
     }
 }
@@ -357,42 +395,50 @@ impl<R, W> Book<R, W> {
         deadline_ms: u64,
         reply: R,
     ) {
-        let Asked {
-            placement,
-            policy,
-            prefs,
-            ports,
-        } = asked;
         self.queue.push_back(task.id.clone());
         self.tasks.insert(task.id.clone(), task.id.clone());
-        let a_while = now_ms + SAME_AGENT_FOR_MS;
-        self.procs.insert(
-            task.id.clone(),
-            Proc {
-                id: task.id.clone(),
-                template: task.command.clone(),
-                task,
-                placement,
-                phase: Phase::Waiting { deadline_ms },
-                reply: Some(reply),
-                monitors: Vec::new(),
-                spawned_ms: now_ms,
-                policy,
-                incarnation: 1,
-                recent_restarts: VecDeque::new(),
-                stopping: false,
-                prefer: prefs.prefer.map(|agent| (agent, a_while)),
-                avoid: prefs
-                    .avoid
-                    .map(|agent| (agent, now_ms + AVOID_LOST_AGENT_FOR_MS)),
-                unreachable_since: None,
-                last_restart: None,
-                ports_wanted: ports,
-                ports: Vec::new(),
-                spread_from: (!prefs.spread_from.is_empty()).then_some((prefs.spread_from, a_while)),
-                supervised: prefs.supervised,
-            },
-        );
+        let p = Proc::new(task, asked, Phase::Waiting { deadline_ms }, now_ms);
+        let p = Proc {
+            reply: Some(reply),
+            ..p
+        };
+        self.procs.insert(p.id.clone(), p);
+    }
+
+    /// Takes in a process an earlier life of the service started (found running through
+    /// the master's books after a restart): it runs on `agent` with `ports`, under its
+    /// task's id. `Err` with its last status when it has ended since (or the id is taken).
+    pub(crate) fn adopt(
+        &mut self,
+        task: TaskInfo,
+        agent: AgentId,
+        pid: Option<i32>,
+        asked: Asked,
+        now_ms: u64,
+    ) -> Result<(), Option<Box<TaskStatus>>> {
+        if self.procs.contains_key(&task.id) {
+            return Err(None);
+        }
+        let heard = self.orphans.remove(&task.id);
+        if let Some(status) = heard.as_ref().filter(|s| s.state.is_terminal()) {
+            return Err(Some(Box::new(status.clone())));
+        }
+        let pid = heard.and_then(|s| s.pid).or(pid);
+        self.tasks.insert(task.id.clone(), task.id.clone());
+        let p = Proc::new(task, asked, Phase::Running { agent, pid }, now_ms);
+        let p = Proc {
+            last_restart: Some("adopted after a restart of the master".into()),
+            ..p
+        };
+        self.procs.insert(p.id.clone(), p);
+        Ok(())
+    }
+
+    /// Sets the ports of an adopted process (read back from its command line).
+    pub(crate) fn set_ports(&mut self, id: &TaskId, ports: Vec<u16>) {
+        if let Some(p) = self.procs.get_mut(id) {
+            p.ports = ports;
+        }
     }
 
     /// The ports held by the live processes on `agent`.
@@ -574,12 +620,7 @@ impl<R, W> Book<R, W> {
                 keep.push_back(id);
                 continue;
             }
-            let Some(ports) = free_ports(
-                offer.ports,
-                &held,
-                p.ports_wanted,
-                &p.task.id,
-            ) else {
+            let Some(ports) = free_ports(offer.ports, &held, p.ports_wanted, &p.task.id) else {
                 keep.push_back(id);
                 continue;
             };
@@ -638,6 +679,20 @@ impl<R, W> Book<R, W> {
     /// Books a status of one of its processes' tasks.
     pub(crate) fn heard(&mut self, status: &TaskStatus, now_ms: u64) -> Heard<R, W> {
         let Some(id) = self.tasks.get(&status.task).cloned() else {
+            // Not one of this life's: kept, for an adoption to come.
+            if !self.procs.contains_key(&status.task) {
+                self.orphans.insert(status.task.clone(), status.clone());
+                while self.orphans.len() > ENDED_KEPT {
+                    let oldest = self
+                        .orphans
+                        .iter()
+                        .min_by_key(|(_, s)| s.timestamp_ms)
+                        .map(|(id, _)| id.clone());
+                    if let Some(oldest) = oldest {
+                        self.orphans.remove(&oldest);
+                    }
+                }
+            }
             return Heard::Nothing;
         };
         let Some(p) = self.procs.get_mut(&id) else {
@@ -827,7 +882,13 @@ mod tests {
     fn a_spawn_waits_for_a_place_it_fits_and_is_answered_when_it_runs() {
         let mut book: Book<&str, &str> = Book::default();
         let rack = Placement::Constraints(vec![Constraint::parse("rack = r2").unwrap()]);
-        book.spawn(task("p1", 1.0), Asked { placement: rack, policy: RestartPolicy::default(), ..Asked::default() },
+        book.spawn(
+            task("p1", 1.0),
+            Asked {
+                placement: rack,
+                policy: RestartPolicy::default(),
+                ..Asked::default()
+            },
             0,
             10_000,
             "reply",
@@ -859,12 +920,24 @@ mod tests {
     #[test]
     fn a_spawn_with_no_place_by_its_deadline_is_answered_and_its_monitors_told() {
         let mut book: Book<&str, &str> = Book::default();
-        book.spawn(task("p1", 1.0), Asked { placement: Placement::Any, policy: RestartPolicy::default(), ..Asked::default() },
+        book.spawn(
+            task("p1", 1.0),
+            Asked {
+                placement: Placement::Any,
+                policy: RestartPolicy::default(),
+                ..Asked::default()
+            },
             0,
             100,
             "r1",
         );
-        book.spawn(task("p2", 1.0), Asked { placement: Placement::Any, policy: RestartPolicy::default(), ..Asked::default() },
+        book.spawn(
+            task("p2", 1.0),
+            Asked {
+                placement: Placement::Any,
+                policy: RestartPolicy::default(),
+                ..Asked::default()
+            },
             0,
             500,
             "r2",
@@ -887,7 +960,13 @@ mod tests {
     #[test]
     fn a_process_that_ends_before_it_ran_answers_its_spawn() {
         let mut book: Book<&str, &str> = Book::default();
-        book.spawn(task("p1", 1.0), Asked { placement: Placement::Any, policy: RestartPolicy::default(), ..Asked::default() },
+        book.spawn(
+            task("p1", 1.0),
+            Asked {
+                placement: Placement::Any,
+                policy: RestartPolicy::default(),
+                ..Asked::default()
+            },
             0,
             10_000,
             "reply",
@@ -908,7 +987,17 @@ mod tests {
     /// A running permanent process: spawned, placed on a1, running, its spawn answered.
     fn running(policy: RestartPolicy) -> Book<&'static str, &'static str> {
         let mut book = Book::default();
-        book.spawn(task("p", 1.0), Asked { placement: Placement::Any, policy, ..Asked::default() }, 0, 10_000, "reply");
+        book.spawn(
+            task("p", 1.0),
+            Asked {
+                placement: Placement::Any,
+                policy,
+                ..Asked::default()
+            },
+            0,
+            10_000,
+            "reply",
+        );
         book.fill(&offer("a1", "r1", 4.0), 0);
         assert!(matches!(
             book.heard(&status("p", TaskState::Running, "a1"), 0),
@@ -1078,8 +1167,15 @@ mod tests {
             ..Asked::default()
         };
         book.spawn(task("p", 0.5), spread, 0, 10_000, "r");
-        assert!(book.fill(&offer("a1", "r1", 4.0), 0).is_empty(), "away from a1 first");
-        assert_eq!(book.fill(&offer("a1", "r1", 4.0), 3_000).len(), 1, "a1 when no other came");
+        assert!(
+            book.fill(&offer("a1", "r1", 4.0), 0).is_empty(),
+            "away from a1 first"
+        );
+        assert_eq!(
+            book.fill(&offer("a1", "r1", 4.0), 3_000).len(),
+            1,
+            "a1 when no other came"
+        );
     }
 
     #[test]
@@ -1112,5 +1208,52 @@ mod tests {
         ));
         // Nothing is started again by the service: its supervisor decides.
         assert!(!book.waiting());
+    }
+
+    #[test]
+    fn a_process_of_an_earlier_life_is_adopted_running_or_refused_when_it_ended_meanwhile() {
+        let mut book: Book<&str, &str> = Book::default();
+        // Statuses of tasks it does not know are kept for an adoption.
+        book.heard(&status("old-1", TaskState::Running, "a1"), 0);
+        book.heard(
+            &ended(
+                "old-2",
+                TaskState::Failed,
+                "a1",
+                troupe_os::ExitReason::Exited(1),
+            ),
+            0,
+        );
+        let adopted = book.adopt(
+            task("old-1", 0.5),
+            AgentId("a1".into()),
+            Some(42),
+            Asked::default(),
+            5,
+        );
+        assert_eq!(adopted, Ok(()));
+        assert!(matches!(
+            book.get(&TaskId("old-1".into())).unwrap().phase,
+            Phase::Running { .. }
+        ));
+        book.monitor(&TaskId("old-1".into()), "w").unwrap();
+        let end = ended(
+            "old-1",
+            TaskState::Killed,
+            "a1",
+            troupe_os::ExitReason::Killed,
+        );
+        assert_eq!(
+            book.heard(&end, 10),
+            Heard::Ended(None, vec!["w"], TaskId("old-1".into()))
+        );
+        let refused = book.adopt(
+            task("old-2", 0.5),
+            AgentId("a1".into()),
+            None,
+            Asked::default(),
+            5,
+        );
+        assert!(matches!(refused, Err(Some(s)) if s.state == TaskState::Failed));
     }
 }

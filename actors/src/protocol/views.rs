@@ -90,6 +90,10 @@ pub struct MasterHealth {
     pub agents: usize,
     /// See `agents`.
     pub agents_reachable: usize,
+    /// Agents admitted in the registry: after a master restart, until as many have
+    /// registered again, the master's books are still being rebuilt.
+    #[serde(default)]
+    pub agents_admitted: usize,
     /// Frameworks known, and how many are connected.
     pub frameworks: usize,
     /// See `frameworks`.

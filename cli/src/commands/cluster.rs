@@ -119,7 +119,9 @@ pub(crate) async fn master(args: MasterArgs) -> Result<(), Failure> {
     let tree = master::start(config).await?;
     let runner = runner::start(None).await?;
     let processes = troupe_actors::processes::start(None).await?;
-    troupe_specs::service::start().await.map_err(Failure::from)?;
+    troupe_specs::service::start()
+        .await
+        .map_err(Failure::from)?;
     println!(
         "master {} listening on {}",
         node.name(),
@@ -341,7 +343,9 @@ pub(crate) async fn dev(args: DevArgs) -> Result<(), Failure> {
     })
     .await
     .map_err(Failure::from)?;
-    troupe_specs::service::start().await.map_err(Failure::from)?;
+    troupe_specs::service::start()
+        .await
+        .map_err(Failure::from)?;
     let addr = node.advertise_addr();
     eprintln!(
         "troupe dev: a master and {} agents ({}) in one process; work in {}",

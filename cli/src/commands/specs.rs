@@ -55,8 +55,12 @@ pub(crate) struct DeleteArgs {
 
 /// Reads a spec file, or says why not (nothing is sent).
 fn read_file(path: &PathBuf) -> Result<String, Failure> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Failure::new(exit::INVALID_SPEC, format!("cannot read {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            exit::INVALID_SPEC,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })
 }
 
 /// The failure of a refused request.
@@ -92,7 +96,10 @@ fn render_plan(applied: &Applied) -> String {
         out.push_str(&format!("  + {child}  (start: new)\n"));
     }
     for (child, keys) in restart {
-        out.push_str(&format!("  ~ {child}  (restart: {} changed)\n", keys.join(", ")));
+        out.push_str(&format!(
+            "  ~ {child}  (restart: {} changed)\n",
+            keys.join(", ")
+        ));
     }
     for child in remove {
         out.push_str(&format!("  - {child}  (stop: gone from the spec)\n"));
@@ -109,7 +116,11 @@ fn render_plan(applied: &Applied) -> String {
     out
 }
 
-async fn send_apply(cluster: &ClusterArgs, file: &PathBuf, dry_run: bool) -> Result<Applied, Failure> {
+async fn send_apply(
+    cluster: &ClusterArgs,
+    file: &PathBuf,
+    dry_run: bool,
+) -> Result<Applied, Failure> {
     let text = read_file(file)?;
     let client = Client::connect(cluster).await?;
     let answer = Specs::on(client.master_node.clone())
@@ -149,13 +160,18 @@ pub(crate) async fn specs(args: SpecsArgs) -> Result<(), Failure> {
 }
 
 fn table(specs: &[SpecView]) -> String {
-    let header = ["SPEC", "CHILD", "STATE", "AGENT", "PORTS", "RESTARTS", "LAST END"];
+    let header = [
+        "SPEC", "CHILD", "STATE", "AGENT", "PORTS", "RESTARTS", "LAST END",
+    ];
     let mut rows = Vec::new();
     for spec in specs {
         let row = vec![
             spec.name.clone(),
             String::new(),
-            format!("{} ({}/{} running)", spec.health, spec.running, spec.desired),
+            format!(
+                "{} ({}/{} running)",
+                spec.health, spec.running, spec.desired
+            ),
             String::new(),
             String::new(),
             spec.restarts.to_string(),
@@ -176,7 +192,11 @@ fn table(specs: &[SpecView]) -> String {
                 String::new(),
                 child.path.clone(),
                 state.to_string(),
-                child.agent.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+                child
+                    .agent
+                    .as_ref()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
                 child
                     .ports
                     .iter()
@@ -201,6 +221,14 @@ pub(crate) async fn delete(args: DeleteArgs) -> Result<(), Failure> {
         .await;
     client.close().await;
     let stopped = answer.map_err(call_failure)?.map_err(refused)?;
-    println!("spec {} deleted; stopped: {}", args.name, if stopped.is_empty() { "nothing".to_string() } else { stopped.join(", ") });
+    println!(
+        "spec {} deleted; stopped: {}",
+        args.name,
+        if stopped.is_empty() {
+            "nothing".to_string()
+        } else {
+            stopped.join(", ")
+        }
+    );
     Ok(())
 }
