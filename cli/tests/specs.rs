@@ -512,3 +512,65 @@ fn a_malformed_spec_is_refused_with_its_places_and_nothing_changes() {
     assert!(err.contains("cannot read /nonexistent/spec.toml"), "{err}");
     assert!(cluster.specs().is_empty());
 }
+
+fn redis(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs (CI installs redis-server)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_redis(port: u16, args: &[&str], want: &str) {
+    let start = Instant::now();
+    loop {
+        let got = redis(port, args);
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "redis on {port}: {args:?} gave {got:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_redis_spec_restarts_the_replica_after_its_primary_under_rest_for_one() {
+    let cluster = Cluster::start("redis", 24_000);
+    cluster.wait_agents();
+    let (code, out, err) = cluster.troupe(&["apply", &example("redis.toml")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let view = cluster.wait_spec("redis", Duration::from_secs(30), |v| all_running(v, 2));
+    let (primary, replica) = (view.children[0].ports[0], view.children[1].ports[0]);
+    wait_redis(primary, &["PING"], "PONG");
+    wait_redis(replica, &["PING"], "PONG");
+    assert_eq!(redis(primary, &["SET", "before", "1"]), "OK");
+    wait_redis(replica, &["GET", "before"], "1");
+    let replica_pid = pid_of(&view.children[1].process.clone().unwrap().0, &cluster);
+
+    // The primary killed: it starts again, and rest_for_one starts the replica after it,
+    // following the new primary.
+    let primary_pid = pid_of(&view.children[0].process.clone().unwrap().0, &cluster);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(primary_pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let view = cluster.wait_spec("redis", Duration::from_secs(30), |v| {
+        all_running(v, 2) && v.children[0].restarts == 1 && v.children[1].restarts == 1
+    });
+    assert!(view.children[1].last_end.as_deref().unwrap_or("").contains("stopped by its supervisor"), "{view:#?}");
+    let new_replica_pid = pid_of(&view.children[1].process.clone().unwrap().0, &cluster);
+    assert_ne!(new_replica_pid, replica_pid, "the replica was started again");
+    let (primary, replica) = (view.children[0].ports[0], view.children[1].ports[0]);
+    wait_redis(primary, &["PING"], "PONG");
+    assert_eq!(redis(primary, &["SET", "after", "2"]), "OK");
+    assert_eq!(redis(primary, &["GET", "after"]), "2", "read back from the new primary");
+    wait_redis(replica, &["GET", "after"], "2");
+
+    let (code, _, err) = cluster.troupe(&["delete", "redis"]);
+    assert_eq!(code, 0, "{err}");
+}
