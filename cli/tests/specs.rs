@@ -259,6 +259,20 @@ fn the_web_spec_serves_restarts_a_crash_on_its_agent_moves_off_a_lost_agent_and_
         assert!((first..first + 100).contains(&child.ports[0]), "{child:?}");
     }
     assert_eq!(web_servers(21_000).len(), 3);
+    // The spec is in the cluster's tree, a supervisor with its children on their agents.
+    let (code, tree, err) = cluster.troupe(&["tree"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        tree.contains("web  [spec supervisor] running, 3/3 running"),
+        "{tree}"
+    );
+    for child in &view.children {
+        let agent = child.agent.as_ref().unwrap();
+        assert!(
+            tree.contains(&format!("{}  [process] running, on {agent}", child.path)),
+            "{tree}"
+        );
+    }
 
     // kill -9 of one server: started again, on the same agent, and it answers.
     let victim = view.children[0].clone();
@@ -562,13 +576,27 @@ fn the_redis_spec_restarts_the_replica_after_its_primary_under_rest_for_one() {
     let view = cluster.wait_spec("redis", Duration::from_secs(30), |v| {
         all_running(v, 2) && v.children[0].restarts == 1 && v.children[1].restarts == 1
     });
-    assert!(view.children[1].last_end.as_deref().unwrap_or("").contains("stopped by its supervisor"), "{view:#?}");
+    assert!(
+        view.children[1]
+            .last_end
+            .as_deref()
+            .unwrap_or("")
+            .contains("stopped by its supervisor"),
+        "{view:#?}"
+    );
     let new_replica_pid = pid_of(&view.children[1].process.clone().unwrap().0, &cluster);
-    assert_ne!(new_replica_pid, replica_pid, "the replica was started again");
+    assert_ne!(
+        new_replica_pid, replica_pid,
+        "the replica was started again"
+    );
     let (primary, replica) = (view.children[0].ports[0], view.children[1].ports[0]);
     wait_redis(primary, &["PING"], "PONG");
     assert_eq!(redis(primary, &["SET", "after", "2"]), "OK");
-    assert_eq!(redis(primary, &["GET", "after"]), "2", "read back from the new primary");
+    assert_eq!(
+        redis(primary, &["GET", "after"]),
+        "2",
+        "read back from the new primary"
+    );
     wait_redis(replica, &["GET", "after"], "2");
 
     let (code, _, err) = cluster.troupe(&["delete", "redis"]);

@@ -58,6 +58,19 @@ pub enum LeafState {
     Ended,
 }
 
+impl std::fmt::Display for LeafState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LeafState::Waiting => "waiting",
+            LeafState::Starting => "starting",
+            LeafState::Running => "running",
+            LeafState::Stopping => "stopping",
+            LeafState::Stopped => "stopped",
+            LeafState::Ended => "ended",
+        })
+    }
+}
+
 /// A leaf: one process child (one replica).
 #[derive(Debug, Clone)]
 pub struct Leaf {

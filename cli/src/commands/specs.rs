@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use troupe_specs::engine::{LeafState, Plan};
+use troupe_specs::engine::Plan;
 use troupe_specs::service::{Applied, SpecRefused, SpecView, Specs};
 
 use super::Failure;
@@ -180,18 +180,11 @@ fn table(specs: &[SpecView]) -> String {
         // Why it gave up, on a line of its own under it.
         rows.push((row, spec.failure.clone()));
         for child in &spec.children {
-            let state = match child.state {
-                LeafState::Waiting => "waiting",
-                LeafState::Starting => "starting",
-                LeafState::Running => "running",
-                LeafState::Stopping => "stopping",
-                LeafState::Stopped => "stopped",
-                LeafState::Ended => "ended",
-            };
+            let state = child.state.to_string();
             let row = vec![
                 String::new(),
                 child.path.clone(),
-                state.to_string(),
+                state,
                 child
                     .agent
                     .as_ref()

@@ -1,13 +1,16 @@
 //! `troupe tree [--node HOST:PORT] [--json] [--depth N]`: the cluster's actor tree. It asks
 //! the master for its agents, asks every node's inspector for a snapshot (the master's,
 //! each agent's), and draws node → supervisors → actors and process actors. A node that
-//! does not answer is shown as unreachable, not left out.
+//! does not answer is shown as unreachable, not left out. The applied specs follow, each
+//! as the supervisor it is, with its children on their agents.
 
 use std::net::SocketAddr;
 
 use clap::Args;
+use serde::Serialize;
 use troupe_actors::client::{ClusterTree, cluster_tree, node_tree};
 use troupe_runtime::inspector::{ActorKind, ActorSnapshot};
+use troupe_specs::service::{SpecView, Specs};
 
 use super::Failure;
 use super::client::{Client, ClusterArgs, command_node, connect_failure};
@@ -28,17 +31,84 @@ pub(crate) struct TreeArgs {
     cluster: ClusterArgs,
 }
 
+/// What `troupe tree --json` prints: every node, and the applied specs.
+#[derive(Serialize)]
+struct Tree {
+    #[serde(flatten)]
+    cluster: ClusterTree,
+    /// The specs (none when one node was asked for).
+    specs: Vec<SpecView>,
+}
+
 pub(crate) async fn run(args: TreeArgs) -> Result<(), Failure> {
     let tree = match args.node {
-        Some(addr) => one_node(&args, addr).await?,
+        Some(addr) => Tree {
+            cluster: one_node(&args, addr).await?,
+            specs: Vec::new(),
+        },
         None => whole_cluster(&args).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tree)?);
     } else {
-        print!("{}", draw(&tree, args.depth));
+        print!("{}", draw(&tree.cluster, args.depth));
+        if args.depth != Some(0) {
+            print!("{}", draw_specs(&tree.specs));
+        }
     }
     Ok(())
+}
+
+/// The specs as supervisors: each child with its state, agent, process and restarts; a
+/// nested supervisor's children under its path.
+fn draw_specs(specs: &[SpecView]) -> String {
+    let mut out = String::new();
+    if specs.is_empty() {
+        return out;
+    }
+    out.push_str("specs (the spec service, on the master's node)\n");
+    for (i, spec) in specs.iter().enumerate() {
+        let last = i + 1 == specs.len();
+        let failure = spec
+            .failure
+            .as_deref()
+            .map(|f| format!(": {f}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{}{}  [spec supervisor] {}{failure}, {}/{} running, restarts {}\n",
+            if last { "└── " } else { "├── " },
+            spec.name,
+            spec.health,
+            spec.running,
+            spec.desired,
+            spec.restarts
+        ));
+        let prefix = if last { "    " } else { "│   " };
+        for (j, child) in spec.children.iter().enumerate() {
+            let branch = if j + 1 == spec.children.len() {
+                "└── "
+            } else {
+                "├── "
+            };
+            let state = child.state.to_string();
+            let mut parts = vec![format!("{}  [process] {state}", child.path)];
+            if let Some(agent) = &child.agent {
+                parts.push(format!("on {agent}"));
+            }
+            if let Some(process) = &child.process {
+                parts.push(process.to_string());
+            }
+            if !child.ports.is_empty() {
+                let ports: Vec<String> = child.ports.iter().map(u16::to_string).collect();
+                parts.push(format!("ports {}", ports.join(",")));
+            }
+            if child.restarts > 0 {
+                parts.push(format!("restarts {}", child.restarts));
+            }
+            out.push_str(&format!("{prefix}{branch}{}\n", parts.join(", ")));
+        }
+    }
+    out
 }
 
 async fn one_node(args: &TreeArgs, addr: SocketAddr) -> Result<ClusterTree, Failure> {
@@ -55,11 +125,18 @@ async fn one_node(args: &TreeArgs, addr: SocketAddr) -> Result<ClusterTree, Fail
     result
 }
 
-async fn whole_cluster(args: &TreeArgs) -> Result<ClusterTree, Failure> {
+async fn whole_cluster(args: &TreeArgs) -> Result<Tree, Failure> {
     let client = Client::connect(&args.cluster).await?;
     let result = match client.state(false).await {
         Ok(state) => {
-            Ok(cluster_tree(&client.node, &state, Some(args.cluster.master.to_string())).await)
+            let cluster =
+                cluster_tree(&client.node, &state, Some(args.cluster.master.to_string())).await;
+            // A master without the spec service (an older one) has no specs to show.
+            let specs = Specs::on(client.master_node.clone())
+                .list()
+                .await
+                .unwrap_or_default();
+            Ok(Tree { cluster, specs })
         }
         Err(e) => Err(e),
     };
