@@ -52,6 +52,9 @@ pub enum ClientError {
     /// A process refused a signal.
     #[error(transparent)]
     Signal(#[from] troupe_os::actor::SignalRefused),
+    /// A process's standard input refused what was sent.
+    #[error(transparent)]
+    Stdin(#[from] troupe_os::stdin::StdinRefused),
     /// The process service refused a spawn, or could not place or start it.
     #[error(transparent)]
     Spawn(#[from] SpawnRefused),
@@ -245,6 +248,26 @@ impl AgentClient {
         let signal = signal.to_string();
         process
             .call(|reply| ProcessMsg::Signal { signal, reply }, self.timeout)
+            .await?
+            .map_err(ClientError::from)
+    }
+
+    /// Writes `bytes` to a task's standard input (one started with a piped stdin).
+    pub async fn send_stdin(&self, task: &TaskId, bytes: Vec<u8>) -> Result<(), ClientError> {
+        let process = Addr::<ProcessMsg>::on(self.node.clone(), format!("task/{task}"));
+        // A send waits for room in the pipe for a while.
+        let timeout = self.timeout + troupe_os::stdin::SEND_WITHIN;
+        process
+            .call(|reply| ProcessMsg::SendStdin { bytes, reply }, timeout)
+            .await?
+            .map_err(ClientError::from)
+    }
+
+    /// Closes a task's standard input.
+    pub async fn close_stdin(&self, task: &TaskId) -> Result<(), ClientError> {
+        let process = Addr::<ProcessMsg>::on(self.node.clone(), format!("task/{task}"));
+        process
+            .call(|reply| ProcessMsg::CloseStdin { reply }, self.timeout)
             .await?
             .map_err(ClientError::from)
     }
@@ -690,17 +713,34 @@ impl Processes {
         Ok((view.task, info))
     }
 
-    /// Sends a signal (a name, `TERM`, or a number) to a running process's current run, on
-    /// its agent.
-    pub async fn signal(&self, id: &TaskId, signal: &str) -> Result<(), ClientError> {
+    /// The current run of a running process and its agent's handle; refused with
+    /// `Ended` for one that ended.
+    async fn running_run(&self, id: &TaskId) -> Result<(TaskId, AgentClient), ClientError> {
         if self.get(id).await?.end.is_some() {
             return Err(ProcessRefused::Ended { id: id.clone() }.into());
         }
         let (task, info) = self.run_of(id).await?;
-        AgentClient::of(&info)
-            .with_timeout(DEFAULT_TIMEOUT)
-            .signal(&task, signal)
-            .await
+        Ok((task, AgentClient::of(&info).with_timeout(DEFAULT_TIMEOUT)))
+    }
+
+    /// Writes `bytes` to a running process's standard input (spawned with
+    /// `ProcessSpec::stdin_pipe`): a process's mailbox is its input. Sends arrive in order.
+    pub async fn send(&self, id: &TaskId, bytes: Vec<u8>) -> Result<(), ClientError> {
+        let (task, agent) = self.running_run(id).await?;
+        agent.send_stdin(&task, bytes).await
+    }
+
+    /// Closes a running process's standard input: it reads the end after what was sent.
+    pub async fn close_stdin(&self, id: &TaskId) -> Result<(), ClientError> {
+        let (task, agent) = self.running_run(id).await?;
+        agent.close_stdin(&task).await
+    }
+
+    /// Sends a signal (a name, `TERM`, or a number) to a running process's current run, on
+    /// its agent.
+    pub async fn signal(&self, id: &TaskId, signal: &str) -> Result<(), ClientError> {
+        let (task, agent) = self.running_run(id).await?;
+        agent.signal(&task, signal).await
     }
 }
 

@@ -55,6 +55,8 @@ pub(crate) enum Command {
     Spawn(procs::SpawnArgs),
     /// List the process service's processes.
     Procs(procs::ProcsArgs),
+    /// Write to a process's standard input (one spawned with `--stdin pipe`), or close it.
+    Stdin(procs::StdinArgs),
     /// Apply a supervision spec: create it, or update it in place (only what changed
     /// restarts). Prints the plan.
     Apply(specs::ApplyArgs),
@@ -87,6 +89,7 @@ impl Command {
             | Command::Logs(_)
             | Command::Spawn(_)
             | Command::Procs(_)
+            | Command::Stdin(_)
             | Command::Apply(_)
             | Command::Diff(_)
             | Command::Specs(_)
@@ -139,6 +142,7 @@ pub(crate) async fn dispatch(cli: Cli) -> u8 {
         Command::Logs(args) => tasks::logs(args).await.map(|()| exit::OK),
         Command::Spawn(args) => procs::spawn(args).await.map(|()| exit::OK),
         Command::Procs(args) => procs::procs(args).await.map(|()| exit::OK),
+        Command::Stdin(args) => procs::stdin(args).await.map(|()| exit::OK),
         Command::Apply(args) => specs::apply(args).await,
         Command::Diff(args) => specs::diff(args).await,
         Command::Specs(args) => specs::specs(args).await.map(|()| exit::OK),

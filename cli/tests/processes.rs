@@ -6,8 +6,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use troupe_actors::client::{ClientError, Processes};
-use troupe_actors::processes::{Constraint, Needs, Placement, ProcessEnd, SpawnRefused};
+use troupe_actors::processes::{
+    Constraint, Needs, Placement, ProcessEnd, ProcessRefused, SpawnRefused,
+};
 use troupe_actors::protocol::{AgentId, Resources, TaskId, TaskState};
+use troupe_os::actor::Stream;
 use troupe_os::{ExitReason, ProcessSpec};
 use troupe_tests::{ChildNode, ScratchDir, TEST_COOKIE, TaskLitter, start_local_node};
 
@@ -144,6 +147,57 @@ async fn a_process_is_spawned_listed_monitored_signalled_and_killed_from_a_third
         processes.kill(&victim.id).await,
         Err(ClientError::Process(_))
     ));
+
+    // Standard input: a process's mailbox. Sent in order, closed, and it reads the end.
+    let reader = processes
+        .spawn(
+            "reader",
+            ProcessSpec::new([
+                "sh",
+                "-c",
+                "while read l; do echo \"got $l\"; done; echo eof",
+            ])
+            .stdin_pipe(),
+            needs(Placement::Any),
+        )
+        .await
+        .unwrap();
+    let down = processes.monitor(&reader.id).await.unwrap();
+    for line in ["one\n", "two\n", "three\n"] {
+        processes
+            .send(&reader.id, line.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    processes.close_stdin(&reader.id).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(20), down.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end, ProcessEnd::Exited(ExitReason::Exited(0)));
+    let out = processes.output(&reader.id, Stream::Stdout).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "got one\ngot two\ngot three\neof\n"
+    );
+    // Input to one that has ended, or was not started with a pipe, is refused with why.
+    assert!(matches!(
+        processes.send(&reader.id, b"late\n".to_vec()).await,
+        Err(ClientError::Process(ProcessRefused::Ended { .. }))
+    ));
+    let deaf = processes
+        .spawn(
+            "deaf",
+            ProcessSpec::new(["sleep", "300"]),
+            needs(Placement::Any),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        processes.send(&deaf.id, b"hello\n".to_vec()).await,
+        Err(ClientError::Stdin(troupe_os::stdin::StdinRefused::NotPiped))
+    ));
+    processes.kill(&deaf.id).await.unwrap();
 
     // What cannot be placed fails at once, with why; nothing is left waiting.
     for (placement, why) in [
@@ -556,4 +610,70 @@ async fn a_link_ends_the_actor_with_its_process_and_the_process_with_its_actor()
     );
     processes.kill(&p3.id).await.unwrap();
     node.stop().await;
+}
+
+#[test]
+fn troupe_stdin_and_the_repls_send_write_to_a_process_and_spawn_gives_it_ports() {
+    let dir = ScratchDir::new("procs-stdin");
+    let name = format!("pi{}", std::process::id());
+    let (dev, _litter) = troupe_tests::start_dev(std::path::Path::new(TROUPE), &name, &dir)
+        .expect("troupe dev starts");
+    let addr = dev.addr.to_string();
+    let troupe = |args: &[&str]| troupe_tests::troupe_at(TROUPE, &addr, args);
+    let script = "echo \"port $PORT0 {port0}\"; while read l; do echo \"got $l\"; done; echo eof";
+    let mut spawned = None;
+    for _ in 0..100 {
+        let (code, out, err) = troupe(&[
+            "spawn", "--stdin", "pipe", "--ports", "1", "--name", "reader", "--", "sh", "-c",
+            script,
+        ]);
+        if code == 0 {
+            spawned = Some(out);
+            break;
+        }
+        assert!(err.contains("not placed"), "{err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = spawned.expect("troupe spawn places it");
+    let id = out.split_whitespace().next().unwrap().to_string();
+    let port: u16 = out
+        .rsplit("ports ")
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port said: {out}"));
+    assert!((31_000..=32_000).contains(&port), "{out}");
+
+    let (code, _, err) = troupe(&["stdin", &id, "hello", "world"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = troupe_tests::troupe_with_input(
+        TROUPE,
+        &addr,
+        &["repl"],
+        Some(&format!("send {id} from the repl\n")),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) =
+        troupe_tests::troupe_with_input(TROUPE, &addr, &["stdin", &id], Some("piped in\n"));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = troupe(&["stdin", &id, "--close"]);
+    assert_eq!(code, 0, "{err}");
+    let mut logs = String::new();
+    for _ in 0..100 {
+        logs = troupe(&["logs", &id]).1;
+        if logs.contains("eof") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        logs,
+        format!("port {port} {port}\ngot hello world\ngot from the repl\ngot piped in\neof\n")
+    );
+    // Ended: more input is refused with why.
+    let (code, _, err) = troupe(&["stdin", &id, "late"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("already ended") || err.contains("closed"),
+        "{err}"
+    );
 }

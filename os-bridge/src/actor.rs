@@ -112,6 +112,19 @@ pub enum ProcessMsg {
         /// The answer.
         reply: Reply<ProcessInfo>,
     },
+    /// Writes bytes to its standard input (a process started with `stdin_pipe`), in the
+    /// order sent; answers once they are in the pipe.
+    SendStdin {
+        /// What to write.
+        bytes: Vec<u8>,
+        /// `Ok`, or why not.
+        reply: Reply<Result<(), crate::stdin::StdinRefused>>,
+    },
+    /// Closes its standard input: it reads the end once it has read what was sent.
+    CloseStdin {
+        /// `Ok`, or why not.
+        reply: Reply<Result<(), crate::stdin::StdinRefused>>,
+    },
 }
 
 /// What a log subscriber receives.
@@ -146,6 +159,11 @@ impl troupe_runtime::text::TextProtocol for ProcessMsg {
             "tail [stdout|stderr] [LINES]",
             "the last lines of a stream (stdout, 10)",
         ),
+        (
+            "stdin WORDS...",
+            "writes the words and a newline to its standard input (started with a piped stdin)",
+        ),
+        ("close_stdin", "closes its standard input"),
     ];
 
     fn parse(words: &[&str], _call: bool) -> Result<Parsed<ProcessMsg>, String> {
@@ -200,6 +218,24 @@ impl troupe_runtime::text::TextProtocol for ProcessMsg {
                     |lines: Vec<String>| Ok(lines.join("\n")),
                 ))
             }
+            ["stdin", words @ ..] => {
+                let mut bytes = words.join(" ").into_bytes();
+                bytes.push(b'\n');
+                Ok(Parsed::call(
+                    |reply| ProcessMsg::SendStdin { bytes, reply },
+                    |sent: Result<(), crate::stdin::StdinRefused>| {
+                        sent.map(|()| "sent".to_string()).map_err(|e| e.to_string())
+                    },
+                ))
+            }
+            ["close_stdin"] => Ok(Parsed::call(
+                |reply| ProcessMsg::CloseStdin { reply },
+                |closed: Result<(), crate::stdin::StdinRefused>| {
+                    closed
+                        .map(|()| "closed".to_string())
+                        .map_err(|e| e.to_string())
+                },
+            )),
             [command, ..] => Err(format!(
                 "a process does not take {command:?} with these arguments: try `help`"
             )),
@@ -302,6 +338,30 @@ impl Actor for ProcessActor {
                     None => Err(SignalRefused::Unknown { signal }),
                 };
                 reply.send(result);
+            }
+            ProcessMsg::SendStdin { bytes, reply } => {
+                let status_dir = crate::sandbox::status_dir_in(&process.sandbox());
+                // Awaited here, so that what is sent arrives in the order sent.
+                let sent =
+                    tokio::task::spawn_blocking(move || crate::stdin::send(&status_dir, &bytes))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(crate::stdin::StdinRefused::Failed {
+                                cause: e.to_string(),
+                            })
+                        });
+                reply.send(sent);
+            }
+            ProcessMsg::CloseStdin { reply } => {
+                let status_dir = crate::sandbox::status_dir_in(&process.sandbox());
+                let closed = tokio::task::spawn_blocking(move || crate::stdin::close(&status_dir))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(crate::stdin::StdinRefused::Failed {
+                            cause: e.to_string(),
+                        })
+                    });
+                reply.send(closed);
             }
             ProcessMsg::Stop { reply } => {
                 let reason = process.stop().await;

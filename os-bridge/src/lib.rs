@@ -26,9 +26,10 @@
 //!   pools) as one value it makes and hands down in every [`TaskContext`].
 //! * [`entry`]: the entry points of a shim process (`main_if_shim`, `troupe-shim`).
 //! * [`sandbox`]: the layout of a task's sandbox.
+//! * [`stdin`]: a task's standard input as a FIFO its owner writes to and may close.
 //!
-//! Floors, each using only those below it: `spec`, `procfs`, `sandbox`, `cgroup`, `logs`
-//! (leaves); `exec`, `shim`; `launcher`; `shim_link`, `keeper`, `warm`; `executor` and
+//! Floors, each using only those below it: `spec`, `procfs`, `sandbox`, `cgroup`, `logs`,
+//! `stdin` (leaves); `exec`, `shim`; `launcher`; `shim_link`, `keeper`, `warm`; `executor` and
 //! `entry` (above `shim` and `launcher`); `process`; `actor`.
 //!
 //! No state is shared across the process but these facts of the process and its host,
@@ -55,10 +56,11 @@ pub mod sandbox;
 pub mod shim;
 mod shim_link;
 pub mod spec;
+pub mod stdin;
 pub mod warm;
 
 pub use actor::{ProcessActor, ProcessMsg, process_child};
 pub use entry::main_if_shim;
 pub use executor::Executor;
 pub use process::{Checkpoint, Process, ProcessStats, StartError, TaskContext};
-pub use spec::{ExitReason, LogPolicy, ProcessSpec, Resources};
+pub use spec::{ExitReason, LogPolicy, ProcessSpec, Resources, StdinMode};

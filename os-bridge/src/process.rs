@@ -336,6 +336,7 @@ impl Process {
             // (see crate::keeper).
             stay: true,
             same_cgroup: false,
+            stdin_pipe: spec.stdin == crate::spec::StdinMode::Pipe,
         };
         async fn cleanup(cgroup: &Option<Arc<TaskCgroup>>) {
             if let Some(cg) = cgroup {

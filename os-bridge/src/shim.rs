@@ -68,6 +68,10 @@ pub struct LaunchPlan {
     /// and the files are opened again.
     #[serde(default)]
     pub same_cgroup: bool,
+    /// Whether the task's standard input is a FIFO in its status directory that its owner
+    /// writes to (`crate::stdin`), rather than `/dev/null`.
+    #[serde(default)]
+    pub stdin_pipe: bool,
 }
 
 /// The task runs.
@@ -379,9 +383,17 @@ fn run_joining(plan: &LaunchPlan, joins: &mut Joins) -> i32 {
             None => return fail(format!("unknown rlimit resource {:?}", r.resource)),
         }
     }
-    let stdin = match File::open("/dev/null") {
-        Ok(null) => OwnedFd::from(null),
-        Err(e) => return fail(format!("cannot open /dev/null: {e}")),
+    // A piped input's holder lives as long as this run: dropped when it returns.
+    let (stdin, _holder) = if plan.stdin_pipe {
+        match crate::stdin::open_for_task(&plan.status_dir) {
+            Ok((read, holder)) => (read, Some(holder)),
+            Err(e) => return fail(e),
+        }
+    } else {
+        match File::open("/dev/null") {
+            Ok(null) => (OwnedFd::from(null), None),
+            Err(e) => return fail(format!("cannot open /dev/null: {e}")),
+        }
     };
     let command = exec::Command {
         program: &program,

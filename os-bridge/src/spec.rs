@@ -45,6 +45,25 @@ pub struct ProcessSpec {
     /// How the logs are kept.
     #[serde(default)]
     pub logs: LogPolicy,
+    /// Its standard input: nothing (`/dev/null`, the default), or a pipe its owner writes
+    /// to and may close (see `crate::stdin`).
+    #[serde(default, skip_serializing_if = "is_null_stdin")]
+    pub stdin: StdinMode,
+}
+
+/// Where a task's standard input comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StdinMode {
+    /// `/dev/null`: it reads the end at once.
+    #[default]
+    Null,
+    /// A pipe: what its owner sends, until the owner closes it.
+    Pipe,
+}
+
+fn is_null_stdin(mode: &StdinMode) -> bool {
+    *mode == StdinMode::Null
 }
 
 fn default_stop_signal() -> String {
@@ -69,7 +88,14 @@ impl ProcessSpec {
             grace: default_grace(),
             resources: Resources::default(),
             logs: LogPolicy::default(),
+            stdin: StdinMode::Null,
         }
+    }
+
+    /// Makes its standard input a pipe its owner writes to (`ProcessMsg::SendStdin`).
+    pub fn stdin_pipe(mut self) -> Self {
+        self.stdin = StdinMode::Pipe;
+        self
     }
 
     /// Adds an environment variable.

@@ -761,6 +761,7 @@ fn changed_keys(a: &ProcessChild, b: &ProcessChild) -> Vec<String> {
     differs("args", a.args == b.args);
     differs("env", a.env == b.env);
     differs("dir", a.dir == b.dir);
+    differs("stdin", a.stdin == b.stdin);
     differs("resources", a.resources == b.resources);
     differs("placement", a.placement == b.placement);
     differs("agent", a.agent == b.agent);

@@ -99,6 +99,10 @@ pub struct ProcessChild {
     /// Its working directory (relative: inside its sandbox).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
+    /// Its standard input: `"null"` (the default) or `"pipe"` (what `troupe stdin` and the
+    /// process service's `send` write).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub stdin: troupe_os::StdinMode,
     /// What it needs (also its cgroup's limits).
     #[serde(default, skip_serializing_if = "is_default")]
     pub resources: Needs,
@@ -383,6 +387,7 @@ impl ProcessChild {
             args: Vec::new(),
             env: BTreeMap::new(),
             dir: None,
+            stdin: troupe_os::StdinMode::Null,
             resources: Needs::default(),
             placement: Vec::new(),
             agent: None,

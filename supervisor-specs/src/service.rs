@@ -728,6 +728,7 @@ impl SpecRunner {
         if let Some(dir) = &def.dir {
             spec.cwd = Some(dir.into());
         }
+        spec.stdin = def.stdin;
         Ok(spec)
     }
 

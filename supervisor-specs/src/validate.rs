@@ -84,6 +84,7 @@ const PROCESS_KEYS: &[&str] = &[
     "args",
     "env",
     "dir",
+    "stdin",
     "resources",
     "placement",
     "agent",
@@ -506,6 +507,7 @@ impl Walk<'_, '_> {
             }
         }
         self.string(t, "dir", what);
+        self.choice(t, "stdin", what, &["null", "pipe"]);
         if let Some(text) = self.string(t, "shutdown", what)
             && let Err(why) = Shutdown::parse(&text)
         {

@@ -374,6 +374,9 @@ impl Gen {
         if self.below(3) == 0 {
             p.dir = Some(self.text()).filter(|d| !d.is_empty());
         }
+        if self.below(2) == 0 {
+            p.stdin = troupe_os::StdinMode::Pipe;
+        }
         p
     }
 

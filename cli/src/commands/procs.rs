@@ -27,6 +27,15 @@ fn restart_type(text: &str) -> Result<Restart, String> {
     }
 }
 
+/// Reads a standard input mode.
+fn stdin_mode(text: &str) -> Result<troupe_os::StdinMode, String> {
+    match text {
+        "null" => Ok(troupe_os::StdinMode::Null),
+        "pipe" => Ok(troupe_os::StdinMode::Pipe),
+        other => Err(format!("{other:?} is not a standard input: null or pipe")),
+    }
+}
+
 /// Arguments of `troupe spawn`.
 #[derive(Debug, Args)]
 pub(crate) struct SpawnArgs {
@@ -47,6 +56,9 @@ pub(crate) struct SpawnArgs {
     /// in its environment.
     #[arg(long, default_value = "0", value_parser = clap::value_parser!(u16).range(0..=100))]
     ports: u16,
+    /// Its standard input: `null` (`/dev/null`) or `pipe` (what `troupe stdin` sends).
+    #[arg(long, value_name = "null|pipe", default_value = "null", value_parser = stdin_mode)]
+    stdin: troupe_os::StdinMode,
     /// A name (the prefix of its id); default: the program's name.
     #[arg(long)]
     name: Option<String>,
@@ -77,6 +89,7 @@ pub(crate) async fn spawn(args: SpawnArgs) -> Result<(), Failure> {
 
 async fn spawn_with(client: &Client, args: &SpawnArgs) -> Result<(), Failure> {
     let mut spec = troupe_os::ProcessSpec::new(args.command.iter().cloned()).grace(args.grace);
+    spec.stdin = args.stdin;
     for (k, v) in &args.env {
         spec = spec.env(k, v);
     }
@@ -110,6 +123,58 @@ async fn spawn_with(client: &Client, args: &SpawnArgs) -> Result<(), Failure> {
         format!(", ports {}", all.join(","))
     };
     println!("{} running on {}{at}{ports}", spawned.id, spawned.agent);
+    Ok(())
+}
+
+/// Arguments of `troupe stdin`.
+#[derive(Debug, Args)]
+pub(crate) struct StdinArgs {
+    /// The process (spawned with `--stdin pipe`).
+    id: String,
+    /// Words to send, with a newline; without any, this command's own standard input is
+    /// sent, until it ends.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    text: Vec<String>,
+    /// Close its standard input after (it then reads the end).
+    #[arg(long)]
+    close: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+pub(crate) async fn stdin(args: StdinArgs) -> Result<(), Failure> {
+    let client = Client::connect(&args.cluster).await?;
+    let result = send_input(&client, &args).await;
+    client.close().await;
+    result
+}
+
+async fn send_input(client: &Client, args: &StdinArgs) -> Result<(), Failure> {
+    use tokio::io::AsyncReadExt;
+    let processes = Processes::on(client.master_node.clone());
+    let id = troupe_actors::protocol::TaskId(args.id.clone());
+    if !args.text.is_empty() {
+        let mut line = args.text.join(" ").into_bytes();
+        line.push(b'\n');
+        processes.send(&id, line).await.map_err(client_failure)?;
+    } else if !args.close {
+        // Our own input, in pieces of at most 64 KiB, in order.
+        let mut input = tokio::io::stdin();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = input.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            processes
+                .send(&id, buffer[..n].to_vec())
+                .await
+                .map_err(client_failure)?;
+        }
+    }
+    if args.close {
+        processes.close_stdin(&id).await.map_err(client_failure)?;
+    }
     Ok(())
 }
 

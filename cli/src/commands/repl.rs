@@ -50,7 +50,9 @@ pub(crate) struct ReplArgs {
 #[derive(Debug, Parser)]
 #[command(multicall = true, name = "repl")]
 enum Line {
-    /// Send a message in text form to an actor (`help` lists what it takes); no answer.
+    /// Send a message in text form to an actor (`help` lists what it takes); no answer. To
+    /// a process of the process service (its id), the words and a newline go to its
+    /// standard input.
     Send(TextArgs),
     /// Send a message in text form to an actor and print its answer.
     Call(TextArgs),
@@ -396,10 +398,26 @@ impl Session {
     }
 }
 
+/// Whether `target` names a process of the process service (`p-NAME-XXXXXXXX`), not an
+/// actor path.
+fn is_process_id(target: &str) -> bool {
+    target.starts_with("p-") && !target.contains('/') && !target.contains(':')
+}
+
 async fn run_actor_command(client: &Client, master: &str, line: Line) -> Result<(), Failure> {
     match line {
         Line::Send(args) | Line::Call(args) if args.message.is_empty() => {
             Err(Failure::from("no message: try `call PATH help`"))
+        }
+        Line::Send(args) if is_process_id(&args.path) => {
+            let processes = troupe_actors::client::Processes::on(client.master_node.clone());
+            let id = troupe_actors::protocol::TaskId(args.path.clone());
+            let mut line = args.message.join(" ").into_bytes();
+            line.push(b'\n');
+            processes
+                .send(&id, line)
+                .await
+                .map_err(super::client::client_failure)
         }
         Line::Send(args) => {
             let found = actors::resolve(client, master, &args.path).await?;

@@ -399,3 +399,144 @@ async fn a_kept_cgroup_claimed_by_a_new_run_is_left_to_it() {
     assert_eq!(within(CALL, claimed.stop()).await, ExitReason::Killed);
     assert!(dirs.iter().all(|d| !d.exists()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piped_standard_input_takes_what_is_sent_in_order_outlives_its_owner_and_ends_when_closed()
+ {
+    let Some(fx) = Fixture::new() else { return };
+    let node = node().await;
+    let script = "while read line; do echo \"got $line\"; done; echo eof; exit 7";
+    let args = ProcessArgs {
+        spec: sh(script).stdin_pipe(),
+        ctx: fx.ctx("in1"),
+        path: None,
+        adopt: false,
+    };
+    let (actor, _) = ractor::Actor::spawn(None, ProcessActor, args.clone())
+        .await
+        .unwrap();
+    let addr = Addr::<ProcessMsg>::new("task/in1");
+    let send = |text: String| {
+        let addr = addr.clone();
+        async move {
+            addr.call(
+                |reply| ProcessMsg::SendStdin {
+                    bytes: text.into_bytes(),
+                    reply,
+                },
+                CALL,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let tail = |n: usize| {
+        let addr = addr.clone();
+        async move {
+            addr.call(
+                |reply| ProcessMsg::Tail {
+                    stream: Stream::Stdout,
+                    lines: n,
+                    reply,
+                },
+                CALL,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let wait_for_line = |want: String, n: usize| async move {
+        let deadline = std::time::Instant::now() + CALL;
+        loop {
+            let lines = tail(n).await;
+            if lines.last() == Some(&want) {
+                return lines;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{want:?} not in {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // Nothing sent yet: it waits for input rather than reading the end.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tail(5).await.is_empty(),
+        "it read no end before anything was sent"
+    );
+    for i in 0..50 {
+        assert_eq!(send(format!("line {i}\n")).await, Ok(()));
+    }
+    let lines = wait_for_line("got line 49".into(), 50).await;
+    let want: Vec<String> = (0..50).map(|i| format!("got line {i}")).collect();
+    assert_eq!(lines, want, "in the order sent");
+
+    // Its owner killed outright (as an agent that dies) and a new one adopting it: the
+    // input is still open, held by the shim.
+    actor.kill();
+    within(CALL, actor.get_cell().wait(None)).await.unwrap();
+    let adopt = ProcessArgs {
+        adopt: true,
+        ..args
+    };
+    let (actor, _) = ractor::Actor::spawn(None, ProcessActor, adopt)
+        .await
+        .unwrap();
+    assert_eq!(send("after\n".into()).await, Ok(()));
+    wait_for_line("got after".into(), 3).await;
+
+    // Closed: it reads the end after what was sent, and nothing more may be sent.
+    let (_, down) = troupe_runtime::monitor_channel(&addr).await.unwrap();
+    assert_eq!(send("last\n".into()).await, Ok(()));
+    let closed = addr
+        .call(|reply| ProcessMsg::CloseStdin { reply }, CALL)
+        .await
+        .unwrap();
+    assert_eq!(closed, Ok(()));
+    let down = within(CALL, down).await.unwrap();
+    assert_eq!(
+        down.reason,
+        DownReason::Error(ExitReason::Exited(7).to_string())
+    );
+    let out = std::fs::read_to_string(fx.root.join("in1").join("stdout.log")).unwrap();
+    assert!(out.ends_with("got after\ngot last\neof\n"), "{out}");
+    within(CALL, actor.get_cell().wait(None)).await.unwrap();
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_to_a_process_without_a_piped_stdin_is_refused_and_it_reads_nothing() {
+    let Some(fx) = Fixture::new() else { return };
+    let node = node().await;
+    let args = ProcessArgs {
+        spec: troupe_os::ProcessSpec::new(["sleep", "1000"]),
+        ctx: fx.ctx("in2"),
+        path: None,
+        adopt: false,
+    };
+    ractor::Actor::spawn(None, ProcessActor, args)
+        .await
+        .unwrap();
+    let addr = Addr::<ProcessMsg>::new("task/in2");
+    let sent = addr
+        .call(
+            |reply| ProcessMsg::SendStdin {
+                bytes: b"hello\n".to_vec(),
+                reply,
+            },
+            CALL,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent, Err(troupe_os::stdin::StdinRefused::NotPiped));
+    let closed = addr
+        .call(|reply| ProcessMsg::CloseStdin { reply }, CALL)
+        .await
+        .unwrap();
+    assert_eq!(closed, Err(troupe_os::stdin::StdinRefused::NotPiped));
+    addr.call(|reply| ProcessMsg::Stop { reply }, CALL)
+        .await
+        .unwrap();
+    node.stop().await;
+}
