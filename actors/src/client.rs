@@ -25,7 +25,8 @@ use troupe_runtime::{Addr, AddrError, Node};
 use crate::master::MASTER_PATH;
 use crate::processes::{
     Adoption, Needs, PLACE_WITHIN, PROCESSES_PATH, Preferences, ProcessEnd, ProcessEvent,
-    ProcessRef, ProcessRefused, ProcessView, ProcessesMsg, RestartPolicy, SpawnRefused,
+    ProcessFilter, ProcessRef, ProcessRefused, ProcessView, ProcessesMsg, RestartPolicy,
+    SpawnRefused,
 };
 use crate::protocol::{
     AgentId, AgentInfo, AgentMsg, ClusterState, KillAccepted, MasterHealth, MasterMsg, TaskId,
@@ -148,7 +149,14 @@ impl MasterClient {
     pub async fn kill(&self, task: &TaskId) -> Result<KillAccepted, ClientError> {
         let task = task.clone();
         self.addr
-            .call(|reply| MasterMsg::Kill { task, reply }, self.timeout)
+            .call(
+                |reply| MasterMsg::Kill {
+                    task,
+                    grace: None,
+                    reply,
+                },
+                self.timeout,
+            )
             .await?
             .map_err(ClientError::from)
     }
@@ -533,14 +541,39 @@ impl Processes {
 
     /// Every process the service keeps.
     pub async fn list(&self) -> Result<Vec<ProcessView>, ClientError> {
+        self.list_where(ProcessFilter::default()).await
+    }
+
+    /// The processes the service keeps that `filter` lets through (the live ones, one
+    /// agent's, by name).
+    pub async fn list_where(&self, filter: ProcessFilter) -> Result<Vec<ProcessView>, ClientError> {
         Ok(self
             .addr
-            .call(|reply| ProcessesMsg::List { reply }, DEFAULT_TIMEOUT)
+            .call(
+                |reply| ProcessesMsg::List { filter, reply },
+                DEFAULT_TIMEOUT,
+            )
             .await?)
     }
 
-    /// One process.
+    /// One process, with its resource use now when it runs (asked of its agent).
     pub async fn get(&self, id: &TaskId) -> Result<ProcessView, ClientError> {
+        let mut view = self.view(id).await?;
+        if view.state == crate::protocol::TaskState::Running
+            && let Ok((task, info)) = self.run_of(id).await
+        {
+            let usage = AgentClient::of(&info)
+                .with_timeout(DEFAULT_TIMEOUT)
+                .usage()
+                .await
+                .unwrap_or_default();
+            view.usage = usage.into_iter().find(|u| u.task == task);
+        }
+        Ok(view)
+    }
+
+    /// One process, as the service books it.
+    async fn view(&self, id: &TaskId) -> Result<ProcessView, ClientError> {
         let id = id.clone();
         Ok(self
             .addr
@@ -643,13 +676,26 @@ impl Processes {
         })
     }
 
-    /// Kills a process (its stop signal, its grace, then SIGKILL); returns once the kill
-    /// is under way.
+    /// Kills a process for good (its stop signal, its own grace, then SIGKILL); returns
+    /// once the kill is under way. Its end comes to its monitors; it is not started again.
     pub async fn kill(&self, id: &TaskId) -> Result<(), ClientError> {
+        self.stop_within(id, None).await
+    }
+
+    /// Stops a process for good with this grace between its stop signal and SIGKILL
+    /// (zero: SIGKILL at once), whatever its spec said; returns once the stop is under way.
+    pub async fn stop(&self, id: &TaskId, grace: Duration) -> Result<(), ClientError> {
+        self.stop_within(id, Some(grace)).await
+    }
+
+    async fn stop_within(&self, id: &TaskId, grace: Option<Duration>) -> Result<(), ClientError> {
         let id = id.clone();
         Ok(self
             .addr
-            .call(|reply| ProcessesMsg::Kill { id, reply }, DEFAULT_TIMEOUT)
+            .call(
+                |reply| ProcessesMsg::Kill { id, grace, reply },
+                DEFAULT_TIMEOUT,
+            )
             .await??)
     }
 
@@ -698,7 +744,7 @@ impl Processes {
     /// A process's current run (its task) and the agent it was placed on, where it is;
     /// refused while it waits for a place (it runs nowhere).
     async fn run_of(&self, id: &TaskId) -> Result<(TaskId, AgentInfo), ClientError> {
-        let view = self.get(id).await?;
+        let view = self.view(id).await?;
         let agent = view
             .agent
             .ok_or_else(|| ProcessRefused::NotRunning { id: id.clone() })?;
@@ -716,7 +762,7 @@ impl Processes {
     /// The current run of a running process and its agent's handle; refused with
     /// `Ended` for one that ended.
     async fn running_run(&self, id: &TaskId) -> Result<(TaskId, AgentClient), ClientError> {
-        if self.get(id).await?.end.is_some() {
+        if self.view(id).await?.end.is_some() {
             return Err(ProcessRefused::Ended { id: id.clone() }.into());
         }
         let (task, info) = self.run_of(id).await?;

@@ -258,10 +258,16 @@ impl Driver {
     /// Kills a task (its stop signal, grace period, then SIGKILL); its `Killed` state
     /// follows.
     pub fn kill(&self, task: &TaskId) {
+        self.kill_within(task, None);
+    }
+
+    /// Kills a task with another grace than its own between its stop signal and SIGKILL
+    /// (`None`: its own; zero: SIGKILL at once).
+    pub fn kill_within(&self, task: &TaskId, grace: Option<Duration>) {
         let task = task.clone();
         if let Some(master) = lock(&self.shared.master).as_ref() {
             let (reply, _) = troupe_runtime::Reply::channel();
-            master.send(MasterMsg::Kill { task, reply });
+            master.send(MasterMsg::Kill { task, grace, reply });
         }
     }
 

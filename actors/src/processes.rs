@@ -9,7 +9,9 @@
 //! A monitor hears of the process's end exactly once, as data ([`ProcessEnd`]: the exit
 //! code, the signal, out of memory, failed to start, the agent lost).
 //!
-//! Restarts, supervision across agents and specs build on this (see `docs/processes.md`).
+//! Restarts, ports, standard input and adoption after a master restart are here too; the
+//! spec service (`troupe-specs`) builds supervision trees across agents on it (see
+//! `docs/processes.md` and `docs/specs.md`).
 
 mod book;
 
@@ -121,6 +123,39 @@ pub struct ProcessView {
     /// The ports of its current run.
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// Its resource use now (cpu time, memory), asked of its agent by
+    /// [`crate::client::Processes::get`]; not in lists.
+    #[serde(default)]
+    pub usage: Option<crate::protocol::TaskUsage>,
+}
+
+/// Which processes a list shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessFilter {
+    /// Only those not ended (running, launched or waiting for a place).
+    #[serde(default)]
+    pub live: bool,
+    /// Only those on this agent (now, or when they ended).
+    #[serde(default)]
+    pub agent: Option<AgentId>,
+    /// Only those whose name starts with this.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl ProcessFilter {
+    /// Whether it lets `view` through.
+    pub fn lets(&self, view: &ProcessView) -> bool {
+        (!self.live || view.end.is_none())
+            && self
+                .agent
+                .as_ref()
+                .is_none_or(|a| view.agent.as_ref() == Some(a))
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|n| view.name.starts_with(n.as_str()))
+    }
 }
 
 /// A process an earlier life of the service started, to take in again.
@@ -228,8 +263,12 @@ pub enum ProcessesMsg {
         /// Where it runs, or why not.
         reply: Reply<Result<ProcessRef, SpawnRefused>>,
     },
-    /// Every process it keeps (the running, and the ended it still remembers).
+    /// The processes it keeps (the running, and the ended it still remembers) that the
+    /// filter lets through.
     List {
+        /// Which (by default, all).
+        #[serde(default)]
+        filter: ProcessFilter,
         /// The answer.
         reply: Reply<Vec<ProcessView>>,
     },
@@ -266,11 +305,14 @@ pub enum ProcessesMsg {
         /// Where it runs, or why it was not taken in.
         reply: Reply<Result<ProcessRef, ProcessRefused>>,
     },
-    /// Kills a process (its stop signal, its grace, then SIGKILL); its end comes to its
-    /// monitors.
+    /// Stops a process for good: its stop signal, its grace (or `grace`), then SIGKILL; its
+    /// end comes to its monitors, and it is not started again.
     Kill {
         /// Which.
         id: TaskId,
+        /// How long between the stop signal and SIGKILL; `None`: its own grace.
+        #[serde(default)]
+        grace: Option<Duration>,
         /// `Ok` once the kill is under way.
         reply: Reply<Result<(), ProcessRefused>>,
     },
@@ -418,6 +460,7 @@ impl ProcessesState {
             task,
             last_restart,
             ports: p.ports.clone(),
+            usage: None,
             name: p.task.name.clone(),
             state,
             agent,
@@ -669,8 +712,12 @@ impl Actor for ProcessesActor {
                     }
                 }
             }
-            ProcessesMsg::List { reply } => {
-                let views = lock(&state.book).all().map(ProcessesState::view).collect();
+            ProcessesMsg::List { filter, reply } => {
+                let views = lock(&state.book)
+                    .all()
+                    .map(ProcessesState::view)
+                    .filter(|v| filter.lets(v))
+                    .collect();
                 reply.send(views);
             }
             ProcessesMsg::Get { id, reply } => {
@@ -699,7 +746,7 @@ impl Actor for ProcessesActor {
             ProcessesMsg::Demonitor { id, watcher } => {
                 lock(&state.book).demonitor(&id, |w| w.path() == watcher);
             }
-            ProcessesMsg::Kill { id, reply } => {
+            ProcessesMsg::Kill { id, grace, reply } => {
                 let phase = lock(&state.book).get(&id).map(|p| p.phase.clone());
                 match phase {
                     None => {
@@ -712,7 +759,7 @@ impl Actor for ProcessesActor {
                         // Asked to stop: not started again, whatever its policy.
                         let stopped = lock(&state.book).stop(&id, now_ms());
                         match stopped {
-                            book::Stopped::Kill(task) => state.driver.kill(&task),
+                            book::Stopped::Kill(task) => state.driver.kill_within(&task, grace),
                             book::Stopped::Ended(heard, status) => carry_out(heard, &status),
                             book::Stopped::Nothing => {}
                         }

@@ -708,6 +708,10 @@ pub enum MasterMsg {
     Kill {
         /// The task.
         task: TaskId,
+        /// How long it has between its stop signal and SIGKILL; `None`: its own grace
+        /// (the one a kill delivered again after an agent's restart always has).
+        #[serde(default)]
+        grace: Option<std::time::Duration>,
         /// Whether the kill went to the agent or waits for it, or why it cannot be.
         reply: Reply<Result<KillAccepted, TaskRefused>>,
     },
@@ -818,6 +822,9 @@ pub enum AgentMsg {
     Kill {
         /// The task.
         task: TaskId,
+        /// How long it has between its stop signal and SIGKILL; `None`: its own grace.
+        #[serde(default)]
+        grace: Option<std::time::Duration>,
     },
     /// A framework acknowledged an update.
     Acknowledge {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use troupe_actors::client::{ClientError, Processes};
 use troupe_actors::processes::{
-    Constraint, Needs, Placement, ProcessEnd, ProcessRefused, SpawnRefused,
+    Constraint, Needs, Placement, ProcessEnd, ProcessFilter, ProcessRefused, SpawnRefused,
 };
 use troupe_actors::protocol::{AgentId, Resources, TaskId, TaskState};
 use troupe_os::actor::Stream;
@@ -147,6 +147,63 @@ async fn a_process_is_spawned_listed_monitored_signalled_and_killed_from_a_third
         processes.kill(&victim.id).await,
         Err(ClientError::Process(_))
     ));
+
+    // Filtered lists, and one process with its resource use, asked of its agent.
+    let napper = processes
+        .spawn(
+            "napper",
+            ProcessSpec::new(["sleep", "300"]),
+            needs(Placement::Any),
+        )
+        .await
+        .unwrap();
+    let live = processes
+        .list_where(ProcessFilter {
+            live: true,
+            ..ProcessFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(live.iter().all(|p| p.end.is_none()) && live.iter().any(|p| p.id == napper.id));
+    let named = processes
+        .list_where(ProcessFilter {
+            name: Some("napp".into()),
+            agent: Some(napper.agent.clone()),
+            ..ProcessFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        named.iter().map(|p| &p.id).collect::<Vec<_>>(),
+        vec![&napper.id]
+    );
+    let got = processes.get(&napper.id).await.unwrap();
+    let usage = got.usage.expect("its use, from its agent");
+    assert_eq!(Some(usage.pid), got.pid);
+    assert!(usage.memory_bytes > 0, "{usage:?}");
+    processes.kill(&napper.id).await.unwrap();
+
+    // A stop with a grace of its own: one that ignores its stop signal, with a minute of
+    // grace in its spec, is SIGKILLed after the grace the stop gives.
+    let stubborn = processes
+        .spawn(
+            "stubborn",
+            ProcessSpec::new(["sh", "-c", "trap '' TERM; sleep 300"])
+                .grace(Duration::from_secs(60)),
+            needs(Placement::Any),
+        )
+        .await
+        .unwrap();
+    let down = processes.monitor(&stubborn.id).await.unwrap();
+    processes
+        .stop(&stubborn.id, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(30), down.wait())
+        .await
+        .expect("ended well before its own minute of grace")
+        .unwrap();
+    assert_eq!(end, ProcessEnd::Exited(ExitReason::Killed));
 
     // Standard input: a process's mailbox. Sent in order, closed, and it reads the end.
     let reader = processes

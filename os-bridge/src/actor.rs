@@ -83,6 +83,14 @@ pub enum ProcessMsg {
         /// How it ended.
         reply: Reply<ExitReason>,
     },
+    /// [`ProcessMsg::Stop`] with this grace between the stop signal and SIGKILL, rather
+    /// than the spec's (zero: SIGKILL at once).
+    StopWithin {
+        /// The grace.
+        grace: std::time::Duration,
+        /// How it ended.
+        reply: Reply<ExitReason>,
+    },
     /// Resource use now.
     Stats {
         /// The answer.
@@ -362,6 +370,11 @@ impl Actor for ProcessActor {
                         })
                     });
                 reply.send(closed);
+            }
+            ProcessMsg::StopWithin { grace, reply } => {
+                let reason = process.stop_within(grace).await;
+                reply.send(reason.clone());
+                myself.stop(Some(reason.to_stop_reason()));
             }
             ProcessMsg::Stop { reply } => {
                 let reason = process.stop().await;

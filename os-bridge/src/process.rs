@@ -585,13 +585,22 @@ impl Process {
     /// has ended and its cgroup is empty and removed (or kept, see
     /// [`TaskContext::keeper`]).
     pub async fn stop(&self) -> ExitReason {
+        self.stop_within(self.inner.spec.grace).await
+    }
+
+    /// [`Process::stop`] with this grace rather than the spec's: zero kills at once.
+    pub async fn stop_within(&self, grace: Duration) -> ExitReason {
         if let Some(reason) = self.exit_reason() {
             return reason;
         }
         self.inner.stop_requested.store(true, Ordering::SeqCst);
+        if grace.is_zero() {
+            self.inner.kill_everything().await;
+            return self.wait().await;
+        }
         let sig = signal_number(&self.inner.spec.stop_signal).unwrap_or(15);
         self.inner.signal_group(sig);
-        match tokio::time::timeout(self.inner.spec.grace, self.wait()).await {
+        match tokio::time::timeout(grace, self.wait()).await {
             Ok(reason) => reason,
             Err(_) => {
                 debug!(task = %self.task(), "grace period over; killing what is left");

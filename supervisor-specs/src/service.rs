@@ -607,6 +607,7 @@ impl SpecRunner {
                 tracing::warn!(spec = %self.name, child = %path, task = %extra.id, "an extra copy of a child runs: killed");
                 let _ = master_call(|reply| MasterMsg::Kill {
                     task: extra.id.clone(),
+                    grace: None,
                     reply,
                 })
                 .await;

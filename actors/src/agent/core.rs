@@ -310,7 +310,7 @@ impl Actor for AgentCore {
                 }
                 state.save();
             }
-            AgentMsg::Kill { task } => state.kill(task),
+            AgentMsg::Kill { task, grace } => state.kill(task, grace),
             AgentMsg::Confirm { launches } => state.confirm(launches),
             AgentMsg::Acknowledge { task, update } => {
                 let now = state.now();
@@ -776,7 +776,7 @@ impl AgentState {
         self.update_with(&task, state, text, code, detail);
     }
 
-    fn kill(&mut self, task: TaskId) {
+    fn kill(&mut self, task: TaskId, grace: Option<Duration>) {
         let Some(t) = self.book.tasks.get(&task) else {
             tracing::info!(task = %task, "kill of a task this agent does not have");
             return;
@@ -784,7 +784,7 @@ impl AgentState {
         if t.status.state.is_terminal() || t.status.state == TaskState::Killing {
             return;
         }
-        let grace = t.info.command.grace;
+        let grace = grace.unwrap_or(t.info.command.grace);
         self.update(
             &task,
             TaskState::Killing,
@@ -1030,7 +1030,7 @@ fn stop_process(task: &TaskId, grace: Duration) {
     tokio::spawn(async move {
         let _ = actor
             .call(
-                |reply| ProcessMsg::Stop { reply },
+                |reply| ProcessMsg::StopWithin { grace, reply },
                 grace + Duration::from_secs(15),
             )
             .await;

@@ -298,8 +298,8 @@ impl Actor for MasterCore {
                     })
                     .await;
             }
-            MasterMsg::Kill { task, reply } => {
-                reply.send(state.kill(&task));
+            MasterMsg::Kill { task, grace, reply } => {
+                reply.send(state.kill_within(&task, grace));
             }
             MasterMsg::Acknowledge {
                 framework,

@@ -52,7 +52,11 @@ impl TextProtocol for MasterMsg {
             ["kill", task] => {
                 let task = TaskId::from(*task);
                 Ok(Parsed::call(
-                    |reply| MasterMsg::Kill { task, reply },
+                    |reply| MasterMsg::Kill {
+                        task,
+                        grace: None,
+                        reply,
+                    },
                     |done: Result<KillAccepted, crate::protocol::TaskRefused>| {
                         done.map_err(|e| e.to_string()).map(|how| match how {
                             KillAccepted::Sent => "killing".to_string(),

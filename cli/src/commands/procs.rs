@@ -1,7 +1,8 @@
 //! The process service's commands: `troupe spawn [--agent A] [--constraint 'KEY = VALUE']...
-//! [--cpus C] [--mem MiB] [--ports N] [--name NAME] [--env K=V]... [--restart TYPE] -- CMD ARGS...`
-//! starts a process
-//! anywhere in the cluster and says where; `troupe procs [--json]` lists the processes.
+//! [--cpus C] [--mem MiB] [--ports N] [--stdin null|pipe] [--name NAME] [--env K=V]...
+//! [--restart TYPE] -- CMD ARGS...` starts a process anywhere in the cluster and says where;
+//! `troupe procs [--json] [--live] [--agent A] [--name PREFIX]` lists the processes;
+//! `troupe stdin ID [WORDS...] [--close]` writes to a process's standard input.
 
 use std::time::Duration;
 
@@ -184,13 +185,29 @@ pub(crate) struct ProcsArgs {
     /// JSON for scripts: an array of processes.
     #[arg(long)]
     json: bool,
+    /// Only the processes that have not ended.
+    #[arg(long)]
+    live: bool,
+    /// Only the processes on this agent.
+    #[arg(long, value_name = "AGENT")]
+    agent: Option<String>,
+    /// Only the processes whose name starts with this.
+    #[arg(long, value_name = "PREFIX")]
+    name: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
 
 pub(crate) async fn procs(args: ProcsArgs) -> Result<(), Failure> {
     let client = Client::connect(&args.cluster).await?;
-    let listed = Processes::on(client.master_node.clone()).list().await;
+    let filter = troupe_actors::processes::ProcessFilter {
+        live: args.live,
+        agent: args.agent.clone().map(AgentId),
+        name: args.name.clone(),
+    };
+    let listed = Processes::on(client.master_node.clone())
+        .list_where(filter)
+        .await;
     client.close().await;
     let mut listed = listed.map_err(client_failure)?;
     listed.sort_by_key(|p| p.spawned_ms);

@@ -137,7 +137,10 @@ impl CoreState {
                 if t.kill_requested && !t.status.state.is_terminal() {
                     tracing::info!(agent = %id, task = %task, "delivering a kill recorded while the agent was away");
                     if let Some(a) = self.agents.get(&id) {
-                        a.outbox.send(AgentMsg::Kill { task: task.clone() });
+                        a.outbox.send(AgentMsg::Kill {
+                            task: task.clone(),
+                            grace: None,
+                        });
                     }
                 }
             }

@@ -227,7 +227,7 @@ impl CoreState {
         let tasks = self.task_ids(|t| &t.framework == framework && !t.status.state.is_terminal());
         // The kills are recorded in the registry with the framework's removal, in one write.
         for task in &tasks {
-            let _ = self.kill_then_save(task, false);
+            let _ = self.kill_then_save(task, false, None);
             if let Some(t) = self.tasks.get_mut(task) {
                 // The allocator forgets the framework's holdings with it.
                 t.holdings.clear();

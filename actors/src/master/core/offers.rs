@@ -241,19 +241,26 @@ impl CoreState {
         }
     }
 
-    /// Kills a task. The intent is recorded before anything is sent (in the registry too,
-    /// when there is one): an agent that cannot be reached now, or that restarts before the
-    /// kill reaches it, is sent the kill again when it registers, until the task ends.
-    pub(super) fn kill(&mut self, id: &TaskId) -> Result<KillAccepted, TaskRefused> {
-        self.kill_then_save(id, true)
+    /// Kills a task, with another grace than its own between its stop signal and SIGKILL
+    /// (`None`: its own). The intent is recorded before anything is sent (in the registry
+    /// too, when there is one): an agent that cannot be reached now, or that restarts before
+    /// the kill reaches it, is sent the kill again when it registers (with the task's own
+    /// grace), until the task ends.
+    pub(super) fn kill_within(
+        &mut self,
+        id: &TaskId,
+        grace: Option<Duration>,
+    ) -> Result<KillAccepted, TaskRefused> {
+        self.kill_then_save(id, true, grace)
     }
 
-    /// [`CoreState::kill`], leaving the registry's write to the caller when `save` is
+    /// [`CoreState::kill_within`], leaving the registry's write to the caller when `save` is
     /// false: a framework's removal kills all its tasks and writes the registry once.
     pub(super) fn kill_then_save(
         &mut self,
         id: &TaskId,
         save: bool,
+        grace: Option<Duration>,
     ) -> Result<KillAccepted, TaskRefused> {
         let task = self
             .tasks
@@ -275,7 +282,10 @@ impl CoreState {
         }
         match self.agents.get(&agent_id).filter(|a| a.reachable) {
             Some(agent) => {
-                agent.outbox.send(AgentMsg::Kill { task: id.clone() });
+                agent.outbox.send(AgentMsg::Kill {
+                    task: id.clone(),
+                    grace,
+                });
                 Ok(KillAccepted::Sent)
             }
             None => {
