@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use troupe_specs::engine::LeafState;
 use troupe_specs::service::{ChildView, SpecView};
+
 use troupe_tests::{ChildNode, ScratchDir, TEST_COOKIE, TaskLitter, http_get, troupe_at};
 
 const TROUPE: &str = env!("CARGO_BIN_EXE_troupe");
@@ -600,5 +601,34 @@ fn the_redis_spec_restarts_the_replica_after_its_primary_under_rest_for_one() {
     wait_redis(replica, &["GET", "after"], "2");
 
     let (code, _, err) = cluster.troupe(&["delete", "redis"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn the_pipeline_spec_runs_each_temporary_step_once_and_finishes_with_its_significant_step() {
+    let cluster = Cluster::start("pipe", 25_000);
+    cluster.wait_agents();
+    let (code, out, err) = cluster.troupe(&["apply", &example("pipeline.toml")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let view = cluster.wait_spec("pipeline", Duration::from_secs(30), |v| {
+        v.health == "finished"
+    });
+    assert!(view.failure.is_none(), "{view:#?}");
+    assert_eq!(view.restarts, 0, "each step ran once: {view:#?}");
+    assert!(
+        view.children
+            .iter()
+            .all(|c| c.state == LeafState::Ended || c.state == LeafState::Stopped)
+    );
+    // The count step's output, by its process's id.
+    let (code, json, err) = cluster.troupe(&["procs", "--json", "--name", "pipeline-count"]);
+    assert_eq!(code, 0, "{err}");
+    let procs: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(procs.len(), 1, "{json}");
+    let id = procs[0]["id"].as_str().unwrap();
+    let (code, logs, err) = cluster.troupe(&["logs", id]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(logs.trim(), "1000");
+    let (code, _, err) = cluster.troupe(&["delete", "pipeline"]);
     assert_eq!(code, 0, "{err}");
 }

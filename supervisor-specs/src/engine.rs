@@ -359,11 +359,14 @@ impl Tree {
                         continue;
                     };
                     match leaf.state {
-                        LeafState::Running | LeafState::Starting => {
+                        LeafState::Running | LeafState::Starting if leaf.process.is_some() => {
                             leaf.state = LeafState::Stopping;
                             return Some(op);
                         }
-                        LeafState::Waiting => leaf.state = LeafState::Stopped,
+                        // Nothing runs to stop.
+                        LeafState::Waiting | LeafState::Starting | LeafState::Running => {
+                            leaf.state = LeafState::Stopped
+                        }
                         _ => {}
                     }
                 }
@@ -718,13 +721,14 @@ impl Tree {
         plan
     }
 
-    /// Every leaf of `old` not in this tree that still runs: to stop (removed by an update).
-    pub fn removed_from(&self, old: &Tree) -> Vec<(String, TaskId)> {
+    /// Every leaf of `old` not in this tree that still runs, in reverse start order, with
+    /// its process and its shutdown grace: to stop (removed by an update).
+    pub fn removed_from(&self, old: &Tree) -> Vec<(String, TaskId, Duration)> {
         old.leaves()
             .into_iter()
             .rev()
             .filter(|o| self.leaf(&o.path).is_none())
-            .filter_map(|o| Some((o.path.clone(), o.process.clone()?)))
+            .filter_map(|o| Some((o.path.clone(), o.process.clone()?, o.def.shutdown.grace())))
             .collect()
     }
 }
@@ -1041,7 +1045,7 @@ mod tests {
         let a_before = process_of(&old, "a");
         assert_eq!(
             new.removed_from(&old),
-            vec![("c".into(), process_of(&old, "c"))]
+            vec![("c".into(), process_of(&old, "c"), Duration::from_secs(5))]
         );
         new.start();
         assert_eq!(

@@ -551,10 +551,9 @@ impl SpecRunner {
         let plan = tree.carry_over(&self.tree);
         tracing::info!(spec = %self.name, ?plan, "applied again");
         // Children gone from the spec stop first, in reverse order.
-        for (path, process) in tree.removed_from(&self.tree) {
+        for (path, process, grace) in tree.removed_from(&self.tree) {
             self.places.remove(&path);
-            self.kill_and_wait(&process, Duration::from_secs(24 * 3600))
-                .await;
+            self.kill_and_wait(&process, grace).await;
         }
         self.tree = tree;
         self.text = text;
