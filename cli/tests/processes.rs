@@ -220,12 +220,29 @@ async fn a_process_is_spawned_listed_monitored_signalled_and_killed_from_a_third
         .await
         .unwrap();
     let down = processes.monitor(&reader.id).await.unwrap();
+    // Its output followed live, from the start, while it is written to.
+    let mut follow = processes
+        .logs(&reader.id, Stream::Stdout, 0, true)
+        .await
+        .unwrap();
     for line in ["one\n", "two\n", "three\n"] {
         processes
             .send(&reader.id, line.as_bytes().to_vec())
             .await
             .unwrap();
     }
+    let mut followed = Vec::new();
+    while !String::from_utf8_lossy(&followed).contains("got three") {
+        let chunk = follow
+            .next(Duration::from_secs(20))
+            .await
+            .expect("followed output comes live");
+        followed.extend(chunk);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&followed),
+        "got one\ngot two\ngot three\n"
+    );
     processes.close_stdin(&reader.id).await.unwrap();
     let end = tokio::time::timeout(Duration::from_secs(20), down.wait())
         .await

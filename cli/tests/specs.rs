@@ -490,10 +490,55 @@ fn an_edit_restarts_only_the_changed_child_a_dry_run_changes_nothing_a_crash_loo
     assert!(sleep_pids("3001").is_empty() && sleep_pids("3004").is_empty());
 }
 
+// The table of malformed specs `supervisor-specs/tests/format.rs` reads alone.
+include!("../../supervisor-specs/tests/cases/malformed.rs");
+
 #[test]
 fn a_malformed_spec_is_refused_with_its_places_and_nothing_changes() {
     let cluster = Cluster::start("bad", 23_000);
     cluster.wait_agents();
+    // A spec running, which no refused file may touch (its own sleeps: tests run side by
+    // side, and others count theirs).
+    let trio = cluster.write("trio.toml", &TRIO.replace("\"300", "\"400"));
+    let (code, out, err) = cluster.troupe(&["apply", trio.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let before = cluster.wait_spec("trio", Duration::from_secs(30), |v| all_running(v, 3));
+
+    // Every malformed spec of the table, applied for real: refused with its place and the
+    // problem named, and nothing changes.
+    assert!(MALFORMED.len() >= 20);
+    for (i, (case, text, (line, column), words)) in MALFORMED.iter().enumerate() {
+        let file = cluster.write(&format!("bad{i}.toml"), text);
+        let file = file.to_str().unwrap();
+        let (code, out, err) = cluster.troupe(&["apply", file]);
+        assert_eq!(code, 65, "{case}: {out}{err}");
+        assert!(
+            err.contains(&format!("{file}:{line}:{column}: ")),
+            "{case}: {err}"
+        );
+        for word in *words {
+            assert!(err.contains(word), "{case}: {word:?} not in {err}");
+        }
+        assert!(out.is_empty(), "{case}: no plan for a refused file: {out}");
+    }
+    let after = cluster.specs();
+    assert_eq!(after.len(), 1, "no spec was added: {after:#?}");
+    assert_eq!(
+        after[0]
+            .children
+            .iter()
+            .map(|c| &c.process)
+            .collect::<Vec<_>>(),
+        before
+            .children
+            .iter()
+            .map(|c| &c.process)
+            .collect::<Vec<_>>(),
+        "no child was touched"
+    );
+    let (code, _, err) = cluster.troupe(&["delete", "trio"]);
+    assert_eq!(code, 0, "{err}");
+
     let bad = cluster.write(
         "bad.toml",
         "name = \"bad\"\nstrategy = \"one_for_none\"\n[[children]]\nid = \"a\"\ncomand = \"true\"\nresources = { cpus = 64 }\n",
