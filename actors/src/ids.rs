@@ -7,9 +7,9 @@ use crate::protocol::TaskId;
 
 static MADE: AtomicU64 = AtomicU64::new(0);
 
-/// `<prefix><name>-<8 hex digits>`: the name made safe for a path (letters, digits and
-/// `-`, at most 32), or `fallback` when nothing of it is left.
-pub(crate) fn unique_id(prefix: &str, name: &str, fallback: &str) -> TaskId {
+/// A hasher seeded with the process's random key, fed a counter and the time: what no
+/// earlier call in any process is likely to have fed.
+fn fresh_hasher() -> std::collections::hash_map::DefaultHasher {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(MADE.fetch_add(1, Ordering::Relaxed));
@@ -18,6 +18,23 @@ pub(crate) fn unique_id(prefix: &str, name: &str, fallback: &str) -> TaskId {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos()),
     );
+    h
+}
+
+/// A number no earlier call in any process is likely to have made, never 0: an agent's
+/// life.
+pub(crate) fn unique_number() -> u64 {
+    use std::hash::Hasher;
+    let mut h = fresh_hasher();
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// `<prefix><name>-<8 hex digits>`: the name made safe for a path (letters, digits and
+/// `-`, at most 32), or `fallback` when nothing of it is left.
+pub(crate) fn unique_id(prefix: &str, name: &str, fallback: &str) -> TaskId {
+    use std::hash::Hasher;
+    let h = fresh_hasher();
     let safe: String = name
         .chars()
         .map(|c| {

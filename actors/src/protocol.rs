@@ -504,6 +504,12 @@ pub struct AgentInfo {
     /// The ports its tasks may be given (the process service hands them out).
     #[serde(default)]
     pub ports: PortRange,
+    /// Its life: a number made when its work directory starts empty (or when the master
+    /// removed it and it started afresh), kept in its checkpoint. A removed agent's life is
+    /// refused for good; a new life of the same name, with no tasks, is let in. 0: an
+    /// agent that predates lives.
+    #[serde(default)]
+    pub life: u64,
 }
 
 /// A range of ports an agent lets its tasks bind, both ends included.

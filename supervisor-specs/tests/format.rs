@@ -66,6 +66,7 @@ fn agent(id: &str, rack: &str, cpus: f64, mem: f64) -> AgentInfo {
         resources: Resources::new(cpus, mem),
         work_dir: "/tmp".into(),
         ports: Default::default(),
+        life: 1,
     }
 }
 

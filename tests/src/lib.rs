@@ -9,9 +9,12 @@
 //! * [`CpuHog`]: processes that keep every core busy, for tests of a loaded machine.
 //! * [`TaskLitter`]: removes what tasks of a test left (processes, cgroups, sandboxes).
 //! * [`wait_until`]: waiting on a condition with a deadline instead of sleeping.
+//! * [`net`]: the fault harness's network: hosts as network namespaces, links cut both
+//!   ways or one way, latency and loss.
 
 pub mod actors;
 pub mod cluster;
+pub mod net;
 pub mod pty;
 pub mod remote;
 

@@ -34,7 +34,8 @@ use crate::master::{AGENT_HEARTBEAT, MASTER_PATH, observer_path};
 use crate::outbox::Outbox;
 use crate::protocol::{
     AgentId, AgentInfo, AgentMsg, AgentOwn, AgentOwnMsg, FrameworkId, MasterMsg, ObserverMsg,
-    ReportedTask, Resources, Source, TaskId, TaskInfo, TaskState, TaskStatus, TaskUsage, now_ms,
+    RegistrationRefused, ReportedTask, Resources, Source, TaskId, TaskInfo, TaskState, TaskStatus,
+    TaskUsage, now_ms,
 };
 use crate::status_updates::StatusUpdates;
 
@@ -78,6 +79,9 @@ struct Checkpoint {
     /// after this checkpoint, older ones are in it.
     #[serde(default)]
     generation: u64,
+    /// The agent's life (see [`AgentInfo::life`]); 0 in checkpoints that predate lives.
+    #[serde(default)]
+    life: u64,
 }
 
 /// One entry of the journal: the tasks one launch admitted.
@@ -200,8 +204,16 @@ impl Actor for AgentCore {
                 .display()
                 .to_string(),
             ports: config.ports,
+            life: 0,
         };
-        let book = load_checkpoint(&config)?;
+        let mut book = load_checkpoint(&config)?;
+        if book.life == 0 {
+            book.life = crate::ids::unique_number();
+        }
+        let info = AgentInfo {
+            life: book.life,
+            ..info
+        };
         let to_adopt = book
             .tasks
             .iter()
@@ -349,13 +361,7 @@ impl Actor for AgentCore {
                 to,
             } => state.stream_log(task, stream, from, follow, to),
             AgentMsg::Usage { reply } => {
-                let running: Vec<TaskId> = state
-                    .book
-                    .tasks
-                    .iter()
-                    .filter(|(_, t)| !t.status.state.is_terminal())
-                    .map(|(id, _)| id.clone())
-                    .collect();
+                let running = state.live_tasks();
                 tokio::spawn(async move {
                     let mut usage = Vec::new();
                     for task in running {
@@ -936,11 +942,45 @@ impl AgentState {
                 self.book.updates.resume(now);
                 self.send_due();
             }
+            Ok(Err(RegistrationRefused::Removed { .. })) => self.start_afresh(),
             Ok(Err(reason)) => {
                 tracing::error!(agent = %self.id(), %reason, "the master refused the registration");
             }
             Err(e) => self.cannot_reach(&format!("registration failed: {e}")),
         }
+    }
+
+    /// The tasks that have not ended.
+    fn live_tasks(&self) -> Vec<TaskId> {
+        self.book
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.status.state.is_terminal())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The master removed this agent while it was cut off (unreachable past
+    /// `agent_gone_after`): its tasks are gone for the cluster, and their frameworks may run
+    /// them elsewhere, so no task of this life may run on. Each is killed at once (no
+    /// grace: a copy may already run elsewhere), the checkpoint starts empty under a new
+    /// life, and the agent registers again as that life.
+    fn start_afresh(&mut self) {
+        let live = self.live_tasks();
+        tracing::warn!(agent = %self.id(), tasks = live.len(), "the master removed this agent while it was cut off: its tasks are killed, and it starts afresh");
+        for task in &live {
+            stop_process(task, Duration::ZERO);
+        }
+        self.book = Checkpoint {
+            life: crate::ids::unique_number(),
+            generation: self.book.generation + 1,
+            ..Checkpoint::default()
+        };
+        self.info.life = self.book.life;
+        self.to_adopt.clear();
+        self.save();
+        // Registered again at once, not a retry period later.
+        let _ = self.myself.cast(AgentMsg::Reregister);
     }
 
     /// Where the master is, for people: its address, or its node.

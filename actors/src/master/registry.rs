@@ -28,6 +28,10 @@ pub struct Facts {
     /// Agents removed for good (declared gone): they must not come back with old tasks.
     #[serde(default)]
     pub removed_agents: Vec<AgentId>,
+    /// The life each removed agent had: that life is refused for good, and a new life of
+    /// the same name (which killed what it ran) is let in.
+    #[serde(default)]
+    pub removed_lives: BTreeMap<AgentId, u64>,
     /// Frameworks subscribed and not torn down, by id.
     #[serde(default)]
     pub frameworks: BTreeMap<FrameworkId, FrameworkInfo>,
@@ -344,6 +348,7 @@ mod tests {
                 attributes: BTreeMap::new(),
                 work_dir: "/w".into(),
                 ports: Default::default(),
+                life: 1,
             },
         );
         r.save().unwrap();

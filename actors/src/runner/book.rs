@@ -278,6 +278,7 @@ mod tests {
                 attributes: Default::default(),
                 work_dir: String::new(),
                 ports: Default::default(),
+                life: 1,
             },
             reachable: true,
             allocated,

@@ -228,6 +228,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
             attributes: BTreeMap::new(),
             work_dir: format!("/sim/{i}"),
             ports: Default::default(),
+            life: 1 + i as u64,
         };
         master
             .call(

@@ -23,9 +23,19 @@ impl CoreState {
         reported: Vec<ReportedTask>,
     ) -> Result<(), RegistrationRefused> {
         if self.registry.facts.removed_agents.contains(&info.id) {
-            return Err(RegistrationRefused::Removed {
-                agent: info.id.clone(),
-            });
+            // A new life of a removed agent, with nothing running, is a new agent; the
+            // removed life itself (or an agent that predates lives) never comes back.
+            let removed_life = self.registry.facts.removed_lives.get(&info.id);
+            let fresh = info.life != 0 && removed_life != Some(&info.life) && reported.is_empty();
+            if !fresh {
+                return Err(RegistrationRefused::Removed {
+                    agent: info.id.clone(),
+                });
+            }
+            tracing::warn!(agent = %info.id, "a removed agent registers again as a new life, with no tasks");
+            self.registry.facts.removed_agents.retain(|a| a != &info.id);
+            self.registry.facts.removed_lives.remove(&info.id);
+            self.save_registry();
         }
         if !info.resources.is_valid() {
             return Err(RegistrationRefused::InvalidResources {
@@ -375,6 +385,9 @@ impl CoreState {
 
     pub(super) async fn remove_agent(&mut self, id: &AgentId) {
         tracing::warn!(agent = %id, "agent removed: unreachable for too long; its tasks are gone");
+        if let Some(life) = self.agents.get(id).map(|a| a.info.life) {
+            self.registry.facts.removed_lives.insert(id.clone(), life);
+        }
         self.agents.remove(id);
         self.publish(ClusterEvent::AgentRemoved { agent: id.clone() });
         self.stop_observer(id).await;
