@@ -12,11 +12,14 @@
 //!                                         checkpoint, kills, logs, usage
 //! ```
 //!
+//! The core also removes ended tasks' sandboxes past their time (`gc`).
+//!
 //! A crash of the core leaves the tasks running: the restarted core reads its checkpoint and
 //! finds them again. So does a restarted agent process, which adopts each task's process
 //! from the task's own checkpoint (its recorded exit, if it ended meanwhile).
 
 mod core;
+pub mod gc;
 mod work_dir;
 
 use std::collections::BTreeMap;
@@ -46,6 +49,8 @@ pub struct AgentConfig {
     pub work_dir: PathBuf,
     /// The ports its tasks may be given.
     pub ports: crate::protocol::PortRange,
+    /// When ended tasks' sandboxes are removed.
+    pub gc: gc::GcPolicy,
 }
 
 impl AgentConfig {
@@ -58,6 +63,7 @@ impl AgentConfig {
             attributes: BTreeMap::new(),
             work_dir: work_dir.into(),
             ports: Default::default(),
+            gc: gc::GcPolicy::default(),
         }
     }
 

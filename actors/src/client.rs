@@ -854,7 +854,7 @@ impl ProcessLogs {
                     self.next = end;
                     return Some(chunk.bytes[skip.min(chunk.bytes.len())..].to_vec());
                 }
-                LogMsg::End { .. } => self.ended = true,
+                LogMsg::End { .. } | LogMsg::Gone { .. } => self.ended = true,
             }
         }
         None

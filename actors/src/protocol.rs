@@ -848,6 +848,14 @@ pub enum AgentMsg {
     /// The master asks the agent to register again (the master restarted, or it had
     /// judged the agent unreachable and hears from it again).
     Reregister,
+    /// The master removed this life of the agent (unreachable past `agent_gone_after`):
+    /// its tasks are gone for the cluster. Sent when it is removed, so that an agent whose
+    /// connection outlived the partition hears it when the partition heals; the agent kills
+    /// its tasks and starts afresh as a new life. Ignored by any other life.
+    Removed {
+        /// The life removed.
+        life: u64,
+    },
     /// After a registration that did not report them: launches the master sent to this
     /// agent (task and launch time) that the agent never confirmed. The agent answers with
     /// [`MasterMsg::LaunchesLost`] for those it does not have, and from then on ignores

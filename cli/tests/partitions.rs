@@ -3,7 +3,6 @@
 //! the link between them cut both ways or one way only with `tc`, then healed. The outcomes
 //! are the ones `docs/fault-tolerance.md` defines.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use troupe_tests::net::{Cut, NetLab};
@@ -29,21 +28,9 @@ impl Partitioned {
         let dir = ScratchDir::new(tag);
         let port = troupe_tests::free_port();
         let master_addr = format!("{}:{port}", lab.master_addr());
-        let mut cmd = Command::new(TROUPE);
-        cmd.args([
-            "master",
-            "--name",
-            &format!("{tag}m"),
-            "--cookie",
-            TEST_COOKIE,
-        ]);
-        cmd.args([
-            "--listen",
-            &format!("0.0.0.0:{port}"),
-            "--advertise",
-            &master_addr,
-        ]);
-        cmd.args(["--allocation-interval-ms", "100"]);
+        let listen = format!("0.0.0.0:{port}");
+        let mut cmd = troupe_tests::master_command(TROUPE, &format!("{tag}m"), &listen);
+        cmd.args(["--advertise", &master_addr]);
         cmd.args(["--agent-gone-after", &gone_after.to_string(), "--registry"]);
         cmd.arg(dir.join("registry.json"));
         let master = ChildNode::spawn(&format!("{tag}m"), cmd).expect("troupe master starts");

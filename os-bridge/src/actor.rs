@@ -154,6 +154,15 @@ pub enum LogMsg {
         /// Which stream.
         stream: Stream,
     },
+    /// There is no stream to send: why (its sandbox was removed).
+    Gone {
+        /// The task.
+        task: String,
+        /// Which stream.
+        stream: Stream,
+        /// Why, for people.
+        why: String,
+    },
 }
 
 /// The text form of a process actor's messages, for the REPL's `send` and `call`.

@@ -175,6 +175,15 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A `troupe master` command (the binary at `troupe`) named `name`, with the test cookie,
+/// listening on `listen`, offering every 100 ms; the caller adds its own flags.
+pub fn master_command(troupe: &str, name: &str, listen: &str) -> Command {
+    let mut cmd = Command::new(troupe);
+    cmd.args(["master", "--name", name, "--cookie", TEST_COOKIE]);
+    cmd.args(["--listen", listen, "--allocation-interval-ms", "100"]);
+    cmd
+}
+
 /// Runs the `troupe` binary at `troupe` with `args` against the master at `addr` (with the
 /// test cookie); returns its exit code, stdout and stderr.
 pub fn troupe_at(troupe: &str, addr: &str, args: &[&str]) -> (i32, String, String) {

@@ -110,6 +110,9 @@ pub struct AgentState {
     refused: VecDeque<(TaskId, u64)>,
     registered: bool,
     last_attempt: Option<Instant>,
+    /// When ended tasks' sandboxes were last looked at, and whether a collection runs.
+    last_gc: Instant,
+    collecting: Arc<AtomicBool>,
     /// When the agent last said (as a warning) that it cannot reach the master: said at
     /// the first failure and every 30 s while it lasts, and cleared once registered.
     unreachable_said: Option<Instant>,
@@ -257,6 +260,8 @@ impl Actor for AgentCore {
             refused: VecDeque::new(),
             registered: false,
             last_attempt: None,
+            last_gc: Instant::now(),
+            collecting: Arc::default(),
             unreachable_said: None,
             master_watch: None,
             start: Instant::now(),
@@ -348,6 +353,8 @@ impl Actor for AgentCore {
                 state.book.updates.hurry(&framework, now);
                 state.send_due();
             }
+            AgentMsg::Removed { life } if life == state.info.life => state.start_afresh(),
+            AgentMsg::Removed { .. } => {}
             AgentMsg::Reregister => {
                 state.set_registered(false);
                 state.last_attempt = None;
@@ -405,6 +412,17 @@ impl Actor for AgentCore {
                     }
                 } else {
                     state.send_due();
+                }
+                // By age, every so often; over the disk watermark, within a second.
+                let since = state.last_gc.elapsed();
+                let over = || {
+                    super::gc::disk_used(&state.config.sandbox_root())
+                        .is_some_and(|u| u > state.config.gc.disk_watermark)
+                };
+                if since >= state.config.gc.interval()
+                    || (since >= Duration::from_secs(1) && over())
+                {
+                    state.collect_garbage();
                 }
             }
         }
@@ -950,6 +968,31 @@ impl AgentState {
         }
     }
 
+    /// Removes ended tasks' sandboxes past their time (`super::gc`), beside the agent's
+    /// work: a removal of many files takes a while. Tasks still in the book (not yet
+    /// acknowledged, or running) keep theirs.
+    fn collect_garbage(&mut self) {
+        self.last_gc = Instant::now();
+        if self.collecting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let keep: std::collections::BTreeSet<String> =
+            self.book.tasks.keys().map(|t| t.0.clone()).collect();
+        let (root, policy, busy) = (
+            self.config.sandbox_root(),
+            self.config.gc,
+            self.collecting.clone(),
+        );
+        let agent = self.id().clone();
+        tokio::task::spawn_blocking(move || {
+            let removed = super::gc::collect(&root, &keep, policy);
+            if !removed.is_empty() {
+                tracing::info!(%agent, sandboxes = removed.len(), "removed ended tasks' sandboxes past their time");
+            }
+            busy.store(false, Ordering::SeqCst);
+        });
+    }
+
     /// The tasks that have not ended.
     fn live_tasks(&self) -> Vec<TaskId> {
         self.book
@@ -1020,8 +1063,22 @@ impl AgentState {
                 t.info.command.logs.max_files
             });
         let sandbox = self.context(&task).sandbox();
+        let gc_delay = self.config.gc.delay;
         tokio::spawn(async move {
             let sink = Addr::<troupe_os::actor::LogMsg>::new(to.clone());
+            if !sandbox.exists() {
+                let why = format!(
+                    "its sandbox was removed: this agent keeps an ended task's sandbox for {} (--gc-delay), or less when its disk is full",
+                    super::gc::for_people(gc_delay)
+                );
+                let gone = troupe_os::actor::LogMsg::Gone {
+                    task: task.0.clone(),
+                    stream,
+                    why,
+                };
+                let _ = sink.send(gone).await;
+                return;
+            }
             if follow && running {
                 let actor = Addr::<ProcessMsg>::new(format!("task/{task}"));
                 let subscribe = ProcessMsg::Subscribe {

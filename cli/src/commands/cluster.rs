@@ -240,6 +240,14 @@ pub(crate) struct AgentArgs {
     /// of their own).
     #[arg(long, value_name = "FIRST-LAST", default_value = "31000-32000", value_parser = troupe_actors::protocol::PortRange::parse)]
     ports: troupe_actors::protocol::PortRange,
+    /// Seconds after its end a task's sandbox (and its logs) is removed (Mesos' gc_delay;
+    /// default a week).
+    #[arg(long, value_name = "SECONDS", default_value = "604800", allow_negative_numbers = true, value_parser = super::values::seconds)]
+    gc_delay: Duration,
+    /// Percent of the work directory's disk in use past which ended tasks' sandboxes are
+    /// removed sooner, oldest first.
+    #[arg(long, value_name = "PERCENT", default_value = "90", value_parser = clap::value_parser!(u8).range(1..=100))]
+    gc_disk_watermark: u8,
     #[command(flatten)]
     resources: AgentResourceArgs,
     #[command(flatten)]
@@ -259,6 +267,10 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<(), Failure> {
     config.master = Some(args.master);
     config.attributes = args.attributes.iter().cloned().collect();
     config.ports = args.ports;
+    config.gc = troupe_actors::agent::gc::GcPolicy {
+        delay: args.gc_delay,
+        disk_watermark: f64::from(args.gc_disk_watermark) / 100.0,
+    };
     config.resources = args.resources.resources(&work_dir, 1.0)?;
     // The node's name is the agent's id and a random suffix, one per process: two
     // processes that claim one agent id then meet as two nodes, and the master refuses the

@@ -22,6 +22,8 @@ pub(crate) struct Follower {
     rx: mpsc::UnboundedReceiver<LogMsg>,
     /// Per stream: the next offset wanted, and whether it ended.
     streams: Vec<(Stream, u64, bool)>,
+    /// Why a stream is not there at all (its sandbox was removed), if one is not.
+    pub(crate) gone: Option<String>,
 }
 
 fn index(stream: Stream) -> usize {
@@ -55,6 +57,7 @@ impl Follower {
             actor,
             rx,
             streams: streams.iter().map(|s| (*s, 0, false)).collect(),
+            gone: None,
         };
         follower.request(follow).await?;
         Ok(follower)
@@ -122,6 +125,12 @@ impl Follower {
                 if let Some(entry) = self.streams.iter_mut().find(|(s, _, _)| *s == stream) {
                     entry.2 = true;
                 }
+            }
+            LogMsg::Gone { stream, why, .. } => {
+                if let Some(entry) = self.streams.iter_mut().find(|(s, _, _)| *s == stream) {
+                    entry.2 = true;
+                }
+                self.gone = Some(why);
             }
         }
     }

@@ -417,8 +417,12 @@ async fn logs_with(client: &Client, args: &LogsArgs) -> Result<(), Failure> {
             ));
         }
     }
+    let gone = follower.gone.take();
     follower.close();
-    Ok(())
+    match gone {
+        Some(why) => Err(Failure::from(format!("the logs of {task} are gone: {why}"))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -208,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
                 .or_default()
                 .push_str(&String::from_utf8_lossy(&chunk.bytes)),
             LogMsg::End { .. } => ended += 1,
+            LogMsg::Gone { task, why, .. } => bail!("the output of task {task} is gone: {why}"),
         }
     }
     driver.stop();

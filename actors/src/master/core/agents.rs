@@ -385,8 +385,12 @@ impl CoreState {
 
     pub(super) async fn remove_agent(&mut self, id: &AgentId) {
         tracing::warn!(agent = %id, "agent removed: unreachable for too long; its tasks are gone");
-        if let Some(life) = self.agents.get(id).map(|a| a.info.life) {
+        if let Some(agent) = self.agents.get(id) {
+            let life = agent.info.life;
             self.registry.facts.removed_lives.insert(id.clone(), life);
+            // Heard when the partition heals, should its connection outlive it; otherwise
+            // its next registration is refused as removed, which says the same.
+            agent.outbox.send(AgentMsg::Removed { life });
         }
         self.agents.remove(id);
         self.publish(ClusterEvent::AgentRemoved { agent: id.clone() });

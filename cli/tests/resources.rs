@@ -1,0 +1,217 @@
+//! Resources that run out: ended tasks' sandboxes collected by age and, over the disk
+//! watermark, sooner (`troupe agent --gc-delay --gc-disk-watermark`), with `troupe master`
+//! and `troupe agent` as OS processes and a small tmpfs as the agent's disk.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use troupe_tests::{ChildNode, ScratchDir, TEST_COOKIE, TaskLitter, require_root, troupe_at};
+
+const TROUPE: &str = env!("CARGO_BIN_EXE_troupe");
+
+/// A master and one agent working in `work`, with these extra agent flags.
+struct Cluster {
+    _master: ChildNode,
+    _agent: ChildNode,
+    addr: String,
+    sandboxes: PathBuf,
+}
+
+impl Cluster {
+    fn start(tag: &str, work: &Path, agent_flags: &[&str]) -> Cluster {
+        let cmd = troupe_tests::master_command(TROUPE, &format!("{tag}m"), "127.0.0.1:0");
+        let master = ChildNode::spawn(&format!("{tag}m"), cmd).expect("troupe master starts");
+        let name = format!("{tag}{}", std::process::id());
+        let mut cmd = Command::new(TROUPE);
+        cmd.args(["agent", "--name", &name, "--cookie", TEST_COOKIE]);
+        cmd.args([
+            "--master",
+            &master.addr.to_string(),
+            "--cpus",
+            "2",
+            "--mem",
+            "256",
+        ]);
+        cmd.args(agent_flags);
+        cmd.arg("--work-dir").arg(work);
+        let agent = ChildNode::spawn(&name, cmd).expect("troupe agent starts");
+        Cluster {
+            addr: master.addr.to_string(),
+            _master: master,
+            _agent: agent,
+            sandboxes: work.join("sandboxes"),
+        }
+    }
+
+    fn troupe(&self, args: &[&str]) -> (i32, String, String) {
+        troupe_at(TROUPE, &self.addr, args)
+    }
+
+    fn state(&self, id: &str) -> String {
+        let (_, out, _) = self.troupe(&["ps", "--all", "--json"]);
+        let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+        tasks
+            .iter()
+            .find(|t| t["id"] == id)
+            .and_then(|t| t["status"]["state"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Runs `script` detached, and waits until its task is in `state`: its id.
+    fn run(&self, name: &str, script: &str, state: &str) -> String {
+        let start = Instant::now();
+        let id = loop {
+            let (code, out, err) =
+                self.troupe(&["run", "--detach", "--name", name, "--", "sh", "-c", script]);
+            if code == 0 {
+                break out.trim().to_string();
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        while self.state(&id) != state {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{id} not {state}: {}",
+                self.state(&id)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        id
+    }
+
+    fn sandbox(&self, id: &str) -> PathBuf {
+        self.sandboxes.join(id)
+    }
+}
+
+fn wait_gone(path: &Path, within: Duration) {
+    let start = Instant::now();
+    while path.exists() {
+        assert!(
+            start.elapsed() < within,
+            "{} is still there",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sandboxes_of_ended_tasks_are_collected_after_the_gc_delay_and_their_logs_readable_until_then() {
+    let dir = ScratchDir::new("gc-age");
+    let work = dir.join("work");
+    let tag = "gcage";
+    let _litter = TaskLitter::new(
+        work.join("sandboxes"),
+        &format!("{tag}{}", std::process::id()),
+    );
+    let cluster = Cluster::start(tag, &work, &["--gc-delay", "3"]);
+    let ended = cluster.run("said", "echo kept until collected", "finished");
+    let running = cluster.run("napper", "sleep 600", "running");
+    assert!(cluster.sandbox(&ended).exists());
+    let (code, logs, err) = cluster.troupe(&["logs", &ended]);
+    assert_eq!(
+        (code, logs.as_str()),
+        (0, "kept until collected\n"),
+        "{err}"
+    );
+
+    // Past the delay, the ended task's sandbox goes; the running one's stays.
+    wait_gone(&cluster.sandbox(&ended), Duration::from_secs(30));
+    assert!(
+        cluster.sandbox(&running).exists(),
+        "a running task keeps its sandbox"
+    );
+    let (code, _, err) = cluster.troupe(&["logs", &ended]);
+    assert_eq!(code, 1, "its logs went with it");
+    assert!(
+        err.contains("are gone: its sandbox was removed") && err.contains("3 s (--gc-delay)"),
+        "{err}"
+    );
+    let (code, _, err) = cluster.troupe(&["kill", &running]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A tmpfs of `mib` MiB mounted at a directory, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: PathBuf, mib: u32) -> SmallDisk {
+        std::fs::create_dir_all(&at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount a tmpfs at {}", at.display());
+        SmallDisk(at)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn over_the_disk_watermark_ended_sandboxes_go_sooner_oldest_first() {
+    if !require_root("a tmpfs as the agent's disk") {
+        return;
+    }
+    let dir = ScratchDir::new("gc-disk");
+    let work = dir.join("work");
+    // Declared first, dropped last: unmounted once the agent and its tasks are gone.
+    let disk = SmallDisk::mount(work.clone(), 32);
+    let tag = "gcdisk";
+    let _litter = TaskLitter::new(
+        work.join("sandboxes"),
+        &format!("{tag}{}", std::process::id()),
+    );
+    let cluster = Cluster::start(
+        tag,
+        &work,
+        &[
+            "--gc-delay",
+            "3600",
+            "--gc-disk-watermark",
+            "50",
+            "--disk",
+            "16",
+        ],
+    );
+    // Three ended tasks of 4 MiB each, one after another, and one that runs: 13 MiB of 32.
+    let blob = "head -c 4194304 /dev/zero > blob";
+    let ended: Vec<String> = (0..3)
+        .map(|i| cluster.run(&format!("blob{i}"), blob, "finished"))
+        .collect();
+    let running = cluster.run(
+        "napper",
+        "head -c 1048576 /dev/zero > blob; sleep 600",
+        "running",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        ended.iter().all(|id| cluster.sandbox(id).exists()),
+        "under the watermark, all stay"
+    );
+
+    // Past it (13 MiB of sandboxes and 8 MiB more: 21 of 32): the oldest go, one by one,
+    // until it is under again (17, then 13); the youngest and the running one stay.
+    std::fs::write(disk.0.join("filler"), vec![0u8; 8 << 20]).unwrap();
+    wait_gone(&cluster.sandbox(&ended[0]), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !cluster.sandbox(&ended[1]).exists(),
+        "the next oldest too, until under"
+    );
+    assert!(
+        cluster.sandbox(&ended[2]).exists(),
+        "under the watermark again: it stays"
+    );
+    assert!(cluster.sandbox(&running).exists());
+    let (code, _, err) = cluster.troupe(&["kill", &running]);
+    assert_eq!(code, 0, "{err}");
+}
