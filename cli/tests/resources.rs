@@ -215,3 +215,71 @@ fn over_the_disk_watermark_ended_sandboxes_go_sooner_oldest_first() {
     let (code, _, err) = cluster.troupe(&["kill", &running]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn an_agent_near_its_descriptor_limit_refuses_launches_with_why_and_runs_on() {
+    let dir = ScratchDir::new("fd-limit");
+    let work = dir.join("work");
+    let tag = "fdlimit";
+    let name = format!("{tag}{}", std::process::id());
+    let _litter = TaskLitter::new(work.join("sandboxes"), &name);
+    let master = troupe_tests::master_command(TROUPE, &format!("{tag}m"), "127.0.0.1:0");
+    let master = ChildNode::spawn(&format!("{tag}m"), master).expect("troupe master starts");
+    // An agent whose limit (soft and hard) is 240 descriptors.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=240:240", "--", TROUPE, "agent", "--name", &name]);
+    cmd.args([
+        "--cookie",
+        TEST_COOKIE,
+        "--master",
+        &master.addr.to_string(),
+    ]);
+    cmd.args(["--cpus", "8", "--mem", "4096"]);
+    cmd.arg("--work-dir").arg(&work);
+    let _agent = ChildNode::spawn(&name, cmd).expect("troupe agent starts");
+    let addr = master.addr.to_string();
+    let troupe = |args: &[&str]| troupe_at(TROUPE, &addr, args);
+    let tasks = || -> Vec<serde_json::Value> {
+        let (_, out, _) = troupe(&["ps", "--all", "--json"]);
+        serde_json::from_str(&out).unwrap_or_default()
+    };
+    let start = Instant::now();
+    loop {
+        let (code, _, err) = troupe(&["run", "--detach", "--count", "30", "--", "sleep", "600"]);
+        if code == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Each ends up running, or refused before anything of it was made.
+    let settled = |all: &[serde_json::Value]| {
+        all.len() == 30
+            && all
+                .iter()
+                .all(|t| matches!(t["status"]["state"].as_str(), Some("running" | "failed")))
+    };
+    let mut all = tasks();
+    while !settled(&all) {
+        assert!(start.elapsed() < Duration::from_secs(40), "{all:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+        all = tasks();
+    }
+    let refused: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|t| t["status"]["state"] == "failed")
+        .collect();
+    assert!(!refused.is_empty(), "the limit was reached");
+    assert!(refused.len() < 30, "the room there was was used");
+    for t in &refused {
+        let reason = t["status"]["reason"].as_str().unwrap_or("");
+        assert!(reason.contains("near its open-file limit"), "{reason}");
+    }
+    // The agent runs on: the running tasks killed, a new one runs.
+    for t in all.iter().filter(|t| t["status"]["state"] == "running") {
+        let (code, _, err) = troupe(&["kill", t["id"].as_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, out, err) = troupe(&["run", "--", "sh", "-c", "echo after"]);
+    assert_eq!((code, out.as_str()), (0, "after\n"), "{err}");
+}

@@ -62,3 +62,59 @@ pub(crate) fn with_task_default(mut rlimits: Vec<Rlimit>) -> Vec<Rlimit> {
     }
     rlimits
 }
+
+/// About how many descriptors an owner holds for one running task (its cgroup's
+/// directories and kept control files, its shim's socket, its logs and their keepers), with
+/// room to spare: measured at about 9 on a cgroup-v1 host.
+pub const FDS_PER_TASK: u64 = 16;
+
+/// Descriptors an owner keeps free for its own work (connections, checkpoints, logs read
+/// for operators), which no launch may take.
+pub const FDS_RESERVED: u64 = 64;
+
+/// This process's open descriptors now and its soft limit, if they can be read.
+pub fn in_use() -> Option<(u64, u64)> {
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    let limit = getrlimit(Resource::Nofile).current?;
+    Some((open, limit))
+}
+
+/// Room for launches within the open-file limit: a launch takes [`FDS_PER_TASK`] of it, and
+/// one that would leave less than [`FDS_RESERVED`] free is refused with why, before it
+/// starts, rather than failing halfway with "too many open files".
+#[derive(Debug, Clone, Copy)]
+pub struct Room {
+    open: u64,
+    limit: Option<u64>,
+}
+
+impl Room {
+    /// The room now (unlimited when the limit cannot be read).
+    pub fn now() -> Room {
+        match in_use() {
+            Some((open, limit)) => Room {
+                open,
+                limit: Some(limit),
+            },
+            None => Room {
+                open: 0,
+                limit: None,
+            },
+        }
+    }
+
+    /// Takes room for one more task, or says why there is none.
+    pub fn take(&mut self) -> Result<(), String> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        if self.open + FDS_PER_TASK + FDS_RESERVED > limit {
+            return Err(format!(
+                "the agent is near its open-file limit ({} of {limit} descriptors in use, and a task needs about {FDS_PER_TASK}): raise its limit (ulimit -n), or run fewer tasks on it",
+                self.open
+            ));
+        }
+        self.open += FDS_PER_TASK;
+        Ok(())
+    }
+}

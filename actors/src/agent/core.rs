@@ -615,6 +615,7 @@ impl AgentState {
         launched_ms: u64,
     ) -> Vec<(TaskId, troupe_os::ProcessSpec)> {
         let mut admitted = Vec::new();
+        let mut room = troupe_os::fd_limit::Room::now();
         for info in tasks {
             let id = info.id.clone();
             if self.refused.contains(&(id.clone(), launched_ms)) {
@@ -647,6 +648,16 @@ impl AgentState {
                     launched_ms,
                 },
             );
+            // Refused whole, before anything of it is made, near the open-file limit.
+            if let Err(why) = room.take() {
+                tracing::warn!(agent = %self.id(), task = %id, %why, "launch refused");
+                let detail = Detail {
+                    pid: None,
+                    exit: Some(ExitReason::FailedToStart(why.clone())),
+                };
+                self.update_with(&id, TaskState::Failed, why, None, detail);
+                continue;
+            }
             admitted.push((id, spec));
         }
         admitted
