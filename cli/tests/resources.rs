@@ -283,3 +283,64 @@ fn an_agent_near_its_descriptor_limit_refuses_launches_with_why_and_runs_on() {
     let (code, out, err) = troupe(&["run", "--", "sh", "-c", "echo after"]);
     assert_eq!((code, out.as_str()), (0, "after\n"), "{err}");
 }
+
+#[test]
+fn a_full_disk_refuses_launches_with_why_keeps_running_tasks_and_a_valid_checkpoint_and_recovers() {
+    if !require_root("a tmpfs as the agent's disk") {
+        return;
+    }
+    let dir = ScratchDir::new("full-disk");
+    let work = dir.join("work");
+    let disk = SmallDisk::mount(work.clone(), 32);
+    let tag = "fulldisk";
+    let _litter = TaskLitter::new(
+        work.join("sandboxes"),
+        &format!("{tag}{}", std::process::id()),
+    );
+    // GC never frees it here (the watermark is the whole disk): the full disk is the test.
+    let cluster = Cluster::start(tag, &work, &["--gc-disk-watermark", "100", "--disk", "8"]);
+    let running = cluster.run("napper", "sleep 600", "running");
+    // Its checkpoint written (every 200 ms at most, after a change).
+    let checkpoint = work.join("agent.json");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&checkpoint).is_ok_and(|c| c.contains(&running)) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The disk filled by something else (a file written until there is no room).
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    // A launch is refused whole, with why.
+    let refused = cluster.run("refused", "echo never", "failed");
+    let (_, out, _) = cluster.troupe(&["ps", "--all", "--json"]);
+    let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let reason = tasks
+        .iter()
+        .find(|t| t["id"] == refused.as_str())
+        .and_then(|t| t["status"]["reason"].as_str().map(str::to_string))
+        .unwrap();
+    assert!(reason.contains("the agent's disk is full"), "{reason}");
+    // The running task runs on; the checkpoint on disk is whole (the last one written).
+    assert_eq!(cluster.state(&running), "running");
+    std::thread::sleep(Duration::from_millis(600));
+    let checkpoint = std::fs::read(&checkpoint).unwrap();
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&checkpoint).expect("a whole checkpoint");
+    assert!(
+        parsed["tasks"]
+            .as_object()
+            .is_some_and(|t| t.contains_key(&running))
+    );
+
+    // Room again: launches run.
+    std::fs::remove_file(&filler).unwrap();
+    cluster.run("after", "echo again", "finished");
+    let (code, _, err) = cluster.troupe(&["kill", &running]);
+    assert_eq!(code, 0, "{err}");
+}

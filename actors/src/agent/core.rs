@@ -110,6 +110,8 @@ pub struct AgentState {
     refused: VecDeque<(TaskId, u64)>,
     registered: bool,
     last_attempt: Option<Instant>,
+    /// Since when (last said) the checkpoint cannot be written, while it cannot.
+    checkpoint_failing: Option<Instant>,
     /// When ended tasks' sandboxes were last looked at, and whether a collection runs.
     last_gc: Instant,
     collecting: Arc<AtomicBool>,
@@ -261,6 +263,7 @@ impl Actor for AgentCore {
             registered: false,
             last_attempt: None,
             last_gc: Instant::now(),
+            checkpoint_failing: None,
             collecting: Arc::default(),
             unreachable_said: None,
             master_watch: None,
@@ -482,10 +485,15 @@ impl AgentState {
         let previous = self.book.generation;
         self.book.generation += 1;
         let path = checkpoint_path(&self.config);
+        let tmp = path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
+            use std::io::Write;
             let bytes = serde_json::to_vec(&self.book).map_err(std::io::Error::other)?;
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, bytes)?;
+            // Whole on disk before it replaces the last good one: a crash or a full disk
+            // leaves one or the other, never half of one.
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
             std::fs::rename(&tmp, &path)?;
             // Emptied, not removed: the next launch appends to it without making a file.
             if std::fs::metadata(journal_path(&self.config)).is_ok_and(|m| m.len() > 0) {
@@ -493,11 +501,26 @@ impl AgentState {
             }
             Ok(())
         };
-        if let Err(e) = write() {
-            // The journal's entries go on counting from the checkpoint on disk.
-            self.book.generation = previous;
-            self.dirty = true;
-            tracing::error!(agent = %self.id(), path = %path.display(), cause = %e, "cannot write the checkpoint");
+        match write() {
+            Ok(()) => {
+                if self.checkpoint_failing.take().is_some() {
+                    tracing::warn!(agent = %self.id(), path = %path.display(), "the checkpoint is written again");
+                }
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                // The journal's entries go on counting from the checkpoint on disk.
+                self.book.generation = previous;
+                self.dirty = true;
+                // Said at once and every 30 s while it lasts (a full disk), not every tick.
+                let due = self
+                    .checkpoint_failing
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
+                if due {
+                    self.checkpoint_failing = Some(Instant::now());
+                    tracing::error!(agent = %self.id(), path = %path.display(), cause = %e, "cannot write the checkpoint; the last one written stays, and the agent tries again");
+                }
+            }
         }
     }
 
@@ -616,6 +639,7 @@ impl AgentState {
     ) -> Vec<(TaskId, troupe_os::ProcessSpec)> {
         let mut admitted = Vec::new();
         let mut room = troupe_os::fd_limit::Room::now();
+        let mut disk = super::gc::DiskRoom::now(&self.config.work_dir);
         for info in tasks {
             let id = info.id.clone();
             if self.refused.contains(&(id.clone(), launched_ms)) {
@@ -638,6 +662,7 @@ impl AgentState {
             // update is a round trip to the framework before the next may go (`Running`
             // would wait for `Starting`'s acknowledgement). The task goes from `Staging` to
             // `Running`, or to `Failed` when its process cannot start.
+            let disk_need_mib = info.resources.disk_mib;
             let staging = TaskStatus::new(id.clone(), TaskState::Staging, Source::Agent, now_ms());
             self.book.tasks.insert(
                 id.clone(),
@@ -648,8 +673,9 @@ impl AgentState {
                     launched_ms,
                 },
             );
-            // Refused whole, before anything of it is made, near the open-file limit.
-            if let Err(why) = room.take() {
+            // Refused whole, before anything of it is made, near the open-file limit or
+            // with the disk of the sandboxes full.
+            if let Err(why) = room.take().and_then(|()| disk.take(disk_need_mib)) {
                 tracing::warn!(agent = %self.id(), task = %id, %why, "launch refused");
                 let detail = Detail {
                     pid: None,

@@ -39,6 +39,42 @@ impl GcPolicy {
     }
 }
 
+/// The free space a launch must leave on the disk of the work directory, beyond what the
+/// task asks for: room for its sandbox's records and logs, and the agent's checkpoint.
+pub const DISK_KEPT_FREE_MIB: f64 = 16.0;
+
+/// Room for launches on the disk of the work directory: a launch that would leave less than
+/// [`DISK_KEPT_FREE_MIB`] free is refused with why, before anything of it is made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DiskRoom {
+    free_mib: Option<f64>,
+}
+
+impl DiskRoom {
+    /// The room now on the disk of `path` (unlimited when it cannot be read).
+    pub(crate) fn now(path: &Path) -> DiskRoom {
+        let free_mib = rustix::fs::statvfs(path)
+            .ok()
+            .map(|s| (s.f_bavail as f64) * (s.f_frsize as f64) / (1024.0 * 1024.0));
+        DiskRoom { free_mib }
+    }
+
+    /// Takes room for a task that asks for `need_mib` of disk, or says why there is none.
+    pub(crate) fn take(&mut self, need_mib: f64) -> Result<(), String> {
+        let Some(free) = self.free_mib else {
+            return Ok(());
+        };
+        let need = need_mib.max(0.0);
+        if free < need + DISK_KEPT_FREE_MIB {
+            return Err(format!(
+                "the agent's disk is full where its tasks' sandboxes are ({free:.0} MiB free; a task needs {need:.0} MiB and {DISK_KEPT_FREE_MIB:.0} MiB kept free): free some space there"
+            ));
+        }
+        self.free_mib = Some(free - need.max(1.0));
+        Ok(())
+    }
+}
+
 /// A delay for people: `7 days`, `3 h`, `90 s`.
 pub(crate) fn for_people(d: Duration) -> String {
     let s = d.as_secs();
